@@ -1,0 +1,63 @@
+# Experiment Desk. `make run` serves the dashboard; `make test` lints and tests.
+# Both set themselves up from a fresh clone: find Python 3.12+, make .venv, install.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PORT ?= 8000
+STANDIN_PORT ?= 8765
+VENV := .venv
+PY := $(VENV)/bin/python
+
+# First Python >= 3.12 found on PATH, then in ~/.pyenv/versions.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3 $$(ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do \
+	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; \
+	done)
+
+.PHONY: help run test lint format bench clean
+
+help:
+	@echo "make run    - the dashboard at http://127.0.0.1:$(PORT) (with a local Mixpanel stand-in unless credentials are set)"
+	@echo "make test   - lint (ruff) and the whole test suite"
+	@echo "make bench  - benchmarks (QUICK=1 for a short run)"
+
+$(VENV)/.stamp-base: requirements.txt
+	@if [ -z "$(PYTHON)" ]; then echo "Experiment Desk needs Python 3.12 or newer (python3.13, python3.12, python3 on PATH, or ~/.pyenv/versions/3.12+). None was found." >&2; exit 1; fi
+	@test -x $(PY) || { echo "Creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+run: $(VENV)/.stamp-base
+	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1}; \
+	$(PY) manage.py migrate --noinput -v 0 || exit 1; \
+	if [ -z "$$MIXPANEL_SERVICE_ACCOUNT_USERNAME$$MIXPANEL_SERVICE_ACCOUNT_USERNAME_FILE" ]; then \
+	  echo "No Mixpanel credentials set: starting the local Mixpanel stand-in on 127.0.0.1:$(STANDIN_PORT) with demo data."; \
+	  export MIXPANEL_API_BASE_URL=http://127.0.0.1:$(STANDIN_PORT) MIXPANEL_SERVICE_ACCOUNT_USERNAME=demo.stand-in MIXPANEL_SERVICE_ACCOUNT_SECRET=demo-stand-in-not-a-secret; \
+	  $(PY) manage.py mixpanel_standin --port $(STANDIN_PORT) & standin=$$!; \
+	  trap 'kill $$standin 2>/dev/null' EXIT INT TERM; \
+	  $(PY) manage.py seed_demo || exit 1; \
+	else \
+	  $(PY) manage.py bootstrap_dev || exit 1; \
+	fi; \
+	echo "Serving http://127.0.0.1:$(PORT) (Ctrl-C stops)"; \
+	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+
+lint: $(VENV)/.stamp-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.stamp-dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.stamp-dev
+	$(PY) -m tests.bench.run $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .bench staticfiles

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ExperimentsConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "experiments"
+    verbose_name = "Experiment Desk"

@@ -1,0 +1,269 @@
+"""Data model of Experiment Desk.
+
+Experiments themselves live in Mixpanel and are never stored here. What we keep:
+who may see which workspace, the append-only audit trail, the small mutable
+claim that makes a force conclude happen once, and team bookmarks.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Region(models.TextChoices):
+    US = "us", "US"
+    EU = "eu", "EU"
+    IN = "in", "India"
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    CONCLUDER = "concluder", "Concluder"
+    ADMIN = "admin", "Admin"
+
+
+class Workspace(models.Model):
+    name = models.CharField(max_length=200)
+    region = models.CharField(max_length=2, choices=Region.choices, default=Region.US)
+    mixpanel_workspace_id = models.PositiveBigIntegerField("Mixpanel workspace id")
+    mixpanel_project_id = models.PositiveBigIntegerField("Mixpanel project id", null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["region", "mixpanel_workspace_id"], name="workspace_unique_region_mixpanel_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_region_display()} #{self.mixpanel_workspace_id})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("experiments:experiment-list", args=[self.pk])
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["workspace__name", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "workspace"], name="membership_unique_user_workspace"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.workspace.name}"
+
+    @property
+    def can_conclude(self) -> bool:
+        return self.role in (Role.CONCLUDER, Role.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class ReasonCategory(models.TextChoices):
+    REACHED_SIGNIFICANCE = "significance", "Reached significance"
+    HARMFUL = "harmful", "Harmful to users or metrics"
+    BROKEN = "broken", "Broken set-up or tracking"
+    BUSINESS = "business", "Business decision"
+    OTHER = "other", "Other"
+
+
+class AttemptState(models.TextChoices):
+    REQUESTED = "requested", "Requested"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    UNKNOWN = "unknown", "Outcome unknown"
+    RECONCILED_APPLIED = "reconciled_applied", "Reconciled: applied"
+    RECONCILED_NOT_APPLIED = "reconciled_not_applied", "Reconciled: not applied"
+
+
+class ConclusionAttempt(models.Model):
+    """One press of "Force conclude", from request to final outcome.
+
+    The truth is the append-only AuditEntry chain; this row is its per-attempt
+    projection so that the audit list can filter and page a million attempts by
+    index. Its request fields never change after insert; only the outcome columns
+    move forward, and `verify_audit` checks them against the entries.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="attempts")
+    experiment_id = models.CharField(max_length=100)
+    # Snapshots, like admin LogEntry.object_repr: the record reads well after renames.
+    experiment_name = models.CharField(max_length=500, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    actor_name = models.CharField(max_length=300)
+    reason_category = models.CharField(max_length=20, choices=ReasonCategory.choices)
+    reason_text = models.TextField(blank=True)
+    end_date = models.DateTimeField()
+    request_body = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    state = models.CharField(max_length=30, choices=AttemptState.choices, default=AttemptState.REQUESTED)
+    failure_reason = models.TextField(blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("review_all_conclusions", "Can review all conclusions")]
+        indexes = [
+            # Audit list of one workspace, newest first, keyset on id.
+            models.Index(fields=["workspace", "-id"], name="attempt_ws_id_idx"),
+            # Audit list filtered by person.
+            models.Index(fields=["actor", "-id"], name="attempt_actor_id_idx"),
+            # Audit list filtered by outcome; reconcile_conclusions finds stuck attempts.
+            models.Index(fields=["state", "-id"], name="attempt_state_id_idx"),
+            # Date-range filter (created_at bounds become id bounds through this index).
+            models.Index(fields=["created_at", "id"], name="attempt_created_idx"),
+            # Experiment page: every attempt on one experiment.
+            models.Index(fields=["workspace", "experiment_id", "-id"], name="attempt_ws_exp_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Attempt #{self.pk} on {self.experiment_name or self.experiment_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("experiments:audit-detail", args=[self.pk])
+
+
+class ConclusionClaim(models.Model):
+    """The one mutable lock that makes a force conclude happen once.
+
+    At most one row per (workspace, experiment): inserting it is the claim, and
+    the unique constraint is what makes two clicks in two processes safe. It is
+    deleted when an attempt definitely failed, so a person may try again.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="+")
+    experiment_id = models.CharField(max_length=100)
+    attempt = models.OneToOneField(ConclusionAttempt, on_delete=models.PROTECT, related_name="claim")
+    claimed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "experiment_id"], name="claim_unique_ws_experiment"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Claim on {self.experiment_id} by attempt #{self.attempt_id}"
+
+
+class EntryKind(models.TextChoices):
+    CONCLUSION_REQUESTED = "conclusion_requested", "Conclusion requested"
+    CONCLUSION_SUCCEEDED = "conclusion_succeeded", "Conclusion succeeded"
+    CONCLUSION_FAILED = "conclusion_failed", "Conclusion failed"
+    CONCLUSION_UNKNOWN = "conclusion_unknown", "Conclusion outcome unknown"
+    CONCLUSION_RECONCILED = "conclusion_reconciled", "Conclusion reconciled"
+    BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
+    BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
+
+
+class AuditEntry(models.Model):
+    """One immutable line of the audit trail.
+
+    Entries form a hash chain: `seq` is gapless and increasing, `prev_hash` is the
+    previous entry's `hash`, and `hash` covers a canonical serialisation of this
+    entry (see experiments.auditlog). The database refuses UPDATE and DELETE on
+    this table (triggers in migration 0002). Write only via auditlog.append_entry.
+    """
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    kind = models.CharField(max_length=30, choices=EntryKind.choices)
+    created_at = models.DateTimeField()
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, null=True, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    actor_name = models.CharField(max_length=300, blank=True)
+    attempt = models.ForeignKey(
+        ConclusionAttempt, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+    )
+    experiment_id = models.CharField(max_length=100, blank=True)
+    experiment_name = models.CharField(max_length=500, blank=True)
+    # Canonical JSON text (sorted keys, no spaces), exactly the bytes that were hashed.
+    payload = models.TextField(default="{}")
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["seq"]
+        verbose_name_plural = "audit entries"
+        constraints = [
+            # Two appenders that read the same head cannot both commit: no forks.
+            models.UniqueConstraint(fields=["prev_hash"], name="auditentry_unique_prev_hash"),
+        ]
+        indexes = [
+            # Attempt detail timeline: entries of one attempt in order.
+            models.Index(fields=["attempt", "seq"], name="entry_attempt_seq_idx"),
+            # Bookmarks page "recent activity" of one workspace.
+            models.Index(fields=["workspace", "kind", "-seq"], name="entry_ws_kind_seq_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind}"
+
+    @property
+    def payload_data(self) -> dict:
+        import json
+
+        return json.loads(self.payload or "{}")
+
+
+class BookmarkKind(models.TextChoices):
+    EXPERIMENT = "experiment", "Experiment"
+    VIEW = "view", "Saved view"
+
+
+class Bookmark(models.Model):
+    """A team bookmark: an experiment, or a saved query of the experiments page."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="bookmarks")
+    kind = models.CharField(max_length=10, choices=BookmarkKind.choices)
+    experiment_id = models.CharField(max_length=100, blank=True)
+    experiment_name = models.CharField(max_length=500, blank=True)
+    # Only the query string of our own experiments page, normalised (never a URL).
+    view_query = models.CharField(max_length=1000, blank=True)
+    title = models.CharField(max_length=120, blank=True)
+    note = models.TextField(max_length=1000, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_by_name = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "experiment_id"],
+                condition=Q(kind="experiment"),
+                name="bookmark_unique_ws_experiment",
+            ),
+            models.UniqueConstraint(
+                fields=["workspace", "view_query"],
+                condition=Q(kind="view"),
+                name="bookmark_unique_ws_view",
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="experiment") & ~Q(experiment_id="") & Q(view_query=""))
+                | (Q(kind="view") & Q(experiment_id="")),
+                name="bookmark_kind_fields_consistent",
+            ),
+        ]
+        indexes = [
+            # Bookmarks strip and page: one workspace's bookmarks, newest first.
+            models.Index(fields=["workspace", "-created_at"], name="bookmark_ws_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.experiment_name or self.experiment_id
