@@ -39,4 +39,3 @@ class Command(BaseCommand):
             "unchanged": f"Workspace {label} already exists; nothing changed.",
         }
         self.stdout.write(messages[change])
-
