@@ -5,15 +5,32 @@ it is parsed here, at the boundary, into frozen dataclasses, and the full JSON i
 kept alongside as opaque data for the audit trail.
 
 INTERFACE FROZEN FOR PARALLEL WORK: the names below are used by selectors,
-services and views. The HTTP internals are being filled in (issue 3).
+services and views; new names may be added, none removed or changed.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import datetime as dt
+import email.utils
+import hmac
+import json
+import logging
+import os
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
+from urllib3.exceptions import NewConnectionError
+from urllib3.util.retry import Retry
 
 STATUSES = ("draft", "active", "concluded", "success", "fail")
 CONCLUDED_STATUSES = frozenset({"concluded", "success", "fail"})
@@ -229,34 +246,537 @@ def format_end_date(value: dt.datetime) -> str:
 
 
 # --- The client ------------------------------------------------------------------
+logger = logging.getLogger(__name__)
+
+REGION_BASE_URLS = {
+    "us": "https://mixpanel.com/api/app",
+    "eu": "https://eu.mixpanel.com/api/app",
+    "in": "https://in.mixpanel.com/api/app",
+}
+ENV_USERNAME = "MIXPANEL_SERVICE_ACCOUNT_USERNAME"
+ENV_SECRET = "MIXPANEL_SERVICE_ACCOUNT_SECRET"  # noqa: S105 - the variable's name, not a secret
+
+# Plain http is only acceptable where the Authorization header cannot cross a network.
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+BODY_EXCERPT_CHARS = 2000
+RAW_BODY_CHARS = 64 * 1024
+_READ_SIZE = 64 * 1024
+_BACKOFF_SECONDS = (0.2, 0.5, 1.0)
+
+# No automatic retries inside urllib3, ever: retries are decided here, per call,
+# and the force-conclude PUT gets none. read=False makes urllib3 re-raise read
+# errors as they are (requests then reports ReadTimeout rather than a generic
+# ConnectionError), so we can tell "connection never made" from "request sent".
+_NO_RETRY = Retry(total=0, read=False, redirect=False, raise_on_status=False)
+
+# Readable messages (constants so tests and callers can match them).
+MSG_REDIRECT = "Mixpanel answered with a redirect (HTTP {status}); redirects are never followed."
+MSG_NOT_JSON = "Mixpanel answered HTTP {status} with a body that is not JSON."
+MSG_BAD_SHAPE = "Mixpanel answered HTTP {status} with JSON of an unexpected shape."
+MSG_STATUS_ERROR = "Mixpanel answered HTTP 200 but reported an error: {detail}"
+MSG_TOO_LARGE = "Mixpanel's answer was larger than the {limit} bytes we accept."
+MSG_UNAUTHORIZED = (
+    "Mixpanel did not accept the service account (HTTP 401): its credentials are invalid or expired. "
+    "An operator must check MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET."
+)
+MSG_FORBIDDEN = (
+    "The service account has no access to this workspace in Mixpanel (HTTP 403). "
+    "An operator must grant it a role on the workspace or project."
+)
+MSG_NOT_FOUND = "Mixpanel has no such experiment or workspace (HTTP 404)."
+MSG_RATE_LIMITED = "Mixpanel is rate limiting us (HTTP 429). Try again in {wait}."
+MSG_REJECTED = "Mixpanel rejected the request (HTTP {status}): {detail}"
+MSG_SERVER_ERROR = "Mixpanel had a server error (HTTP {status}). Try again later."
+MSG_REFUSED = "Mixpanel could not be reached (no connection could be made). Nothing was sent. Try again later."
+MSG_TIMEOUT = "Mixpanel did not answer in time. Try again later."
+MSG_CONNECTION_LOST = "The connection to Mixpanel broke before a full answer arrived. Try again later."
+MSG_UNKNOWN_PREFIX = "We do not know whether Mixpanel applied the change: "
+
+
+class _Transport(Exception):
+    """Internal: a transport failure; `sent` says whether request bytes may have left."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.sent = sent
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    duration_ms: int
+
+
+def _setting(name: str) -> Any:
+    # Read at call time, not import time, so override_settings and the environment apply.
+    from django.conf import settings
+
+    return getattr(settings, name)
+
+
+def _user_agent() -> str:
+    from dashboard import __version__
+
+    return f"ExperimentDesk/{__version__}"
+
+
+def _read_env(name: str) -> str:
+    """One credential from NAME or NAME_FILE (a mounted secret). Empty string if neither."""
+    value = os.environ.get(name, "")
+    file_name = os.environ.get(name + "_FILE", "")
+    if value and file_name:
+        raise MixpanelConfigError(f"Mixpanel is misconfigured: set {name} or {name}_FILE, not both.")
+    if file_name:
+        try:
+            with open(file_name, encoding="utf-8") as handle:
+                # Mounted secrets usually end with a newline that is not part of the value.
+                return handle.read().strip()
+        except OSError as exc:
+            raise MixpanelConfigError(
+                f"Mixpanel is misconfigured: the file named by {name}_FILE cannot be read ({exc.strerror})."
+            ) from None
+    return value.strip()
+
+
+def read_credentials() -> tuple[str, str]:
+    """The service account (username, secret) from the environment, read now.
+
+    Raises MixpanelConfigError naming the variables when either is missing.
+    """
+    username = _read_env(ENV_USERNAME)
+    secret = _read_env(ENV_SECRET)
+    if not username or not secret:
+        raise MixpanelConfigError()
+    return username, secret
+
+
+def _base_url_for(region: str, override: str | None) -> str:
+    if region not in REGION_BASE_URLS:
+        raise MixpanelConfigError(f"Unknown Mixpanel region {region!r}; expected one of us, eu, in.")
+    base = (override or "").strip() or REGION_BASE_URLS[region]
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MixpanelConfigError("MIXPANEL_API_BASE_URL must be an http(s) URL such as https://mixpanel.com/api/app.")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise MixpanelConfigError(
+            "MIXPANEL_API_BASE_URL must use https: plain http is only allowed for 127.0.0.1 or localhost, "
+            "so the service account never crosses a network in clear text."
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise MixpanelConfigError("MIXPANEL_API_BASE_URL must be a plain base URL (no credentials, query or fragment).")
+    return base.rstrip("/")
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _describe_wait(seconds: float | None) -> str:
+    if seconds is None:
+        return "a minute"
+    if seconds < 1.5:
+        return "a second"
+    if seconds < 90:
+        return f"{round(seconds)} seconds"
+    return f"{round(seconds / 60)} minutes"
+
+
+def _error_detail(payload: Any) -> str:
+    """Mixpanel's own error text from {"status": "error", "error": str|object, "type": ...}."""
+    if not isinstance(payload, Mapping):
+        return ""
+    error = payload.get("error")
+    if isinstance(error, str):
+        detail = error
+    elif error is not None:
+        detail = json.dumps(error, ensure_ascii=False, sort_keys=True)[:500]
+    else:
+        detail = ""
+    kind = payload.get("type")
+    if isinstance(kind, str) and kind:
+        detail = f"{kind}: {detail}" if detail else kind
+    return " ".join(detail.split())[:500]
+
+
+def _connect_failure(exc: requests.exceptions.RequestException) -> bool:
+    """True when no connection was made at all, so not one byte of the request left.
+
+    requests wraps urllib3's MaxRetryError, whose `reason` is the real cause.
+    NewConnectionError covers refused connections and DNS failures; a TLS error
+    can only happen in the handshake, before the request is written.
+    """
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return True
+    cause: Any = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, NewConnectionError)
+
+
 class MixpanelClient:
     """A client per (region, service account), holding one requests.Session.
 
-    To be completed (issue 3): base URL per region or MIXPANEL_API_BASE_URL, Basic
-    auth, User-Agent, timeouts + total deadline, size cap, no redirects, bounded
-    retries of reads only, error mapping to the exceptions above.
+    Every call: Basic auth, User-Agent, explicit (connect, read) timeouts, a total
+    deadline enforced while the body streams in, a response size cap, no
+    redirects, and failures mapped to the MixpanelError family. Reads retry a
+    bounded number of times; the force-conclude PUT never does.
     """
 
     def __init__(self, *, region: str, username: str, secret: str, base_url: str | None = None) -> None:
-        raise NotImplementedError
+        if not username or not secret:
+            raise MixpanelConfigError()
+        self.region = region
+        self.username = username
+        self.base_url = _base_url_for(region, base_url if base_url is not None else _setting("MIXPANEL_API_BASE_URL"))
+        # Kept only to scrub it from anything we echo and to notice a rotated secret.
+        self.__secret = secret
+        self._redact = (secret, base64.b64encode(f"{username}:{secret}".encode()).decode("ascii"))
+        session = requests.Session()
+        session.auth = HTTPBasicAuth(username, secret)
+        session.headers.update({"User-Agent": _user_agent(), "Accept": "application/json"})
+        session.max_redirects = 0
+        adapter = HTTPAdapter(max_retries=_NO_RETRY)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        self._session = session
+        # Tests replace these two to run without real waiting.
+        self._sleep = time.sleep
+        self._clock = time.monotonic
 
+    def __repr__(self) -> str:
+        return f"<MixpanelClient region={self.region!r} base_url={self.base_url!r} username={self.username!r}>"
+
+    def uses_secret(self, secret: str) -> bool:
+        """Whether this client was built with `secret` (so a rotated secret builds a new client)."""
+        return hmac.compare_digest(self.__secret.encode(), secret.encode())
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._session.close()
+
+    # -- public calls ---------------------------------------------------------
     def list_experiments(self, workspace_id: int) -> list[Experiment]:
-        """GET /workspaces/{id}/experiments."""
-        raise NotImplementedError
+        """GET /workspaces/{id}/experiments: every experiment of a workspace, parsed.
+
+        Rows without a usable id or status are skipped (and logged) rather than
+        failing the whole list. Retries connection errors, 429 and 5xx, bounded.
+        """
+        path = f"/workspaces/{int(workspace_id)}/experiments"
+        answer, payload = self._read(path)
+        results = payload.get("results")
+        if not isinstance(results, list):
+            raise self._bad(MSG_BAD_SHAPE.format(status=answer.status), answer)
+        experiments: list[Experiment] = []
+        skipped = 0
+        for item in results:
+            try:
+                experiments.append(parse_experiment(item))
+            except MixpanelBadResponse:
+                skipped += 1
+        if skipped:
+            logger.warning("Mixpanel list of workspace %s: skipped %d unusable experiment(s)", workspace_id, skipped)
+        return experiments
 
     def get_experiment(self, workspace_id: int, experiment_id: str) -> Experiment:
-        """GET /workspaces/{id}/experiments/{experiment_id}."""
-        raise NotImplementedError
+        """GET /workspaces/{id}/experiments/{experiment_id}: one experiment, parsed.
+
+        Retries connection errors, 429 and 5xx, bounded.
+        """
+        path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}"
+        answer, payload = self._read(path)
+        try:
+            return parse_experiment(payload.get("results"))
+        except MixpanelBadResponse as exc:
+            raise self._bad(f"{MSG_BAD_SHAPE.format(status=answer.status)} {exc.message}", answer) from None
 
     def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: dt.datetime) -> ConcludeResult:
-        """PUT .../force_conclude with {"end_date": ...}; never retried."""
-        raise NotImplementedError
+        """PUT .../force_conclude with {"end_date": ...}; sent at most once, never retried.
+
+        Definite failures raise MixpanelUnavailable (nothing was sent), RateLimited,
+        AuthError, NotFound or Rejected. Anything that leaves the outcome open after
+        the request may have been sent (timeout, reset, 5xx, unreadable 200) raises
+        MixpanelOutcomeUnknown. Whether the returned experiment is really concluded
+        is for the caller to judge (Mixpanel may answer 200 and change nothing).
+        """
+        path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}/force_conclude"
+        body = {"end_date": format_end_date(end_date)}
+        started = self._clock()
+        deadline = started + float(_setting("MIXPANEL_DEADLINE"))
+        try:
+            answer = self._send("PUT", path, body, deadline=deadline, started=started)
+        except _Transport as exc:
+            elapsed = self._ms_since(started)
+            if exc.sent:
+                raise MixpanelOutcomeUnknown(MSG_UNKNOWN_PREFIX + exc.message, duration_ms=elapsed) from None
+            raise MixpanelUnavailable(exc.message, duration_ms=elapsed) from None
+        except MixpanelBadResponse as exc:  # too large: the PUT was sent and read in part
+            raise MixpanelOutcomeUnknown(
+                MSG_UNKNOWN_PREFIX + exc.message, http_status=exc.http_status, duration_ms=exc.duration_ms
+            ) from None
+
+        if answer.status == 200:
+            payload = self._json(answer)
+            if isinstance(payload, Mapping) and payload.get("status") == "error":
+                # An explicit refusal carried by a 200: definite, nothing was applied.
+                raise MixpanelRejected(
+                    MSG_STATUS_ERROR.format(detail=self._scrub(_error_detail(payload)) or "no details"),
+                    **self._facts(answer),
+                )
+            experiment = None
+            if isinstance(payload, Mapping) and payload.get("status") == "ok":
+                try:
+                    experiment = parse_experiment(payload.get("results"))
+                except MixpanelBadResponse:
+                    experiment = None
+            if experiment is None:
+                reason = MSG_NOT_JSON if payload is _NOT_JSON else MSG_BAD_SHAPE
+                raise MixpanelOutcomeUnknown(MSG_UNKNOWN_PREFIX + reason.format(status=200), **self._facts(answer))
+            text = self._scrub(answer.body.decode("utf-8", errors="replace"))
+            return ConcludeResult(
+                experiment=experiment,
+                http_status=200,
+                duration_ms=answer.duration_ms,
+                raw_body=text[:RAW_BODY_CHARS],
+                truncated=len(text) > RAW_BODY_CHARS,
+            )
+        if answer.status >= 500 or 200 <= answer.status < 300:
+            # A server error or an unexpected 2xx after the PUT arrived: it may have been applied.
+            reason = MSG_SERVER_ERROR if answer.status >= 500 else MSG_BAD_SHAPE
+            raise MixpanelOutcomeUnknown(
+                MSG_UNKNOWN_PREFIX + reason.format(status=answer.status), **self._facts(answer)
+            )
+        raise self._definite_error(answer)
+
+    # -- internals ------------------------------------------------------------
+    def _read(self, path: str) -> tuple[_Answer, Mapping[str, Any]]:
+        """GET with bounded retries; returns the answer and its "ok" JSON object."""
+        started = self._clock()
+        deadline = started + float(_setting("MIXPANEL_DEADLINE"))
+        retries = max(0, int(_setting("MIXPANEL_READ_RETRIES")))
+        cap = max(0.0, float(_setting("MIXPANEL_RETRY_AFTER_CAP")))
+        attempt = 0
+        while True:
+            error: MixpanelError
+            wait: float
+            try:
+                answer = self._send("GET", path, None, deadline=deadline, started=started)
+            except _Transport as exc:
+                error = MixpanelUnavailable(exc.message, duration_ms=self._ms_since(started))
+                wait = _BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)]
+            else:
+                if answer.status == 200:
+                    payload = self._json(answer)
+                    if payload is _NOT_JSON:
+                        raise self._bad(MSG_NOT_JSON.format(status=200), answer)
+                    if not isinstance(payload, Mapping):
+                        raise self._bad(MSG_BAD_SHAPE.format(status=200), answer)
+                    if payload.get("status") == "error":
+                        detail = self._scrub(_error_detail(payload)) or "no details"
+                        raise self._bad(MSG_STATUS_ERROR.format(detail=detail), answer)
+                    if payload.get("status") != "ok":
+                        raise self._bad(MSG_BAD_SHAPE.format(status=200), answer)
+                    return answer, payload
+                error = self._definite_error(answer)
+                if not isinstance(error, (MixpanelUnavailable, MixpanelRateLimited)):
+                    raise error
+                wait = error.retry_after if error.retry_after is not None else _BACKOFF_SECONDS[0]
+                wait = min(wait, cap)
+            attempt += 1
+            remaining = deadline - self._clock()
+            # Never sleep past the call's deadline: give up with the last error instead.
+            if attempt > retries or wait >= remaining:
+                error.duration_ms = self._ms_since(started)
+                raise error
+            logger.info("Mixpanel GET %s: retrying in %.2fs after: %s", path, wait, error.message)
+            self._sleep(wait)
+
+    def _send(self, method: str, path: str, body: Any, *, deadline: float, started: float) -> _Answer:
+        """One HTTP exchange, the body read under the deadline and the size cap."""
+        url = self.base_url + path
+        limit = int(_setting("MIXPANEL_MAX_RESPONSE_BYTES"))
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise _Transport(MSG_TIMEOUT, sent=False)
+        connect_timeout = min(float(_setting("MIXPANEL_CONNECT_TIMEOUT")), remaining)
+        read_timeout = float(_setting("MIXPANEL_READ_TIMEOUT"))
+        try:
+            response = self._session.request(
+                method,
+                url,
+                json=body,
+                timeout=(connect_timeout, min(read_timeout, remaining)),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.exceptions.RequestException as exc:
+            sent = not _connect_failure(exc)
+            if not sent:
+                message = MSG_REFUSED
+            elif isinstance(exc, requests.exceptions.Timeout):
+                message = MSG_TIMEOUT
+            else:
+                message = MSG_CONNECTION_LOST
+            logger.warning("Mixpanel %s %s failed after %d ms: %s", method, path, self._ms_since(started), message)
+            raise _Transport(message, sent=sent) from None
+
+        try:
+            declared = int(response.headers.get("Content-Length", "0") or 0)
+        except ValueError:
+            declared = 0
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            if declared > limit:
+                raise self._too_large(response.status_code, limit, started)
+            raw = response.raw
+            while True:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise _Transport(MSG_TIMEOUT, sent=True)
+                self._bound_socket_wait(raw, min(read_timeout, remaining))
+                # read1 returns whatever one socket read produced, so a server that
+                # trickles bytes cannot keep us past the deadline (iter_content and
+                # read(n) block until n bytes arrive).
+                chunk = raw.read1(_READ_SIZE, decode_content=True)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large(response.status_code, limit, started)
+                chunks.append(chunk)
+        except (urllib3.exceptions.HTTPError, OSError, requests.exceptions.RequestException) as exc:
+            is_timeout = isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError))
+            message = MSG_TIMEOUT if is_timeout else MSG_CONNECTION_LOST
+            logger.warning("Mixpanel %s %s failed after %d ms: %s", method, path, self._ms_since(started), message)
+            response.close()
+            raise _Transport(message, sent=True) from None
+        except BaseException:
+            response.close()
+            raise
+        answer = _Answer(
+            status=response.status_code,
+            headers=response.headers,
+            body=b"".join(chunks),
+            duration_ms=self._ms_since(started),
+        )
+        response.close()
+        logger.info("Mixpanel %s %s -> %d in %d ms", method, path, answer.status, answer.duration_ms)
+        return answer
+
+    @staticmethod
+    def _bound_socket_wait(raw: Any, seconds: float) -> None:
+        # The read timeout applies per socket read; shrink it to what is left of the
+        # deadline so a stalled body is cut off on time. Best effort: mocked
+        # responses have no socket.
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(max(seconds, 0.001))
+
+    def _too_large(self, status: int, limit: int, started: float) -> MixpanelBadResponse:
+        return MixpanelBadResponse(
+            MSG_TOO_LARGE.format(limit=limit), http_status=status, duration_ms=self._ms_since(started)
+        )
+
+    def _definite_error(self, answer: _Answer) -> MixpanelError:
+        """The exception for a non-200 answer that Mixpanel (or a proxy) gave on purpose."""
+        status = answer.status
+        facts = self._facts(answer)
+        if 300 <= status < 400:
+            return MixpanelBadResponse(MSG_REDIRECT.format(status=status), **facts)
+        if status == 401:
+            return MixpanelAuthError(MSG_UNAUTHORIZED, **facts)
+        if status == 403:
+            return MixpanelAuthError(MSG_FORBIDDEN, **facts)
+        if status == 404:
+            return MixpanelNotFound(MSG_NOT_FOUND, **facts)
+        if status == 429:
+            wait = _parse_retry_after(answer.headers.get("Retry-After"))
+            return MixpanelRateLimited(MSG_RATE_LIMITED.format(wait=_describe_wait(wait)), retry_after=wait, **facts)
+        if status >= 500:
+            return MixpanelUnavailable(MSG_SERVER_ERROR.format(status=status), **facts)
+        if 400 <= status < 500:
+            payload = self._json(answer)
+            detail = self._scrub(_error_detail(payload)) or "no details given"
+            return MixpanelRejected(MSG_REJECTED.format(status=status, detail=detail), **facts)
+        return self._bad(MSG_BAD_SHAPE.format(status=status), answer)
+
+    def _bad(self, message: str, answer: _Answer) -> MixpanelBadResponse:
+        return MixpanelBadResponse(message, **self._facts(answer))
+
+    def _facts(self, answer: _Answer) -> dict[str, Any]:
+        excerpt = self._scrub(answer.body[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace"))
+        return {
+            "http_status": answer.status,
+            "body_excerpt": excerpt[:BODY_EXCERPT_CHARS],
+            "duration_ms": answer.duration_ms,
+        }
+
+    @staticmethod
+    def _json(answer: _Answer) -> Any:
+        try:
+            return json.loads(answer.body)
+        except (ValueError, RecursionError):
+            return _NOT_JSON
+
+    def _scrub(self, text: str) -> str:
+        # Defence in depth: should anything ever echo our credentials back, they stop here.
+        for secret in self._redact:
+            if secret and secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    def _ms_since(self, started: float) -> int:
+        return max(0, round((self._clock() - started) * 1000))
+
+
+_NOT_JSON: Any = object()
+_clients = threading.local()
 
 
 def client_for(workspace: Any) -> MixpanelClient:
     """The seam: the client for a workspace's region with the configured account.
 
     Views and commands call this; tests replace it (or point MIXPANEL_API_BASE_URL
-    at the stand-in). Credentials are read from the environment here, per call.
+    at the stand-in). Credentials are read from the environment here, per call, so
+    a rotated secret is picked up; a client (and its pooled connections) is reused
+    per thread for the same region, base URL and account.
     """
-    raise NotImplementedError
+    username, secret = read_credentials()
+    region = str(getattr(workspace, "region", "us"))
+    base_url = _base_url_for(region, _setting("MIXPANEL_API_BASE_URL"))
+    cache: dict[tuple[str, str, str], MixpanelClient] = _clients.__dict__.setdefault("by_key", {})
+    key = (region, base_url, username)
+    client = cache.get(key)
+    if client is None or not client.uses_secret(secret):
+        if client is not None:
+            client.close()
+        client = MixpanelClient(region=region, username=username, secret=secret, base_url=base_url)
+        cache[key] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Forget this thread's cached clients (tests; after changing credentials)."""
+    for client in _clients.__dict__.pop("by_key", {}).values():
+        client.close()
