@@ -1,0 +1,210 @@
+"""Forms: the experiments page's query string and the force-conclude dialog."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.http import QueryDict
+from django.utils import timezone
+
+from experiments.mixpanel import Experiment
+from experiments.models import ReasonCategory
+
+# --- Experiments list query (issue 4) ----------------------------------------------
+
+STATUS_TABS: tuple[tuple[str, str], ...] = (
+    ("all", "All"),
+    ("active", "Active"),
+    ("draft", "Draft"),
+    ("concluded", "Concluded"),
+    ("success", "Success"),
+    ("fail", "Fail"),
+)
+SORT_CHOICES: tuple[tuple[str, str], ...] = (
+    ("-start", "Start date, newest first"),
+    ("start", "Start date, oldest first"),
+    ("name", "Name, A to Z"),
+    ("-name", "Name, Z to A"),
+    ("-end", "End date, newest first"),
+    ("end", "End date, oldest first"),
+    ("status", "Status"),
+)
+DEFAULT_STATUS = "all"
+DEFAULT_SORT = "-start"
+PAGE_SIZE = 50
+SEARCH_MAX_LENGTH = 200
+_STATUSES = {value for value, _ in STATUS_TABS}
+_SORTS = {value for value, _ in SORT_CHOICES}
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentListQuery:
+    """What the experiments page shows, parsed from its URL.
+
+    Every value falls back to its default when missing or unusable, so any URL a
+    person pastes renders a page (never a 400 or 500). `querystring()` is the
+    canonical form: defaults left out, fixed order, so a view has one URL.
+    """
+
+    status: str = DEFAULT_STATUS
+    q: str = ""
+    sort: str = DEFAULT_SORT
+    page: int = 1
+
+    @classmethod
+    def from_querydict(cls, data: QueryDict | dict[str, Any]) -> ExperimentListQuery:
+        status = str(data.get("status") or "").strip().lower()
+        sort = str(data.get("sort") or "").strip()
+        q = " ".join(str(data.get("q") or "").split())[:SEARCH_MAX_LENGTH]
+        try:
+            page = int(str(data.get("page") or "1").strip())
+        except ValueError:
+            page = 1
+        return cls(
+            status=status if status in _STATUSES else DEFAULT_STATUS,
+            q=q,
+            sort=sort if sort in _SORTS else DEFAULT_SORT,
+            # An absurd page number is clamped to the last page later, when the count is known.
+            page=page if 1 <= page <= 1_000_000 else 1,
+        )
+
+    @classmethod
+    def from_querystring(cls, text: str) -> ExperimentListQuery:
+        return cls.from_querydict(QueryDict(text or ""))
+
+    def with_(self, **changes: Any) -> ExperimentListQuery:
+        """A copy with some values changed; a new filter or sort starts at page 1."""
+        if "page" not in changes:
+            changes["page"] = 1
+        return replace(self, **changes)
+
+    def params(self) -> list[tuple[str, str]]:
+        pairs = []
+        if self.status != DEFAULT_STATUS:
+            pairs.append(("status", self.status))
+        if self.q:
+            pairs.append(("q", self.q))
+        if self.sort != DEFAULT_SORT:
+            pairs.append(("sort", self.sort))
+        if self.page != 1:
+            pairs.append(("page", str(self.page)))
+        return pairs
+
+    def querystring(self) -> str:
+        """Canonical query string without the "?" ("" for the default view)."""
+        return urlencode(self.params())
+
+    def url_suffix(self) -> str:
+        """ "?status=..." or "" — ready to append to the page's path."""
+        text = self.querystring()
+        return "?" + text if text else ""
+
+
+# --- Force conclude (issue 5) --------------------------------------------------------
+
+REASON_TEXT_MAX_LENGTH = 1000
+# A browser clock a little ahead of ours must not make "now" look like the future.
+CLOCK_SKEW_ALLOWANCE = dt.timedelta(minutes=2)
+DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
+
+
+def datetime_local_value(value: dt.datetime) -> str:
+    """A UTC datetime as an <input type=datetime-local> value (minutes)."""
+    return value.astimezone(dt.UTC).strftime(DATETIME_LOCAL_FORMAT)
+
+
+class UTCDateTimeField(forms.DateTimeField):
+    """A datetime-local value read as UTC, whatever timezone is active.
+
+    The label says "UTC", so the wall-clock value a person types is UTC; an
+    explicit offset (from a script or a test) is honoured and converted.
+    """
+
+    input_type = "datetime-local"
+
+    def to_python(self, value: Any) -> dt.datetime | None:
+        if value in self.empty_values:
+            return None
+        if isinstance(value, dt.datetime):
+            parsed = value
+        else:
+            text = str(value).strip()
+            if text.endswith(("Z", "z")):
+                text = text[:-1] + "+00:00"
+            try:
+                parsed = dt.datetime.fromisoformat(text)
+            except ValueError:
+                raise forms.ValidationError(
+                    "Enter a date and time like 2026-11-26T09:30 (UTC).", code="invalid"
+                ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+
+
+class ForceConcludeForm(forms.Form):
+    """The confirmation dialog: why, and when the analysis window ends.
+
+    `experiment` (the list's copy) supplies the start date the end may not precede.
+    `back` says where the person came from, so the answer lands in the same place.
+    """
+
+    reason_category = forms.ChoiceField(
+        label="Reason",
+        choices=[("", "Choose a reason…"), *ReasonCategory.choices],
+        error_messages={"required": "Choose a reason.", "invalid_choice": "Choose one of the listed reasons."},
+    )
+    reason_text = forms.CharField(
+        label="In your own words",
+        max_length=REASON_TEXT_MAX_LENGTH,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        error_messages={
+            "required": "Say briefly why you are concluding it; the audit trail keeps this.",
+            "max_length": f"Keep it under {REASON_TEXT_MAX_LENGTH} characters.",
+        },
+    )
+    end_date = UTCDateTimeField(
+        label="End of the analysis window (UTC)",
+        error_messages={"required": "Give the end date and time (UTC)."},
+    )
+    back = forms.ChoiceField(choices=[("list", "list"), ("detail", "detail")], required=False)
+    # The experiments page's query string, to return to the same view without JavaScript.
+    list_query = forms.CharField(required=False, max_length=1000)
+
+    def __init__(self, *args: Any, experiment: Experiment | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.experiment = experiment
+        if not self.is_bound:
+            self.initial.setdefault("end_date", datetime_local_value(timezone.now()))
+
+    def clean_end_date(self) -> dt.datetime:
+        end_date: dt.datetime = self.cleaned_data["end_date"]
+        now = timezone.now()
+        if end_date > now + CLOCK_SKEW_ALLOWANCE:
+            raise forms.ValidationError(
+                "The end date is in the future. Force conclude ends the analysis now or at a past time; "
+                "leave it at the current time (UTC) to end it now.",
+                code="future",
+            )
+        start = self.experiment.start_date if self.experiment else None
+        # The input has minute precision: compare with the start floored to its minute.
+        if start is not None and end_date < start.astimezone(dt.UTC).replace(second=0, microsecond=0):
+            raise forms.ValidationError(
+                "The end date is before the experiment started ("
+                + start.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
+                + " UTC). Choose a time after the start.",
+                code="before_start",
+            )
+        return end_date
+
+    def clean_back(self) -> str:
+        return self.cleaned_data.get("back") or "list"
+
+    def clean_list_query(self) -> str:
+        # Re-encoded from parsed values: never echoes anything but our own parameters.
+        return ExperimentListQuery.from_querystring(self.cleaned_data.get("list_query") or "").querystring()
