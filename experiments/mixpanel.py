@@ -582,7 +582,7 @@ class MixpanelClient:
                 answer = self._send("GET", path, None, deadline=deadline, started=started)
             except _Transport as exc:
                 error = MixpanelUnavailable(exc.message, duration_ms=self._ms_since(started))
-                wait = _BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)]
+                wait = min(_BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)], cap)
             else:
                 if answer.status == 200:
                     payload = self._json(answer)
@@ -599,8 +599,10 @@ class MixpanelClient:
                 error = self._definite_error(answer)
                 if not isinstance(error, (MixpanelUnavailable, MixpanelRateLimited)):
                     raise error
-                wait = error.retry_after if error.retry_after is not None else _BACKOFF_SECONDS[0]
-                wait = min(wait, cap)
+                if error.retry_after is not None and error.retry_after > cap:
+                    # Mixpanel asked for a longer wait than a page view can afford: say so now.
+                    raise error
+                wait = error.retry_after if error.retry_after is not None else min(_BACKOFF_SECONDS[0], cap)
             attempt += 1
             remaining = deadline - self._clock()
             # Never sleep past the call's deadline: give up with the last error instead.

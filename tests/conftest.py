@@ -101,3 +101,46 @@ def auditor(django_user_model):
 def pm_client(client, pm):
     client.force_login(pm)
     return client
+
+
+# --- The local Mixpanel stand-in (issue 3) -------------------------------------------
+@pytest.fixture(scope="session")
+def standin_server():
+    """One stand-in HTTP server for the whole test session (port 0: a free port)."""
+    from experiments.standin import StandIn
+
+    server = StandIn(port=0, experiments_per_workspace=48, seed=1).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def standin(standin_server, settings):
+    """The stand-in, reset to its seeded state, with the dashboard pointed at it.
+
+    Sets settings.MIXPANEL_API_BASE_URL to standin.url and short client timeouts
+    (deadline 3 s, read timeout 2 s, retry waits capped at 0.05 s) so fault tests
+    are quick. Workspaces: 1001 Growth (us; matches the `workspace` fixture),
+    2002 Payments (eu; matches `other_workspace`), 3003 Search & Discovery (in);
+    48 experiments each, every status, awkward names; Growth holds "[demo fault]"
+    rows. Useful calls (see experiments.standin.server.StandIn):
+
+        exp = standin.find(1001, status="active")        # a plain active experiment (dict)
+        standin.experiment(1001, exp["id"])["status"]    # state after the test acted
+        standin.set_fault("server_error", experiment_id=exp["id"], method="PUT", times=1)
+        standin.set_fault("latency", latency_ms=300)      # every call, this test only
+        standin.requests(method="PUT", path_contains=exp["id"])  # count upstream calls
+        standin.set_access(1001, allowed=False)           # 403 for that workspace
+        standin.add_experiment(1001, name="<b>x</b>", status="active")
+    """
+    from experiments.mixpanel import reset_clients
+
+    standin_server.reset()
+    reset_clients()
+    settings.MIXPANEL_API_BASE_URL = standin_server.url
+    settings.MIXPANEL_DEADLINE = 3.0
+    settings.MIXPANEL_READ_TIMEOUT = 2.0
+    settings.MIXPANEL_CONNECT_TIMEOUT = 1.0
+    settings.MIXPANEL_RETRY_AFTER_CAP = 0.05
+    yield standin_server
+    standin_server.reset()
