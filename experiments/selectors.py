@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import json
+import re
 import threading
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet, Subquery
 from django.http import Http404
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
-from experiments.mixpanel import STATUSES, Experiment, MixpanelError
-from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim, Membership, Role, Workspace
+from experiments.mixpanel import STATUSES, Experiment, MixpanelError, parse_experiment
+from experiments.models import (
+    AttemptState,
+    AuditEntry,
+    Bookmark,
+    BookmarkKind,
+    ConclusionAttempt,
+    ConclusionClaim,
+    EntryKind,
+    Membership,
+    Role,
+    Workspace,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +413,8 @@ class ExperimentRow:
     dom_id: str
     start_relative: str
     end_relative: str
+    detail_url: str = ""
+    conclude_url: str = ""
     notice: str = ""
     notice_ok: bool = False
 
@@ -416,6 +437,14 @@ def experiment_dom_id(experiment_id: str) -> str:
     return "exp-" + hashlib.sha256(experiment_id.encode("utf-8")).hexdigest()[:16]
 
 
+def _experiment_url(name: str, workspace: Workspace, experiment_id: str) -> str:
+    # An upstream id our routes cannot carry (one with a "/") gets no link rather than a 500.
+    try:
+        return reverse(name, args=[workspace.pk, experiment_id])
+    except NoReverseMatch:
+        return ""
+
+
 def experiment_row(
     *,
     access: WorkspaceAccess,
@@ -427,10 +456,13 @@ def experiment_row(
 ) -> ExperimentRow:
     """One row. The button shows for concluders and admins on active experiments nobody has claimed."""
     now = now or timezone.now()
+    conclude_url = _experiment_url("experiments:experiment-force-conclude", access.workspace, experiment.id)
     return ExperimentRow(
         experiment=experiment,
         claim=claim,
-        show_conclude=access.can_conclude and experiment.is_active and claim is None,
+        show_conclude=bool(conclude_url) and access.can_conclude and experiment.is_active and claim is None,
+        detail_url=_experiment_url("experiments:experiment-detail", access.workspace, experiment.id),
+        conclude_url=conclude_url,
         dom_id=experiment_dom_id(experiment.id),
         start_relative=relative_time(experiment.start_date, now),
         end_relative=relative_time(experiment.end_date, now),
@@ -464,3 +496,701 @@ def claim_for_experiments(*, workspace: Workspace, experiment_ids: list[str]) ->
 def attempt_list_for_experiment(*, workspace: Workspace, experiment_id: str) -> list[ConclusionAttempt]:
     """Every conclusion attempt on one experiment, newest first (index attempt_ws_exp_idx)."""
     return list(ConclusionAttempt.objects.filter(workspace=workspace, experiment_id=experiment_id).order_by("-id"))
+
+
+def attempt_list_to_reconcile(*, older_than: dt.timedelta, workspace_pk: int | None = None) -> list[ConclusionAttempt]:
+    """Attempts left open that reconcile_conclusions should resolve, oldest first.
+
+    "requested" older than the threshold means the process died between intent
+    and outcome (a live request finishes within MIXPANEL_DEADLINE). "unknown" is
+    held to the same threshold because a PUT that timed out may still be landing
+    upstream; reading it too early could call an applied attempt "not applied".
+    Served by attempt_state_id_idx.
+    """
+    cutoff = timezone.now() - older_than
+    attempts = ConclusionAttempt.objects.filter(
+        state__in=[AttemptState.REQUESTED, AttemptState.UNKNOWN], created_at__lte=cutoff
+    ).select_related("workspace")
+    if workspace_pk is not None:
+        attempts = attempts.filter(workspace_id=workspace_pk)
+    return list(attempts.order_by("id"))
+
+
+@dataclass(frozen=True, slots=True)
+class DriftItem:
+    """An experiment Mixpanel shows as concluded with no applied conclusion recorded here."""
+
+    workspace: Workspace
+    experiment: Experiment
+    # States of the attempts we did record on it, newest first (often none).
+    local_states: tuple[str, ...]
+
+
+def conclusion_drift(*, workspace: Workspace, client: Any) -> list[DriftItem]:
+    """Experiments concluded upstream (concluded, success or fail) without a
+    succeeded or reconciled-applied attempt here: conclusions made outside the
+    dashboard. One list call to Mixpanel (its errors propagate) and one query.
+    """
+    concluded = [e for e in client.list_experiments(workspace.mixpanel_workspace_id) if e.is_concluded]
+    if not concluded:
+        return []
+    states: dict[str, list[str]] = {}
+    rows = (
+        ConclusionAttempt.objects.filter(workspace=workspace, experiment_id__in=[e.id for e in concluded])
+        .order_by("-id")
+        .values_list("experiment_id", "state")
+    )
+    for experiment_id, state in rows:
+        states.setdefault(experiment_id, []).append(state)
+    applied = {AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED}
+    drift = [
+        DriftItem(workspace=workspace, experiment=e, local_states=tuple(states.get(e.id, ())))
+        for e in concluded
+        if not applied.intersection(states.get(e.id, ()))
+    ]
+    # Most recently ended first: the freshest surprises lead the report.
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+    drift.sort(key=lambda item: (item.experiment.end_date or epoch, item.experiment.id), reverse=True)
+    return drift
+
+
+# --- Audit review (issue 6) ------------------------------------------------------------
+#
+# The audit list pages a million ConclusionAttempt rows by keyset on `id` (unique and
+# increasing with time): every page is "WHERE <filters> AND id < cursor ORDER BY id DESC
+# LIMIT n+1", which an index answers in the same time at any depth. No OFFSET, and no
+# COUNT(*) of the table (an approximate total comes from PostgreSQL's statistics).
+
+AUDIT_PAGE_SIZE = 50
+AUDIT_PAGE_SIZES = (10, 25, 50, 100, 200)
+AUDIT_EXPORT_CHUNK = 2000
+REVIEW_ALL_PERMISSION = "experiments.review_all_conclusions"
+# How far created_at may run out of step with id. Both are set when the attempt is
+# inserted, so they disagree by at most a transaction's length; a day is a wide margin
+# that costs a day of rows at most when a date range is turned into id bounds.
+_DATE_ID_SLACK = dt.timedelta(days=1)
+_CURSOR_PATTERN = re.compile(r"^([ab])([0-9]{1,18})$")
+_APPLIED_STATUSES = ("concluded", "success", "fail")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilters:
+    """The audit list's filters (all optional); the same object drives the list and export."""
+
+    workspace_id: int | None = None
+    # An actor's user id ("42") or username.
+    person: str = ""
+    outcome: str = ""
+    # Inclusive UTC calendar dates.
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    # Free text over experiment name, experiment id and reason text.
+    q: str = ""
+
+    @property
+    def is_empty(self) -> bool:
+        return self == AuditFilters()
+
+    def params(self) -> list[tuple[str, str]]:
+        """The filter as URL parameters, in a fixed order, empty ones left out."""
+        pairs = [
+            ("workspace", str(self.workspace_id) if self.workspace_id else ""),
+            ("person", self.person),
+            ("outcome", self.outcome),
+            ("date_from", self.date_from.isoformat() if self.date_from else ""),
+            ("date_to", self.date_to.isoformat() if self.date_to else ""),
+            ("q", self.q),
+        ]
+        return [(key, value) for key, value in pairs if value]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """One page of attempts, newest first, with the cursors of its neighbours."""
+
+    rows: list[ConclusionAttempt]
+    newer_cursor: str | None
+    older_cursor: str | None
+    page_size: int
+    # Only when it is cheap (PostgreSQL statistics, unfiltered view of everything).
+    approximate_total: int | None = None
+    is_first_page: bool = True
+
+
+def audit_can_review_all(*, user: Any) -> bool:
+    """Whether `user` may read every workspace's audit (the permission, or superuser)."""
+    return bool(user.is_active and user.has_perm(REVIEW_ALL_PERMISSION))
+
+
+def audit_workspaces_for_user(*, user: Any) -> list[Workspace]:
+    """The workspaces whose audit `user` may read, by name (one query)."""
+    if audit_can_review_all(user=user):
+        return list(Workspace.objects.order_by("name", "id"))
+    return list(Workspace.objects.filter(memberships__user=user).order_by("name", "id"))
+
+
+def _visible_attempts(user: Any) -> QuerySet[ConclusionAttempt]:
+    if audit_can_review_all(user=user):
+        return ConclusionAttempt.objects.all()
+    # A subquery, not a Python list: the database joins it however many workspaces there are.
+    member_of = Membership.objects.filter(user=user).values("workspace_id")
+    return ConclusionAttempt.objects.filter(workspace_id__in=member_of)
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+
+
+def _apply_audit_filters(qs: QuerySet[ConclusionAttempt], filters: AuditFilters) -> QuerySet[ConclusionAttempt]:
+    if filters.workspace_id:
+        qs = qs.filter(workspace_id=filters.workspace_id)  # attempt_ws_id_idx
+    if filters.person:
+        if filters.person.isdigit():
+            qs = qs.filter(actor_id=int(filters.person))  # attempt_actor_id_idx
+        else:
+            # One user by username, as a subquery so the actor index still drives the scan.
+            users = get_user_model().objects.filter(username=filters.person).values("pk")
+            qs = qs.filter(actor_id__in=users)
+    if filters.outcome:
+        qs = qs.filter(state=filters.outcome)  # attempt_state_id_idx
+    if filters.date_from or filters.date_to:
+        qs = _apply_date_range(qs, filters.date_from, filters.date_to)
+    if filters.q:
+        # No index serves a substring search: the scan walks ids newest first and stops
+        # after a page of matches, so a common word is fast and a rare one may read the
+        # whole visible table (about 0.3-1 s at a million rows). Narrow by workspace,
+        # person, outcome or dates first to bound it.
+        qs = qs.filter(
+            Q(experiment_name__icontains=filters.q)
+            | Q(experiment_id__icontains=filters.q)
+            | Q(reason_text__icontains=filters.q)
+        )
+    return qs
+
+
+def _apply_date_range(
+    qs: QuerySet[ConclusionAttempt], date_from: dt.date | None, date_to: dt.date | None
+) -> QuerySet[ConclusionAttempt]:
+    """created_at bounds (exact) plus id bounds (fast), so the scan stays in id order.
+
+    Filtering on created_at alone lets a planner walk the primary key from the newest
+    row and discard everything after the range, or read the whole range and sort it.
+    Two one-row probes of attempt_created_idx turn the range into id bounds (with a
+    margin, since created_at and id can disagree by a transaction's length), so the
+    page is read by id from the right place; the created_at bounds keep it exact.
+    """
+    order = ConclusionAttempt.objects.order_by
+    if date_from:
+        start = _day_start(date_from)
+        qs = qs.filter(created_at__gte=start)
+        lowest = order("created_at", "id").filter(created_at__gte=start - _DATE_ID_SLACK).values("id")[:1]
+        qs = qs.filter(id__gte=Subquery(lowest))
+    if date_to:
+        end = _day_start(date_to) + dt.timedelta(days=1)
+        qs = qs.filter(created_at__lt=end)
+        highest = order("-created_at", "-id").filter(created_at__lt=end + _DATE_ID_SLACK).values("id")[:1]
+        qs = qs.filter(id__lte=Subquery(highest))
+    return qs
+
+
+def audit_attempts_filtered(*, user: Any, filters: AuditFilters) -> QuerySet[ConclusionAttempt]:
+    """Every attempt `user` may see that matches `filters`, unordered (list and export share it)."""
+    return _apply_audit_filters(_visible_attempts(user), filters)
+
+
+def parse_audit_cursor(token: str | None) -> tuple[str, int] | None:
+    """("older"|"newer", id) from a cursor token "b<id>" / "a<id>"; None when unusable."""
+    match = _CURSOR_PATTERN.match(token or "")
+    if not match:
+        return None
+    return ("older" if match.group(1) == "b" else "newer", int(match.group(2)))
+
+
+def _approximate_attempt_total() -> int | None:
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        # The planner's row estimate, refreshed by (auto)vacuum/analyze: free to read.
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [ConclusionAttempt._meta.db_table]
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
+
+
+def audit_attempt_page(
+    *,
+    user: Any,
+    filters: AuditFilters,
+    cursor: str | int | None = None,
+    direction: str = "older",
+    page_size: int = AUDIT_PAGE_SIZE,
+) -> AuditPage:
+    """One page of the attempts `user` may see, newest first, paged by keyset on id.
+
+    `cursor` is a token from a previous page ("b<id>": older than id, "a<id>": newer
+    than id) or a bare id read in `direction`; anything unusable gives the first page.
+    Rows inserted between page loads never make a page skip or repeat a row. One
+    query per page (plus a statistics read for the approximate total on PostgreSQL).
+    """
+    page_size = max(1, min(int(page_size), max(AUDIT_PAGE_SIZES)))
+    if isinstance(cursor, int) and not isinstance(cursor, bool):
+        position = ("newer" if direction == "newer" else "older", cursor) if cursor > 0 else None
+    else:
+        position = parse_audit_cursor(cursor)
+    qs = audit_attempts_filtered(user=user, filters=filters).select_related("workspace")
+
+    if position and position[0] == "newer":
+        after = position[1]
+        rows = list(qs.filter(id__gt=after).order_by("id")[: page_size + 1])
+        more_newer = len(rows) > page_size
+        rows = rows[:page_size]
+        rows.reverse()
+        newer = f"a{rows[0].pk}" if more_newer else None
+        # We came from older rows: offer the way back even if this page is empty.
+        older = f"b{rows[-1].pk}" if rows else f"b{after + 1}"
+        return AuditPage(rows, newer, older, page_size, is_first_page=False)
+
+    before = position[1] if position else None
+    page_qs = qs.filter(id__lt=before) if before is not None else qs
+    rows = list(page_qs.order_by("-id")[: page_size + 1])
+    more_older = len(rows) > page_size
+    rows = rows[:page_size]
+    older = f"b{rows[-1].pk}" if more_older else None
+    if before is None:
+        total = _approximate_attempt_total() if filters.is_empty and audit_can_review_all(user=user) else None
+        return AuditPage(rows, None, older, page_size, approximate_total=total)
+    newer = f"a{rows[0].pk}" if rows else f"a{before - 1}"
+    return AuditPage(rows, newer, older, page_size, is_first_page=False)
+
+
+AUDIT_EXPORT_FIELDS = (
+    "id",
+    "created_at",
+    "workspace_id",
+    "workspace__name",
+    "actor_id",
+    "actor_name",
+    "experiment_id",
+    "experiment_name",
+    "reason_category",
+    "reason_text",
+    "end_date",
+    "request_body",
+    "state",
+    "failure_reason",
+    "http_status",
+    "duration_ms",
+    "finished_at",
+)
+
+
+def audit_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[dict[str, Any]]:
+    """Every attempt `user` may see under `filters`, newest first, as plain dicts, streamed.
+
+    values() rows (no model instances) read in chunks. On PostgreSQL the read runs
+    inside a transaction so Django uses a server-side cursor: outside one, psycopg
+    builds the whole result before the first row (~19 s at a million rows).
+    """
+    qs = audit_attempts_filtered(user=user, filters=filters).order_by("-id").values(*AUDIT_EXPORT_FIELDS)
+    # Only PostgreSQL needs (and benefits from) the transaction; on SQLite our
+    # transactions are IMMEDIATE and would hold the write lock for the whole export.
+    with transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext():
+        yield from qs.iterator(chunk_size=AUDIT_EXPORT_CHUNK)
+
+
+# Attempt detail --------------------------------------------------------------------------
+
+_OUTCOME_KINDS = (EntryKind.CONCLUSION_SUCCEEDED, EntryKind.CONCLUSION_FAILED, EntryKind.CONCLUSION_UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditTimelineEntry:
+    """One audit entry of an attempt, with its payload decoded (never evaluated)."""
+
+    entry: AuditEntry
+    payload: dict[str, Any]
+
+    @property
+    def short_hash(self) -> str:
+        return self.entry.hash[:12]
+
+    @property
+    def note(self) -> str:
+        """The entry's own readable sentence, when it has one."""
+        for key in ("reason", "message"):
+            if isinstance(self.payload.get(key), str):
+                return self.payload[key]
+        error = self.payload.get("error")
+        return error if isinstance(error, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnedSummary:
+    """Mixpanel's returned experiment in a few readable fields (each may be missing)."""
+
+    status_before: str | None
+    status_after: str | None
+    start_date: dt.datetime | None
+    end_date: dt.datetime | None
+    variant_count: int | None
+    exposures: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAttemptDetail:
+    """Everything the attempt page shows, decoded from the attempt's entries.
+
+    JSON values are kept as data and pretty-printed as text; the template
+    escapes all of it (it is upstream text).
+    """
+
+    attempt: ConclusionAttempt
+    timeline: list[AuditTimelineEntry]
+    request_body: Any = None
+    before: Any = None
+    # A snapshot or answer kept as text: cut at the size cap, or not JSON at all.
+    before_raw: str | None = None
+    returned: Any = None
+    returned_raw: str | None = None
+    truncated: bool = False
+    error: str = ""
+    error_details: dict[str, Any] = field(default_factory=dict)
+    summary: ReturnedSummary | None = None
+    reconciliation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def request_body_json(self) -> str:
+        return _pretty_json(self.request_body)
+
+    @property
+    def before_json(self) -> str:
+        return _pretty_json(self.before)
+
+    @property
+    def returned_json(self) -> str:
+        return _pretty_json(self.returned)
+
+
+def _pretty_json(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _decode_payload(entry: AuditEntry) -> dict[str, Any]:
+    try:
+        data = json.loads(entry.payload or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _as_snapshot(value: Any) -> tuple[Any, str | None]:
+    """(JSON value, None) or (None, text) for a snapshot stored cut as {"truncated", "text"}."""
+    if isinstance(value, dict) and set(value) == {"truncated", "text"} and isinstance(value["text"], str):
+        return None, value["text"]
+    if isinstance(value, str):
+        try:
+            return json.loads(value), None
+        except ValueError:
+            return None, value
+    return value, None
+
+
+def _experiment_in(document: Any) -> Mapping[str, Any] | None:
+    """The experiment object in a stored answer: the envelope's "results", or the object itself."""
+    if isinstance(document, Mapping) and isinstance(document.get("results"), Mapping):
+        return document["results"]
+    return document if isinstance(document, Mapping) else None
+
+
+def _parsed_experiment(document: Any) -> Experiment | None:
+    data = _experiment_in(document)
+    if data is None:
+        return None
+    try:
+        return parse_experiment(data)
+    except MixpanelError:
+        return None
+
+
+def _summarise(before: Any, returned: Any) -> ReturnedSummary | None:
+    after = _parsed_experiment(returned)
+    if after is None:
+        return None
+    previous = _parsed_experiment(before)
+    return ReturnedSummary(
+        status_before=previous.status if previous else None,
+        status_after=after.status,
+        start_date=after.start_date,
+        end_date=after.end_date,
+        variant_count=len(after.variants) if isinstance(after.variants, (list, tuple)) else None,
+        exposures=after.exposures_total,
+    )
+
+
+def _error_from(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    error = payload.get("error")
+    details = error if isinstance(error, dict) else {}
+    for candidate in (payload.get("reason"), error, details.get("message")):
+        if isinstance(candidate, str) and candidate:
+            return candidate, details
+    return "", details
+
+
+def audit_attempt_detail(*, user: Any, pk: int) -> AuditAttemptDetail | None:
+    """One attempt with its timeline, or None when `user` may not see it.
+
+    Two queries: the attempt (with its workspace) and its entries in seq order.
+    Outcome payloads are read in either shape the service writes: the returned
+    experiment as "returned" (JSON) / "returned_raw" (text), or as the answer's
+    "response_body" text; errors as text or as {"message", "type", ...}.
+    """
+    attempt = _visible_attempts(user).select_related("workspace").filter(pk=pk).first()
+    if attempt is None:
+        return None
+    entries = AuditEntry.objects.filter(attempt_id=attempt.pk).order_by("seq")  # entry_attempt_seq_idx
+    timeline = [AuditTimelineEntry(entry, _decode_payload(entry)) for entry in entries]
+    found: dict[str, Any] = {"request_body": attempt.request_body}
+    for item in timeline:
+        payload, kind = item.payload, item.entry.kind
+        if kind == EntryKind.CONCLUSION_REQUESTED and "request_body" in payload:
+            found["request_body"] = payload["request_body"]
+        elif kind in _OUTCOME_KINDS:
+            if payload.get("before") is not None:
+                found["before"], found["before_raw"] = _as_snapshot(payload["before"])
+            for key in ("returned", "returned_raw", "response_body"):
+                if payload.get(key) not in (None, ""):
+                    found["returned"], found["returned_raw"] = _as_snapshot(payload[key])
+            found["truncated"] = bool(payload.get("truncated") or payload.get("response_truncated"))
+            found["error"], found["error_details"] = _error_from(payload)
+        elif kind == EntryKind.CONCLUSION_RECONCILED:
+            found["reconciliation"] = payload
+    error = found.get("error") or ("" if attempt.state == AttemptState.SUCCEEDED else attempt.failure_reason)
+    return AuditAttemptDetail(
+        attempt=attempt,
+        timeline=timeline,
+        request_body=found.get("request_body"),
+        before=found.get("before"),
+        before_raw=found.get("before_raw"),
+        returned=found.get("returned"),
+        returned_raw=found.get("returned_raw"),
+        truncated=found.get("truncated", False),
+        error=error,
+        error_details=found.get("error_details", {}),
+        summary=_summarise(found.get("before"), found.get("returned")),
+        reconciliation=found.get("reconciliation", {}),
+    )
+
+
+# --- end of Audit review (issue 6) -----------------------------------------------------
+
+
+# --- Bookmarks (issue 7) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BookmarkItem:
+    """A bookmark as the pages show it: its link, the experiment's current state, and who may change it.
+
+    `experiment` is the experiment as the workspace's cached list has it now, or
+    None; `gone` is True only when that list is known and no longer holds it.
+    """
+
+    bookmark: Bookmark
+    url: str
+    experiment: Experiment | None = None
+    gone: bool = False
+    can_change: bool = False
+
+    @property
+    def label(self) -> str:
+        b = self.bookmark
+        if b.kind == BookmarkKind.EXPERIMENT:
+            return b.title or b.experiment_name or b.experiment_id
+        return b.title or "All experiments"
+
+    @property
+    def is_view(self) -> bool:
+        return self.bookmark.kind == BookmarkKind.VIEW
+
+    @property
+    def status_class(self) -> str:
+        # Upstream status is untrusted text: only known values become a CSS class.
+        status = self.experiment.status if self.experiment else ""
+        return status if status in _STATUS_RANK else "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class BookmarkStrip:
+    """The pinned strip of the experiments page, and which experiments carry a star."""
+
+    items: list[BookmarkItem]
+    total: int
+    starred: frozenset[str]
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class BookmarkActivity:
+    """One "bookmark added/removed" line of the workspace's audit trail."""
+
+    entry: AuditEntry
+    label: str
+    bookmark_kind: str
+
+    @property
+    def added(self) -> bool:
+        return self.entry.kind == EntryKind.BOOKMARK_ADDED
+
+
+def bookmark_url(bookmark: Bookmark) -> str:
+    """Where a bookmark leads: the experiment's page, or our experiments page with the stored query.
+
+    The link is always built here from our own route, never taken from input.
+    """
+    base = reverse("experiments:experiment-list", args=[bookmark.workspace_id])
+    if bookmark.kind == BookmarkKind.EXPERIMENT:
+        try:
+            return reverse("experiments:experiment-detail", args=[bookmark.workspace_id, bookmark.experiment_id])
+        except NoReverseMatch:
+            # An id our URL cannot carry (a "/" in it): find it by search instead.
+            return f"{base}?{urlencode({'q': bookmark.experiment_id})}"
+    return f"{base}?{bookmark.view_query}" if bookmark.view_query else base
+
+
+def bookmark_list_for_workspace(*, workspace: Workspace) -> list[Bookmark]:
+    """The workspace's bookmarks, newest first (one query, bookmark_ws_created_idx)."""
+    bookmarks = list(Bookmark.objects.filter(workspace=workspace).order_by("-created_at", "-id"))
+    for bookmark in bookmarks:
+        bookmark.workspace = workspace  # already known: spare a query per row
+    return bookmarks
+
+
+def bookmark_get(*, workspace: Workspace, pk: int) -> Bookmark:
+    """One bookmark of this workspace, or 404 (a bookmark of another workspace is as good as absent)."""
+    bookmark = Bookmark.objects.filter(workspace=workspace, pk=pk).first()
+    if bookmark is None:
+        raise Http404("No such bookmark.")
+    bookmark.workspace = workspace
+    return bookmark
+
+
+def bookmark_for_experiment(*, workspace: Workspace, experiment_id: str) -> Bookmark | None:
+    """The workspace's bookmark of one experiment, if any (one query, the unique constraint's index)."""
+    bookmark = Bookmark.objects.filter(
+        workspace=workspace, kind=BookmarkKind.EXPERIMENT, experiment_id=experiment_id
+    ).first()
+    if bookmark is not None:
+        bookmark.workspace = workspace
+    return bookmark
+
+
+def bookmark_ids_for_experiments(
+    *, workspace: Workspace, experiment_ids: list[str] | None = None
+) -> dict[str, Bookmark]:
+    """Experiment id -> bookmark, for the star state of rows or of one experiment page (one query)."""
+    bookmarks = Bookmark.objects.filter(workspace=workspace, kind=BookmarkKind.EXPERIMENT)
+    if experiment_ids is not None:
+        bookmarks = bookmarks.filter(experiment_id__in=experiment_ids)
+    return {b.experiment_id: b for b in bookmarks}
+
+
+STRIP_SIZE = 12
+# Experiment id -> experiment for recent list tokens: built once per fetched list, not per request.
+_BY_ID: dict[str, dict[str, Experiment]] = {}
+
+
+def experiment_list_peek(*, workspace: Workspace) -> ExperimentListSnapshot | None:
+    """The last good copy of the workspace's list if the cache holds one; never asks Mixpanel.
+
+    For pages that show experiment statuses as a courtesy (bookmarks) and must not
+    wait for, or fail with, Mixpanel.
+    """
+    base = _list_cache_base(workspace)
+    token = cache.get(base + ":good-token")
+    index = _index_for_token(base, token) if token else None
+    return _snapshot(index) if index is not None else None
+
+
+def experiments_by_id(*, snapshot: ExperimentListSnapshot | None) -> dict[str, Experiment] | None:
+    """Experiment id -> experiment of a list snapshot (None without one); memoised per fetched list."""
+    if snapshot is None or snapshot.index is None:
+        return None
+    token = snapshot.index.token
+    found = _BY_ID.get(token)
+    if found is None:
+        found = {e.id: e for e in snapshot.index.experiments}
+        if len(_BY_ID) >= _MEMO_LIMIT:
+            _BY_ID.clear()
+        _BY_ID[token] = found
+    return found
+
+
+def bookmark_strip(*, access: WorkspaceAccess, user: Any, snapshot: ExperimentListSnapshot | None) -> BookmarkStrip:
+    """The experiments page's bookmark strip (newest STRIP_SIZE) and starred experiment ids: one query.
+
+    `snapshot` is the list the page is showing, for each bookmarked experiment's status.
+    """
+    bookmarks = bookmark_list_for_workspace(workspace=access.workspace)
+    shown = bookmark_items(
+        bookmarks=bookmarks[:STRIP_SIZE],
+        experiments_by_id=experiments_by_id(snapshot=snapshot),
+        user=user,
+        is_admin=access.is_admin,
+    )
+    starred = frozenset(b.experiment_id for b in bookmarks if b.kind == BookmarkKind.EXPERIMENT)
+    return BookmarkStrip(items=shown, total=len(bookmarks), starred=starred)
+
+
+def bookmark_items(
+    *,
+    bookmarks: list[Bookmark],
+    experiments_by_id: Mapping[str, Experiment] | None,
+    user: Any,
+    is_admin: bool,
+) -> list[BookmarkItem]:
+    """Decorate bookmarks for display (no query).
+
+    `experiments_by_id` is the workspace's current experiment list when one is
+    at hand (None when not: then nothing is marked gone, and no status shown).
+    """
+    items = []
+    for bookmark in bookmarks:
+        experiment = None
+        gone = False
+        if bookmark.kind == BookmarkKind.EXPERIMENT and experiments_by_id is not None:
+            experiment = experiments_by_id.get(bookmark.experiment_id)
+            gone = experiment is None
+        can_change = is_admin or (bookmark.created_by_id is not None and bookmark.created_by_id == user.pk)
+        items.append(
+            BookmarkItem(
+                bookmark=bookmark, url=bookmark_url(bookmark), experiment=experiment, gone=gone, can_change=can_change
+            )
+        )
+    return items
+
+
+def bookmark_activity(*, workspace: Workspace, limit: int = 20) -> list[BookmarkActivity]:
+    """The latest bookmark added/removed entries of the workspace's audit trail, newest first.
+
+    One query, served by entry_ws_kind_seq_idx (workspace, kind, -seq).
+    """
+    entries = AuditEntry.objects.filter(
+        workspace=workspace, kind__in=[EntryKind.BOOKMARK_ADDED, EntryKind.BOOKMARK_REMOVED]
+    ).order_by("-seq")[:limit]
+    activity = []
+    for entry in entries:
+        try:
+            payload = entry.payload_data
+        except ValueError:
+            payload = {}
+        if not isinstance(payload, dict):
+            payload = {}
+        label = str(payload.get("title") or entry.experiment_name or entry.experiment_id or "a bookmark")
+        activity.append(BookmarkActivity(entry=entry, label=label, bookmark_kind=str(payload.get("kind") or "")))
+    return activity

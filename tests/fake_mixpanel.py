@@ -1,0 +1,152 @@
+"""An in-memory Mixpanel for service tests: experiments per workspace, scripted faults.
+
+Duck-types experiments.mixpanel.MixpanelClient (the services' seam). It keeps
+upstream state, so a PUT that is "applied" changes what the next read returns,
+which is what reconciling depends on.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connection
+
+from experiments import mixpanel
+
+EXP_ID = "0b9c4b8e-4a57-4c1e-9a55-5b0d1f6b7a01"
+START = "2026-11-01T09:00:00Z"
+
+
+def raw_experiment(exp_id: str = EXP_ID, status: str = "active", **extra: Any) -> dict[str, Any]:
+    data = {
+        "id": exp_id,
+        "name": "Checkout button <b>colour</b>",
+        "status": status,
+        "start_date": START,
+        "end_date": None,
+        "created": "2026-10-30T12:00:00Z",
+        "variants": [{"key": "control"}, {"key": "green"}],
+        "exposures_cache": {"control": 120, "green": 118},
+        "last_modified_by_name": "Someone Else",
+    }
+    data.update(extra)
+    return data
+
+
+class ProcessDied(BaseException):
+    """Stands for the server process dying mid-call: nothing after it runs."""
+
+
+class FakeMixpanel:
+    """Upstream state plus scripted behaviour of the next calls.
+
+    get: None (serve the state), an exception to raise, or a callable returning raw JSON.
+    put: "apply" (conclude and answer), "answer:<status>" (200 returning that status,
+    state unchanged), an exception (raised, nothing applied), ("apply", exc) (applied,
+    then the exception), or a callable(self, ws, exp_id, end_date).
+    """
+
+    def __init__(
+        self,
+        experiments: dict[int, list[dict[str, Any]]] | None = None,
+        *,
+        get: Any = None,
+        put: Any = "apply",
+        put_delay: float = 0.0,
+        check_no_transaction: bool = False,
+    ) -> None:
+        self.state: dict[tuple[int, str], dict[str, Any]] = {}
+        for ws, items in (experiments if experiments is not None else {1001: [raw_experiment()]}).items():
+            for item in items:
+                self.state[(ws, item["id"])] = dict(item)
+        self.get = get
+        self.put = put
+        self.put_delay = put_delay
+        self.check_no_transaction = check_no_transaction
+        self.calls: list[tuple[str, int, str]] = []
+        self.atomic_during_calls: list[bool] = []
+        self._lock = threading.Lock()
+
+    # -- helpers for tests ----------------------------------------------------------
+    @property
+    def puts(self) -> list[tuple[str, int, str]]:
+        return [c for c in self.calls if c[0] == "put"]
+
+    def status_of(self, ws: int = 1001, exp_id: str = EXP_ID) -> str:
+        return self.state[(ws, exp_id)]["status"]
+
+    def _record(self, kind: str, ws: int, exp_id: str) -> None:
+        with self._lock:
+            self.calls.append((kind, ws, exp_id))
+        if self.check_no_transaction:
+            self.atomic_during_calls.append(connection.in_atomic_block)
+
+    def _apply(self, ws: int, exp_id: str, end_date: Any) -> dict[str, Any]:
+        with self._lock:
+            item = self.state[(ws, exp_id)]
+            item["status"] = "concluded"
+            item["end_date"] = mixpanel.format_end_date(end_date)
+            return dict(item)
+
+    # -- the client interface --------------------------------------------------------
+    def list_experiments(self, workspace_id: int) -> list[mixpanel.Experiment]:
+        self._record("list", workspace_id, "")
+        return [mixpanel.parse_experiment(dict(v)) for (ws, _), v in self.state.items() if ws == workspace_id]
+
+    def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
+        self._record("get", workspace_id, experiment_id)
+        if isinstance(self.get, BaseException):
+            raise self.get
+        if callable(self.get):
+            return mixpanel.parse_experiment(self.get(workspace_id, experiment_id))
+        item = self.state.get((workspace_id, experiment_id))
+        if item is None:
+            raise mixpanel.MixpanelNotFound("Mixpanel has no such experiment or workspace (HTTP 404).", http_status=404)
+        return mixpanel.parse_experiment(dict(item))
+
+    def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: Any) -> mixpanel.ConcludeResult:
+        self._record("put", workspace_id, experiment_id)
+        started = time.monotonic()
+        if self.put_delay:
+            time.sleep(self.put_delay)
+        put = self.put
+        if callable(put) and not isinstance(put, type):
+            return put(self, workspace_id, experiment_id, end_date)
+        if isinstance(put, BaseException):
+            raise put
+        if isinstance(put, tuple):
+            self._apply(workspace_id, experiment_id, end_date)
+            raise put[1]
+        if put == "apply":
+            return self.applied(workspace_id, experiment_id, end_date, started=started)
+        if isinstance(put, str) and put.startswith("answer:"):
+            returned = dict(self.state[(workspace_id, experiment_id)], status=put.split(":", 1)[1])
+        else:
+            raise AssertionError(f"unknown put behaviour {put!r}")
+        return self._answer(returned, started)
+
+    def applied(
+        self, workspace_id: int, experiment_id: str, end_date: Any, *, started: float | None = None
+    ) -> mixpanel.ConcludeResult:
+        """Conclude upstream and answer 200 (for scripted put callables, without recording a call)."""
+        return self._answer(self._apply(workspace_id, experiment_id, end_date), started or time.monotonic())
+
+    @staticmethod
+    def _answer(returned: dict[str, Any], started: float) -> mixpanel.ConcludeResult:
+        return mixpanel.ConcludeResult(
+            experiment=mixpanel.parse_experiment(returned),
+            http_status=200,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            raw_body=json.dumps({"status": "ok", "results": returned}),
+        )
+
+
+def install(monkeypatch: Any, fake: FakeMixpanel) -> FakeMixpanel:
+    """Make experiments.mixpanel.client_for hand out `fake` (for commands and views)."""
+    factory: Callable[[Any], FakeMixpanel] = lambda workspace: fake  # noqa: E731
+    monkeypatch.setattr(mixpanel, "client_for", factory)
+    return fake
