@@ -682,7 +682,7 @@ class MixpanelClient:
             duration_ms=self._ms_since(started),
         )
         response.close()
-        logger.info("Mixpanel %s %s -> %d in %d ms", method, path, answer.status, answer.duration_ms)
+        logger.debug("Mixpanel %s %s -> %d in %d ms", method, path, answer.status, answer.duration_ms)
         return answer
 
     @staticmethod

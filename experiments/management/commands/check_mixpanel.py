@@ -1,0 +1,68 @@
+"""One read-only call per configured workspace: can the dashboard reach Mixpanel?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from experiments import mixpanel
+from experiments.models import Workspace
+
+
+def _cell(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class Command(BaseCommand):
+    help = (
+        "List the experiments of every configured workspace (or one) once, and report which "
+        "are reachable. Exits non-zero if any is not."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--workspace-id", type=int, help="only the workspace with this Mixpanel workspace id")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        workspaces = Workspace.objects.order_by("name", "id")
+        if options["workspace_id"] is not None:
+            workspaces = workspaces.filter(mixpanel_workspace_id=options["workspace_id"])
+            if not workspaces:
+                raise CommandError(f"No configured workspace has Mixpanel workspace id {options['workspace_id']}.")
+        elif not workspaces:
+            raise CommandError("No workspaces are configured yet: add one with `manage.py add_workspace`.")
+        try:
+            username, _ = mixpanel.read_credentials()
+        except mixpanel.MixpanelConfigError as exc:
+            raise CommandError(exc.message) from None
+
+        rows = []
+        failures = 0
+        for workspace in workspaces:
+            client: mixpanel.MixpanelClient | None = None
+            try:
+                client = mixpanel.client_for(workspace)
+                experiments = client.list_experiments(workspace.mixpanel_workspace_id)
+            except mixpanel.MixpanelError as exc:
+                failures += 1
+                rows.append((workspace, "NO", "-", exc.message, client.base_url if client else ""))
+            else:
+                rows.append((workspace, "yes", str(len(experiments)), "", client.base_url))
+
+        self.stdout.write(f"Service account: {username}")
+        header = f"{'Workspace':<30} {'Region':<6} {'Id':>10} {'Reachable':<9} {'Experiments':>11}  Reason"
+        self.stdout.write(header)
+        self.stdout.write("-" * len(header))
+        for workspace, ok, count, reason, _ in rows:
+            line = (
+                f"{_cell(workspace.name, 30):<30} {workspace.region:<6} {workspace.mixpanel_workspace_id:>10} "
+                f"{ok:<9} {count:>11}  {reason}"
+            )
+            self.stdout.write(line if ok == "yes" else self.style.ERROR(line))
+        urls = sorted({url for *_, url in rows if url})
+        if urls:
+            self.stdout.write("Base URL: " + ", ".join(urls))
+        if failures:
+            raise CommandError(f"{failures} of {len(rows)} workspace(s) could not be read.", returncode=1)
+        self.stdout.write(self.style.SUCCESS(f"All {len(rows)} workspace(s) reachable."))
