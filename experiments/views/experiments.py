@@ -1,21 +1,395 @@
-"""PLACEHOLDER: being built by another issue; every route answers 404 until then."""
+"""The experiments page (issue 4), the experiment page, and the Force conclude button (issue 5).
+
+Views stay thin: access check, query or form, one selector or service call, render.
+htmx requests get the template's inline partial; the same URL without htmx gets the
+whole page. Expected failures answer 200 with a readable fragment (htmx 2 does not
+swap 4xx/5xx); without JavaScript, POSTs redirect with a message.
+"""
 
 from __future__ import annotations
 
-from django.http import Http404
+import datetime as dt
+import json
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import push_url, reswap, retarget, trigger_client_event
+from django_htmx.middleware import HtmxDetails
+
+from experiments import mixpanel, selectors, services
+from experiments.forms import (
+    PAGE_SIZE,
+    SEARCH_MAX_LENGTH,
+    SORT_CHOICES,
+    STATUS_TABS,
+    ExperimentListQuery,
+    ForceConcludeForm,
+)
+from experiments.models import AttemptState
+from experiments.selectors import ExperimentListUnavailable, WorkspaceAccess
+from experiments.views.access import get_workspace_access
+
+LIST_TEMPLATE = "experiments/experiment_list.html"
+DETAIL_TEMPLATE = "experiments/experiment_detail.html"
+CONCLUDE_TEMPLATE = "experiments/force_conclude.html"
+# Opaque upstream JSON is shown, not stored: past this many characters the rest is cut.
+JSON_DISPLAY_LIMIT = 200_000
+MIXPANEL_UI_HOSTS = {"us": "mixpanel.com", "eu": "eu.mixpanel.com", "in": "in.mixpanel.com"}
+MSG_FORBIDDEN = (
+    "Only concluders and admins of {workspace} can force conclude experiments. You are a {role} here; "
+    "ask a workspace admin if you need to."
+)
+MSG_REFRESHED = "The experiment list was read again from Mixpanel."
 
 
-def experiment_list(request, workspace_pk):  # noqa: ANN001, ANN201
-    raise Http404("Not built yet.")
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
-def experiment_list_refresh(request, workspace_pk):  # noqa: ANN001, ANN201
-    raise Http404("Not built yet.")
+class _LazyClient:
+    """The workspace's Mixpanel client, built on first use.
+
+    A warm, cached page asks Mixpanel nothing, so it builds nothing; and a client
+    that cannot be built (missing credentials) fails inside the call, where the
+    selectors and services already turn MixpanelError into a readable answer.
+    """
+
+    def __init__(self, workspace: Any) -> None:
+        self._workspace = workspace
+        self._client: Any = None
+
+    def _get(self) -> Any:
+        if self._client is None:
+            # Through the module attribute, so tests can replace the seam.
+            self._client = mixpanel.client_for(self._workspace)
+        return self._client
+
+    def list_experiments(self, workspace_id: int) -> list[mixpanel.Experiment]:
+        return self._get().list_experiments(workspace_id)
+
+    def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
+        return self._get().get_experiment(workspace_id, experiment_id)
+
+    def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: dt.datetime) -> Any:
+        return self._get().force_conclude(workspace_id, experiment_id, end_date=end_date)
 
 
-def experiment_detail(request, workspace_pk, experiment_id):  # noqa: ANN001, ANN201
-    raise Http404("Not built yet.")
+def _wants_fragment(request: HtmxHttpRequest) -> bool:
+    # A history-restore request (back button after a cache miss) needs the whole page.
+    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
-def experiment_force_conclude(request, workspace_pk, experiment_id):  # noqa: ANN001, ANN201
-    raise Http404("Not built yet.")
+def _age_text(fetched_at: dt.datetime | None, now: dt.datetime) -> str:
+    if fetched_at is None:
+        return ""
+    seconds = max(0, int((now - fetched_at).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def _list_url(workspace_pk: int) -> str:
+    return reverse("experiments:experiment-list", args=[workspace_pk])
+
+
+# --- Experiments page (issue 4) --------------------------------------------------------
+
+
+def _render_list(
+    request: HtmxHttpRequest, access: WorkspaceAccess, query: ExperimentListQuery, snapshot: Any
+) -> HttpResponse:
+    page = selectors.experiment_list_page(
+        snapshot=snapshot, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=PAGE_SIZE
+    )
+    query = query.with_(page=page.page)  # a page past the end was clamped to the last one
+    list_url = _list_url(access.workspace.pk)
+    now = timezone.now()
+    context = {
+        "access": access,
+        "workspace": access.workspace,
+        "query": query,
+        "snapshot": snapshot,
+        "page": page,
+        "rows": selectors.experiment_rows(access=access, experiments=page.experiments),
+        "list_url": list_url,
+        "canonical_url": list_url + query.url_suffix(),
+        "tabs": [
+            {
+                "label": label,
+                "count": page.counts.get(value, 0),
+                "url": list_url + query.with_(status=value).url_suffix(),
+                "current": value == query.status,
+            }
+            for value, label in STATUS_TABS
+        ],
+        "sort_choices": SORT_CHOICES,
+        "search_max_length": SEARCH_MAX_LENGTH,
+        "previous_url": list_url + query.with_(page=page.page - 1).url_suffix() if page.has_previous else "",
+        "next_url": list_url + query.with_(page=page.page + 1).url_suffix() if page.has_next else "",
+        "age_text": _age_text(snapshot.fetched_at, now),
+        "conclude_suffix": "?" + urlencode({"back": "list", "list_query": query.querystring()}),
+        "back": "list",
+    }
+    if _wants_fragment(request):
+        response = render(request, LIST_TEMPLATE + "#results", context)
+        # The address bar shows the canonical form of what is on screen.
+        push_url(response, context["canonical_url"])
+    else:
+        response = render(request, LIST_TEMPLATE, context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+@require_GET
+def experiment_list(request: HtmxHttpRequest, workspace_pk: int) -> HttpResponse:
+    """The workspace's home: its experiments, filtered, searched, sorted and paged by URL."""
+    access = get_workspace_access(request, workspace_pk)
+    query = ExperimentListQuery.from_querydict(request.GET)
+    snapshot = selectors.experiment_list_cached(workspace=access.workspace, client=_LazyClient(access.workspace))
+    return _render_list(request, access, query, snapshot)
+
+
+@require_POST
+def experiment_list_refresh(request: HtmxHttpRequest, workspace_pk: int) -> HttpResponse:
+    """Read the list from Mixpanel again, then show the same view."""
+    access = get_workspace_access(request, workspace_pk)
+    query = ExperimentListQuery.from_querystring(request.POST.get("list_query", ""))
+    snapshot = selectors.experiment_list_cached(
+        workspace=access.workspace, client=_LazyClient(access.workspace), refresh=True
+    )
+    if _wants_fragment(request):
+        return _render_list(request, access, query, snapshot)
+    if snapshot.error:
+        messages.error(request, snapshot.error)
+    else:
+        messages.success(request, MSG_REFRESHED)
+    return redirect(_list_url(access.workspace.pk) + query.url_suffix())
+
+
+# --- Experiment page (issue 4) ---------------------------------------------------------
+
+
+def _pretty_json(value: Any) -> str:
+    """Opaque upstream JSON as indented text (rendered escaped, in <pre>)."""
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > JSON_DISPLAY_LIMIT:
+        text = text[:JSON_DISPLAY_LIMIT] + "\n… (cut: too long to show here)"
+    return text
+
+
+def _item_label(item: Any, position: int) -> str:
+    """A short label for one variant or metric whose shape is not published."""
+    if isinstance(item, dict):
+        for key in ("name", "key", "title", "id"):
+            value = item.get(key)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+                return str(value)
+    if isinstance(item, str) and item.strip():
+        return item
+    return f"#{position}"
+
+
+def _items(value: Any) -> list[dict[str, str]]:
+    items = value if isinstance(value, (list, tuple)) else []
+    return [{"label": _item_label(item, n), "json": _pretty_json(item)} for n, item in enumerate(items, start=1)]
+
+
+def _mixpanel_ui_url(workspace: Any, experiment_id: str) -> str:
+    # Our best guess at Mixpanel's own address for an experiment (not published):
+    # https://<region host>/project/<project>/view/<workspace>/app/experiments/<id>.
+    if not workspace.mixpanel_project_id:
+        return ""
+    host = MIXPANEL_UI_HOSTS.get(workspace.region, "mixpanel.com")
+    return (
+        f"https://{host}/project/{workspace.mixpanel_project_id}/view/{workspace.mixpanel_workspace_id}"
+        f"/app/experiments/{quote(experiment_id, safe='')}"
+    )
+
+
+def _row_for(
+    access: WorkspaceAccess, experiment: mixpanel.Experiment, *, notice: str = "", notice_ok: bool = False
+) -> selectors.ExperimentRow:
+    claims = selectors.claim_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id])
+    return selectors.experiment_row(
+        access=access, experiment=experiment, claim=claims.get(experiment.id), notice=notice, notice_ok=notice_ok
+    )
+
+
+def _conclude_section_context(
+    access: WorkspaceAccess, experiment: mixpanel.Experiment, *, notice: str = "", notice_ok: bool = False
+) -> dict[str, Any]:
+    """The experiment page's force-conclude section: its row state and every attempt."""
+    return {
+        "row": _row_for(access, experiment, notice=notice, notice_ok=notice_ok),
+        "attempts": selectors.attempt_list_for_experiment(workspace=access.workspace, experiment_id=experiment.id),
+        "conclude_suffix": "?back=detail",
+        "back": "detail",
+    }
+
+
+def _detail_context(access: WorkspaceAccess, detail: selectors.ExperimentDetail) -> dict[str, Any]:
+    experiment = detail.experiment
+    return {
+        "access": access,
+        "workspace": access.workspace,
+        "experiment": experiment,
+        "detail": detail,
+        "list_url": _list_url(access.workspace.pk),
+        "mixpanel_url": _mixpanel_ui_url(access.workspace, experiment.id),
+        "variants": _items(experiment.variants),
+        "metrics": _items(experiment.metrics),
+        "variants_json": _pretty_json(experiment.variants),
+        "metrics_json": _pretty_json(experiment.metrics),
+        "opaque": [
+            ("Feature flag", _pretty_json(experiment.feature_flag)),
+            ("Settings", _pretty_json(experiment.settings)),
+            ("Exposures cache", _pretty_json(experiment.exposures_cache)),
+            ("Results cache", _pretty_json(experiment.results_cache)),
+        ],
+        "raw_json": _pretty_json(dict(experiment.raw)),
+        **_conclude_section_context(access, experiment),
+    }
+
+
+@require_GET
+def experiment_detail(request: HtmxHttpRequest, workspace_pk: int, experiment_id: str) -> HttpResponse:
+    """One experiment: what Mixpanel says about it, and every conclusion attempt on it."""
+    access = get_workspace_access(request, workspace_pk)
+    try:
+        detail = selectors.experiment_detail_get(
+            workspace=access.workspace, client=_LazyClient(access.workspace), experiment_id=experiment_id
+        )
+    except ExperimentListUnavailable as exc:
+        context = {"access": access, "workspace": access.workspace, "unavailable": str(exc)}
+        context["list_url"] = _list_url(access.workspace.pk)
+        return render(request, DETAIL_TEMPLATE, context, status=503)
+    return render(request, DETAIL_TEMPLATE, _detail_context(access, detail))
+
+
+# --- Force conclude (issue 5) ----------------------------------------------------------
+
+
+def _back_url(access: WorkspaceAccess, experiment_id: str, back: str, list_query: str) -> str:
+    if back == "detail":
+        return reverse("experiments:experiment-detail", args=[access.workspace.pk, experiment_id])
+    return _list_url(access.workspace.pk) + ExperimentListQuery.from_querystring(list_query).url_suffix()
+
+
+def _forbidden(request: HtmxHttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    # 403 even for htmx (htmx will not swap it): the button is never shown to
+    # viewers, so only a hand-made request gets here, and it gets a readable page.
+    message = MSG_FORBIDDEN.format(workspace=access.workspace.name, role=access.role_label.lower())
+    context = {"access": access, "workspace": access.workspace, "forbidden": message}
+    template = CONCLUDE_TEMPLATE + "#body" if _wants_fragment(request) else CONCLUDE_TEMPLATE
+    return render(request, template, context, status=403)
+
+
+def _form_response(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpResponse:
+    """The dialog's content (htmx) or the no-JavaScript page, e.g. with validation errors."""
+    if _wants_fragment(request):
+        response = render(request, CONCLUDE_TEMPLATE + "#body", context)
+        if request.method == "POST":
+            # The form targets the row; errors belong in the dialog, which stays open.
+            retarget(response, "#force-conclude-body")
+            reswap(response, "innerHTML")
+        return response
+    return render(request, CONCLUDE_TEMPLATE, context)
+
+
+def _outcome_fragment(
+    request: HtmxHttpRequest,
+    access: WorkspaceAccess,
+    experiment: mixpanel.Experiment,
+    outcome: services.ConclusionOutcome,
+    *,
+    back: str,
+    list_query: str,
+) -> HttpResponse:
+    """The updated row (or page section) in place, and a fresh closed dialog out of band."""
+    shown = outcome.experiment if outcome.experiment is not None else experiment
+    if back == "detail":
+        context = _conclude_section_context(access, shown, notice=outcome.message, notice_ok=outcome.ok)
+        template = DETAIL_TEMPLATE + "#conclude-section"
+    else:
+        row = _row_for(access, shown, notice=outcome.message, notice_ok=outcome.ok)
+        context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
+        template = LIST_TEMPLATE + "#row"
+    context.update(access=access, workspace=access.workspace)
+    html = render_to_string(template, context, request=request)
+    # Replacing the open <dialog> element closes it: no script needed.
+    html += render_to_string(CONCLUDE_TEMPLATE + "#dialog", {"oob": True}, request=request)
+    response = HttpResponse(html)
+    if outcome.ok:
+        trigger_client_event(response, "showToast", {"message": outcome.message})
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, experiment_id: str) -> HttpResponse:
+    """GET: the confirmation dialog (or, without JavaScript, its page). POST: conclude once."""
+    access = get_workspace_access(request, workspace_pk)
+    if not access.can_conclude:
+        return _forbidden(request, access)
+    client = _LazyClient(access.workspace)
+    data = request.POST if request.method == "POST" else request.GET
+    back = "detail" if data.get("back") == "detail" else "list"
+    list_query = ExperimentListQuery.from_querystring(data.get("list_query", "")).querystring()
+    context: dict[str, Any] = {
+        "access": access,
+        "workspace": access.workspace,
+        "back": back,
+        "back_url": _back_url(access, experiment_id, back, list_query),
+        "hx_target": "#conclude-section" if back == "detail" else "#" + selectors.experiment_dom_id(experiment_id),
+    }
+    try:
+        experiment = selectors.experiment_get(workspace=access.workspace, client=client, experiment_id=experiment_id)
+    except ExperimentListUnavailable as exc:
+        context["unavailable"] = str(exc)
+        if request.method == "POST" and not _wants_fragment(request):
+            messages.error(request, str(exc))
+            return redirect(context["back_url"])
+        return _form_response(request, context)
+
+    context.update(experiment=experiment, conclude_url=request.path)
+    if request.method == "GET":
+        context["row"] = _row_for(access, experiment)
+        context["form"] = ForceConcludeForm(experiment=experiment, initial={"back": back, "list_query": list_query})
+        return _form_response(request, context)
+
+    form = ForceConcludeForm(request.POST, experiment=experiment)
+    if not form.is_valid():
+        context.update(row=_row_for(access, experiment), form=form)
+        return _form_response(request, context)
+
+    outcome = services.experiment_force_conclude(
+        workspace=access.workspace,
+        user=request.user,
+        experiment_id=experiment.id,
+        experiment_name=experiment.name,
+        reason_category=form.cleaned_data["reason_category"],
+        reason_text=form.cleaned_data["reason_text"],
+        end_date=form.cleaned_data["end_date"],
+        client=client,
+    )
+    if _wants_fragment(request):
+        return _outcome_fragment(request, access, experiment, outcome, back=back, list_query=list_query)
+    if outcome.ok:
+        messages.success(request, outcome.message)
+    elif outcome.state in (AttemptState.UNKNOWN, AttemptState.REQUESTED, "blocked"):
+        messages.warning(request, outcome.message)
+    else:
+        messages.error(request, outcome.message)
+    return redirect(context["back_url"])

@@ -1,0 +1,528 @@
+"""The experiments page (issue 4): list, tabs, search, sort, pages, cache, failures, escaping."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+from django.core.cache import cache
+from django.http import QueryDict
+from django.urls import reverse
+
+from experiments import mixpanel, selectors
+from experiments.forms import ExperimentListQuery
+from tests.fake_list_client import FakeClient, exp_json, install
+
+STATUS_CYCLE = ["active", "draft", "concluded", "success", "fail"]
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # The personas' passwords are hashed once per test; the default hasher is slow by design.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    # 15 experiments: 3 of each status, numbered 0..14.
+    return install(monkeypatch, FakeClient([exp_json(n, STATUS_CYCLE[n % 5]) for n in range(15)]))
+
+
+def list_url(workspace, query: str = "") -> str:
+    return reverse("experiments:experiment-list", args=[workspace.pk]) + (("?" + query) if query else "")
+
+
+def row_names(html: str) -> list[str]:
+    return re.findall(r'<a href="/w/\d+/experiments/[^"]+/">([^<]*)</a>', html)
+
+
+def page(client, workspace, query: str = "", **headers) -> str:
+    response = client.get(list_url(workspace, query), **headers)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+# --- rows and header -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_list_shows_each_experiments_facts(pm_client, workspace, monkeypatch):
+    install(
+        monkeypatch,
+        FakeClient([exp_json(1, "active", tags=["growth", "checkout"], exposures_cache={"total": 4321})]),
+    )
+    html = page(pm_client, workspace)
+    assert "Experiment 00001" in html
+    assert '<span class="badge status-active">active</span>' in html
+    assert "2026-01-02 09:00 UTC" in html  # exact start
+    assert re.search(r"<time datetime=\"2026-01-02T09:00:00\+00:00\"[^>]*>\d+\xa0months? ago</time>", html)
+    assert '<span class="tag">growth</span><span class="tag">checkout</span>' in html
+    assert "Casey Creator" in html
+    assert '<td data-label="Variants">2</td>' in html
+    assert "4321" in html
+    detail = reverse("experiments:experiment-detail", args=[workspace.pk, "00000000-0000-4000-8000-000000000001"])
+    assert f'href="{detail}"' in html
+
+
+@pytest.mark.django_db
+def test_header_names_workspace_region_role_and_links(pm_client, workspace, fake):
+    html = page(pm_client, workspace)
+    assert '<h1 class="workspace-title">Growth</h1>' in html
+    assert ">US</span>" in html
+    assert "You are concluder" in html
+    assert reverse("experiments:audit-workspace-list", args=[workspace.pk]) in html
+    assert reverse("experiments:bookmark-list", args=[workspace.pk]) in html
+
+
+@pytest.mark.django_db
+def test_page_says_how_fresh_the_list_is(pm_client, workspace, fake):
+    html = page(pm_client, workspace)
+    assert re.search(r"Updated <time datetime=\"[^\"]+\" title=\"[^\"]+ UTC\">\d+ s ago</time> from Mixpanel", html)
+
+
+@pytest.mark.django_db
+def test_outsider_gets_404(client, outsider, workspace, fake):
+    client.force_login(outsider)
+    assert client.get(list_url(workspace)).status_code == 404
+    assert client.post(reverse("experiments:experiment-list-refresh", args=[workspace.pk])).status_code == 404
+    assert fake.list_calls == 0
+
+
+@pytest.mark.django_db
+def test_viewer_sees_the_list(client, teammate, workspace, fake):
+    client.force_login(teammate)
+    html = page(client, workspace)
+    assert "Experiment 00000" in html
+    assert "You are viewer" in html
+
+
+# --- tabs, search, sort, pages -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["active", "draft", "concluded", "success", "fail"])
+def test_each_status_tab_shows_only_its_experiments_and_counts(pm_client, workspace, fake, status):
+    html = page(pm_client, workspace, f"status={status}")
+    names = row_names(html)
+    expected = [f"Experiment {n:05d}" for n in range(15) if STATUS_CYCLE[n % 5] == status]
+    assert sorted(names) == sorted(expected)
+    assert f'<span class="badge status-{status}">' in html
+    for other in set(STATUS_CYCLE) - {status}:
+        assert f'<span class="badge status-{other}">' not in html
+    # Every tab shows its count; the current one is marked.
+    assert re.search(r'aria-current="page">All <span class="count">15</span>', html) is None
+    assert re.search(rf'aria-current="page">{status.title()} <span class="count">3</span>', html)
+    assert '>All <span class="count">15</span>' in html
+
+
+@pytest.mark.django_db
+def test_all_tab_is_the_default(pm_client, workspace, fake):
+    html = page(pm_client, workspace)
+    assert len(row_names(html)) == 15
+    assert 'aria-current="page">All <span class="count">15</span>' in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("q", "field"),
+    [
+        ("needle NAME", {"name": "The Needle name test"}),
+        ("abcdef-1234", {"id": "abcdef-1234-id"}),
+        ("pricing-q4", {"tags": ["x", "Pricing-Q4"]}),
+        ("jordan", {"creator_name": "Jordan Maker"}),
+        ("blue cta lifts", {"hypothesis": "A blue CTA lifts signups"}),
+    ],
+)
+def test_search_matches_name_id_tags_creator_and_hypothesis(pm_client, workspace, monkeypatch, q, field):
+    items = [exp_json(n, "active") for n in range(5)]
+    items.append(exp_json(99, "active", **field))
+    install(monkeypatch, FakeClient(items))
+    html = page(pm_client, workspace, "q=" + q.replace(" ", "+"))
+    names = row_names(html)
+    assert len(names) == 1
+    assert ("Experiment 00099" in names) or ("needle" in names[0].lower())
+
+
+@pytest.mark.django_db
+def test_search_counts_tabs_within_the_search(pm_client, workspace, monkeypatch):
+    items = [exp_json(n, STATUS_CYCLE[n % 5], tags=["pricing"] if n < 5 else []) for n in range(15)]
+    install(monkeypatch, FakeClient(items))
+    html = page(pm_client, workspace, "q=pricing")
+    assert '>All <span class="count">5</span>' in html
+    assert '>Active <span class="count">1</span>' in html
+    assert "matching “pricing”" in html
+
+
+@pytest.mark.django_db
+def test_search_with_no_match_says_so(pm_client, workspace, fake):
+    html = page(pm_client, workspace, "q=nothing-matches-this")
+    assert row_names(html) == []
+    assert "No experiments match “nothing-matches-this”" in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        ("name", ["Alpha", "bravo", "Charlie", "Delta (draft)"]),
+        ("-name", ["Delta (draft)", "Charlie", "bravo", "Alpha"]),
+        ("start", ["Charlie", "Alpha", "bravo", "Delta (draft)"]),
+        ("-start", ["bravo", "Alpha", "Charlie", "Delta (draft)"]),
+        ("end", ["Alpha", "Charlie", "bravo", "Delta (draft)"]),
+        ("-end", ["Charlie", "Alpha", "bravo", "Delta (draft)"]),
+        # The lifecycle: draft, active, concluded, success, fail.
+        ("status", ["Delta (draft)", "bravo", "Alpha", "Charlie"]),
+    ],
+)
+def test_sort_orders(pm_client, workspace, monkeypatch, sort, expected):
+    items = [
+        exp_json(2, "concluded", name="Alpha", end_date="2026-02-01T00:00:00Z"),
+        exp_json(3, "active", name="bravo", end_date=None),
+        exp_json(1, "success", name="Charlie", end_date="2026-03-01T00:00:00Z"),
+        exp_json(4, "draft", name="Delta (draft)"),
+    ]
+    install(monkeypatch, FakeClient(items))
+    assert row_names(page(pm_client, workspace, f"sort={sort}")) == expected
+
+
+@pytest.mark.django_db
+def test_pagination_fifty_a_page(pm_client, workspace, monkeypatch):
+    install(monkeypatch, FakeClient([exp_json(n, "active") for n in range(120)]))
+    first = page(pm_client, workspace, "sort=name")
+    assert len(row_names(first)) == 50
+    assert row_names(first)[0] == "Experiment 00000"
+    assert "Page 1 of 3" in first
+    assert f'href="/w/{workspace.pk}/?sort=name&amp;page=2"' in first
+    third = page(pm_client, workspace, "sort=name&page=3")
+    assert row_names(third) == [f"Experiment {n:05d}" for n in range(100, 120)]
+    assert "Showing 101\u2013120 of 120" in third
+    assert 'rel="next"' not in third
+    assert f'href="/w/{workspace.pk}/?sort=name&amp;page=2" hx-get' in third
+
+
+@pytest.mark.django_db
+def test_page_past_the_end_shows_the_last_page(pm_client, workspace, monkeypatch):
+    install(monkeypatch, FakeClient([exp_json(n, "active") for n in range(60)]))
+    html = page(pm_client, workspace, "sort=name&page=99")
+    assert row_names(html) == [f"Experiment {n:05d}" for n in range(50, 60)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "query",
+    [
+        "status=archived",
+        "status=%3Cscript%3E",
+        "sort=drop+table",
+        "sort=",
+        "page=abc",
+        "page=-3",
+        "page=0",
+        "page=99999999999999999999",
+        "q=" + "x" * 5000,
+        "status=active&status=draft&page=1.5",
+    ],
+)
+def test_bad_query_values_fall_back_to_defaults(pm_client, workspace, fake, query):
+    response = pm_client.get(list_url(workspace, query))
+    assert response.status_code == 200
+    assert "<tr id=" in response.content.decode() or "No experiments match" in response.content.decode()
+
+
+def test_query_parsing_falls_back_and_round_trips():
+    query = ExperimentListQuery.from_querydict(QueryDict("status=ACTIVE&q=  green   button &sort=-end&page=3"))
+    assert query == ExperimentListQuery(status="active", q="green button", sort="-end", page=3)
+    assert query.querystring() == "status=active&q=green+button&sort=-end&page=3"
+    assert ExperimentListQuery.from_querystring(query.querystring()) == query
+    assert ExperimentListQuery.from_querystring("status=nope&sort=nope&page=x") == ExperimentListQuery()
+    assert ExperimentListQuery().querystring() == ""
+    assert query.with_(status="draft").page == 1
+
+
+@pytest.mark.django_db
+def test_every_filter_survives_the_url_round_trip(pm_client, workspace, monkeypatch):
+    """A shared URL shows the same view, and every link on it keeps the other filters."""
+    install(monkeypatch, FakeClient([exp_json(n, "active", tags=["shared"]) for n in range(70)]))
+    html = page(pm_client, workspace, "status=active&q=shared&sort=-name&page=2")
+    assert 'name="q" value="shared"' in html
+    assert '<option value="-name" selected>' in html
+    assert '<input type="hidden" name="status" value="active" form="filters">' in html
+    assert "Page 2 of 2" in html
+    # Tabs keep search and sort, and go back to page 1.
+    assert f'href="/w/{workspace.pk}/?status=draft&amp;q=shared&amp;sort=-name"' in html
+    # The pager keeps status, search and sort.
+    assert f'href="/w/{workspace.pk}/?status=active&amp;q=shared&amp;sort=-name"' in html  # page 1
+    # Opening a link found on the page shows what it promises.
+    link = re.search(r'href="(/w/\d+/\?status=draft&amp;q=shared&amp;sort=-name)"', html).group(1)
+    follow = pm_client.get(link.replace("&amp;", "&")).content.decode()
+    assert 'aria-current="page">Draft' in follow
+    assert 'name="q" value="shared"' in follow
+
+
+# --- htmx --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_htmx_request_gets_only_the_results_fragment(pm_client, workspace, fake):
+    response = pm_client.get(list_url(workspace, "status=active&sort=name&q="), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="results"')
+    assert "<html" not in html
+    assert 'id="filters"' not in html
+    assert len(row_names(html)) == 3
+    # The address bar gets the canonical form of the view.
+    assert response["HX-Push-Url"] == list_url(workspace, "status=active&sort=name")
+    assert "HX-Request" in response["Vary"]
+
+
+@pytest.mark.django_db
+def test_same_url_without_htmx_renders_the_full_page(pm_client, workspace, fake):
+    html = page(pm_client, workspace, "status=active")
+    assert html.lstrip().startswith("<!doctype html>")
+    assert 'id="filters"' in html
+    assert '<div id="results"' in html
+    assert 'hx-push-url="true"' in html
+    assert 'hx-trigger="submit, keyup changed delay:300ms from:#search-q' in html
+
+
+@pytest.mark.django_db
+def test_history_restore_request_gets_the_full_page(pm_client, workspace, fake):
+    html = page(pm_client, workspace, "", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<!doctype html>" in html
+
+
+# --- cache, refresh, failures ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_cache_is_shared_across_requests(pm_client, client, teammate, workspace, fake):
+    page(pm_client, workspace)
+    page(pm_client, workspace, "status=draft")
+    client.force_login(teammate)
+    page(client, workspace, "q=experiment")
+    assert fake.list_calls == 1
+
+
+@pytest.mark.django_db
+def test_cache_is_shared_with_other_processes(pm_client, workspace, fake):
+    """Another process (no in-process index) reads the good copy from Django's cache."""
+    page(pm_client, workspace)
+    selectors._LIST_INDEXES.clear()
+    assert len(row_names(page(pm_client, workspace))) == 15
+    assert fake.list_calls == 1
+
+
+@pytest.mark.django_db
+def test_refresh_reads_mixpanel_again(pm_client, workspace, fake):
+    page(pm_client, workspace)
+    fake.raw.append(exp_json(50, "active", name="Brand new"))
+    assert "Brand new" not in page(pm_client, workspace)
+    refresh = reverse("experiments:experiment-list-refresh", args=[workspace.pk])
+    response = pm_client.post(refresh, {"list_query": "status=active&q=brand"})
+    assert response.status_code == 302
+    assert response["Location"] == list_url(workspace, "status=active&q=brand")
+    assert fake.list_calls == 2
+    html = page(pm_client, workspace, "status=active&q=brand")
+    assert "Brand new" in html
+    assert "read again from Mixpanel" in html  # the message after the redirect
+    assert fake.list_calls == 2
+
+
+@pytest.mark.django_db
+def test_refresh_in_one_process_is_seen_by_others(pm_client, workspace, fake):
+    page(pm_client, workspace)
+    # Another process refreshes: a new token and copy land in the shared cache.
+    other_index = dict(selectors._LIST_INDEXES)
+    fake.raw.append(exp_json(51, "active", name="From the other process"))
+    pm_client.post(reverse("experiments:experiment-list-refresh", args=[workspace.pk]))
+    # Back in "this" process, holding the old index: the next request notices the new token.
+    selectors._LIST_INDEXES.clear()
+    selectors._LIST_INDEXES.update(other_index)
+    assert "From the other process" in page(pm_client, workspace)
+    assert fake.list_calls == 2
+
+
+@pytest.mark.django_db
+def test_htmx_refresh_answers_the_results_fragment(pm_client, workspace, fake):
+    response = pm_client.post(
+        reverse("experiments:experiment-list-refresh", args=[workspace.pk]),
+        {"list_query": "status=draft"},
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.lstrip().startswith('<div id="results"')
+    assert len(row_names(html)) == 3
+
+
+@pytest.mark.django_db
+def test_expired_cache_reads_again(pm_client, workspace, fake):
+    page(pm_client, workspace)
+    selectors.invalidate_experiment_list(workspace=workspace)
+    page(pm_client, workspace)
+    assert fake.list_calls == 2
+
+
+@pytest.mark.django_db
+def test_stale_copy_with_banner_when_mixpanel_fails_after_a_good_read(pm_client, workspace, fake):
+    page(pm_client, workspace)
+    fake.list_error = mixpanel.MixpanelUnavailable("Mixpanel is unavailable right now (HTTP 503). Try again later.")
+    selectors.invalidate_experiment_list(workspace=workspace)
+    html = page(pm_client, workspace)
+    assert len(row_names(html)) == 15
+    assert 'class="banner" role="alert"' in html
+    assert "Mixpanel could not be read just now, so this is the copy from" in html
+    assert "HTTP 503" in html
+    assert "(an earlier copy)" in html
+    # A failed read is not retried on every page view for a short while.
+    page(pm_client, workspace)
+    assert fake.list_calls == 2
+    # Refresh asks again and still shows the copy.
+    response = pm_client.post(reverse("experiments:experiment-list-refresh", args=[workspace.pk]), follow=True)
+    assert fake.list_calls == 3
+    assert len(row_names(response.content.decode())) == 15
+
+
+@pytest.mark.django_db
+def test_readable_error_when_mixpanel_fails_and_there_is_no_copy(pm_client, workspace, fake):
+    fake.list_error = mixpanel.MixpanelAuthError()
+    response = pm_client.get(list_url(workspace))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "could not be read from Mixpanel, and there is no earlier copy" in html
+    assert "Mixpanel refused the service account" in html
+    assert "<tr id=" not in html
+    assert "CANARY" not in html
+
+
+@pytest.mark.django_db
+def test_missing_configuration_is_readable_not_a_500(pm_client, workspace, monkeypatch):
+    def broken(workspace):
+        raise mixpanel.MixpanelConfigError()
+
+    monkeypatch.setattr(mixpanel, "client_for", broken)
+    response = pm_client.get(list_url(workspace))
+    assert response.status_code == 200
+    assert "Mixpanel is not configured" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_recovery_after_failure_drops_the_banner(pm_client, workspace, fake):
+    fake.list_error = mixpanel.MixpanelUnavailable()
+    page(pm_client, workspace)
+    fake.list_error = None
+    response = pm_client.post(reverse("experiments:experiment-list-refresh", args=[workspace.pk]), follow=True)
+    html = response.content.decode()
+    assert len(row_names(html)) == 15
+    assert 'class="banner"' not in html
+
+
+@pytest.mark.django_db
+def test_warm_requests_do_not_reparse_or_resort_the_list(pm_client, workspace, fake, monkeypatch):
+    page(pm_client, workspace, "sort=name")
+    calls = {"index": 0, "sort": 0}
+    real_index, real_sort = selectors._ListIndex.__init__, selectors._sort_order
+
+    def counting_index(self, **kwargs):
+        calls["index"] += 1
+        real_index(self, **kwargs)
+
+    def counting_sort(*args):
+        calls["sort"] += 1
+        return real_sort(*args)
+
+    monkeypatch.setattr(selectors._ListIndex, "__init__", counting_index)
+    monkeypatch.setattr(selectors, "_sort_order", counting_sort)
+    for query in ("sort=name", "sort=name&status=active", "sort=name&q=00001", "sort=name&page=1"):
+        page(pm_client, workspace, query)
+    assert calls == {"index": 0, "sort": 0}
+    assert fake.list_calls == 1
+
+
+@pytest.mark.django_db
+def test_cache_entry_lives_for_the_configured_seconds(pm_client, workspace, fake, settings, monkeypatch):
+    settings.EXPERIMENT_LIST_CACHE_SECONDS = 7
+    seen = {}
+    real_set = cache.set
+
+    def spy(key, value, timeout=None, **kwargs):
+        seen[key] = timeout
+        return real_set(key, value, timeout, **kwargs)
+
+    monkeypatch.setattr(cache, "set", spy)
+    page(pm_client, workspace)
+    fresh = [timeout for key, timeout in seen.items() if key.endswith(":fresh")]
+    assert fresh == [7]
+
+
+# --- escaping -----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_script_tag_names_are_rendered_inert(pm_client, workspace, monkeypatch):
+    evil = "<script>alert('x')</script>"
+    install(
+        monkeypatch,
+        FakeClient(
+            [
+                exp_json(
+                    1,
+                    "active",
+                    name=evil,
+                    tags=[evil, '"><img src=x onerror=alert(1)>'],
+                    creator_name=evil,
+                )
+            ]
+        ),
+    )
+    html = page(pm_client, workspace)
+    assert "<script>alert" not in html
+    assert "<img src=x" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    fragment = page(pm_client, workspace, "q=script", HTTP_HX_REQUEST="true")
+    assert "<script>alert" not in fragment
+    assert "&lt;script&gt;" in fragment
+
+
+@pytest.mark.django_db
+def test_unknown_status_gets_a_neutral_badge_class(pm_client, workspace, monkeypatch):
+    install(monkeypatch, FakeClient([exp_json(1, 'archived" onclick="x')]))
+    html = page(pm_client, workspace)
+    assert 'class="badge status-unknown"' in html
+    assert 'onclick="x' not in html
+
+
+@pytest.mark.django_db
+def test_id_our_routes_cannot_carry_gets_no_link_rather_than_a_500(pm_client, workspace, monkeypatch):
+    install(monkeypatch, FakeClient([exp_json(1, "active", id="a/b", name="Slashed")]))
+    html = page(pm_client, workspace)
+    assert "Slashed" in html
+    assert "Force conclude" not in html.split('<div id="results"')[1].split("</table>")[0]
+
+
+# --- SQL ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 400])
+def test_query_count_is_fixed(client, pm, workspace, monkeypatch, django_assert_num_queries, size):
+    install(monkeypatch, FakeClient([exp_json(n, STATUS_CYCLE[n % 5]) for n in range(size)]))
+    client.force_login(pm)
+    page(client, workspace)  # warm the cache
+    # session, user, membership, claims of the page's rows
+    with django_assert_num_queries(4):
+        html = page(client, workspace)
+    assert len(row_names(html)) == min(size, 50)
+
+
+@pytest.mark.django_db
+def test_htmx_fragment_query_count_is_fixed(client, pm, workspace, fake, django_assert_num_queries):
+    client.force_login(pm)
+    page(client, workspace)
+    with django_assert_num_queries(4):
+        page(client, workspace, "status=active", HTTP_HX_REQUEST="true")
+
+
+def test_list_url_builder_is_path_only():
+    assert urlsplit(ExperimentListQuery(q="a b").url_suffix()).path == ""
