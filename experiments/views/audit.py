@@ -1,21 +1,256 @@
-"""PLACEHOLDER: being built by another issue; every route answers 404 until then."""
+"""Audit review (issue 6): the list of conclusion attempts, one attempt, and exports.
+
+Read-only screens. Who sees what is decided in selectors (members: their
+workspaces; the review-all permission: everything); every screen is a GET.
+"""
 
 from __future__ import annotations
 
-from django.http import Http404
+import csv
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from experiments.auditlog import format_timestamp
+from experiments.models import AttemptState, Workspace
+from experiments.selectors import (
+    AUDIT_PAGE_SIZE,
+    AUDIT_PAGE_SIZES,
+    AuditFilters,
+    audit_attempt_detail,
+    audit_attempt_page,
+    audit_can_review_all,
+    audit_export_rows,
+    audit_workspaces_for_user,
+)
+from experiments.views.access import get_workspace_access
+
+SEARCH_MAX_LENGTH = 200
+# Export columns: (header, key in the selector's rows).
+EXPORT_COLUMNS = (
+    ("attempt_id", "id"),
+    ("created_at", "created_at"),
+    ("workspace_id", "workspace_id"),
+    ("workspace", "workspace__name"),
+    ("actor_id", "actor_id"),
+    ("actor_name", "actor_name"),
+    ("experiment_id", "experiment_id"),
+    ("experiment_name", "experiment_name"),
+    ("reason_category", "reason_category"),
+    ("reason_text", "reason_text"),
+    ("end_date_sent", "end_date"),
+    ("request_body", "request_body"),
+    ("outcome", "state"),
+    ("failure_reason", "failure_reason"),
+    ("http_status", "http_status"),
+    ("duration_ms", "duration_ms"),
+    ("finished_at", "finished_at"),
+)
+EXPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson; charset=utf-8"}
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV
+# injection"); fullwidth forms too in some versions. A leading ' makes it text.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# Rows per chunk written to the socket: fewer, larger writes keep a big export fast.
+EXPORT_BATCH_ROWS = 500
 
 
-def audit_list(request):  # noqa: ANN001, ANN201
-    raise Http404("Not built yet.")
+class AuditFilterForm(forms.Form):
+    """The audit list's filters, read from the URL. Invalid values are reported and ignored."""
+
+    workspace = forms.IntegerField(required=False, min_value=1, error_messages={"invalid": "Choose a workspace."})
+    person = forms.CharField(required=False, max_length=150)
+    outcome = forms.ChoiceField(
+        required=False,
+        choices=[("", "Any outcome"), *AttemptState.choices],
+        error_messages={"invalid_choice": "Choose one of the listed outcomes."},
+    )
+    date_from = forms.DateField(required=False, error_messages={"invalid": "Enter the From date as YYYY-MM-DD."})
+    date_to = forms.DateField(required=False, error_messages={"invalid": "Enter the To date as YYYY-MM-DD."})
+    q = forms.CharField(required=False, max_length=SEARCH_MAX_LENGTH)
+    size = forms.TypedChoiceField(
+        required=False, coerce=int, empty_value=AUDIT_PAGE_SIZE, choices=[(str(n), str(n)) for n in AUDIT_PAGE_SIZES]
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", "The To date is before the From date.")
+        return data
+
+    def filters(self, *, workspace: Workspace | None = None) -> AuditFilters:
+        """The valid part of the filter; `workspace` pins it (a workspace's own audit page)."""
+        self.is_valid()
+        data = self.cleaned_data
+        return AuditFilters(
+            workspace_id=workspace.pk if workspace else data.get("workspace"),
+            person=" ".join((data.get("person") or "").split()),
+            outcome=data.get("outcome") or "",
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            q=" ".join((data.get("q") or "").split()),
+        )
+
+    @property
+    def page_size(self) -> int:
+        return self.cleaned_data.get("size") or AUDIT_PAGE_SIZE
 
 
-def audit_detail(request, pk):  # noqa: ANN001, ANN201
-    raise Http404("Not built yet.")
+def _audit_workspace(request: HttpRequest, workspace_pk: int) -> Workspace:
+    """A workspace whose audit the user may read; 404 for everyone else."""
+    if audit_can_review_all(user=request.user):
+        return get_object_or_404(Workspace, pk=workspace_pk)
+    return get_workspace_access(request, workspace_pk).workspace
 
 
-def audit_export(request, fmt):  # noqa: ANN001, ANN201
-    raise Http404("Not built yet.")
+def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: Workspace | None) -> HttpResponse:
+    form = AuditFilterForm(request.GET)
+    filters = form.filters(workspace=pinned)
+    page = audit_attempt_page(
+        user=request.user,
+        filters=filters,
+        cursor=request.GET.get("cursor"),
+        page_size=form.page_size,
+    )
+    list_url = (
+        reverse("experiments:audit-workspace-list", args=[pinned.pk]) if pinned else reverse("experiments:audit-list")
+    )
+    # The pinned workspace is in the path, not the query string, of its own page.
+    params = [(k, v) for k, v in filters.params() if not (pinned and k == "workspace")]
+    if form.page_size != AUDIT_PAGE_SIZE:
+        params.append(("size", str(form.page_size)))
+    query = urlencode(params)
+
+    def page_url(cursor: str | None) -> str:
+        return f"{list_url}?{urlencode([*params, ('cursor', cursor)])}" if cursor else ""
+
+    export_query = urlencode(filters.params())
+    context = {
+        "form": form,
+        "filters": filters,
+        "page": page,
+        "workspaces": workspaces,
+        "pinned": pinned,
+        "list_url": list_url,
+        "first_url": f"{list_url}?{query}" if query else list_url,
+        "newer_url": page_url(page.newer_cursor),
+        "older_url": page_url(page.older_cursor),
+        "csv_url": reverse("experiments:audit-export", args=["csv"]) + ("?" + export_query if export_query else ""),
+        "ndjson_url": reverse("experiments:audit-export", args=["ndjson"])
+        + ("?" + export_query if export_query else ""),
+        "approximate_total": f"{page.approximate_total:,}" if page.approximate_total else "",
+        "outcome_choices": AttemptState.choices,
+        "page_sizes": AUDIT_PAGE_SIZES,
+    }
+    partial = request.htmx and not request.htmx.history_restore_request
+    template = "experiments/audit_list.html#results" if partial else "experiments/audit_list.html"
+    return render(request, template, context)
 
 
-def audit_workspace_list(request, workspace_pk):  # noqa: ANN001, ANN201
-    raise Http404("Not built yet.")
+@require_GET
+def audit_list(request: HttpRequest) -> HttpResponse:
+    """Every conclusion attempt the user may review, newest first, filtered and keyset-paged."""
+    return _render_list(request, workspaces=audit_workspaces_for_user(user=request.user), pinned=None)
+
+
+@require_GET
+def audit_workspace_list(request: HttpRequest, workspace_pk: int) -> HttpResponse:
+    """One workspace's attempts: for its members and for reviewers of all workspaces."""
+    workspace = _audit_workspace(request, workspace_pk)
+    return _render_list(request, workspaces=[workspace], pinned=workspace)
+
+
+@require_GET
+def audit_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One attempt: its entries, what was sent, what Mixpanel returned."""
+    detail = audit_attempt_detail(user=request.user, pk=pk)
+    if detail is None:
+        raise Http404("No such conclusion attempt.")
+    return render(request, "experiments/audit_detail.html", {"detail": detail, "attempt": detail.attempt})
+
+
+@require_GET
+def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    """The current filter's attempts as CSV or NDJSON, streamed in constant memory.
+
+    A large export takes a while: run threaded workers (gunicorn --threads) or a
+    worker timeout long enough, so it does not block or get killed.
+    """
+    if fmt not in EXPORT_CONTENT_TYPES:
+        raise Http404("Export as csv or ndjson.")
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        problems = "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        return HttpResponseBadRequest(f"The export's filter is not valid: {problems}", content_type="text/plain")
+    rows = audit_export_rows(user=request.user, filters=form.filters())
+    body = _csv_stream(rows) if fmt == "csv" else _ndjson_stream(rows)
+    response = StreamingHttpResponse(body, content_type=EXPORT_CONTENT_TYPES[fmt])
+    stamp = timezone.now().astimezone(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="conclusion-audit-{stamp}.{fmt}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# Export encoding -------------------------------------------------------------------------
+
+
+class _Echo:
+    """A file-like object whose write() returns the line, for csv.writer in a generator."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def neutralise_cell(value: str) -> str:
+    """Make a text cell inert in spreadsheets (formula injection)."""
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+
+
+def _export_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value)
+    if isinstance(value, (dict, list)):
+        # JSON text, never a Python repr.
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return value
+
+
+def _csv_cell(value: Any) -> Any:
+    value = _export_value(value)
+    if value is None:
+        return ""
+    return neutralise_cell(value) if isinstance(value, str) else value
+
+
+def _batched(lines: Iterable[str]) -> Iterator[str]:
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= EXPORT_BATCH_ROWS:
+            yield "".join(batch)
+            batch.clear()
+    if batch:
+        yield "".join(batch)
+
+
+def _csv_stream(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow([header for header, _ in EXPORT_COLUMNS])
+    yield from _batched(writer.writerow([_csv_cell(row[key]) for _, key in EXPORT_COLUMNS]) for row in rows)
+
+
+def _ndjson_stream(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    def line(row: dict[str, Any]) -> str:
+        record = {header: row[key] for header, key in EXPORT_COLUMNS}
+        return json.dumps(record, ensure_ascii=False, default=_export_value) + "\n"
+
+    yield from _batched(line(row) for row in rows)
