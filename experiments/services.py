@@ -143,7 +143,7 @@ MSG_NOT_APPLIED = (
     "check the experiment in Mixpanel before trying again."
 )
 MSG_UNKNOWN = (
-    "The request to conclude {name} was sent, but no trustworthy answer came back ({error}), so we do not "
+    "The request to conclude {name} was sent, but no trustworthy answer came back{detail}, so we do not "
     "know yet whether Mixpanel applied it. Do not retry: this attempt stays open until it is reconciled by "
     "reading the experiment from Mixpanel."
 )
@@ -630,6 +630,20 @@ def _definitely_not_applied(exc: BaseException) -> bool:
     return not (isinstance(exc, mixpanel.MixpanelUnavailable) and exc.http_status is not None)
 
 
+def _unknown_detail(error: BaseException) -> str:
+    """What went wrong, in parentheses, without the client's own "we do not know" or
+    "try again" wording: the message around it already says both, and says not to retry."""
+    if not isinstance(error, mixpanel.MixpanelError):
+        return f" ({MSG_UNEXPECTED.format(kind=type(error).__name__)})"
+    if error.message == mixpanel.MixpanelOutcomeUnknown.default_message:
+        return ""
+    detail = error.message.removeprefix(getattr(mixpanel, "MSG_UNKNOWN_PREFIX", ""))
+    for advice in (" Try again later.", " Try again later"):
+        detail = detail.replace(advice, "")
+    detail = detail.strip().rstrip(".")
+    return f" ({detail})" if detail else ""
+
+
 def _unknown(
     attempt: ConclusionAttempt,
     *,
@@ -639,10 +653,7 @@ def _unknown(
     duration_ms: int,
     extra: dict[str, Any] | None = None,
 ) -> ConclusionOutcome:
-    detail = (
-        error.message if isinstance(error, mixpanel.MixpanelError) else MSG_UNEXPECTED.format(kind=type(error).__name__)
-    )
-    message = MSG_UNKNOWN.format(name=name, error=detail.rstrip("."))
+    message = MSG_UNKNOWN.format(name=name, detail=_unknown_detail(error))
     payload = {
         "reason": message,
         "sent": True,
