@@ -292,7 +292,12 @@ def _forbidden(request: HtmxHttpRequest, access: WorkspaceAccess) -> HttpRespons
     # 403 even for htmx (htmx will not swap it): the button is never shown to
     # viewers, so only a hand-made request gets here, and it gets a readable page.
     message = MSG_FORBIDDEN.format(workspace=access.workspace.name, role=access.role_label.lower())
-    context = {"access": access, "workspace": access.workspace, "forbidden": message}
+    context = {
+        "access": access,
+        "workspace": access.workspace,
+        "forbidden": message,
+        "back_url": _list_url(access.workspace.pk),
+    }
     template = CONCLUDE_TEMPLATE + "#body" if _wants_fragment(request) else CONCLUDE_TEMPLATE
     return render(request, template, context, status=403)
 
