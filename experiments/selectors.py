@@ -299,6 +299,8 @@ def experiment_list_cached(*, workspace: Workspace, client: Any, refresh: bool =
         experiments = tuple(client.list_experiments(workspace.mixpanel_workspace_id))
     except MixpanelError as exc:
         error = str(exc) or MixpanelError.default_message
+        # Until the back-off ends, every page shows the copy with this error (even after a failed Refresh).
+        cache.delete(base + ":fresh")
         cache.set(base + ":failed", {"error": error}, min(LIST_FAILURE_BACKOFF_SECONDS, _fresh_seconds()))
         return _stale_snapshot(base, error)
     index = _ListIndex(token=uuid.uuid4().hex, fetched_at=timezone.now(), experiments=experiments)

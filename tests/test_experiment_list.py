@@ -526,3 +526,32 @@ def test_htmx_fragment_query_count_is_fixed(client, pm, workspace, fake, django_
 
 def test_list_url_builder_is_path_only():
     assert urlsplit(ExperimentListQuery(q="a b").url_suffix()).path == ""
+
+
+# --- through the local Mixpanel stand-in (real HTTP client) -------------------------------------
+
+
+@pytest.mark.django_db
+def test_standin_workspace_lists_with_counts_and_inert_awkward_names(pm_client, workspace, standin):
+    upstream = standin.experiments(1001)
+    html = page(pm_client, workspace)
+    assert f'>All <span class="count">{len(upstream)}</span>' in html
+    for status in ("active", "draft", "concluded", "success", "fail"):
+        count = sum(1 for e in upstream if e["status"] == status)
+        assert f'>{status.title()} <span class="count">{count}</span>' in html
+    assert "<script" not in html.split('<div id="results"')[1]
+    assert "[demo fault]" in html
+    # Search and a second view come from the cache: one list call upstream in all.
+    page(pm_client, workspace, "q=demo+fault&status=active")
+    assert len(standin.requests(method="GET", path_contains="/workspaces/1001/experiments")) == 1
+
+
+@pytest.mark.django_db
+def test_standin_outage_after_a_good_read_shows_the_copy(pm_client, workspace, standin):
+    page(pm_client, workspace)
+    standin.set_access(1001, allowed=False)
+    response = pm_client.post(reverse("experiments:experiment-list-refresh", args=[workspace.pk]), follow=True)
+    html = response.content.decode()
+    assert "Mixpanel could not be read just now" in html
+    assert len(row_names(html)) == 48
+    assert "CANARY" not in html

@@ -514,3 +514,30 @@ def test_real_service_upstream_fault_is_readable_and_retryable(pm_client, worksp
     assert 'class="error small"' in html
     assert conclude_links(html) == [ACTIVE]  # the claim was released: a person may try again
     assert ConclusionAttempt.objects.get().state == AttemptState.FAILED
+
+
+# --- through the local Mixpanel stand-in (real HTTP client, real service) ---------------------------
+
+
+@pytest.mark.django_db
+def test_standin_force_conclude_sends_one_put_and_swaps_the_row(pm_client, workspace, standin):
+    exp = standin.find(1001, status="active")
+    url = conclude_url(workspace, exp["id"])
+    start = dt.datetime.fromisoformat(exp["start_date"].replace("Z", "+00:00"))
+    data = form_data(end_date=datetime_local_value(max(timezone.now(), start + dt.timedelta(minutes=1))))
+    response = pm_client.post(url, data, **HTMX)
+    html = response.content.decode()
+    assert '<span class="badge status-concluded">concluded</span>' in html, html
+    assert standin.experiment(1001, exp["id"])["status"] == "concluded"
+    pm_client.post(url, data, **HTMX)  # a second press
+    assert len(standin.requests(method="PUT", path_contains=exp["id"])) == 1
+
+
+@pytest.mark.django_db
+def test_standin_fault_row_is_reported_readably(pm_client, workspace, standin):
+    exp = next(e for e in standin.experiments(1001) if e["name"].startswith("[demo fault] Mixpanel rate limits"))
+    html = pm_client.post(conclude_url(workspace, exp["id"]), form_data(), **HTMX).content.decode()
+    assert "rate limit" in html.lower()
+    assert 'class="error small" role="alert"' in html
+    assert standin.experiment(1001, exp["id"])["status"] == "active"
+    assert "CANARY" not in html
