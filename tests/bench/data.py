@@ -8,7 +8,9 @@ AuditEntry rows, ids and timestamps increasing together.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import random
 import time
 import uuid
@@ -43,6 +45,7 @@ ACTORS = 24
 
 _WORDS = ("checkout", "onboarding", "pricing", "search", "banner", "trial", "paywall", "referral", "upsell")
 _WORDS += ("cart", "signup", "dark-mode", "email", "push", "widget", "carousel", "tooltip", "nudge", "coupon")
+_CATEGORIES = tuple(ReasonCategory.values)
 _REASONS = (
     "Reached significance on the primary metric",
     "Guardrail metric dropped; stopping early",
@@ -91,12 +94,12 @@ def ensure_workspace(*, name: str, mixpanel_workspace_id: int) -> Workspace:
 def state_for(index: int) -> str:
     """A fixed mix: ~5% failed, ~1% unknown, a few reconciled, the rest succeeded."""
     if index % 20 == 7:
-        return AttemptState.FAILED
+        return AttemptState.FAILED.value
     if index % 97 == 3:
-        return AttemptState.UNKNOWN
+        return AttemptState.UNKNOWN.value
     if index % 211 == 5:
-        return AttemptState.RECONCILED_APPLIED
-    return AttemptState.SUCCEEDED
+        return AttemptState.RECONCILED_APPLIED.value
+    return AttemptState.SUCCEEDED.value
 
 
 _OUTCOME_KIND = {
@@ -108,14 +111,21 @@ _OUTCOME_KIND = {
 
 
 class AuditGenerator:
-    """Grows the audit tables to a number of attempts, keeping one valid hash chain."""
+    """Grows the audit tables to a number of attempts, keeping one valid hash chain.
+
+    Rows are built as plain tuples and written with executemany (SQLite) or COPY
+    (PostgreSQL): model instances and bulk_create cost ~1.5 ms an attempt here, which is
+    half an hour for a million.
+    """
 
     def __init__(self, *, workspaces: Sequence[Workspace], actors: Sequence[Any], capacity: int) -> None:
-        self.workspaces = list(workspaces)
-        self.actors = list(actors)
+        self.workspaces = [(w.pk, w.mixpanel_workspace_id, w.region) for w in workspaces]
+        self.actors = [(a.pk, auditlog.display_name(a)) for a in actors]
         # Attempt number i happens at origin + i * spacing; `capacity` attempts end an hour ago.
         self.origin = timezone.now() - dt.timedelta(hours=1) - capacity * ATTEMPT_SPACING
         self.capacity = capacity
+        self.attempts = _Table(ConclusionAttempt, ATTEMPT_COLUMNS)
+        self.entries = _Table(AuditEntry, ENTRY_COLUMNS)
 
     def count(self) -> int:
         return ConclusionAttempt.objects.count()
@@ -132,128 +142,252 @@ class AuditGenerator:
         next_entry_id = (AuditEntry.objects.aggregate(m=Max("id"))["m"] or 0) + 1
         head = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (head[0], head[1]) if head else (0, auditlog.GENESIS_HASH)
+        rnd = random.Random(existing)
         index = existing
-        while index < target:
-            size = min(BATCH, target - index)
-            attempts: list[ConclusionAttempt] = []
-            entries: list[AuditEntry] = []
-            for offset in range(size):
-                attempt = self._attempt(index + offset, next_id)
-                attempts.append(attempt)
-                for entry in self._entries(attempt, index + offset):
-                    seq += 1
-                    entry.id = next_entry_id
-                    entry.seq = seq
-                    entry.prev_hash = prev_hash
-                    entry.hash = auditlog.hash_of(entry)
-                    prev_hash = entry.hash
-                    next_entry_id += 1
-                    entries.append(entry)
-                next_id += 1
-            with transaction.atomic():
-                insert(ConclusionAttempt, attempts)
-                insert(AuditEntry, entries)
-            index += size
+        with _big_page_cache():
+            self._fill(index, target, next_id, next_entry_id, seq, prev_hash, rnd)
         _reset_sequences()
-        if connection.vendor == "postgresql":
-            # Autovacuum would analyse a table that grew this much within a minute; do it now
-            # so the planner sees the real sizes, as it would in production.
-            with connection.cursor() as cursor:
+        with connection.cursor() as cursor:
+            # PostgreSQL's autovacuum would analyse tables that grew this much within a minute;
+            # do it now so the planner sees the real sizes, as it would in production. SQLite
+            # keeps no statistics unless asked (the application never asks), so neither do we.
+            if connection.vendor == "postgresql":
                 cursor.execute(f"ANALYZE {ConclusionAttempt._meta.db_table}")
                 cursor.execute(f"ANALYZE {AuditEntry._meta.db_table}")
+            else:
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return time.perf_counter() - started
 
-    def _attempt(self, index: int, pk: int) -> ConclusionAttempt:
-        rnd = random.Random(index)
-        workspace = self.workspaces[index % len(self.workspaces)]
-        actor = self.actors[rnd.randrange(len(self.actors))]
-        created_at = self.origin + index * ATTEMPT_SPACING
+    def _fill(
+        self, index: int, target: int, next_id: int, next_entry_id: int, seq: int, prev_hash: str, rnd: random.Random
+    ) -> None:
+        while index < target:
+            size = min(BATCH, target - index)
+            attempt_rows: list[tuple[Any, ...]] = []
+            entry_rows: list[tuple[Any, ...]] = []
+            for _ in range(size):
+                attempt = self._attempt(index, next_id, rnd)
+                attempt_rows.append(self.attempts.row(attempt))
+                for entry in self._entries(attempt, index):
+                    seq += 1
+                    entry["id"], entry["seq"], entry["prev_hash"] = next_entry_id, seq, prev_hash
+                    entry["hash"] = prev_hash = auditlog.entry_hash(
+                        seq=seq,
+                        kind=entry["kind"],
+                        created_at=entry["created_at"],
+                        workspace_id=entry["workspace_id"],
+                        actor_id=entry["actor_id"],
+                        actor_name=entry["actor_name"],
+                        attempt_id=entry["attempt_id"],
+                        experiment_id=entry["experiment_id"],
+                        experiment_name=entry["experiment_name"],
+                        payload=entry["payload"],
+                        prev_hash=entry["prev_hash"],
+                    )
+                    entry_rows.append(self.entries.row(entry))
+                    next_entry_id += 1
+                next_id += 1
+                index += 1
+            with transaction.atomic():
+                self.attempts.insert(attempt_rows)
+                self.entries.insert(entry_rows)
+
+    def _attempt(self, index: int, pk: int, rnd: random.Random) -> dict[str, Any]:
+        workspace_id, mixpanel_id, region = self.workspaces[index % len(self.workspaces)]
+        actor_id, actor_name = self.actors[rnd.randrange(len(self.actors))]
+        # Microseconds vary, as real timestamps do.
+        created_at = self.origin + index * ATTEMPT_SPACING + dt.timedelta(microseconds=(index * 7919) % 1_000_000)
         state = state_for(index)
         end_date = created_at.replace(microsecond=0)
-        name = f"{rnd.choice(_WORDS).title()} {rnd.choice(_WORDS)} test {index}"
+        end_text = end_date.strftime("%Y-%m-%dT%H:%M:%SZ")
         duration = 80 + rnd.randrange(900)
-        return ConclusionAttempt(
-            id=pk,
-            workspace=workspace,
-            experiment_id=str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
-            experiment_name=name,
-            actor=actor,
-            actor_name=auditlog.display_name(actor),
-            reason_category=rnd.choice(ReasonCategory.values),
-            reason_text=rnd.choice(_REASONS),
-            end_date=end_date,
-            request_body={"end_date": end_date.strftime("%Y-%m-%dT%H:%M:%SZ")},
-            created_at=created_at,
-            state=state,
-            failure_reason=(
-                "Mixpanel rejected the request (HTTP 400): end_date is before the start" if state == "failed" else ""
-            ),
-            http_status=400 if state == AttemptState.FAILED else (None if state == AttemptState.UNKNOWN else 200),
-            duration_ms=duration,
-            finished_at=created_at + dt.timedelta(milliseconds=duration),
-        )
-
-    def _entries(self, attempt: ConclusionAttempt, index: int) -> Iterator[AuditEntry]:
-        common = {
-            "workspace_id": attempt.workspace_id,
-            "actor_id": attempt.actor_id,
-            "actor_name": attempt.actor_name,
-            "attempt_id": attempt.id,
-            "experiment_id": attempt.experiment_id,
-            "experiment_name": attempt.experiment_name,
+        failed = state == AttemptState.FAILED
+        return {
+            "id": pk,
+            "workspace_id": workspace_id,
+            "mixpanel_id": mixpanel_id,
+            "region": region,
+            "experiment_id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
+            "experiment_name": f"{rnd.choice(_WORDS).title()} {rnd.choice(_WORDS)} test {index}",
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "reason_category": rnd.choice(_CATEGORIES),
+            "reason_text": rnd.choice(_REASONS),
+            "end_date": end_date,
+            "end_text": end_text,
+            "request_body": {"end_date": end_text},
+            "created_at": created_at,
+            "state": state,
+            "failure_reason": "Mixpanel rejected the request (HTTP 400): end_date is before the start"
+            if failed
+            else "",
+            "http_status": 400 if failed else (None if state == AttemptState.UNKNOWN else 200),
+            "duration_ms": duration,
+            "finished_at": created_at + dt.timedelta(milliseconds=duration),
         }
-        yield AuditEntry(
-            kind=EntryKind.CONCLUSION_REQUESTED,
-            created_at=attempt.created_at,
-            payload=auditlog.canonical_json(
-                {
-                    "requested_by": attempt.actor_name,
-                    "reason_category": attempt.reason_category,
-                    "reason_text": attempt.reason_text,
-                    "end_date": attempt.end_date,
-                    "request_body": attempt.request_body,
-                    "mixpanel_workspace_id": attempt.workspace.mixpanel_workspace_id,
-                    "region": attempt.workspace.region,
-                }
-            ),
+
+    def _entries(self, attempt: dict[str, Any], index: int) -> Iterator[dict[str, Any]]:
+        common = {
+            "workspace_id": attempt["workspace_id"],
+            "actor_id": attempt["actor_id"],
+            "actor_name": attempt["actor_name"],
+            "attempt_id": attempt["id"],
+            "experiment_id": attempt["experiment_id"],
+            "experiment_name": attempt["experiment_name"],
+        }
+        # The payloads' shapes follow experiments.services (requested, then the outcome).
+        requested = {
+            "requested_by": attempt["actor_name"],
+            "reason_category": attempt["reason_category"],
+            "reason_text": attempt["reason_text"],
+            "end_date": attempt["end_text"],
+            "request_body": attempt["request_body"],
+            "mixpanel_workspace_id": attempt["mixpanel_id"],
+            "region": attempt["region"],
+        }
+        yield {
+            "kind": EntryKind.CONCLUSION_REQUESTED.value,
+            "created_at": attempt["created_at"],
+            "payload": auditlog.canonical_json(requested),
             **common,
-        )
-        summary = {"id": attempt.experiment_id, "name": attempt.experiment_name, "variants": 2, "exposures": index}
+        }
+        state = attempt["state"]
+        summary = {
+            "id": attempt["experiment_id"],
+            "name": attempt["experiment_name"],
+            "variants": 2,
+            "exposures": index,
+        }
         outcome: dict[str, Any] = {
-            "state": attempt.state,
-            "claim_released": attempt.state == AttemptState.FAILED,
-            "http_status": attempt.http_status,
-            "duration_ms": attempt.duration_ms,
+            "state": state,
+            "claim_released": state == AttemptState.FAILED,
+            "http_status": attempt["http_status"],
+            "duration_ms": attempt["duration_ms"],
             "sent": True,
             "before_summary": {**summary, "status": "active"},
         }
-        if attempt.state == AttemptState.FAILED:
-            outcome["reason"] = attempt.failure_reason
+        if state == AttemptState.FAILED:
+            outcome["reason"] = attempt["failure_reason"]
         else:
             outcome["after_summary"] = {**summary, "status": "concluded"}
             outcome["status_before"], outcome["status_after"] = "active", "concluded"
-        yield AuditEntry(
-            kind=_OUTCOME_KIND[attempt.state],
-            created_at=attempt.finished_at,
-            payload=auditlog.canonical_json(outcome),
+        yield {
+            "kind": _OUTCOME_KIND[state].value,
+            "created_at": attempt["finished_at"],
+            "payload": auditlog.canonical_json(outcome),
             **common,
-        )
+        }
 
 
-def insert(model: type[models.Model], objects: list[Any]) -> None:
-    """Insert many rows fast: COPY on PostgreSQL, batched INSERTs elsewhere."""
-    if not objects:
+ATTEMPT_COLUMNS = (
+    "id",
+    "workspace_id",
+    "experiment_id",
+    "experiment_name",
+    "actor_id",
+    "actor_name",
+    "reason_category",
+    "reason_text",
+    "end_date",
+    "request_body",
+    "created_at",
+    "state",
+    "failure_reason",
+    "http_status",
+    "duration_ms",
+    "finished_at",
+)
+ENTRY_COLUMNS = (
+    "id",
+    "seq",
+    "kind",
+    "created_at",
+    "workspace_id",
+    "actor_id",
+    "actor_name",
+    "attempt_id",
+    "experiment_id",
+    "experiment_name",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+
+
+class _Table:
+    """Fast inserts into one model's table, given values by attribute name.
+
+    Columns the generator does not know (say a field added by a later migration) get the
+    field's default, so the benchmark keeps working as the models grow.
+    """
+
+    def __init__(self, model: type[models.Model], columns: Sequence[str]) -> None:
+        fields = {f.attname: f for f in model._meta.concrete_fields}
+        unknown = set(columns) - set(fields)
+        if unknown:
+            raise RuntimeError(f"{model.__name__} has no field(s) {sorted(unknown)}: update tests/bench/data.py")
+        self.columns = tuple(columns)
+        self.fields = [fields[name] for name in columns]
+        extra = [f for name, f in fields.items() if name not in columns]
+        for field in extra:
+            if not field.null and not field.has_default() and not field.has_db_default():
+                raise RuntimeError(f"{model.__name__}.{field.name} needs a value: update tests/bench/data.py")
+        self.extra_columns = tuple(f.column for f in extra)
+        self.extra_values = tuple(f.get_db_prep_save(f.get_default(), connection) for f in extra)
+        self.table = model._meta.db_table
+        self.postgres = connection.vendor == "postgresql"
+        # Per column: how a Python value becomes what the database driver is given.
+        self.adapters = [self._adapter(f) for f in self.fields]
+
+    def _adapter(self, field: models.Field) -> Any:
+        if isinstance(field, models.JSONField):
+            return lambda value: json.dumps(value, separators=(",", ":"))
+        if isinstance(field, models.DateTimeField) and not self.postgres:
+            # Django's SQLite form: naive UTC text (see DatabaseOperations.adapt_datetimefield_value).
+            return lambda value: None if value is None else str(value.astimezone(dt.UTC).replace(tzinfo=None))
+        return None
+
+    def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        out = [values[name] for name in self.columns]
+        for i, adapt in enumerate(self.adapters):
+            if adapt is not None:
+                out[i] = adapt(out[i])
+        return (*out, *self.extra_values)
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        columns = [f.column for f in self.fields] + list(self.extra_columns)
+        quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
+        table = connection.ops.quote_name(self.table)
+        with connection.cursor() as cursor:
+            if self.postgres:
+                # The psycopg cursor under Django's wrapper: COPY is an order of magnitude faster.
+                with cursor.cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                marks = ", ".join(["%s"] * len(columns))
+                sql = f"INSERT INTO {table} ({quoted}) VALUES ({marks})"  # noqa: S608 - names from the model
+                cursor.executemany(sql, rows)
+
+
+@contextlib.contextmanager
+def _big_page_cache() -> Iterator[None]:
+    """SQLite: a 256 MB page cache while bulk loading (random keys of the unique hash indexes
+    thrash the default 2 MB), then back to the default. PostgreSQL: nothing to do."""
+    if connection.vendor != "sqlite":
+        yield
         return
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create(objects, batch_size=1_000)
-        return
-    fields = model._meta.concrete_fields
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    table = connection.ops.quote_name(model._meta.db_table)
-    # The psycopg cursor under Django's wrapper: its COPY is an order of magnitude faster.
-    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for obj in objects:
-            copy.write_row([f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields])
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        previous = cursor.fetchone()[0]
+        cursor.execute("PRAGMA cache_size = -262144")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size = {int(previous)}")
 
 
 def _reset_sequences() -> None:

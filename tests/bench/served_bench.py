@@ -1,0 +1,80 @@
+"""B6: throughput of real served pages, gunicorn gthread 2 workers x 4 threads, 8 keep-alive clients.
+
+The load generator runs in the benchmark process (Python threads, http.client), so on a
+two-core machine it competes with the server for CPU: the figures are what this machine
+serves with its own load generator attached, which is why they are given as ratios to a
+hello-world page served and loaded the same way.
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from tests.bench import common
+from tests.bench.context import MAX_RESPONSE_BYTES, TYPICAL_SIZE, BenchContext
+from tests.bench.servers import Gunicorn, load, session_cookie
+
+
+def b6_served(ctx: BenchContext) -> list[common.Result]:
+    from django.conf import settings
+
+    plan = ctx.plan
+    ctx.audit_rows(plan.b4_large)
+    standin = ctx.standin(TYPICAL_SIZE)
+    workspace = ctx.workspace(TYPICAL_SIZE)
+    pm_cookie = session_cookie(ctx.people.pm)
+    auditor_cookie = session_cookie(ctx.people.auditor)
+    targets = {
+        "hello-world": (reverse("bench-hello"), pm_cookie),
+        f"experiments page ({TYPICAL_SIZE:,} experiments, warm)": (
+            reverse("experiments:experiment-list", args=[workspace.pk]),
+            pm_cookie,
+        ),
+        "audit page (first page)": (reverse("experiments:audit-list"), auditor_cookie),
+    }
+    server = Gunicorn(
+        workers=2,
+        threads=4,
+        env={"MIXPANEL_API_BASE_URL": standin.url, "MIXPANEL_MAX_RESPONSE_BYTES": str(MAX_RESPONSE_BYTES)},
+    ).start()
+    ctx.on_close(server.stop)
+    stats = {}
+    try:
+        for name, (path, cookie) in targets.items():
+            status, _ = server.request(path, {"Cookie": cookie})
+            if status != 200:
+                raise common.NotMeasured(f"{name} answered HTTP {status} through gunicorn")
+        for name, (path, cookie) in targets.items():
+            outcome = load(
+                server.port,
+                path,
+                headers={"Cookie": cookie},
+                concurrency=plan.b6_concurrency,
+                seconds=plan.b6_seconds,
+                warmup=1.0 if not plan.quick else 0.5,
+            )
+            if outcome.errors:
+                raise common.NotMeasured(f"{name}: {outcome.errors} failed requests (first: {outcome.first_error})")
+            stats[name] = outcome.summary()
+    finally:
+        server.stop()
+    cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    hello = stats.pop("hello-world")
+    results = []
+    for name, figures in stats.items():
+        results.append(
+            common.Result(
+                bench="B6",
+                name=f"{name} vs hello-world (p95)",
+                goal="report",
+                measured=figures,
+                baseline=hello,
+                ratio=common.ratio(figures["p95_ms"], hello["p95_ms"]),
+                note=(
+                    f"req/s ratio {common.ratio(figures['req_per_s'], hello['req_per_s'])}; "
+                    f"{plan.b6_concurrency} clients, {plan.b6_seconds:g} s each; cache {cache}"
+                    + ("" if cache == "RedisCache" else " (per process: each worker read the list once)")
+                ),
+            ).judge()
+        )
+    return results
