@@ -105,7 +105,7 @@ MSG_FORBIDDEN = (
     "You may not force conclude experiments in this workspace. Ask a workspace admin for the concluder role."
 )
 MSG_BAD_REASON = "Choose a reason from the list."
-MSG_NO_EXPERIMENT = "No experiment was given."
+MSG_NO_EXPERIMENT = "That is not a valid experiment id."
 MSG_FUTURE_END = "The end date cannot be in the future."
 MSG_BLOCKED_IN_FLIGHT = (
     "Not sent: {name} is already being concluded by {who} since {when}. "
@@ -313,6 +313,10 @@ def _requested_payload(attempt: ConclusionAttempt, workspace: Workspace) -> dict
     }
 
 
+def _field_length(name: str) -> int:
+    return ConclusionAttempt._meta.get_field(name).max_length
+
+
 def _new_attempt(
     *,
     workspace: Workspace,
@@ -411,8 +415,10 @@ def experiment_force_conclude(
     if access is None or not access.can_conclude:
         return ConclusionOutcome(attempt=None, state=AttemptState.FAILED, ok=False, message=MSG_FORBIDDEN)
     experiment_id = (experiment_id or "").strip()
-    if not experiment_id:
+    if not experiment_id or len(experiment_id) > _field_length("experiment_id"):
         return ConclusionOutcome(attempt=None, state=AttemptState.FAILED, ok=False, message=MSG_NO_EXPERIMENT)
+    # Names are free text from Mixpanel: keep what fits rather than fail on a long one.
+    experiment_name = (experiment_name or "")[: _field_length("experiment_name")]
     if reason_category not in ReasonCategory.values:
         return ConclusionOutcome(attempt=None, state=AttemptState.FAILED, ok=False, message=MSG_BAD_REASON)
     if timezone.is_naive(end_date):

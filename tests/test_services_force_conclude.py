@@ -524,6 +524,7 @@ def test_unknown_outcome_blocks_the_next_click(workspace, pm):
         ("pm", {"reason_category": "because"}, services.MSG_BAD_REASON),
         ("pm", {"end_date": timezone.now() + dt.timedelta(days=1)}, services.MSG_FUTURE_END),
         ("pm", {"experiment_id": "  "}, services.MSG_NO_EXPERIMENT),
+        ("pm", {"experiment_id": "x" * 101}, services.MSG_NO_EXPERIMENT),
     ],
 )
 def test_refused_before_anything_is_recorded_or_sent(request, workspace, who, overrides, message):
@@ -544,3 +545,11 @@ def test_refused_before_anything_is_recorded_or_sent(request, workspace, who, ov
 def test_admin_may_conclude_too(workspace, ws_admin):
     outcome = conclude(workspace, ws_admin, FakeMixpanel())
     assert outcome.ok
+
+
+@pytest.mark.django_db
+def test_long_upstream_name_is_kept_as_far_as_it_fits(workspace, pm):
+    outcome = conclude(workspace, pm, FakeMixpanel(), experiment_name="n" * 700)
+    assert outcome.ok
+    assert outcome.attempt.experiment_name == "n" * 500
+    assert AuditEntry.objects.filter(attempt=outcome.attempt).first().experiment_name == "n" * 500
