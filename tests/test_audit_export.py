@@ -1,0 +1,190 @@
+"""Audit export: streamed CSV and NDJSON of exactly the current filter, safe in spreadsheets."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from django.http import StreamingHttpResponse
+from django.urls import reverse
+
+from experiments.models import AttemptState
+from experiments.views.audit import neutralise_cell
+from tests.factories import make_attempt
+
+LIST = reverse("experiments:audit-list")
+CSV_URL = reverse("experiments:audit-export", args=["csv"])
+NDJSON_URL = reverse("experiments:audit-export", args=["ndjson"])
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def body_of(response) -> str:
+    assert isinstance(response, StreamingHttpResponse)
+    return b"".join(response.streaming_content).decode("utf-8")
+
+
+def csv_rows(response) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(body_of(response), newline="")))
+
+
+def shown_ids(response) -> list[int]:
+    return [int(pk) for pk in re.findall(r'href="/audit/(\d+)/"', response.content.decode())]
+
+
+@pytest.mark.django_db
+def test_csv_is_a_streamed_dated_attachment(client, auditor, workspace, pm):
+    make_attempt(workspace=workspace, actor=pm)
+    client.force_login(auditor)
+    response = client.get(CSV_URL)
+    assert response.status_code == 200
+    assert response.streaming
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert re.fullmatch(r'attachment; filename="conclusion-audit-\d{8}-\d{6}\.csv"', response["Content-Disposition"])
+    assert response["Cache-Control"] == "no-store"
+    rows = csv_rows(response)
+    assert len(rows) == 1
+    assert rows[0]["actor_name"] == "Pat (pat)"
+    assert rows[0]["outcome"] == "succeeded"
+    assert rows[0]["http_status"] == "200"
+    assert rows[0]["workspace"] == "Growth"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "evil",
+    [
+        '=HYPERLINK("http://evil.example","x")',
+        "+1+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(1+1)",
+        "\t=1+1",
+        "\r=1+1",
+        "\uff1d1+1",
+    ],
+)
+def test_csv_neutralises_formula_injection_in_every_text_cell(client, auditor, workspace, pm, evil):
+    make_attempt(
+        workspace=workspace,
+        actor=pm,
+        experiment_id=evil,
+        experiment_name=evil,
+        reason_text=evil,
+        outcome=AttemptState.FAILED,
+        error=evil,
+    )
+    client.force_login(auditor)
+    (row,) = csv_rows(client.get(CSV_URL))
+    for column in ("experiment_id", "experiment_name", "reason_text", "failure_reason"):
+        assert row[column] == "'" + evil, column
+    # Numbers stay numbers; safe text is left alone.
+    assert row["http_status"] == "200"
+    assert row["actor_name"] == "Pat (pat)"
+
+
+def test_neutralise_leaves_ordinary_text_alone():
+    assert neutralise_cell("Checkout = better") == "Checkout = better"
+    assert neutralise_cell("") == ""
+    assert neutralise_cell("-") == "'-"
+
+
+@pytest.mark.django_db
+def test_json_columns_are_json_text_not_python_reprs(client, auditor, workspace, pm):
+    make_attempt(workspace=workspace, actor=pm)
+    client.force_login(auditor)
+    (row,) = csv_rows(client.get(CSV_URL))
+    body = json.loads(row["request_body"])
+    assert set(body) == {"end_date"}
+    assert body["end_date"].endswith("Z")
+    (line,) = body_of(client.get(NDJSON_URL)).splitlines()
+    record = json.loads(line)
+    assert record["request_body"] == body  # a nested object, not a string
+    assert record["created_at"].endswith("Z")
+
+
+@pytest.mark.django_db
+def test_ndjson_is_one_json_object_per_line(client, auditor, workspace, other_workspace, pm, outsider):
+    for i in range(5):
+        make_attempt(workspace=workspace if i % 2 else other_workspace, actor=pm if i % 2 else outsider)
+    client.force_login(auditor)
+    response = client.get(NDJSON_URL)
+    assert response["Content-Type"] == "application/x-ndjson; charset=utf-8"
+    assert response["Content-Disposition"].endswith('.ndjson"')
+    text = body_of(response)
+    assert text.endswith("\n")
+    records = [json.loads(line) for line in text.splitlines()]
+    assert len(records) == 5
+    assert all(isinstance(r, dict) for r in records)
+    assert [r["attempt_id"] for r in records] == sorted((r["attempt_id"] for r in records), reverse=True)
+    assert {r["workspace"] for r in records} == {"Growth", "Payments"}
+
+
+@pytest.fixture
+def mixed(workspace, other_workspace, pm, ws_admin, outsider):
+    made = []
+    for i in range(30):
+        made.append(
+            make_attempt(
+                workspace=other_workspace if i % 5 == 0 else workspace,
+                actor=outsider if i % 5 == 0 else (pm if i % 2 else ws_admin),
+                experiment_id=f"exp-{i}",
+                experiment_name=f"Test {i} {'pricing' if i % 3 == 0 else 'copy'}",
+                outcome=AttemptState.FAILED if i % 4 == 0 else AttemptState.SUCCEEDED,
+            )
+        )
+    return made
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"outcome": "failed"},
+        {"q": "pricing"},
+        {"person": "pat", "outcome": "succeeded"},
+        {"date_from": "2000-01-01", "date_to": "2999-12-31", "q": "copy"},
+    ],
+)
+@pytest.mark.parametrize("persona", ["auditor", "pm"])
+def test_export_equals_the_filtered_list(client, request, mixed, persona, params):
+    client.force_login(request.getfixturevalue(persona))
+    listed = shown_ids(client.get(LIST, {**params, "size": 200}))
+    assert listed  # the filter matches something, so the comparison means something
+    csv_ids = [int(row["attempt_id"]) for row in csv_rows(client.get(CSV_URL, params))]
+    ndjson_ids = [json.loads(line)["attempt_id"] for line in body_of(client.get(NDJSON_URL, params)).splitlines()]
+    assert csv_ids == listed
+    assert ndjson_ids == listed
+
+
+@pytest.mark.django_db
+def test_list_export_links_carry_the_filter(client, auditor, mixed, workspace):
+    client.force_login(auditor)
+    text = client.get(LIST, {"outcome": "failed", "workspace": workspace.pk, "size": 10}).content.decode()
+    link = re.search(r'href="(/audit/export\.csv\?[^"]*)"', text).group(1).replace("&amp;", "&")
+    ids = [int(row["attempt_id"]) for row in csv_rows(client.get(link))]
+    expected = [a.pk for a in reversed(mixed) if a.workspace_id == workspace.pk and a.state == "failed"]
+    assert ids == expected
+
+
+@pytest.mark.django_db
+def test_member_export_is_limited_to_their_workspaces(client, outsider, mixed, other_workspace):
+    client.force_login(outsider)
+    rows = csv_rows(client.get(CSV_URL))
+    assert rows
+    assert {row["workspace_id"] for row in rows} == {str(other_workspace.pk)}
+
+
+@pytest.mark.django_db
+def test_unknown_format_is_404_and_bad_filter_is_a_readable_400(client, auditor):
+    client.force_login(auditor)
+    assert client.get(reverse("experiments:audit-export", args=["xlsx"])).status_code == 404
+    response = client.get(CSV_URL, {"date_from": "31/12/2026"})
+    assert response.status_code == 400
+    assert "Enter the From date as YYYY-MM-DD." in response.content.decode()
