@@ -433,6 +433,18 @@ def _connect_failure(exc: requests.exceptions.RequestException) -> bool:
     return isinstance(reason, NewConnectionError)
 
 
+class _NoRedirectSession(requests.Session):
+    """A Session that never looks at Location.
+
+    Even with allow_redirects=False, requests works out the next request of a 3xx
+    for `response.next`, and reads the whole body to do it, bypassing our size
+    cap and deadline. Saying "no redirect target" skips all of that.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
 class MixpanelClient:
     """A client per (region, service account), holding one requests.Session.
 
@@ -451,7 +463,7 @@ class MixpanelClient:
         # Kept only to scrub it from anything we echo and to notice a rotated secret.
         self.__secret = secret
         self._redact = (secret, base64.b64encode(f"{username}:{secret}".encode()).decode("ascii"))
-        session = requests.Session()
+        session = _NoRedirectSession()
         session.auth = HTTPBasicAuth(username, secret)
         session.headers.update({"User-Agent": _user_agent(), "Accept": "application/json"})
         session.max_redirects = 0
@@ -716,7 +728,9 @@ class MixpanelClient:
             wait = _parse_retry_after(answer.headers.get("Retry-After"))
             return MixpanelRateLimited(MSG_RATE_LIMITED.format(wait=_describe_wait(wait)), retry_after=wait, **facts)
         if status >= 500:
-            return MixpanelUnavailable(MSG_SERVER_ERROR.format(status=status), **facts)
+            # 503 often carries Retry-After too; reads honour it like a 429's.
+            wait = _parse_retry_after(answer.headers.get("Retry-After"))
+            return MixpanelUnavailable(MSG_SERVER_ERROR.format(status=status), retry_after=wait, **facts)
         if 400 <= status < 500:
             payload = self._json(answer)
             detail = self._scrub(_error_detail(payload)) or "no details given"

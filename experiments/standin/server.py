@@ -57,7 +57,7 @@ FAULT_KINDS: dict[str, str] = {
     "status_error": '200 carrying {"status": "error", ...}, change not applied',
     "reset": "read the request, then reset the connection (TCP RST), change not applied",
     "stall": "send nothing for stall_seconds (default 30), then close: past the client's deadline",
-    "trickle": "send a valid answer one byte every interval_ms (default 200)",
+    "trickle": "answer normally (a PUT is applied) but one byte every interval_ms (default 200)",
     "apply_then_drop": "apply the change, then reset the connection without answering",
     "apply_then_500": "apply the change, then answer 500 with an HTML body",
     "noop_200": "answer 200 ok with the experiment unchanged (Mixpanel's lenient lifecycle calls)",
@@ -235,16 +235,12 @@ class StandIn:
         self._server = server
         self.port = server.server_address[1]
         self._wake.clear()
-        self._thread = threading.Thread(target=server.serve_forever, name="mixpanel-standin", daemon=True)
+        # A short poll interval makes stop() quick (tests start and stop servers).
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="mixpanel-standin", daemon=True
+        )
         self._thread.start()
         return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread (the management command); stop() from another thread ends it."""
-        handler = type("StandInHandler", (_Handler,), {"standin": self})
-        self._server = _Server((self.host, self.port), handler)
-        self.port = self._server.server_address[1]
-        self._server.serve_forever()
 
     def stop(self) -> None:
         """Stop serving and release every stalled request."""
@@ -575,9 +571,10 @@ class StandIn:
         after = self._fault_reply(fault, before=False)
         if after is not None:
             return after
-        if fault is not None and fault.kind == "latency":
-            reply.delay = fault.latency_ms / 1000
-            reply.fault = fault
+        if fault is not None and fault.kind in ("latency", "trickle", "noop_200"):
+            reply.fault = fault  # recorded in the log; the handler does the latency or trickling
+            if fault.kind == "latency":
+                reply.delay = fault.latency_ms / 1000
         return reply
 
     def _lifecycle(self, ws: _Workspace, exp: dict[str, Any], action: str, body: bytes) -> _Reply:
