@@ -28,6 +28,7 @@ class Plan:
     b6_seconds: float = 10.0
     b6_concurrency: int = 8
     warmup: int = 5
+    b2_warmup: int = 2
 
     @classmethod
     def for_mode(cls, *, quick: bool) -> Plan:
@@ -35,13 +36,14 @@ class Plan:
             return cls(quick=False)
         return cls(
             quick=True,
-            b1_requests=40,
-            b2_requests=8,
+            b1_requests=20,
+            b2_requests=5,
             b3_iterations=12,
             b4_large=100_000,
             b4_requests=20,
             b6_seconds=3.0,
             warmup=3,
+            b2_warmup=1,
         )
 
 

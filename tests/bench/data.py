@@ -41,6 +41,8 @@ from experiments.models import (
 # so attempts made later through the real service are newer by both id and time.
 ATTEMPT_SPACING = dt.timedelta(minutes=1)
 BATCH = 5_000
+RECONCILE_DELAY = dt.timedelta(minutes=10)
+RECONCILER_NAME = "reconcile_conclusions"
 ACTORS = 24
 
 _WORDS = ("checkout", "onboarding", "pricing", "search", "banner", "trial", "paywall", "referral", "upsell")
@@ -271,12 +273,33 @@ class AuditGenerator:
         else:
             outcome["after_summary"] = {**summary, "status": "concluded"}
             outcome["status_before"], outcome["status_after"] = "active", "concluded"
+        reconciled = state == AttemptState.RECONCILED_APPLIED
+        if reconciled:
+            # Left unknown by the request, resolved later by reconcile_conclusions reading it.
+            outcome.update(state=AttemptState.UNKNOWN.value, reason="Mixpanel did not answer in time.")
         yield {
-            "kind": _OUTCOME_KIND[state].value,
+            "kind": _OUTCOME_KIND[AttemptState.UNKNOWN if reconciled else state].value,
             "created_at": attempt["finished_at"],
             "payload": auditlog.canonical_json(outcome),
             **common,
         }
+        if reconciled:
+            resolution = {
+                "state": state,
+                "outcome": "applied",
+                "previous_state": AttemptState.UNKNOWN.value,
+                "claim_released": False,
+                "reason": f"Mixpanel shows {attempt['experiment_name']} as concluded: the force conclude was applied.",
+                "upstream_status": "concluded",
+            }
+            yield {
+                "kind": EntryKind.CONCLUSION_RECONCILED.value,
+                "created_at": attempt["finished_at"] + RECONCILE_DELAY,
+                "payload": auditlog.canonical_json(resolution),
+                **common,
+                "actor_id": None,
+                "actor_name": RECONCILER_NAME,
+            }
 
 
 ATTEMPT_COLUMNS = (

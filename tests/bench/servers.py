@@ -162,7 +162,10 @@ class LoadResult:
 def load(
     port: int, path: str, *, headers: dict[str, str], concurrency: int, seconds: float, warmup: float
 ) -> LoadResult:
-    """`concurrency` keep-alive clients GET `path` for warmup + seconds; the first `warmup` s are not counted."""
+    """`concurrency` keep-alive clients GET `path` for warmup + seconds.
+
+    Requests that complete in the last `seconds` are counted (req/s) and their latencies kept.
+    """
     result = LoadResult()
     lock = threading.Lock()
     start = time.monotonic()
@@ -188,7 +191,8 @@ def load(
                     ok, status = False, type(exc).__name__
                     conn.close()
                 ended = time.monotonic()
-                if began < measure_from or ended > stop_at:
+                # Throughput counts the requests that completed inside the window.
+                if not measure_from <= ended <= stop_at:
                     continue
                 with lock:
                     if ok:
