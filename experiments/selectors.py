@@ -110,7 +110,7 @@ class _ListIndex:
     per token per process.
     """
 
-    __slots__ = ("_lock", "_orders", "_selections", "blobs", "counts", "experiments", "fetched_at", "token")
+    __slots__ = ("_by_id", "_lock", "_orders", "_selections", "blobs", "counts", "experiments", "fetched_at", "token")
 
     def __init__(self, *, token: str, fetched_at: dt.datetime, experiments: tuple[Experiment, ...]) -> None:
         self.token = token
@@ -124,6 +124,7 @@ class _ListIndex:
                 counts[experiment.status] += 1
         self.counts = counts
         self._orders: dict[str, tuple[int, ...]] = {}
+        self._by_id: dict[str, Experiment] | None = None
         self._selections: dict[tuple[str, str, str], tuple[tuple[int, ...], dict[str, int]]] = {}
         self._lock = threading.Lock()
 
@@ -134,6 +135,12 @@ class _ListIndex:
             order = _sort_order(self.experiments, sort)
             self._orders[sort] = order
         return order
+
+    def get(self, experiment_id: str) -> Experiment | None:
+        """One experiment by id (the id map is built on first use)."""
+        if self._by_id is None:
+            self._by_id = {e.id: e for e in self.experiments}
+        return self._by_id.get(experiment_id)
 
     def select(self, *, status: str, q: str, sort: str) -> tuple[tuple[int, ...], dict[str, int]]:
         """The matching indexes in order, and the per-tab counts of the search (memoised)."""
@@ -354,10 +361,10 @@ def experiment_get(*, workspace: Workspace, client: Any, experiment_id: str) -> 
     snapshot = experiment_list_cached(workspace=workspace, client=client)
     if snapshot.index is None:
         raise ExperimentListUnavailable(snapshot.error or NO_COPY_MESSAGE)
-    for experiment in snapshot.index.experiments:
-        if experiment.id == experiment_id:
-            return experiment
-    raise Http404("This workspace has no such experiment.")
+    experiment = snapshot.index.get(experiment_id)
+    if experiment is None:
+        raise Http404("This workspace has no such experiment.")
+    return experiment
 
 
 class ExperimentListUnavailable(Exception):
@@ -415,6 +422,11 @@ class ExperimentRow:
     dom_id: str
     start_relative: str
     end_relative: str
+    # Dates as the row shows them, formatted once here: cheaper than template filters per cell.
+    start_iso: str = ""
+    start_text: str = ""
+    end_iso: str = ""
+    end_text: str = ""
     detail_url: str = ""
     conclude_url: str = ""
     notice: str = ""
@@ -432,6 +444,14 @@ class ExperimentRow:
     def status_class(self) -> str:
         status = self.experiment.status
         return status if status in _STATUS_RANK else "unknown"
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else ""
+
+
+def _utc_text(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
 
 
 def experiment_dom_id(experiment_id: str) -> str:
@@ -468,6 +488,10 @@ def experiment_row(
         dom_id=experiment_dom_id(experiment.id),
         start_relative=relative_time(experiment.start_date, now),
         end_relative=relative_time(experiment.end_date, now),
+        start_iso=_iso(experiment.start_date),
+        start_text=_utc_text(experiment.start_date),
+        end_iso=_iso(experiment.end_date),
+        end_text=_utc_text(experiment.end_date),
         notice=notice,
         notice_ok=notice_ok,
     )
