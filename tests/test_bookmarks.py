@@ -595,3 +595,84 @@ def test_viewer_may_add(workspace, teammate, fake):
     Membership.objects.filter(user=teammate).update(role=Role.VIEWER)
     assert _star(_client_for(teammate), workspace).status_code == 302
     assert Bookmark.objects.get().created_by == teammate
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_people_adding_at_once_make_one_bookmark(workspace, pm, teammate):
+    """Real concurrent adds (two threads, two connections): the constraint lets exactly one win."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: SQLite's in-memory test database admits no concurrent writers")
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def add(user):
+        try:
+            barrier.wait(timeout=10)
+            services.bookmark_create_experiment(
+                workspace=workspace, user=user, experiment_id=EXP, experiment_name="Checkout"
+            )
+            outcomes.append("added")
+        except services.BookmarkExists as exc:
+            outcomes.append(str(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=add, args=(user,)) for user in (pm, teammate)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(outcomes) == 2
+    assert outcomes.count("added") == 1
+    [refusal] = [o for o in outcomes if o != "added"]
+    assert "already bookmarked this experiment" in refusal
+    assert Bookmark.objects.count() == 1
+    assert AuditEntry.objects.filter(kind=EntryKind.BOOKMARK_ADDED).count() == 1
+
+
+# --- On the experiments page and the experiment page ----------------------------------------
+
+
+@pytest.mark.django_db
+def test_followed_view_bookmark_applies_the_same_filters_on_the_experiments_page(workspace, pm, teammate, fake):
+    original = f"/w/{workspace.pk}/?status=success&q=pricing&sort=-name&page=1"
+    shown = _client_for(pm).get(original)
+    assert shown.status_code == 200
+    _add_view(_client_for(pm), workspace, original, title="Wins")
+    followed = _client_for(teammate).get(selectors.bookmark_url(Bookmark.objects.get()))
+    assert followed.status_code == 200
+    for key in ("status", "q", "sort", "page"):
+        assert getattr(followed.context["query"], key) == getattr(shown.context["query"], key)
+    assert [e.id for e in followed.context["page"].experiments] == [e.id for e in shown.context["page"].experiments]
+    assert [e.id for e in followed.context["page"].experiments] == ["e-2"]
+
+
+@pytest.mark.django_db
+def test_experiments_page_shows_the_strip_and_the_stars(workspace, pm, teammate, fake):
+    _star(_client_for(pm), workspace, "e-2")
+    services.bookmark_create_experiment(workspace=workspace, user=pm, experiment_id=GONE, experiment_name="Old one")
+    html = _client_for(teammate).get(_url("experiment-list", workspace)).content.decode()
+    strip = html[html.index('id="bookmark-strip"') : html.index("</section>", html.index('id="bookmark-strip"'))]
+    assert "Pricing page" in strip
+    assert 'class="badge status-success">success<' in strip
+    assert "(concluded)" in strip
+    assert "Old one" in strip
+    assert ">gone<" in strip
+    assert "Remove bookmark Pricing page" in html  # its row's star is on
+    assert "Bookmark Onboarding tour" in html  # the others' are off
+    assert "Bookmark this view" in html
+
+
+@pytest.mark.django_db
+def test_experiment_page_has_the_star(workspace, pm, fake):
+    client = _client_for(pm)
+    html = client.get(_url("experiment-detail", workspace, "e-3")).content.decode()
+    assert 'aria-pressed="false"' in html
+    assert "Bookmark Onboarding tour" in html
+    _star(client, workspace, "e-3")
+    html = client.get(_url("experiment-detail", workspace, "e-3")).content.decode()
+    assert "Remove bookmark Onboarding tour" in html

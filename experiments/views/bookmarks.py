@@ -64,7 +64,7 @@ def _page_context(request: HttpRequest, access: WorkspaceAccess) -> dict[str, An
         "items": items,
         "activity": selectors.bookmark_activity(workspace=access.workspace),
         "snapshot": snapshot,
-        "next_url": reverse("experiments:bookmark-list", args=[access.workspace.pk]),
+        "bookmark_next": reverse("experiments:bookmark-list", args=[access.workspace.pk]),
     }
 
 
@@ -86,7 +86,7 @@ def _item_context(request: HttpRequest, access: WorkspaceAccess, bookmark: Bookm
         user=request.user,
         is_admin=access.is_admin,
     )
-    return {"workspace": access.workspace, "item": item, "next_url": _next_url(request)} | extra
+    return {"workspace": access.workspace, "item": item, "bookmark_next": _next_url(request)} | extra
 
 
 def _strip_html(request: HttpRequest, access: WorkspaceAccess, snapshot: Any = None) -> str:
@@ -140,7 +140,7 @@ def _star_response(
         "experiment": {"id": experiment_id, "name": name},
         "starred": {experiment_id} if starred else set(),
         "with_strip": request.POST.get("strip") == "1",
-        "next_url": _next_url(request),
+        "bookmark_next": _next_url(request),
         "star_error": "" if ok else message,
     }
     html = _fragment(request, "star-toggle", context) + _strip_html(request, access)
@@ -157,7 +157,7 @@ def _view_form_response(request: HttpRequest, access: WorkspaceAccess, *, messag
         "current_view_query": request.POST.get("query", ""),
         "show_query_field": request.POST.get("from_location") != "1",
         "with_strip": request.POST.get("strip") == "1",
-        "next_url": _next_url(request),
+        "bookmark_next": _next_url(request),
         "view_form": {} if ok else {k: request.POST.get(k, "") for k in ("query", "title", "note")},
         "view_form_error": "" if ok else message,
         "view_form_message": message if ok else "",

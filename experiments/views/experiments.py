@@ -121,6 +121,7 @@ def _render_list(
         "snapshot": snapshot,
         "page": page,
         "rows": selectors.experiment_rows(access=access, experiments=page.experiments),
+        "bookmark_strip": selectors.bookmark_strip(access=access, user=request.user, snapshot=snapshot),
         "list_url": list_url,
         "canonical_url": list_url + query.url_suffix(),
         "tabs": [
@@ -260,6 +261,7 @@ def _detail_context(access: WorkspaceAccess, detail: selectors.ExperimentDetail)
             ("Results cache", _pretty_json(experiment.results_cache)),
         ],
         "raw_json": _pretty_json(dict(experiment.raw)),
+        "starred": selectors.bookmark_ids_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id]),
         **_conclude_section_context(access, experiment),
     }
 
@@ -331,6 +333,7 @@ def _outcome_fragment(
     else:
         row = _row_for(access, shown, notice=outcome.message, notice_ok=outcome.ok)
         context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
+        context["bookmark_strip"] = selectors.bookmark_strip(access=access, user=request.user, snapshot=None)
         template = LIST_TEMPLATE + "#row"
     context.update(access=access, workspace=access.workspace)
     html = render_to_string(template, context, request=request)
