@@ -9,10 +9,11 @@ import json
 import re
 import threading
 import uuid
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -22,7 +23,8 @@ from django.db.models import Q, QuerySet, Subquery
 from django.http import Http404
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.utils.timesince import timesince, timeuntil
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from experiments.mixpanel import STATUSES, Experiment, MixpanelError, parse_experiment
 from experiments.models import (
@@ -107,10 +109,25 @@ class _ListIndex:
 
     Per-status counts, a lowercase search blob per experiment, sort orders and
     the results of recent (status, q, sort) selections are computed at most once
-    per token per process.
+    per token per process. A search that has not been seen yet (every keystroke)
+    scans all blobs joined in one string with str.find, at C speed, instead of
+    testing 10,000 blobs one by one in Python.
     """
 
-    __slots__ = ("_by_id", "_lock", "_orders", "_selections", "blobs", "counts", "experiments", "fetched_at", "token")
+    __slots__ = (
+        "_by_id",
+        "_haystack",
+        "_lock",
+        "_orders",
+        "_ranks",
+        "_selections",
+        "_starts",
+        "blobs",
+        "counts",
+        "experiments",
+        "fetched_at",
+        "token",
+    )
 
     def __init__(self, *, token: str, fetched_at: dt.datetime, experiments: tuple[Experiment, ...]) -> None:
         self.token = token
@@ -125,6 +142,9 @@ class _ListIndex:
         self.counts = counts
         self._orders: dict[str, tuple[int, ...]] = {}
         self._by_id: dict[str, Experiment] | None = None
+        self._ranks: dict[str, list[int]] = {}
+        self._haystack: str | None = None
+        self._starts: list[int] = []
         self._selections: dict[tuple[str, str, str], tuple[tuple[int, ...], dict[str, int]]] = {}
         self._lock = threading.Lock()
 
@@ -135,6 +155,38 @@ class _ListIndex:
             order = _sort_order(self.experiments, sort)
             self._orders[sort] = order
         return order
+
+    def rank(self, sort: str) -> list[int]:
+        """rank[i] is experiment i's position in `sort` order (memoised)."""
+        ranks = self._ranks.get(sort)
+        if ranks is None:
+            ranks = [0] * len(self.experiments)
+            for position, i in enumerate(self.order(sort)):
+                ranks[i] = position
+            self._ranks[sort] = ranks
+        return ranks
+
+    def search(self, terms: list[str]) -> list[int]:
+        """Indexes of the experiments whose blob holds every term (in no particular order)."""
+        if self._haystack is None:
+            starts, offset = [], 0
+            for blob in self.blobs:
+                starts.append(offset)
+                offset += len(blob) + 1
+            self._starts = starts
+            # "\x00" never occurs in a term, so no match straddles two experiments.
+            self._haystack = "\x00".join(self.blobs)
+        haystack, starts, blobs = self._haystack, self._starts, self.blobs
+        terms = sorted(terms, key=len, reverse=True)  # the longest is usually the rarest
+        first, rest = terms[0], terms[1:]
+        count, hits = len(starts), []
+        position = haystack.find(first)
+        while position != -1:
+            i = bisect_right(starts, position) - 1
+            if all(term in blobs[i] for term in rest):
+                hits.append(i)
+            position = haystack.find(first, starts[i + 1]) if i + 1 < count else -1
+        return hits
 
     def get(self, experiment_id: str) -> Experiment | None:
         """One experiment by id (the id map is built on first use)."""
@@ -148,18 +200,17 @@ class _ListIndex:
         found = self._selections.get(key)
         if found is not None:
             return found
-        terms = q.casefold().split()
-        order = self.order(sort)
-        experiments, blobs = self.experiments, self.blobs
+        terms = [term for term in q.casefold().replace("\x00", " ").split() if term]
+        experiments = self.experiments
         if terms:
-            matched = [i for i in order if all(term in blobs[i] for term in terms)]
+            matched = sorted(self.search(terms), key=self.rank(sort).__getitem__)
             counts = dict.fromkeys(self.counts, 0)
             counts["all"] = len(matched)
             for i in matched:
                 if experiments[i].status in counts:
                     counts[experiments[i].status] += 1
         else:
-            matched, counts = order, self.counts
+            matched, counts = self.order(sort), self.counts
         if status != "all":
             matched = [i for i in matched if experiments[i].status == status]
         found = (tuple(matched), counts)
@@ -396,16 +447,37 @@ def experiment_detail_get(*, workspace: Workspace, client: Any, experiment_id: s
     return ExperimentDetail(fresh, fresh=True, error=None)
 
 
+# Relative times in one unit, for table cells: (below this many seconds, unit seconds, unit name).
+_RELATIVE_UNITS = (
+    (3600, 60, "minute"),
+    (86400, 3600, "hour"),
+    (86400 * 30, 86400, "day"),
+    (86400 * 365, 86400 * 30, "month"),
+)
+
+
 def relative_time(value: dt.datetime | None, now: dt.datetime) -> str:
-    """ "3 days ago" / "in 2 hours" / "" — one unit, for table cells."""
+    """ "3 days ago" / "in 2 hours" / "" — one unit, months of 30 days, for table cells.
+
+    Hand-written rather than django.utils.timesince: it runs for every cell of every
+    row and is ten times cheaper.
+    """
     if value is None:
         return ""
-    if value <= now:
-        return timesince(value, now, depth=1) + " ago"
-    return "in " + timeuntil(value, now, depth=1)
+    seconds = (now - value).total_seconds()
+    past = seconds >= 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        return "less than a minute ago" if past else "in less than a minute"
+    size, name = next(((size, name) for limit, size, name in _RELATIVE_UNITS if seconds < limit), (86400 * 365, "year"))
+    count = int(seconds // size)
+    text = f"{count} {name}{'' if count == 1 else 's'}"
+    return f"{text} ago" if past else f"in {text}"
 
 
 _DONE_STATES = frozenset({AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED})
+# A constant of our own, no upstream text in it.
+_DASH = mark_safe('<span class="muted">—</span>')
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +486,9 @@ class ExperimentRow:
 
     `claim` is the attempt holding the one-at-a-time claim, if any; `notice` is the
     answer to a force conclude just made (readable text), `notice_ok` its tone.
+    The display fields are prepared once here so the row template stays a handful
+    of variables: a Django template variable costs microseconds, and a page has 50 rows.
+    The *_html fields are built with format_html, which escapes every upstream value.
     """
 
     experiment: Experiment
@@ -422,15 +497,16 @@ class ExperimentRow:
     dom_id: str
     start_relative: str
     end_relative: str
-    # Dates as the row shows them, formatted once here: cheaper than template filters per cell.
-    start_iso: str = ""
-    start_text: str = ""
-    end_iso: str = ""
-    end_text: str = ""
     detail_url: str = ""
     conclude_url: str = ""
     notice: str = ""
     notice_ok: bool = False
+    name: str = ""
+    start_html: str = ""
+    end_html: str = ""
+    tags_html: str = ""
+    creator: str = ""
+    exposures: str = ""
 
     @property
     def concluded_by_us(self) -> bool:
@@ -439,6 +515,10 @@ class ExperimentRow:
     @property
     def in_flight(self) -> bool:
         return self.claim is not None and self.claim.state not in _DONE_STATES
+
+    @property
+    def has_actions(self) -> bool:
+        return bool(self.notice) or self.claim is not None or self.show_conclude
 
     @property
     def status_class(self) -> str:
@@ -454,17 +534,45 @@ def _utc_text(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
 
 
+def _date_cell(value: dt.datetime | None, relative: str, empty: str) -> str:
+    if value is None:
+        return format_html('<span class="muted">{}</span>', empty)
+    text = _utc_text(value)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time><div class="small muted">{}</div>', _iso(value), text, relative, text
+    )
+
+
 def experiment_dom_id(experiment_id: str) -> str:
     """A safe, stable HTML id for an experiment (upstream ids are untrusted text)."""
     return "exp-" + hashlib.sha256(experiment_id.encode("utf-8")).hexdigest()[:16]
 
 
+_URL_PLACEHOLDER = "EXPERIMENTIDPLACEHOLDER"
+# What django.urls.reverse leaves unquoted in a path argument (RFC 3986 sub-delims and ~:@).
+_PATH_SAFE = "!$&'()*+,;=~:@"
+
+
 def _experiment_url(name: str, workspace: Workspace, experiment_id: str) -> str:
-    # An upstream id our routes cannot carry (one with a "/") gets no link rather than a 500.
-    try:
-        return reverse(name, args=[workspace.pk, experiment_id])
-    except NoReverseMatch:
+    """reverse(name, [workspace.pk, experiment_id]) for a page of rows, at string-replace cost.
+
+    reverse() is resolved once per (route, workspace) with a placeholder, then the id is
+    quoted exactly as reverse() would. An id our routes cannot carry (empty, or with a
+    "/") gets no link rather than a 500.
+    """
+    if not experiment_id or "/" in experiment_id:
         return ""
+    template = _URL_TEMPLATES.get((name, workspace.pk))
+    if template is None:
+        try:
+            template = reverse(name, args=[workspace.pk, _URL_PLACEHOLDER])
+        except NoReverseMatch:
+            return ""
+        _URL_TEMPLATES[(name, workspace.pk)] = template
+    return template.replace(_URL_PLACEHOLDER, quote(experiment_id, safe=_PATH_SAFE))
+
+
+_URL_TEMPLATES: dict[tuple[str, int], str] = {}
 
 
 def experiment_row(
@@ -479,6 +587,9 @@ def experiment_row(
     """One row. The button shows for concluders and admins on active experiments nobody has claimed."""
     now = now or timezone.now()
     conclude_url = _experiment_url("experiments:experiment-force-conclude", access.workspace, experiment.id)
+    exposures = experiment.exposures_total
+    start_relative = relative_time(experiment.start_date, now)
+    end_relative = relative_time(experiment.end_date, now)
     return ExperimentRow(
         experiment=experiment,
         claim=claim,
@@ -486,14 +597,16 @@ def experiment_row(
         detail_url=_experiment_url("experiments:experiment-detail", access.workspace, experiment.id),
         conclude_url=conclude_url,
         dom_id=experiment_dom_id(experiment.id),
-        start_relative=relative_time(experiment.start_date, now),
-        end_relative=relative_time(experiment.end_date, now),
-        start_iso=_iso(experiment.start_date),
-        start_text=_utc_text(experiment.start_date),
-        end_iso=_iso(experiment.end_date),
-        end_text=_utc_text(experiment.end_date),
+        start_relative=start_relative,
+        end_relative=end_relative,
         notice=notice,
         notice_ok=notice_ok,
+        name=experiment.name or "(no name)",
+        start_html=_date_cell(experiment.start_date, start_relative, "not started"),
+        end_html=_date_cell(experiment.end_date, end_relative, "—"),
+        tags_html=format_html_join("", '<span class="tag">{}</span>', ((tag,) for tag in experiment.tags)) or _DASH,
+        creator=experiment.creator_name or "—",
+        exposures=str(exposures) if exposures is not None else "—",
     )
 
 

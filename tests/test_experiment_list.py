@@ -56,7 +56,7 @@ def test_list_shows_each_experiments_facts(pm_client, workspace, monkeypatch):
     assert "Experiment 00001" in html
     assert '<span class="badge status-active">active</span>' in html
     assert "2026-01-02 09:00 UTC" in html  # exact start
-    assert re.search(r"<time datetime=\"2026-01-02T09:00:00\+00:00\"[^>]*>\d+\xa0months? ago</time>", html)
+    assert re.search(r"<time datetime=\"2026-01-02T09:00:00\+00:00\"[^>]*>\d+ months? ago</time>", html)
     assert '<span class="tag">growth</span><span class="tag">checkout</span>' in html
     assert "Casey Creator" in html
     assert '<td data-label="Variants">2</td>' in html
@@ -556,3 +556,40 @@ def test_standin_outage_after_a_good_read_shows_the_copy(pm_client, workspace, s
     assert "Mixpanel could not be read just now" in html
     assert len(row_names(html)) == 48
     assert "CANARY" not in html
+
+
+# --- row helpers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (5, "less than a minute ago"),
+        (-5, "in less than a minute"),
+        (60, "1 minute ago"),
+        (7200, "2 hours ago"),
+        (-7200, "in 2 hours"),
+        (86400 * 3, "3 days ago"),
+        (86400 * 65, "2 months ago"),
+        (86400 * 800, "2 years ago"),
+    ],
+)
+def test_relative_time_uses_one_unit(seconds, text):
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+    assert selectors.relative_time(now - dt.timedelta(seconds=seconds), now) == text
+    assert selectors.relative_time(None, now) == ""
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "experiment_id",
+    ["00000000-0000-4000-8000-000000000001", "with space", "ünï-cödé", "a?b#c", "100%", "x;y=z&w", "~:@!$'()*+,"],
+)
+def test_fast_experiment_urls_match_reverse(workspace, experiment_id):
+    for name in ("experiments:experiment-detail", "experiments:experiment-force-conclude"):
+        assert selectors._experiment_url(name, workspace, experiment_id) == reverse(
+            name, args=[workspace.pk, experiment_id]
+        )
+    assert selectors._experiment_url("experiments:experiment-detail", workspace, "a/b") == ""
