@@ -234,6 +234,10 @@ def parent_main(args: argparse.Namespace) -> int:
     engines = ["sqlite"]
     if server_url.startswith(("postgres://", "postgresql://")):
         engines.append("postgresql")
+    if args.engine:
+        if args.engine not in engines:
+            raise HarnessError(f"--engine {args.engine}: DATABASE_URL does not point at a PostgreSQL server")
+        engines = [args.engine]
     redis_url = redis_url_for_bench()
     started = time.perf_counter()
     payload: dict[str, Any] = {
@@ -338,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer requests (under two minutes)")
     parser.add_argument("--only", help="comma-separated benchmarks, e.g. B1,B4")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), help="run on this database only")
     parser.add_argument("--child", choices=("sqlite", "postgresql"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

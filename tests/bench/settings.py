@@ -8,6 +8,7 @@ developer's own database.
 from __future__ import annotations
 
 import os
+import warnings
 
 from dashboard.settings import *  # noqa: F403
 from dashboard.settings import env_str
@@ -16,6 +17,9 @@ from dashboard.settings import env_str
 ROOT_URLCONF = "tests.bench.urls"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+
+# Static files are served from the app directories (no collectstatic in a throwaway run).
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
 # Per-call INFO lines from the Mixpanel client would cost more than some of the pages measured.
 LOGGING = {
