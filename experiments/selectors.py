@@ -10,9 +10,9 @@ import re
 import threading
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
@@ -1240,8 +1240,12 @@ def bookmark_ids_for_experiments(
 
 
 STRIP_SIZE = 12
-# Experiment id -> experiment for recent list tokens: built once per fetched list, not per request.
-_BY_ID: dict[str, dict[str, Experiment]] = {}
+
+
+class ExperimentLookup(Protocol):
+    """Anything that finds an experiment by id: a dict, or a list snapshot's index."""
+
+    def get(self, experiment_id: str, /) -> Experiment | None: ...
 
 
 def experiment_list_peek(*, workspace: Workspace) -> ExperimentListSnapshot | None:
@@ -1256,18 +1260,29 @@ def experiment_list_peek(*, workspace: Workspace) -> ExperimentListSnapshot | No
     return _snapshot(index) if index is not None else None
 
 
-def experiments_by_id(*, snapshot: ExperimentListSnapshot | None) -> dict[str, Experiment] | None:
-    """Experiment id -> experiment of a list snapshot (None without one); memoised per fetched list."""
+def experiment_for_bookmark(
+    *, workspace: Workspace, experiment_id: str, client_factory: Callable[[], Any]
+) -> Experiment | None:
+    """The experiment a person is starring, or None when the workspace's list does not hold it.
+
+    Looks in the last good copy of the list when the cache has one (the list the
+    star was shown from), so starring asks Mixpanel nothing; otherwise reads the
+    list through `client_factory()`. Raises ExperimentListUnavailable when there is
+    no list to look in (and MixpanelError if the client cannot be built).
+    """
+    snapshot = experiment_list_peek(workspace=workspace)
+    if snapshot is None:
+        snapshot = experiment_list_cached(workspace=workspace, client=client_factory())
+        if snapshot.index is None:
+            raise ExperimentListUnavailable(snapshot.error or NO_COPY_MESSAGE)
+    return snapshot.index.get(experiment_id)
+
+
+def experiments_by_id(*, snapshot: ExperimentListSnapshot | None) -> ExperimentLookup | None:
+    """Lookup by id in a list snapshot (None without one); its index builds the id map once per list."""
     if snapshot is None or snapshot.index is None:
         return None
-    token = snapshot.index.token
-    found = _BY_ID.get(token)
-    if found is None:
-        found = {e.id: e for e in snapshot.index.experiments}
-        if len(_BY_ID) >= _MEMO_LIMIT:
-            _BY_ID.clear()
-        _BY_ID[token] = found
-    return found
+    return snapshot.index
 
 
 def bookmark_strip(*, access: WorkspaceAccess, user: Any, snapshot: ExperimentListSnapshot | None) -> BookmarkStrip:
@@ -1289,7 +1304,7 @@ def bookmark_strip(*, access: WorkspaceAccess, user: Any, snapshot: ExperimentLi
 def bookmark_items(
     *,
     bookmarks: list[Bookmark],
-    experiments_by_id: Mapping[str, Experiment] | None,
+    experiments_by_id: ExperimentLookup | None,
     user: Any,
     is_admin: bool,
 ) -> list[BookmarkItem]:

@@ -676,3 +676,16 @@ def test_experiment_page_has_the_star(workspace, pm, fake):
     _star(client, workspace, "e-3")
     html = client.get(_url("experiment-detail", workspace, "e-3")).content.decode()
     assert "Remove bookmark Onboarding tour" in html
+
+
+@pytest.mark.django_db
+def test_starring_from_a_cached_list_asks_mixpanel_nothing(workspace, pm, fake, monkeypatch):
+    selectors.experiment_list_cached(workspace=workspace, client=fake)
+
+    def no_client(workspace):
+        raise mixpanel.MixpanelConfigError()
+
+    monkeypatch.setattr(mixpanel, "client_for", no_client)
+    response = _star(_client_for(pm), workspace, "e-3", **HX)
+    assert 'aria-pressed="true"' in response.content.decode()
+    assert Bookmark.objects.get().experiment_name == "Onboarding tour"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -89,14 +89,14 @@ def _item_context(request: HttpRequest, access: WorkspaceAccess, bookmark: Bookm
     return {"workspace": access.workspace, "item": item, "bookmark_next": _next_url(request)} | extra
 
 
-def _strip_html(request: HttpRequest, access: WorkspaceAccess, snapshot: Any = None) -> str:
+def _strip_html(request: HttpRequest, access: WorkspaceAccess) -> str:
     """The experiments page's bookmark strip, as an out-of-band swap, when the form came from that page."""
     if request.POST.get("strip") != "1":
         return ""
     strip = selectors.bookmark_strip(
         access=access,
         user=request.user,
-        snapshot=snapshot or selectors.experiment_list_peek(workspace=access.workspace),
+        snapshot=selectors.experiment_list_peek(workspace=access.workspace),
     )
     return _fragment(request, "bookmark-strip", {"workspace": access.workspace, "bookmark_strip": strip, "oob": True})
 
@@ -109,17 +109,19 @@ def bookmark_list(request: HttpRequest, workspace_pk: int) -> HttpResponse:
 
 
 def _experiment_to_bookmark(access: WorkspaceAccess, experiment_id: str) -> mixpanel.Experiment:
-    """The experiment from the workspace's (cached) list; only listed experiments can be bookmarked."""
+    """The experiment from the workspace's list; only listed experiments can be bookmarked."""
     try:
-        return selectors.experiment_get(
+        experiment = selectors.experiment_for_bookmark(
             workspace=access.workspace,
-            client=mixpanel.client_for(access.workspace),
             experiment_id=experiment_id,
+            # Through the module attribute (the seam tests replace), and only if the cache cannot answer.
+            client_factory=lambda: mixpanel.client_for(access.workspace),
         )
-    except Http404:
-        raise services.BookmarkInvalid(EXPERIMENT_UNKNOWN) from None
     except (selectors.ExperimentListUnavailable, mixpanel.MixpanelError) as exc:
         raise services.BookmarkInvalid(EXPERIMENT_UNCHECKED.format(error=exc)) from None
+    if experiment is None:
+        raise services.BookmarkInvalid(EXPERIMENT_UNKNOWN)
+    return experiment
 
 
 def _star_response(
@@ -128,9 +130,9 @@ def _star_response(
     *,
     experiment_id: str,
     name: str,
-    starred: bool,
     message: str,
-    ok: bool,
+    starred: bool = False,
+    ok: bool = False,
 ) -> HttpResponse:
     if not request.htmx:
         (messages.success if ok else messages.error)(request, message)
@@ -175,40 +177,40 @@ def _submitted_view_query(request: HttpRequest) -> str:
     return request.POST.get("query", "")
 
 
+def _star_add(request: HttpRequest, access: WorkspaceAccess, experiment_id: str, note: str = "") -> HttpResponse:
+    """Bookmark one listed experiment and answer with its star (htmx) or a redirect."""
+    try:
+        experiment = _experiment_to_bookmark(access, experiment_id)
+        services.bookmark_create_experiment(
+            workspace=access.workspace,
+            user=request.user,
+            experiment_id=experiment.id,
+            experiment_name=experiment.name,
+            note=note,
+        )
+    except services.BookmarkExists as exc:
+        # Someone else just added it: the star is on, and the message says who.
+        name = exc.existing.experiment_name or experiment_id
+        return _star_response(request, access, experiment_id=experiment_id, name=name, starred=True, message=str(exc))
+    except services.BookmarkError as exc:
+        return _star_response(request, access, experiment_id=experiment_id, name=experiment_id, message=str(exc))
+    return _star_response(
+        request,
+        access,
+        experiment_id=experiment.id,
+        name=experiment.name,
+        starred=True,
+        message=f"Bookmarked “{experiment.name or experiment.id}” for the team.",
+        ok=True,
+    )
+
+
 @require_POST
 def bookmark_create(request: HttpRequest, workspace_pk: int) -> HttpResponse:
     """Add a bookmark: kind "experiment" (by experiment_id) or "view" (a query of the experiments page)."""
     access = get_workspace_access(request, workspace_pk)
     if request.POST.get("kind") == BookmarkKind.EXPERIMENT:
-        experiment_id = request.POST.get("experiment_id", "").strip()
-        try:
-            experiment = _experiment_to_bookmark(access, experiment_id)
-            services.bookmark_create_experiment(
-                workspace=access.workspace,
-                user=request.user,
-                experiment_id=experiment.id,
-                experiment_name=experiment.name,
-                note=request.POST.get("note", ""),
-            )
-        except services.BookmarkError as exc:
-            return _star_response(
-                request,
-                access,
-                experiment_id=experiment_id,
-                name=experiment_id,
-                starred=isinstance(exc, services.BookmarkExists),
-                message=str(exc),
-                ok=False,
-            )
-        return _star_response(
-            request,
-            access,
-            experiment_id=experiment.id,
-            name=experiment.name,
-            starred=True,
-            message=f"Bookmarked “{experiment.name or experiment.id}” for the team.",
-            ok=True,
-        )
+        return _star_add(request, access, request.POST.get("experiment_id", "").strip(), request.POST.get("note", ""))
     try:
         bookmark = services.bookmark_create_view(
             workspace=access.workspace,
@@ -302,30 +304,4 @@ def bookmark_toggle(request: HttpRequest, workspace_pk: int, experiment_id: str)
             message=f"Removed the bookmark on “{name}”.",
             ok=True,
         )
-    try:
-        experiment = _experiment_to_bookmark(access, experiment_id)
-        services.bookmark_create_experiment(
-            workspace=access.workspace,
-            user=request.user,
-            experiment_id=experiment.id,
-            experiment_name=experiment.name,
-        )
-    except services.BookmarkError as exc:
-        return _star_response(
-            request,
-            access,
-            experiment_id=experiment_id,
-            name=experiment_id,
-            starred=isinstance(exc, services.BookmarkExists),
-            message=str(exc),
-            ok=False,
-        )
-    return _star_response(
-        request,
-        access,
-        experiment_id=experiment.id,
-        name=experiment.name,
-        starred=True,
-        message=f"Bookmarked “{experiment.name or experiment.id}” for the team.",
-        ok=True,
-    )
+    return _star_add(request, access, experiment_id)
