@@ -130,6 +130,15 @@ def run_child(engine: str, db_url: str, args: argparse.Namespace, redis_url: str
         command.append("--quick")
     if args.only:
         command += ["--only", args.only]
+    try:
+        return _run_child(command, out, engine, db_url, redis_url, prefix)
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def _run_child(
+    command: list[str], out: Path, engine: str, db_url: str, redis_url: str | None, prefix: str
+) -> dict[str, Any]:
     child = subprocess.Popen(command, cwd=ROOT, env=child_environment(db_url, redis_url, prefix))
     try:
         code = child.wait()
@@ -151,8 +160,6 @@ def run_child(engine: str, db_url: str, args: argparse.Namespace, redis_url: str
         report = json.loads(out.read_text())
     except (OSError, ValueError):
         report = None
-    finally:
-        out.unlink(missing_ok=True)
     if report is None:
         raise HarnessError(f"the {engine} benchmark process exited with status {code} and wrote no results")
     report["exit_code"] = code
@@ -348,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _wanted(args.only)
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C must clean up even when started from a shell that ignores SIGINT in background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.child:
             return child_main(args)

@@ -6,6 +6,7 @@ and no race. The serving processes' memory is read from /proc (VmRSS now, VmHWM 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -33,6 +34,7 @@ class Gunicorn:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._socket: socket.socket | None = None
+        self._started_workers: dict[int, str | None] = {}
 
     def start(self, *, ready_timeout: float = 60.0) -> Gunicorn:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -68,6 +70,7 @@ class Gunicorn:
             try:
                 status, _ = self.request("/healthz")
                 if status == 200 and len(self.worker_pids()) == self.workers:
+                    self._started_workers = {pid: _start_time(pid) for pid in self.worker_pids()}
                     return self
             except OSError:
                 pass
@@ -117,6 +120,7 @@ class Gunicorn:
         return found
 
     def stop(self) -> None:
+        workers = {**self._started_workers, **{pid: _start_time(pid) for pid in self.worker_pids()}}
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -124,10 +128,27 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        # A worker can outlive its master (e.g. Ctrl-C reached both): end the ones we started,
+        # recognised by pid and start time so a reused pid is never touched.
+        deadline = time.monotonic() + 5
+        for pid, started in workers.items():
+            while started is not None and _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL)
+                time.sleep(0.1)
+        self._started_workers = {}
         self.process = None
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/PID/stat), or None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def session_cookie(user: Any) -> str:
