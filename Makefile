@@ -18,7 +18,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3 $$(ls -d $$HOME/.pyenv/
 help:
 	@echo "make run    - the dashboard at http://127.0.0.1:$(PORT) (with a local Mixpanel stand-in unless credentials are set)"
 	@echo "make test   - lint (ruff) and the whole test suite"
-	@echo "make bench  - benchmarks (QUICK=1 for a short run)"
+	@echo "make bench  - benchmarks (QUICK=1 for a short run, ONLY=B1,B4 for some)"
 
 $(VENV)/.stamp-base: requirements.txt
 	@if [ -z "$(PYTHON)" ]; then echo "Experiment Desk needs Python 3.12 or newer (python3.13, python3.12, python3 on PATH, or ~/.pyenv/versions/3.12+). None was found." >&2; exit 1; fi
@@ -57,7 +57,7 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.stamp-dev
-	$(PY) -m tests.bench.run $(if $(QUICK),--quick,)
+	$(PY) -m tests.bench.run $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .bench staticfiles
