@@ -1187,6 +1187,11 @@ class BookmarkActivity:
         return self.entry.kind == EntryKind.BOOKMARK_ADDED
 
 
+def bookmark_toggle_url(*, workspace: Workspace, experiment_id: str) -> str:
+    """The star's POST address for one experiment ("" for an id our URLs cannot carry), at string-replace cost."""
+    return _experiment_url("experiments:bookmark-toggle", workspace, experiment_id)
+
+
 def bookmark_url(bookmark: Bookmark) -> str:
     """Where a bookmark leads: the experiment's page, or our experiments page with the stored query.
 
