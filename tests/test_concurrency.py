@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -110,6 +112,9 @@ def test_twenty_simultaneous_clicks_send_one_put(standin, workspace, pm, django_
         assert entry.prev_hash == previous
         assert auditlog.hash_of(entry) == entry.hash
         previous = entry.hash
+    out = StringIO()
+    call_command("verify_audit", stdout=out)  # projections agree with their entries too
+    assert "every attempt agrees with its entries" in out.getvalue()
 
 
 @pytest.mark.django_db(transaction=True)

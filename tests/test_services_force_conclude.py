@@ -6,8 +6,10 @@ import datetime as dt
 import json
 import logging
 import threading
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
@@ -52,6 +54,10 @@ def assert_chain_valid():
         assert entry.prev_hash == previous
         assert auditlog.hash_of(entry) == entry.hash
         previous = entry.hash
+    # And the attempts' projections agree with their entries, as verify_audit checks them.
+    out = StringIO()
+    call_command("verify_audit", stdout=out)
+    assert "every attempt agrees with its entries" in out.getvalue()
 
 
 def claim_holder():
