@@ -10,6 +10,15 @@ from experiments import db_triggers
 from experiments.models import Membership, Region, Role, Workspace
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    # PBKDF2 at production strength costs about a second per user on these machines;
+    # tests check who may do what, not how passwords are stored.
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import statistics
 import time
 
 import pytest
@@ -417,15 +416,12 @@ def test_control_calls_are_not_in_the_request_log(standin):
 
 # --- Transport quality ----------------------------------------------------------------------------------
 def test_keep_alive_reuses_one_connection_without_nagle_stalls(client, standin, active):
-    client.get_experiment(GROWTH, active["id"])
-    timings = []
     for _ in range(15):
-        started = time.perf_counter()
         client.get_experiment(GROWTH, active["id"])
-        timings.append(time.perf_counter() - started)
     assert standin.connections_opened == 1
-    # With Nagle on, each reused-connection call waits ~40 ms for a delayed ACK.
-    assert statistics.median(timings) < 0.03
+    # With Nagle on, each reused-connection call waits ~40 ms for a delayed ACK
+    # (measured by make bench, not here): check the socket option itself.
+    assert standin.last_connection_nodelay is True
 
 
 def test_single_put_even_when_the_server_resets_every_time(client, standin, active):
@@ -458,12 +454,10 @@ def test_seeded_data_is_deterministic():
     assert len({e["id"] for e in first}) == 60
 
 
-def test_ten_thousand_experiments_build_quickly():
-    started = time.perf_counter()
+def test_ten_thousand_experiments_have_unique_ids():
+    # Benchmarks use 10,000 per workspace; how fast that builds is make bench's business.
     rows, _ = build_workspace(DEMO_WORKSPACES[1], seed=1, count=10_000, today=dt.datetime.now(dt.UTC))
-    assert len(rows) == 10_000
-    # About 0.4 s on an idle laptop core; generous for a busy CI machine.
-    assert time.perf_counter() - started < 3.0
+    assert len({row["id"] for row in rows}) == 10_000
 
 
 def test_experiment_count_is_configurable(standin_server):

@@ -226,6 +226,7 @@ class StandIn:
         self._log: deque[RequestRecord] = deque(maxlen=LOG_LIMIT)
         self._extra_workspaces: dict[int, DemoWorkspace] = {}
         self._connections = 0
+        self.last_connection_nodelay: bool | None = None
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> StandIn:
@@ -748,6 +749,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.standin._count_connection()
+        # Kept so a test can prove every accepted socket really has Nagle off.
+        self.standin.last_connection_nodelay = bool(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # StandIn._record does the useful logging
