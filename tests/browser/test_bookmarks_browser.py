@@ -48,6 +48,8 @@ def test_bookmarks_added_by_one_member_are_seen_by_another(
 
     # Filter to the Active tab (htmx pushes the URL), then bookmark that view.
     page.locator("#search-q").fill("")
+    expect(page).not_to_have_url(re.compile(r"[?&]q="))  # the cleared search has been applied
+    expect(page.locator("#results tbody tr")).not_to_have_count(1)
     page.locator("#results .tabs").get_by_role("link", name=re.compile("^Active")).click()
     expect(page).to_have_url(re.compile(r"[?&]status=active"))
     page.get_by_text("Bookmark this view", exact=True).first.click()  # opens the <details>
