@@ -130,6 +130,12 @@ class ConclusionAttempt(models.Model):
             models.Index(fields=["created_at", "id"], name="attempt_created_idx"),
             # Experiment page: every attempt on one experiment.
             models.Index(fields=["workspace", "experiment_id", "-id"], name="attempt_ws_exp_idx"),
+            # Audit list filtered by workspace and outcome ("failures in Growth", newest first):
+            # with only the single-column indexes a rare outcome in a big workspace is read
+            # by intersecting both, then sorted (migration 0003).
+            models.Index(fields=["workspace", "state", "-id"], name="attempt_ws_state_id_idx"),
+            # Audit list filtered by person and outcome ("what failed for Pat").
+            models.Index(fields=["actor", "state", "-id"], name="attempt_actor_state_id_idx"),
         ]
 
     def __str__(self) -> str:

@@ -19,7 +19,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet, Subquery
+from django.db.models import Func, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast
 from django.http import Http404
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -787,9 +788,10 @@ def _apply_audit_filters(qs: QuerySet[ConclusionAttempt], filters: AuditFilters)
         if filters.person.isdigit():
             qs = qs.filter(actor_id=int(filters.person))  # attempt_actor_id_idx
         else:
-            # One user by username, as a subquery so the actor index still drives the scan.
-            users = get_user_model().objects.filter(username=filters.person).values("pk")
-            qs = qs.filter(actor_id__in=users)
+            # A scalar subquery (one username, one id): PostgreSQL evaluates it once and
+            # scans attempt_actor_id_idx with the result, as for an id.
+            user_id = get_user_model().objects.filter(username=filters.person).values("pk")[:1]
+            qs = qs.filter(actor_id=Subquery(user_id))
     if filters.outcome:
         qs = qs.filter(state=filters.outcome)  # attempt_state_id_idx
     if filters.date_from or filters.date_to:
@@ -924,14 +926,44 @@ AUDIT_EXPORT_FIELDS = (
 )
 
 
-def audit_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[dict[str, Any]]:
-    """Every attempt `user` may see under `filters`, newest first, as plain dicts, streamed.
+class _UTCTimestampText(Func):
+    """A datetime column as ISO 8601 UTC text ("2026-03-01T12:00:00.123456Z"), made by the database.
 
-    values() rows (no model instances) read in chunks. On PostgreSQL the read runs
-    inside a transaction so Django uses a server-side cursor: outside one, psycopg
-    builds the whole result before the first row (~19 s at a million rows).
+    Formatting a million datetimes in Python (parse, astimezone, isoformat) was a third
+    of the export's time; the database does it for free while it reads the row.
     """
-    qs = audit_attempts_filtered(user=user, filters=filters).order_by("-id").values(*AUDIT_EXPORT_FIELDS)
+
+    output_field = TextField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        # Django keeps SQLite datetimes as naive UTC text "YYYY-MM-DD HH:MM:SS[.ffffff]".
+        return self.as_sql(compiler, connection, template="(replace(%(expressions)s, ' ', 'T') || 'Z')", **extra)
+
+
+_EXPORT_AS_TEXT = {
+    "created_at": lambda: _UTCTimestampText("created_at"),
+    "end_date": lambda: _UTCTimestampText("end_date"),
+    "finished_at": lambda: _UTCTimestampText("finished_at"),
+    # The JSON text as stored: no decode and re-encode per row.
+    "request_body": lambda: Cast("request_body", output_field=TextField()),
+}
+
+
+def audit_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[tuple[Any, ...]]:
+    """Every attempt `user` may see under `filters`, newest first, streamed as tuples.
+
+    Each tuple holds AUDIT_EXPORT_FIELDS in order; the datetimes come as ISO 8601 UTC
+    text and request_body as its JSON text, both made by the database. Rows are
+    values_list() tuples, not model instances, read in chunks. On PostgreSQL the read
+    runs inside a transaction so Django uses a server-side cursor: outside one,
+    psycopg builds the whole result before the first row (~19 s at a million rows).
+    """
+    columns = [_EXPORT_AS_TEXT[name]() if name in _EXPORT_AS_TEXT else name for name in AUDIT_EXPORT_FIELDS]
+    qs = audit_attempts_filtered(user=user, filters=filters).order_by("-id").values_list(*columns)
     # Only PostgreSQL needs (and benefits from) the transaction; on SQLite our
     # transactions are IMMEDIATE and would hold the write lock for the whole export.
     with transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -92,6 +93,22 @@ def test_neutralise_leaves_ordinary_text_alone():
     assert neutralise_cell("Checkout = better") == "Checkout = better"
     assert neutralise_cell("") == ""
     assert neutralise_cell("-") == "'-"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("microsecond", [0, 123456])
+def test_dates_are_iso_8601_utc(client, auditor, workspace, pm, microsecond):
+    when = dt.datetime(2026, 3, 1, 12, 30, 5, microsecond, tzinfo=dt.UTC)
+    attempt = make_attempt(workspace=workspace, actor=pm, created_at=when, end_date=when - dt.timedelta(hours=1))
+    client.force_login(auditor)
+    (row,) = csv_rows(client.get(CSV_URL))
+    (record,) = [json.loads(line) for line in body_of(client.get(NDJSON_URL)).splitlines()]
+    for exported in (row, record):
+        assert exported["created_at"].startswith("2026-03-01T12:30:05")
+        assert exported["created_at"].endswith("Z")
+        assert dt.datetime.fromisoformat(exported["created_at"]) == when
+        assert dt.datetime.fromisoformat(exported["end_date_sent"]) == when - dt.timedelta(hours=1)
+        assert dt.datetime.fromisoformat(exported["finished_at"]) == attempt.finished_at
 
 
 @pytest.mark.django_db
