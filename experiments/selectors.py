@@ -10,6 +10,7 @@ import re
 import threading
 import uuid
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html import escape as html_escape
@@ -180,13 +181,14 @@ class _ListIndex:
         haystack, starts, blobs = self._haystack, self._starts, self.blobs
         terms = sorted(terms, key=len, reverse=True)  # the longest is usually the rarest
         first, rest = terms[0], terms[1:]
-        count, hits = len(starts), []
-        position = haystack.find(first)
+        last, hits = len(starts) - 1, []
+        find, append = haystack.find, hits.append
+        position = find(first)
         while position != -1:
             i = bisect_right(starts, position) - 1
-            if all(term in blobs[i] for term in rest):
-                hits.append(i)
-            position = haystack.find(first, starts[i + 1]) if i + 1 < count else -1
+            if not rest or all(term in blobs[i] for term in rest):
+                append(i)
+            position = find(first, starts[i + 1]) if i < last else -1
         return hits
 
     def get(self, experiment_id: str) -> Experiment | None:
@@ -206,10 +208,8 @@ class _ListIndex:
         if terms:
             matched = sorted(self.search(terms), key=self.rank(sort).__getitem__)
             counts = dict.fromkeys(self.counts, 0)
+            counts.update(Counter(experiments[i].status for i in matched))
             counts["all"] = len(matched)
-            for i in matched:
-                if experiments[i].status in counts:
-                    counts[experiments[i].status] += 1
         else:
             matched, counts = self.order(sort), self.counts
         if status != "all":
@@ -508,6 +508,17 @@ class ExperimentRow:
     tags_html: str = ""
     creator: str = ""
     exposures: str = ""
+    exp_id: str = ""
+    status: str = ""
+    variants: int = 0
+
+    def __getitem__(self, key: str) -> Any:
+        # Django's template lookup tries row[key] before getattr(row, key); answering it
+        # spares a raised and caught TypeError per {{ row.x }}: about 30% of a row's render.
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
 
     @property
     def concluded_by_us(self) -> bool:
@@ -615,6 +626,9 @@ def experiment_row(
         start_html=_date_cell(experiment.start_date, start_relative, "not started"),
         end_html=_date_cell(experiment.end_date, end_relative, "—"),
         tags_html=_tags_html(experiment.tags),
+        exp_id=experiment.id,
+        status=experiment.status,
+        variants=experiment.variants_count,
         creator=experiment.creator_name or "—",
         exposures=str(exposures) if exposures is not None else "—",
     )
