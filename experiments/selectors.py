@@ -1062,6 +1062,14 @@ class AuditAttemptDetail:
         return _pretty_json(self.request_body)
 
     @property
+    def reconciled_status(self) -> str:
+        """The status reconcile_conclusions read from Mixpanel (either key the service wrote)."""
+        for key in ("upstream_status", "observed_status"):
+            if isinstance(self.reconciliation.get(key), str):
+                return self.reconciliation[key]
+        return ""
+
+    @property
     def before_json(self) -> str:
         return _pretty_json(self.before)
 
@@ -1128,6 +1136,35 @@ def _summarise(before: Any, returned: Any) -> ReturnedSummary | None:
     )
 
 
+def _when_text(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _summary_from(before: Any = None, after: Any = None) -> ReturnedSummary | None:
+    """The service's own summaries, for when the answer itself was cut and cannot be parsed."""
+    if not isinstance(after, dict):
+        return None
+    variants, exposures = after.get("variants"), after.get("exposures")
+    return ReturnedSummary(
+        status_before=_text_or_none(before.get("status")) if isinstance(before, dict) else None,
+        status_after=_text_or_none(after.get("status")),
+        start_date=_when_text(after.get("start_date")),
+        end_date=_when_text(after.get("end_date")),
+        variant_count=variants if isinstance(variants, int) and not isinstance(variants, bool) else None,
+        exposures=exposures if isinstance(exposures, int) and not isinstance(exposures, bool) else None,
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _error_from(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     error = payload.get("error")
     details = error if isinstance(error, dict) else {}
@@ -1163,6 +1200,7 @@ def audit_attempt_detail(*, user: Any, pk: int) -> AuditAttemptDetail | None:
                     found["returned"], found["returned_raw"] = _as_snapshot(payload[key])
             found["truncated"] = bool(payload.get("truncated") or payload.get("response_truncated"))
             found["error"], found["error_details"] = _error_from(payload)
+            found["summaries"] = (payload.get("before_summary"), payload.get("after_summary"))
         elif kind == EntryKind.CONCLUSION_RECONCILED:
             found["reconciliation"] = payload
     error = found.get("error") or ("" if attempt.state == AttemptState.SUCCEEDED else attempt.failure_reason)
@@ -1177,7 +1215,7 @@ def audit_attempt_detail(*, user: Any, pk: int) -> AuditAttemptDetail | None:
         truncated=found.get("truncated", False),
         error=error,
         error_details=found.get("error_details", {}),
-        summary=_summarise(found.get("before"), found.get("returned")),
+        summary=_summarise(found.get("before"), found.get("returned")) or _summary_from(*found.get("summaries", ())),
         reconciliation=found.get("reconciliation", {}),
     )
 

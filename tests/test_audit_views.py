@@ -466,3 +466,64 @@ def test_attempt_page_query_count(client, teammate, workspace, pm, django_assert
     # session, user, user perms, group perms, the attempt with its workspace, its entries
     with django_assert_num_queries(6):
         assert client.get(detail(attempt)).status_code == 200
+
+
+# --- Entries written by the real force-conclude service -------------------------------
+
+
+def _conclude(workspace, user, client):
+    from django.utils import timezone
+
+    from experiments import services
+    from tests.fake_mixpanel import EXP_ID
+
+    return services.experiment_force_conclude(
+        workspace=workspace,
+        user=user,
+        experiment_id=EXP_ID,
+        experiment_name="Checkout button colour",
+        reason_category="significance",
+        reason_text="Green won clearly.",
+        end_date=timezone.now() - dt.timedelta(minutes=1),
+        client=client,
+    )
+
+
+@pytest.mark.django_db
+def test_attempt_page_for_a_service_success(pm_client, workspace, pm):
+    from tests.fake_mixpanel import FakeMixpanel
+
+    outcome = _conclude(workspace, pm, FakeMixpanel())
+    assert outcome.ok
+    text = pm_client.get(detail(outcome.attempt)).content.decode()
+    assert 'status-active">active</span> → <span class="badge status-concluded">concluded' in text
+    assert "<dt>Variants</dt>\n    <dd>2</dd>" in text
+    assert "<dt>Exposures</dt>\n    <dd>238</dd>" in text
+    assert "Checkout button &lt;b&gt;colour&lt;/b&gt;" in text  # the returned JSON, escaped
+    assert "<b>colour</b>" not in text
+    assert "What went wrong" not in text
+
+
+@pytest.mark.django_db
+def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, workspace, pm):
+    from experiments import mixpanel, services
+    from tests.fake_mixpanel import FakeMixpanel
+
+    refused = _conclude(workspace, pm, FakeMixpanel(put=mixpanel.MixpanelRateLimited(http_status=429)))
+    text = pm_client.get(detail(refused.attempt)).content.decode()
+    assert "What went wrong:</strong>" in text
+    assert "rate limiting" in text
+    assert "MixpanelRateLimited" in text
+
+    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown("No answer within the deadline.")))
+    unknown = _conclude(workspace, pm, fake)
+    assert unknown.state == AttemptState.UNKNOWN
+    services.conclusion_reconcile(attempt=unknown.attempt, client=fake)
+    text = pm_client.get(detail(unknown.attempt)).content.decode()
+    assert "Conclusion outcome unknown" in text
+    assert "Conclusion reconciled" in text
+    assert "<dt>Status seen in Mixpanel</dt><dd>concluded</dd>" in text
+    # The list shows both, with their outcomes.
+    listing = pm_client.get(LIST).content.decode()
+    assert "outcome-failed" in listing
+    assert "outcome-reconciled_applied" in listing
