@@ -419,9 +419,15 @@ _RECONCILED_STATES = {"applied": "reconciled_applied", "not_applied": "reconcile
 
 
 def attempt_state_from_entry(kind: str, payload: dict[str, Any]) -> str | None:
-    """The attempt state an entry leaves behind, or None for entries that say nothing of it."""
+    """The attempt state an entry leaves behind, or None for entries that say nothing of it.
+
+    The kind decides, except for a reconciliation, whose payload says which way it went:
+    "outcome" ("applied" / "not_applied"), or else the "state" it recorded.
+    """
     if kind == EntryKind.CONCLUSION_RECONCILED:
-        return _RECONCILED_STATES.get(str(payload.get("outcome")))
+        stated = payload.get("state")
+        fallback = stated if stated in _RECONCILED_STATES.values() else None
+        return _RECONCILED_STATES.get(str(payload.get("outcome")), fallback)
     return _STATE_BY_KIND.get(kind)
 
 

@@ -391,3 +391,22 @@ def test_unreadable_digest_file_is_a_readable_error(trail, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"count": 1}')
     assert "is not a usable digest" in failure("--digest", str(bad))
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "state"),
+    [
+        (EntryKind.CONCLUSION_REQUESTED, {}, "requested"),
+        (EntryKind.CONCLUSION_SUCCEEDED, {"state": "succeeded"}, "succeeded"),
+        (EntryKind.CONCLUSION_FAILED, {}, "failed"),
+        (EntryKind.CONCLUSION_UNKNOWN, {}, "unknown"),
+        (EntryKind.CONCLUSION_RECONCILED, {"outcome": "applied"}, "reconciled_applied"),
+        (EntryKind.CONCLUSION_RECONCILED, {"outcome": "not_applied"}, "reconciled_not_applied"),
+        (EntryKind.CONCLUSION_RECONCILED, {"state": "reconciled_applied"}, "reconciled_applied"),
+        (EntryKind.CONCLUSION_RECONCILED, {"state": "succeeded"}, None),
+        (EntryKind.CONCLUSION_RECONCILED, {}, None),
+        (EntryKind.BOOKMARK_ADDED, {"state": "failed"}, None),
+    ],
+)
+def test_the_state_each_entry_leaves(kind, payload, state):
+    assert auditlog.attempt_state_from_entry(kind, payload) == state
