@@ -223,9 +223,12 @@ def test_reversed_date_range_is_reported(client, auditor, varied):
 @pytest.mark.django_db
 def test_filters_live_in_the_url_and_htmx_gets_only_the_table(client, auditor, varied):
     client.force_login(auditor)
-    response = client.get(LIST, {"outcome": "failed", "q": "pricing"}, **HTMX)
+    # The form sends every field, the empty ones too.
+    form = {"workspace": "", "person": "", "outcome": "failed", "date_from": "", "date_to": "", "q": "pricing"}
+    response = client.get(LIST, form, **HTMX)
     text = response.content.decode()
     assert response.status_code == 200
+    assert response["HX-Push-Url"] == "/audit/?outcome=failed&q=pricing"
     assert "<html" not in text
     assert text.lstrip().startswith('<div id="audit-results"')
     assert shown_ids(response) == [varied["b"].pk]
@@ -264,6 +267,8 @@ def test_pages_never_skip_or_repeat_across_inserts(client, auditor, workspace, p
     seen: list[int] = []
     ids, newer, older = _follow(client, LIST + "?size=10")
     assert newer is None
+    pushed = client.get(older, **HTMX)["HX-Push-Url"]
+    assert pushed == older
     seen += ids
     # New attempts land between page loads; the older pages carry on exactly where they were.
     inserted = [make_attempt(workspace=workspace, actor=pm, experiment_id=f"new{i}").pk for i in range(3)]

@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+from django_htmx.http import push_url
 
 from experiments.models import AttemptState, Workspace
 from experiments.selectors import (
@@ -31,6 +32,7 @@ from experiments.selectors import (
     audit_can_review_all,
     audit_export_rows,
     audit_workspaces_for_user,
+    parse_audit_cursor,
 )
 from experiments.views.access import get_workspace_access
 
@@ -121,12 +123,8 @@ def _audit_workspace(request: HttpRequest, workspace_pk: int) -> Workspace:
 def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: Workspace | None) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     filters = form.filters(workspace=pinned)
-    page = audit_attempt_page(
-        user=request.user,
-        filters=filters,
-        cursor=request.GET.get("cursor"),
-        page_size=form.page_size,
-    )
+    cursor = request.GET.get("cursor") if parse_audit_cursor(request.GET.get("cursor")) else None
+    page = audit_attempt_page(user=request.user, filters=filters, cursor=cursor, page_size=form.page_size)
     list_url = (
         reverse("experiments:audit-workspace-list", args=[pinned.pk]) if pinned else reverse("experiments:audit-list")
     )
@@ -159,7 +157,11 @@ def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: W
     }
     partial = request.htmx and not request.htmx.history_restore_request
     template = "experiments/audit_list.html#results" if partial else "experiments/audit_list.html"
-    return render(request, template, context)
+    response = render(request, template, context)
+    if partial:
+        # The form sends every field, empty ones too: the address bar gets the canonical URL.
+        push_url(response, page_url(cursor) or context["first_url"])
+    return response
 
 
 @require_GET
