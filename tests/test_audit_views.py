@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from experiments.models import AttemptState, ConclusionAttempt
-from experiments.selectors import AuditFilters, audit_attempt_page
+from experiments.selectors.audit import AuditFilters, audit_attempt_page
 from tests.factories import make_attempt
 
 LIST = reverse("experiments:audit-list")
@@ -479,10 +479,10 @@ def test_attempt_page_query_count(client, teammate, workspace, pm, django_assert
 def _conclude(workspace, user, client):
     from django.utils import timezone
 
-    from experiments import services
+    from experiments.services import conclusions as conclusion_services
     from tests.fake_mixpanel import EXP_ID
 
-    return services.experiment_force_conclude(
+    return conclusion_services.experiment_force_conclude(
         workspace=workspace,
         user=user,
         experiment_id=EXP_ID,
@@ -511,7 +511,8 @@ def test_attempt_page_for_a_service_success(pm_client, workspace, pm):
 
 @pytest.mark.django_db
 def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, workspace, pm):
-    from experiments import mixpanel, services
+    from experiments import mixpanel
+    from experiments.services import conclusions as conclusion_services
     from tests.fake_mixpanel import FakeMixpanel
 
     refused = _conclude(workspace, pm, FakeMixpanel(put=mixpanel.MixpanelRateLimited(http_status=429)))
@@ -523,7 +524,7 @@ def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, 
     fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown("No answer within the deadline.")))
     unknown = _conclude(workspace, pm, fake)
     assert unknown.state == AttemptState.UNKNOWN
-    services.conclusion_reconcile(attempt=unknown.attempt, client=fake)
+    conclusion_services.conclusion_reconcile(attempt=unknown.attempt, client=fake)
     text = pm_client.get(detail(unknown.attempt)).content.decode()
     assert "Conclusion outcome unknown" in text
     assert "Conclusion reconciled" in text

@@ -11,9 +11,12 @@ from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
 
-from experiments import mixpanel, selectors, services
+from experiments import auditlog, mixpanel
 from experiments.forms import ExperimentListQuery
 from experiments.models import AuditEntry, Bookmark, BookmarkKind, EntryKind, Membership, Role
+from experiments.selectors import bookmarks as bookmark_selectors
+from experiments.selectors import experiment_list as list_selectors
+from experiments.services import bookmarks as bookmark_services
 
 EXP = "0b9c4b8e-4a57-4c1e-9a55-5b0d1f6b7a01"
 GONE = "5f1e0000-dead-4bee-8000-000000000000"
@@ -101,7 +104,7 @@ def test_two_members_see_each_others_bookmarks(workspace, pm, teammate, fake):
 
 @pytest.mark.django_db
 def test_member_of_another_workspace_sees_none_and_gets_404_everywhere(workspace, pm, outsider, fake):
-    services.bookmark_create_experiment(
+    bookmark_services.bookmark_create_experiment(
         workspace=workspace, user=pm, experiment_id=EXP, experiment_name="Secret plan", note="internal"
     )
     bookmark = Bookmark.objects.get()
@@ -132,7 +135,9 @@ def test_bookmark_of_another_workspace_is_404_through_this_workspaces_urls(
     workspace, other_workspace, pm, outsider, fake
 ):
     # otto's bookmark lives in Payments; pat (Growth) must not reach it via Growth's URLs.
-    theirs = services.bookmark_create_view(workspace=other_workspace, user=outsider, query="", title="Payments view")
+    theirs = bookmark_services.bookmark_create_view(
+        workspace=other_workspace, user=outsider, query="", title="Payments view"
+    )
     pat = _client_for(pm)
     assert pat.post(_url("bookmark-update", workspace, theirs.pk), {"note": "x"}).status_code == 404
     assert pat.post(_url("bookmark-delete", workspace, theirs.pk)).status_code == 404
@@ -144,7 +149,7 @@ def test_bookmark_of_another_workspace_is_404_through_this_workspaces_urls(
 
 @pytest.fixture
 def pats_bookmark(workspace, pm):
-    return services.bookmark_create_experiment(
+    return bookmark_services.bookmark_create_experiment(
         workspace=workspace, user=pm, experiment_id=EXP, experiment_name="Checkout", note="first"
     )
 
@@ -194,18 +199,18 @@ def test_edit_and_remove_controls_only_for_those_allowed(workspace, pats_bookmar
 
 @pytest.mark.django_db
 def test_service_refuses_a_non_creator(pats_bookmark, teammate):
-    with pytest.raises(services.BookmarkNotAllowed, match="Pat"):
-        services.bookmark_delete(bookmark=pats_bookmark, user=teammate)
-    with pytest.raises(services.BookmarkNotAllowed):
-        services.bookmark_update(bookmark=pats_bookmark, user=teammate, note="x")
+    with pytest.raises(bookmark_services.BookmarkNotAllowed, match="Pat"):
+        bookmark_services.bookmark_delete(bookmark=pats_bookmark, user=teammate)
+    with pytest.raises(bookmark_services.BookmarkNotAllowed):
+        bookmark_services.bookmark_update(bookmark=pats_bookmark, user=teammate, note="x")
 
 
 @pytest.mark.django_db
 def test_removing_twice_writes_one_audit_entry(pats_bookmark, pm):
     stale_copy = Bookmark.objects.get(pk=pats_bookmark.pk)
-    services.bookmark_delete(bookmark=pats_bookmark, user=pm)
-    with pytest.raises(services.BookmarkGone):
-        services.bookmark_delete(bookmark=stale_copy, user=pm)
+    bookmark_services.bookmark_delete(bookmark=pats_bookmark, user=pm)
+    with pytest.raises(bookmark_services.BookmarkGone):
+        bookmark_services.bookmark_delete(bookmark=stale_copy, user=pm)
     assert AuditEntry.objects.filter(kind=EntryKind.BOOKMARK_REMOVED).count() == 1
 
 
@@ -228,9 +233,9 @@ def test_second_experiment_bookmark_is_refused_saying_who_added_it(workspace, pa
 
 @pytest.mark.django_db
 def test_identical_views_are_one_bookmark_whatever_the_parameter_order(workspace, pm, teammate):
-    first = services.bookmark_create_view(workspace=workspace, user=pm, query="?q=checkout&status=active")
-    with pytest.raises(services.BookmarkExists, match=r"Pat \(pat\) already bookmarked this view") as caught:
-        services.bookmark_create_view(
+    first = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="?q=checkout&status=active")
+    with pytest.raises(bookmark_services.BookmarkExists, match=r"Pat \(pat\) already bookmarked this view") as caught:
+        bookmark_services.bookmark_create_view(
             workspace=workspace, user=teammate, query=f"/w/{workspace.pk}/?status=active&page=4&q=checkout&x=1"
         )
     assert caught.value.existing == first
@@ -245,8 +250,8 @@ def test_duplicate_is_refused_by_the_database_not_only_a_pre_check(workspace, pm
     # The service relies on it (no pre-check), and turns it into a readable refusal
     # without leaving a stray audit entry behind.
     entries = AuditEntry.objects.count()
-    with pytest.raises(services.BookmarkExists):
-        services.bookmark_create_experiment(
+    with pytest.raises(bookmark_services.BookmarkExists):
+        bookmark_services.bookmark_create_experiment(
             workspace=workspace, user=pm, experiment_id=EXP, experiment_name="Checkout", note=""
         )
     assert AuditEntry.objects.count() == entries
@@ -254,8 +259,8 @@ def test_duplicate_is_refused_by_the_database_not_only_a_pre_check(workspace, pm
 
 @pytest.mark.django_db
 def test_same_experiment_may_be_bookmarked_in_two_workspaces(workspace, other_workspace, pm, outsider):
-    services.bookmark_create_experiment(workspace=workspace, user=pm, experiment_id=EXP, experiment_name="A")
-    services.bookmark_create_experiment(
+    bookmark_services.bookmark_create_experiment(workspace=workspace, user=pm, experiment_id=EXP, experiment_name="A")
+    bookmark_services.bookmark_create_experiment(
         workspace=other_workspace, user=outsider, experiment_id=EXP, experiment_name="A"
     )
     assert Bookmark.objects.count() == 2
@@ -266,12 +271,14 @@ def test_same_experiment_may_be_bookmarked_in_two_workspaces(workspace, other_wo
 
 @pytest.mark.django_db
 def test_bookmark_of_a_vanished_experiment_renders_with_its_snapshot_and_gone(workspace, pm, fake):
-    services.bookmark_create_experiment(
+    bookmark_services.bookmark_create_experiment(
         workspace=workspace, user=pm, experiment_id=GONE, experiment_name="Old <i>banner</i> test", note="RIP"
     )
-    services.bookmark_create_experiment(workspace=workspace, user=pm, experiment_id="e-2", experiment_name="Pricing")
+    bookmark_services.bookmark_create_experiment(
+        workspace=workspace, user=pm, experiment_id="e-2", experiment_name="Pricing"
+    )
     # The experiments page has read the list (the bookmarks page itself never asks Mixpanel).
-    selectors.experiment_list_cached(workspace=workspace, client=fake)
+    list_selectors.experiment_list_cached(workspace=workspace, client=fake)
     reads = fake.reads
     page = _client_for(pm).get(_url("bookmark-list", workspace))
     assert page.status_code == 200
@@ -286,7 +293,9 @@ def test_bookmark_of_a_vanished_experiment_renders_with_its_snapshot_and_gone(wo
 
 @pytest.mark.django_db
 def test_bookmarks_page_without_a_cached_list_shows_no_status_and_does_not_call_mixpanel(workspace, pm, fake):
-    services.bookmark_create_experiment(workspace=workspace, user=pm, experiment_id=GONE, experiment_name="Old")
+    bookmark_services.bookmark_create_experiment(
+        workspace=workspace, user=pm, experiment_id=GONE, experiment_name="Old"
+    )
     page = _client_for(pm).get(_url("bookmark-list", workspace))
     assert page.status_code == 200
     assert fake.reads == 0
@@ -311,7 +320,7 @@ def test_view_bookmark_reproduces_the_exact_filters(workspace, pm, fake, submitt
     assert response.status_code == 302
     bookmark = Bookmark.objects.get()
     assert bookmark.view_query == "status=success&q=Pricing&sort=name"
-    link = selectors.bookmark_url(bookmark)
+    link = bookmark_selectors.bookmark_url(bookmark)
     parts = urlsplit(link)
     assert parts.path == _url("experiment-list", workspace)
     applied = ExperimentListQuery.from_querystring(parts.query)
@@ -322,10 +331,12 @@ def test_view_bookmark_reproduces_the_exact_filters(workspace, pm, fake, submitt
 
 @pytest.mark.django_db
 def test_default_view_is_stored_empty_and_links_to_the_plain_page(workspace, pm):
-    bookmark = services.bookmark_create_view(workspace=workspace, user=pm, query="?status=all&sort=-start&page=2")
+    bookmark = bookmark_services.bookmark_create_view(
+        workspace=workspace, user=pm, query="?status=all&sort=-start&page=2"
+    )
     assert bookmark.view_query == ""
     assert bookmark.title == "All experiments"
-    assert selectors.bookmark_url(bookmark) == _url("experiment-list", workspace)
+    assert bookmark_selectors.bookmark_url(bookmark) == _url("experiment-list", workspace)
 
 
 @pytest.mark.django_db
@@ -390,20 +401,20 @@ def test_over_long_text_is_refused_readably(workspace, pm, pats_bookmark):
 def test_limits_count_what_a_person_typed(workspace, pm):
     # Browsers send line breaks as CRLF; 1000 characters with line breaks still fit.
     note = ("a" * 99 + "\r\n") * 10
-    bookmark = services.bookmark_create_view(workspace=workspace, user=pm, query="", note=note[:-2])
+    bookmark = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="", note=note[:-2])
     assert len(bookmark.note) == 999
     # NUL and other control characters are dropped (PostgreSQL refuses NUL in text).
-    bookmark = services.bookmark_update(bookmark=bookmark, user=pm, note="ok\x00\x07 fine", title="T\x00")
+    bookmark = bookmark_services.bookmark_update(bookmark=bookmark, user=pm, note="ok\x00\x07 fine", title="T\x00")
     bookmark.refresh_from_db()
     assert (bookmark.note, bookmark.title) == ("ok fine", "T")
 
 
 @pytest.mark.django_db
 def test_over_long_search_is_cut_like_the_page_does(workspace, pm):
-    bookmark = services.bookmark_create_view(workspace=workspace, user=pm, query="q=" + "x" * 900)
+    bookmark = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="q=" + "x" * 900)
     assert ExperimentListQuery.from_querystring(bookmark.view_query).q == "x" * 200
-    with pytest.raises(services.BookmarkInvalid, match="too long"):
-        services.bookmark_create_view(workspace=workspace, user=pm, query="q=" + "x" * 5000)
+    with pytest.raises(bookmark_services.BookmarkInvalid, match="too long"):
+        bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="q=" + "x" * 5000)
 
 
 @pytest.mark.django_db
@@ -560,9 +571,9 @@ def test_audit_entry_and_bookmark_commit_together(workspace, pm, monkeypatch):
     def broken_append(**kwargs):
         raise RuntimeError("audit store down")
 
-    monkeypatch.setattr(services.auditlog, "append_entry", broken_append)
+    monkeypatch.setattr(auditlog, "append_entry", broken_append)
     with pytest.raises(RuntimeError):
-        services.bookmark_create_view(workspace=workspace, user=pm, query="?status=draft")
+        bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="?status=draft")
     assert not Bookmark.objects.exists()
 
 
@@ -572,11 +583,11 @@ def test_audit_entry_and_bookmark_commit_together(workspace, pm, monkeypatch):
 @pytest.mark.django_db
 @pytest.mark.parametrize("count", [1, 6])
 def test_bookmarks_page_query_count_is_fixed(workspace, pm, teammate, fake, django_assert_num_queries, count):
-    selectors.experiment_list_cached(workspace=workspace, client=fake)
+    list_selectors.experiment_list_cached(workspace=workspace, client=fake)
     for i in range(count):
         user = pm if i % 2 else teammate
-        services.bookmark_create_view(workspace=workspace, user=user, query=f"q=term{i}", note="n")
-    services.bookmark_create_experiment(workspace=workspace, user=pm, experiment_id=EXP, experiment_name="C")
+        bookmark_services.bookmark_create_view(workspace=workspace, user=user, query=f"q=term{i}", note="n")
+    bookmark_services.bookmark_create_experiment(workspace=workspace, user=pm, experiment_id=EXP, experiment_name="C")
     client = _client_for(teammate)
     # session, user, membership+workspace, bookmarks, activity
     with django_assert_num_queries(5):
@@ -612,11 +623,11 @@ def test_two_people_adding_at_once_make_one_bookmark(workspace, pm, teammate):
     def add(user):
         try:
             barrier.wait(timeout=10)
-            services.bookmark_create_experiment(
+            bookmark_services.bookmark_create_experiment(
                 workspace=workspace, user=user, experiment_id=EXP, experiment_name="Checkout"
             )
             outcomes.append("added")
-        except services.BookmarkExists as exc:
+        except bookmark_services.BookmarkExists as exc:
             outcomes.append(str(exc))
         finally:
             connection.close()
@@ -643,7 +654,7 @@ def test_followed_view_bookmark_applies_the_same_filters_on_the_experiments_page
     shown = _client_for(pm).get(original)
     assert shown.status_code == 200
     _add_view(_client_for(pm), workspace, original, title="Wins")
-    followed = _client_for(teammate).get(selectors.bookmark_url(Bookmark.objects.get()))
+    followed = _client_for(teammate).get(bookmark_selectors.bookmark_url(Bookmark.objects.get()))
     assert followed.status_code == 200
     for key in ("status", "q", "sort", "page"):
         assert getattr(followed.context["query"], key) == getattr(shown.context["query"], key)
@@ -654,7 +665,9 @@ def test_followed_view_bookmark_applies_the_same_filters_on_the_experiments_page
 @pytest.mark.django_db
 def test_experiments_page_shows_the_strip_and_the_stars(workspace, pm, teammate, fake):
     _star(_client_for(pm), workspace, "e-2")
-    services.bookmark_create_experiment(workspace=workspace, user=pm, experiment_id=GONE, experiment_name="Old one")
+    bookmark_services.bookmark_create_experiment(
+        workspace=workspace, user=pm, experiment_id=GONE, experiment_name="Old one"
+    )
     html = _client_for(teammate).get(_url("experiment-list", workspace)).content.decode()
     strip = html[html.index('id="bookmark-strip"') : html.index("</section>", html.index('id="bookmark-strip"'))]
     assert "Pricing page" in strip
@@ -680,7 +693,7 @@ def test_experiment_page_has_the_star(workspace, pm, fake):
 
 @pytest.mark.django_db
 def test_starring_from_a_cached_list_asks_mixpanel_nothing(workspace, pm, fake, monkeypatch):
-    selectors.experiment_list_cached(workspace=workspace, client=fake)
+    list_selectors.experiment_list_cached(workspace=workspace, client=fake)
 
     def no_client(workspace):
         raise mixpanel.MixpanelConfigError()

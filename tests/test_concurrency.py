@@ -15,8 +15,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from experiments import auditlog, mixpanel, services
+from experiments import auditlog, mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind, Membership, Role
+from experiments.services import conclusions as conclusion_services
 
 CLICKS = 20
 UPSTREAM_LATENCY_MS = 800
@@ -40,7 +41,7 @@ def _press_all_at_once(workspace, users, experiment_id: str) -> list:
         try:
             client = mixpanel.client_for(workspace)
             barrier.wait(timeout=30)
-            outcomes[index] = services.experiment_force_conclude(
+            outcomes[index] = conclusion_services.experiment_force_conclude(
                 workspace=workspace,
                 user=user,
                 experiment_id=experiment_id,
@@ -88,7 +89,7 @@ def test_twenty_simultaneous_clicks_send_one_put(standin, workspace, pm, django_
 
     # Here: one success, every other click a readable refusal that names the winner.
     succeeded = [o for o in outcomes if o.ok]
-    blocked = [o for o in outcomes if o.state == services.STATE_BLOCKED]
+    blocked = [o for o in outcomes if o.state == conclusion_services.STATE_BLOCKED]
     assert len(succeeded) == 1
     assert len(blocked) == CLICKS - 1
     winner = succeeded[0].attempt
@@ -131,7 +132,7 @@ def test_simultaneous_clicks_on_different_experiments_do_not_block_each_other(st
         try:
             client = mixpanel.client_for(workspace)
             barrier.wait(timeout=30)
-            outcomes[experiment_id] = services.experiment_force_conclude(
+            outcomes[experiment_id] = conclusion_services.experiment_force_conclude(
                 workspace=workspace,
                 user=pm,
                 experiment_id=experiment_id,

@@ -10,8 +10,9 @@ from django.core.cache import cache
 from django.http import QueryDict
 from django.urls import reverse
 
-from experiments import mixpanel, selectors
+from experiments import mixpanel
 from experiments.forms import ExperimentListQuery
+from experiments.selectors import experiment_list as list_selectors
 from tests.fake_list_client import FakeClient, exp_json, install
 
 STATUS_CYCLE = ["active", "draft", "concluded", "success", "fail"]
@@ -308,7 +309,7 @@ def test_cache_is_shared_across_requests(pm_client, client, teammate, workspace,
 def test_cache_is_shared_with_other_processes(pm_client, workspace, fake):
     """Another process (no in-process index) reads the good copy from Django's cache."""
     page(pm_client, workspace)
-    selectors._LIST_INDEXES.clear()
+    list_selectors._LIST_INDEXES.clear()
     assert len(row_names(page(pm_client, workspace))) == 15
     assert fake.list_calls == 1
 
@@ -333,12 +334,12 @@ def test_refresh_reads_mixpanel_again(pm_client, workspace, fake):
 def test_refresh_in_one_process_is_seen_by_others(pm_client, workspace, fake):
     page(pm_client, workspace)
     # Another process refreshes: a new token and copy land in the shared cache.
-    other_index = dict(selectors._LIST_INDEXES)
+    other_index = dict(list_selectors._LIST_INDEXES)
     fake.raw.append(exp_json(51, "active", name="From the other process"))
     pm_client.post(reverse("experiments:experiment-list-refresh", args=[workspace.pk]))
     # Back in "this" process, holding the old index: the next request notices the new token.
-    selectors._LIST_INDEXES.clear()
-    selectors._LIST_INDEXES.update(other_index)
+    list_selectors._LIST_INDEXES.clear()
+    list_selectors._LIST_INDEXES.update(other_index)
     assert "From the other process" in page(pm_client, workspace)
     assert fake.list_calls == 2
 
@@ -359,7 +360,7 @@ def test_htmx_refresh_answers_the_results_fragment(pm_client, workspace, fake):
 @pytest.mark.django_db
 def test_expired_cache_reads_again(pm_client, workspace, fake):
     page(pm_client, workspace)
-    selectors.invalidate_experiment_list(workspace=workspace)
+    list_selectors.invalidate_experiment_list(workspace=workspace)
     page(pm_client, workspace)
     assert fake.list_calls == 2
 
@@ -368,7 +369,7 @@ def test_expired_cache_reads_again(pm_client, workspace, fake):
 def test_stale_copy_with_banner_when_mixpanel_fails_after_a_good_read(pm_client, workspace, fake):
     page(pm_client, workspace)
     fake.list_error = mixpanel.MixpanelUnavailable("Mixpanel is unavailable right now (HTTP 503). Try again later.")
-    selectors.invalidate_experiment_list(workspace=workspace)
+    list_selectors.invalidate_experiment_list(workspace=workspace)
     html = page(pm_client, workspace)
     assert len(row_names(html)) == 15
     assert 'class="banner" role="alert"' in html
@@ -422,7 +423,7 @@ def test_recovery_after_failure_drops_the_banner(pm_client, workspace, fake):
 def test_warm_requests_do_not_reparse_or_resort_the_list(pm_client, workspace, fake, monkeypatch):
     page(pm_client, workspace, "sort=name")
     calls = {"index": 0, "sort": 0}
-    real_index, real_sort = selectors._ListIndex.__init__, selectors._sort_order
+    real_index, real_sort = list_selectors._ListIndex.__init__, list_selectors._sort_order
 
     def counting_index(self, **kwargs):
         calls["index"] += 1
@@ -432,8 +433,8 @@ def test_warm_requests_do_not_reparse_or_resort_the_list(pm_client, workspace, f
         calls["sort"] += 1
         return real_sort(*args)
 
-    monkeypatch.setattr(selectors._ListIndex, "__init__", counting_index)
-    monkeypatch.setattr(selectors, "_sort_order", counting_sort)
+    monkeypatch.setattr(list_selectors._ListIndex, "__init__", counting_index)
+    monkeypatch.setattr(list_selectors, "_sort_order", counting_sort)
     for query in ("sort=name", "sort=name&status=active", "sort=name&q=00001", "sort=name&page=1"):
         page(pm_client, workspace, query)
     assert calls == {"index": 0, "sort": 0}
@@ -578,8 +579,8 @@ def test_relative_time_uses_one_unit(seconds, text):
     import datetime as dt
 
     now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
-    assert selectors.relative_time(now - dt.timedelta(seconds=seconds), now) == text
-    assert selectors.relative_time(None, now) == ""
+    assert list_selectors.relative_time(now - dt.timedelta(seconds=seconds), now) == text
+    assert list_selectors.relative_time(None, now) == ""
 
 
 @pytest.mark.django_db
@@ -589,7 +590,7 @@ def test_relative_time_uses_one_unit(seconds, text):
 )
 def test_fast_experiment_urls_match_reverse(workspace, experiment_id):
     for name in ("experiments:experiment-detail", "experiments:experiment-force-conclude"):
-        assert selectors._experiment_url(name, workspace, experiment_id) == reverse(
+        assert list_selectors._experiment_url(name, workspace, experiment_id) == reverse(
             name, args=[workspace.pk, experiment_id]
         )
-    assert selectors._experiment_url("experiments:experiment-detail", workspace, "a/b") == ""
+    assert list_selectors._experiment_url("experiments:experiment-detail", workspace, "a/b") == ""

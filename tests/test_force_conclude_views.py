@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import mixpanel, selectors, services
+from experiments import mixpanel
 from experiments.forms import datetime_local_value
 from experiments.models import (
     AttemptState,
@@ -21,6 +21,8 @@ from experiments.models import (
     EntryKind,
     ReasonCategory,
 )
+from experiments.selectors import experiment_list as list_selectors
+from experiments.services import conclusions as conclusion_services
 from tests.fake_list_client import FakeClient, exp_json, install
 
 ACTIVE = "00000000-0000-4000-8000-000000000001"  # starts 2026-01-02 09:00 UTC
@@ -43,7 +45,7 @@ def fake(monkeypatch):
 
 
 class ServiceSpy:
-    """Stands in for services.experiment_force_conclude; answers with a prepared outcome."""
+    """Stands in for conclusion_services.experiment_force_conclude; answers with a prepared outcome."""
 
     def __init__(self, outcome_factory):
         self.calls: list[dict] = []
@@ -59,7 +61,7 @@ def spy(monkeypatch):
     def succeed(**kwargs):
         experiment = mixpanel.parse_experiment(exp_json(1, "concluded"))
         attempt = _attempt(kwargs["workspace"], kwargs["user"], state=AttemptState.SUCCEEDED, claim=True)
-        return services.ConclusionOutcome(
+        return conclusion_services.ConclusionOutcome(
             attempt=attempt,
             state=AttemptState.SUCCEEDED,
             ok=True,
@@ -68,7 +70,7 @@ def spy(monkeypatch):
         )
 
     service = ServiceSpy(succeed)
-    monkeypatch.setattr(services, "experiment_force_conclude", service)
+    monkeypatch.setattr(conclusion_services, "experiment_force_conclude", service)
     return service
 
 
@@ -235,7 +237,7 @@ def test_dialog_fragment_explains_and_asks(pm_client, workspace, fake):
     assert abs(dt.datetime.fromisoformat(shown).replace(tzinfo=dt.UTC) - now) < dt.timedelta(minutes=2)
     # Posts to itself, swaps the row, disables the button in flight, shows progress.
     assert f'hx-post="{conclude_url(workspace)}"' in html
-    assert f'hx-target="#{selectors.experiment_dom_id(ACTIVE)}"' in html
+    assert f'hx-target="#{list_selectors.experiment_dom_id(ACTIVE)}"' in html
     assert 'hx-swap="outerHTML"' in html
     assert 'hx-disabled-elt="#force-conclude-submit"' in html
     assert 'hx-indicator="#force-conclude-progress"' in html
@@ -359,7 +361,7 @@ def test_htmx_success_swaps_the_row_closes_the_dialog_and_toasts(pm_client, pm, 
     response = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
     html = response.content.decode()
     assert response.status_code == 200
-    assert html.lstrip().startswith(f'<tr id="{selectors.experiment_dom_id(ACTIVE)}">')
+    assert html.lstrip().startswith(f'<tr id="{list_selectors.experiment_dom_id(ACTIVE)}">')
     assert '<span class="badge status-concluded">concluded</span>' in html
     assert "Concluded by Pat at" in html
     assert conclude_links(html) == []
@@ -381,7 +383,7 @@ def test_htmx_success_swaps_the_row_closes_the_dialog_and_toasts(pm_client, pm, 
 def test_htmx_failure_shows_the_reason_and_the_button_again(pm_client, pm, workspace, fake, monkeypatch):
     def refuse(**kwargs):
         attempt = _attempt(kwargs["workspace"], kwargs["user"], state=AttemptState.FAILED)
-        return services.ConclusionOutcome(
+        return conclusion_services.ConclusionOutcome(
             attempt=attempt,
             state=AttemptState.FAILED,
             ok=False,
@@ -389,7 +391,7 @@ def test_htmx_failure_shows_the_reason_and_the_button_again(pm_client, pm, works
             experiment=None,
         )
 
-    monkeypatch.setattr(services, "experiment_force_conclude", ServiceSpy(refuse))
+    monkeypatch.setattr(conclusion_services, "experiment_force_conclude", ServiceSpy(refuse))
     response = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
     html = response.content.decode()
     assert response.status_code == 200
@@ -404,7 +406,7 @@ def test_htmx_failure_shows_the_reason_and_the_button_again(pm_client, pm, works
 def test_htmx_blocked_shows_who_holds_it(pm_client, pm, ws_admin, workspace, fake, monkeypatch):
     def blocked(**kwargs):
         holder = _attempt(kwargs["workspace"], ws_admin, claim=True)
-        return services.ConclusionOutcome(
+        return conclusion_services.ConclusionOutcome(
             attempt=None,
             state="blocked",
             ok=False,
@@ -412,7 +414,7 @@ def test_htmx_blocked_shows_who_holds_it(pm_client, pm, ws_admin, workspace, fak
             blocked_by=holder,
         )
 
-    monkeypatch.setattr(services, "experiment_force_conclude", ServiceSpy(blocked))
+    monkeypatch.setattr(conclusion_services, "experiment_force_conclude", ServiceSpy(blocked))
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert "Not sent: “Experiment 00001” is already being concluded by Ada" in html
     assert "Being concluded by Ada since" in html
@@ -432,9 +434,11 @@ def test_without_javascript_success_redirects_to_the_same_list_view_with_a_messa
 @pytest.mark.django_db
 def test_without_javascript_failure_redirects_with_an_error(pm_client, workspace, fake, monkeypatch):
     def fail(**kwargs):
-        return services.ConclusionOutcome(attempt=None, state=AttemptState.FAILED, ok=False, message="Nope, readable.")
+        return conclusion_services.ConclusionOutcome(
+            attempt=None, state=AttemptState.FAILED, ok=False, message="Nope, readable."
+        )
 
-    monkeypatch.setattr(services, "experiment_force_conclude", ServiceSpy(fail))
+    monkeypatch.setattr(conclusion_services, "experiment_force_conclude", ServiceSpy(fail))
     response = pm_client.post(conclude_url(workspace), form_data(back="detail"), follow=True)
     assert response.redirect_chain[0][0] == detail_url(workspace)
     html = response.content.decode()

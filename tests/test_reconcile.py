@@ -10,8 +10,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from experiments import auditlog, mixpanel, selectors, services
+from experiments import auditlog, mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
+from experiments.selectors import conclusions as conclusion_selectors
+from experiments.services import conclusions as conclusion_services
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, ProcessDied, install, raw_experiment
 
 REQUESTED = EntryKind.CONCLUSION_REQUESTED
@@ -20,7 +22,7 @@ RECONCILED = EntryKind.CONCLUSION_RECONCILED
 
 
 def press(workspace, user, client, experiment_id=EXP_ID):
-    return services.experiment_force_conclude(
+    return conclusion_services.experiment_force_conclude(
         workspace=workspace,
         user=user,
         experiment_id=experiment_id,
@@ -249,7 +251,7 @@ def test_workspace_filter_leaves_other_workspaces_alone(monkeypatch, stuck, othe
 def test_resolved_attempts_are_skipped(workspace, pm):
     fake = FakeMixpanel()
     outcome = press(workspace, pm, fake)
-    result = services.conclusion_reconcile(attempt=outcome.attempt, client=fake)
+    result = conclusion_services.conclusion_reconcile(attempt=outcome.attempt, client=fake)
     assert result.outcome == "skipped"
     assert kinds(outcome.attempt) == [REQUESTED, EntryKind.CONCLUSION_SUCCEEDED]
     assert [c[0] for c in fake.calls] == ["get", "put"]
@@ -260,8 +262,8 @@ def test_a_late_outcome_does_not_get_reconciled_twice(workspace, pm, stuck):
     """Two reconcilers that both read before either writes: only one entry is appended."""
     fake = FakeMixpanel()
     stale_copy = ConclusionAttempt.objects.get(pk=stuck.pk)
-    first = services.conclusion_reconcile(attempt=stuck, client=fake)
-    second = services.conclusion_reconcile(attempt=stale_copy, client=fake)
+    first = conclusion_services.conclusion_reconcile(attempt=stuck, client=fake)
+    second = conclusion_services.conclusion_reconcile(attempt=stale_copy, client=fake)
     assert (first.outcome, second.outcome) == ("not_applied", "skipped")
     assert kinds(stuck) == [REQUESTED, RECONCILED]
 
@@ -303,7 +305,7 @@ def test_drift_selector_in_one_query(workspace, pm, django_assert_num_queries):
     assert failed.state == AttemptState.FAILED
 
     with django_assert_num_queries(1):
-        drift = selectors.conclusion_drift(workspace=workspace, client=fake)
+        drift = conclusion_selectors.conclusion_drift(workspace=workspace, client=fake)
 
     assert [(d.experiment.id, d.local_states) for d in drift] == [("b", ()), ("a", ("failed",))]
 

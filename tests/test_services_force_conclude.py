@@ -13,8 +13,10 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from experiments import auditlog, mixpanel, services
+from experiments import auditlog, mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
+from experiments.selectors import experiment_list as list_selectors
+from experiments.services import conclusions as conclusion_services
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 
 CANARY = "CANARY-s3cr3t-do-not-leak"
@@ -37,7 +39,7 @@ def conclude(workspace, user, client, **overrides):
         "client": client,
     }
     kwargs.update(overrides)
-    return services.experiment_force_conclude(**kwargs)
+    return conclusion_services.experiment_force_conclude(**kwargs)
 
 
 def kinds(attempt):
@@ -87,7 +89,7 @@ def assert_outcome(outcome, *, state, entries, claimed, puts, fake):
 @pytest.mark.django_db
 def test_success_records_request_and_returned_experiment(workspace, pm, monkeypatch):
     invalidated = []
-    monkeypatch.setattr(services.selectors, "invalidate_experiment_list", lambda *, workspace: invalidated.append(1))
+    monkeypatch.setattr(list_selectors, "invalidate_experiment_list", lambda *, workspace: invalidated.append(1))
     fake = FakeMixpanel()
     end = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=5)
 
@@ -163,7 +165,7 @@ def test_requested_entry_is_committed_before_the_put(workspace, pm):
 
 @pytest.mark.django_db
 def test_large_answer_is_stored_capped_with_a_marker(workspace, pm):
-    big = "x" * (services.SNAPSHOT_MAX_BYTES + 10)
+    big = "x" * (conclusion_services.SNAPSHOT_MAX_BYTES + 10)
 
     def put(fake, ws, exp_id, end_date):
         returned = fake._apply(ws, exp_id, end_date)
@@ -178,9 +180,9 @@ def test_large_answer_is_stored_capped_with_a_marker(workspace, pm):
     assert outcome.ok
     done = last_payload(outcome.attempt)
     assert done["response_truncated"] is True
-    assert len(done["response_body"].encode()) <= services.SNAPSHOT_MAX_BYTES
+    assert len(done["response_body"].encode()) <= conclusion_services.SNAPSHOT_MAX_BYTES
     assert done["before"]["truncated"] is True
-    assert len(done["before"]["text"].encode()) <= services.SNAPSHOT_MAX_BYTES
+    assert len(done["before"]["text"].encode()) <= conclusion_services.SNAPSHOT_MAX_BYTES
 
 
 # --- definite failures: claim released, a person may try again --------------------------
@@ -387,7 +389,7 @@ def test_applied_then_no_answer_is_unknown_then_reconciled_as_applied(workspace,
     )
     assert fake.status_of() == "concluded"
 
-    result = services.conclusion_reconcile(attempt=attempt, client=fake)
+    result = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
 
     assert result.outcome == "applied"
     attempt.refresh_from_db()
@@ -421,7 +423,7 @@ def test_outcome_that_cannot_be_saved_leaves_the_attempt_for_reconcile(workspace
     def broken(**kwargs):
         raise DatabaseError("database went away")
 
-    monkeypatch.setattr(services, "_record_outcome", broken)
+    monkeypatch.setattr(conclusion_services, "_record_outcome", broken)
     fake = FakeMixpanel()
 
     outcome = conclude(workspace, pm, fake)
@@ -434,7 +436,7 @@ def test_outcome_that_cannot_be_saved_leaves_the_attempt_for_reconcile(workspace
     assert claim_holder() == attempt.pk
     monkeypatch.undo()
 
-    result = services.conclusion_reconcile(attempt=attempt, client=fake)
+    result = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
     assert result.outcome == "applied"
     assert len(fake.puts) == 1
 
@@ -450,7 +452,7 @@ def test_second_click_after_success_is_blocked_without_any_call(workspace, pm, w
 
     second = conclude(workspace, ws_admin, fake)
 
-    assert second.state == services.STATE_BLOCKED
+    assert second.state == conclusion_services.STATE_BLOCKED
     assert not second.ok
     assert fake.calls == []
     assert second.blocked_by.pk == first.attempt.pk
@@ -484,7 +486,7 @@ def test_click_while_another_is_in_flight_says_who_and_since_when(workspace, pm,
     blocked, inner_calls = fake.seen
     assert first.ok
     assert inner_calls == []
-    assert blocked.state == services.STATE_BLOCKED
+    assert blocked.state == conclusion_services.STATE_BLOCKED
     assert "is already being concluded by Pat (pat) since" in blocked.message
     assert blocked.blocked_by.pk == first.attempt.pk
     assert len(fake.puts) == 1
@@ -512,7 +514,7 @@ def test_unknown_outcome_blocks_the_next_click(workspace, pm):
 
     again = conclude(workspace, pm, fake)
 
-    assert again.state == services.STATE_BLOCKED
+    assert again.state == conclusion_services.STATE_BLOCKED
     assert "already being concluded by Pat (pat)" in again.message
     assert again.blocked_by.pk == unknown.attempt.pk
     assert fake.calls == []
@@ -525,12 +527,12 @@ def test_unknown_outcome_blocks_the_next_click(workspace, pm):
 @pytest.mark.parametrize(
     ("who", "overrides", "message"),
     [
-        ("teammate", {}, services.MSG_FORBIDDEN),
-        ("outsider", {}, services.MSG_FORBIDDEN),
-        ("pm", {"reason_category": "because"}, services.MSG_BAD_REASON),
-        ("pm", {"end_date": timezone.now() + dt.timedelta(days=1)}, services.MSG_FUTURE_END),
-        ("pm", {"experiment_id": "  "}, services.MSG_NO_EXPERIMENT),
-        ("pm", {"experiment_id": "x" * 101}, services.MSG_NO_EXPERIMENT),
+        ("teammate", {}, conclusion_services.MSG_FORBIDDEN),
+        ("outsider", {}, conclusion_services.MSG_FORBIDDEN),
+        ("pm", {"reason_category": "because"}, conclusion_services.MSG_BAD_REASON),
+        ("pm", {"end_date": timezone.now() + dt.timedelta(days=1)}, conclusion_services.MSG_FUTURE_END),
+        ("pm", {"experiment_id": "  "}, conclusion_services.MSG_NO_EXPERIMENT),
+        ("pm", {"experiment_id": "x" * 101}, conclusion_services.MSG_NO_EXPERIMENT),
     ],
 )
 def test_refused_before_anything_is_recorded_or_sent(request, workspace, who, overrides, message):

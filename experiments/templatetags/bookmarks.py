@@ -15,7 +15,7 @@ from django import template
 from django.template.context import Context
 from django.utils.safestring import SafeString, mark_safe
 
-from experiments import selectors
+from experiments.selectors import bookmarks as bookmark_selectors
 
 register = template.Library()
 
@@ -44,7 +44,7 @@ def star_toggle(
     any container of starred experiment ids. An id our URLs cannot carry gets no star.
     """
     experiment_id = _field(experiment, "id")
-    url = selectors.bookmark_toggle_url(workspace=context["workspace"], experiment_id=experiment_id)
+    url = bookmark_selectors.bookmark_toggle_url(workspace=context["workspace"], experiment_id=experiment_id)
     if not url:
         return ""
     state = _ON if starred is not None and experiment_id in starred else _OFF

@@ -22,18 +22,8 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
 from experiments.models import AttemptState, Workspace
-from experiments.selectors import (
-    AUDIT_EXPORT_FIELDS,
-    AUDIT_PAGE_SIZE,
-    AUDIT_PAGE_SIZES,
-    AuditFilters,
-    audit_attempt_detail,
-    audit_attempt_page,
-    audit_can_review_all,
-    audit_export_rows,
-    audit_workspaces_for_user,
-    parse_audit_cursor,
-)
+from experiments.selectors import audit as audit_selectors
+from experiments.selectors.audit import AUDIT_EXPORT_FIELDS, AUDIT_PAGE_SIZE, AUDIT_PAGE_SIZES, AuditFilters
 from experiments.views.access import get_workspace_access
 
 SEARCH_MAX_LENGTH = 200
@@ -115,7 +105,7 @@ class AuditFilterForm(forms.Form):
 
 def _audit_workspace(request: HttpRequest, workspace_pk: int) -> Workspace:
     """A workspace whose audit the user may read; 404 for everyone else."""
-    if audit_can_review_all(user=request.user):
+    if audit_selectors.audit_can_review_all(user=request.user):
         return get_object_or_404(Workspace, pk=workspace_pk)
     return get_workspace_access(request, workspace_pk).workspace
 
@@ -123,8 +113,10 @@ def _audit_workspace(request: HttpRequest, workspace_pk: int) -> Workspace:
 def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: Workspace | None) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     filters = form.filters(workspace=pinned)
-    cursor = request.GET.get("cursor") if parse_audit_cursor(request.GET.get("cursor")) else None
-    page = audit_attempt_page(user=request.user, filters=filters, cursor=cursor, page_size=form.page_size)
+    cursor = request.GET.get("cursor") if audit_selectors.parse_audit_cursor(request.GET.get("cursor")) else None
+    page = audit_selectors.audit_attempt_page(
+        user=request.user, filters=filters, cursor=cursor, page_size=form.page_size
+    )
     list_url = (
         reverse("experiments:audit-workspace-list", args=[pinned.pk]) if pinned else reverse("experiments:audit-list")
     )
@@ -167,7 +159,7 @@ def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: W
 @require_GET
 def audit_list(request: HttpRequest) -> HttpResponse:
     """Every conclusion attempt the user may review, newest first, filtered and keyset-paged."""
-    return _render_list(request, workspaces=audit_workspaces_for_user(user=request.user), pinned=None)
+    return _render_list(request, workspaces=audit_selectors.audit_workspaces_for_user(user=request.user), pinned=None)
 
 
 @require_GET
@@ -180,7 +172,7 @@ def audit_workspace_list(request: HttpRequest, workspace_pk: int) -> HttpRespons
 @require_GET
 def audit_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One attempt: its entries, what was sent, what Mixpanel returned."""
-    detail = audit_attempt_detail(user=request.user, pk=pk)
+    detail = audit_selectors.audit_attempt_detail(user=request.user, pk=pk)
     if detail is None:
         raise Http404("No such conclusion attempt.")
     return render(request, "experiments/audit_detail.html", {"detail": detail, "attempt": detail.attempt})
@@ -199,7 +191,7 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     if not form.is_valid():
         problems = "; ".join(str(e) for errors in form.errors.values() for e in errors)
         return HttpResponseBadRequest(f"The export's filter is not valid: {problems}", content_type="text/plain")
-    rows = audit_export_rows(user=request.user, filters=form.filters())
+    rows = audit_selectors.audit_export_rows(user=request.user, filters=form.filters())
     body = _csv_stream(rows) if fmt == "csv" else _ndjson_stream(rows)
     response = StreamingHttpResponse(body, content_type=EXPORT_CONTENT_TYPES[fmt])
     stamp = timezone.now().astimezone(dt.UTC).strftime("%Y%m%d-%H%M%S")

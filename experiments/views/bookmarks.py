@@ -18,9 +18,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
-from experiments import mixpanel, selectors, services
+from experiments import mixpanel
 from experiments.models import Bookmark, BookmarkKind
-from experiments.selectors import WorkspaceAccess
+from experiments.selectors import bookmarks as bookmark_selectors
+from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors.workspaces import WorkspaceAccess
+from experiments.services import bookmarks as bookmark_services
 from experiments.views.access import get_workspace_access
 
 TEMPLATE = "experiments/bookmark_list.html"
@@ -51,10 +54,10 @@ def _toast(response: HttpResponse, message: str) -> HttpResponse:
 
 
 def _page_context(request: HttpRequest, access: WorkspaceAccess) -> dict[str, Any]:
-    snapshot = selectors.experiment_list_peek(workspace=access.workspace)
-    items = selectors.bookmark_items(
-        bookmarks=selectors.bookmark_list_for_workspace(workspace=access.workspace),
-        experiments_by_id=selectors.experiments_by_id(snapshot=snapshot),
+    snapshot = bookmark_selectors.experiment_list_peek(workspace=access.workspace)
+    items = bookmark_selectors.bookmark_items(
+        bookmarks=bookmark_selectors.bookmark_list_for_workspace(workspace=access.workspace),
+        experiments_by_id=bookmark_selectors.experiments_by_id(snapshot=snapshot),
         user=request.user,
         is_admin=access.is_admin,
     )
@@ -62,13 +65,15 @@ def _page_context(request: HttpRequest, access: WorkspaceAccess) -> dict[str, An
         "access": access,
         "workspace": access.workspace,
         "items": items,
-        "activity": selectors.bookmark_activity(workspace=access.workspace),
+        "activity": bookmark_selectors.bookmark_activity(workspace=access.workspace),
         "snapshot": snapshot,
         "bookmark_next": reverse("experiments:bookmark-list", args=[access.workspace.pk]),
     }
 
 
-def _forbidden(request: HttpRequest, access: WorkspaceAccess, exc: services.BookmarkNotAllowed) -> HttpResponse:
+def _forbidden(
+    request: HttpRequest, access: WorkspaceAccess, exc: bookmark_services.BookmarkNotAllowed
+) -> HttpResponse:
     """403 with the reason: a toast for htmx (which does not swap 4xx), the page otherwise."""
     if request.htmx:
         response = HttpResponse(str(exc), status=403, content_type="text/plain; charset=utf-8")
@@ -78,10 +83,10 @@ def _forbidden(request: HttpRequest, access: WorkspaceAccess, exc: services.Book
 
 
 def _item_context(request: HttpRequest, access: WorkspaceAccess, bookmark: Bookmark, **extra: Any) -> dict[str, Any]:
-    [item] = selectors.bookmark_items(
+    [item] = bookmark_selectors.bookmark_items(
         bookmarks=[bookmark],
-        experiments_by_id=selectors.experiments_by_id(
-            snapshot=selectors.experiment_list_peek(workspace=access.workspace)
+        experiments_by_id=bookmark_selectors.experiments_by_id(
+            snapshot=bookmark_selectors.experiment_list_peek(workspace=access.workspace)
         ),
         user=request.user,
         is_admin=access.is_admin,
@@ -93,10 +98,10 @@ def _strip_html(request: HttpRequest, access: WorkspaceAccess) -> str:
     """The experiments page's bookmark strip, as an out-of-band swap, when the form came from that page."""
     if request.POST.get("strip") != "1":
         return ""
-    strip = selectors.bookmark_strip(
+    strip = bookmark_selectors.bookmark_strip(
         access=access,
         user=request.user,
-        snapshot=selectors.experiment_list_peek(workspace=access.workspace),
+        snapshot=bookmark_selectors.experiment_list_peek(workspace=access.workspace),
     )
     return _fragment(request, "bookmark-strip", {"workspace": access.workspace, "bookmark_strip": strip, "oob": True})
 
@@ -111,16 +116,16 @@ def bookmark_list(request: HttpRequest, workspace_pk: int) -> HttpResponse:
 def _experiment_to_bookmark(access: WorkspaceAccess, experiment_id: str) -> mixpanel.Experiment:
     """The experiment from the workspace's list; only listed experiments can be bookmarked."""
     try:
-        experiment = selectors.experiment_for_bookmark(
+        experiment = bookmark_selectors.experiment_for_bookmark(
             workspace=access.workspace,
             experiment_id=experiment_id,
             # Through the module attribute (the seam tests replace), and only if the cache cannot answer.
             client_factory=lambda: mixpanel.client_for(access.workspace),
         )
-    except (selectors.ExperimentListUnavailable, mixpanel.MixpanelError) as exc:
-        raise services.BookmarkInvalid(EXPERIMENT_UNCHECKED.format(error=exc)) from None
+    except (list_selectors.ExperimentListUnavailable, mixpanel.MixpanelError) as exc:
+        raise bookmark_services.BookmarkInvalid(EXPERIMENT_UNCHECKED.format(error=exc)) from None
     if experiment is None:
-        raise services.BookmarkInvalid(EXPERIMENT_UNKNOWN)
+        raise bookmark_services.BookmarkInvalid(EXPERIMENT_UNKNOWN)
     return experiment
 
 
@@ -181,18 +186,18 @@ def _star_add(request: HttpRequest, access: WorkspaceAccess, experiment_id: str,
     """Bookmark one listed experiment and answer with its star (htmx) or a redirect."""
     try:
         experiment = _experiment_to_bookmark(access, experiment_id)
-        services.bookmark_create_experiment(
+        bookmark_services.bookmark_create_experiment(
             workspace=access.workspace,
             user=request.user,
             experiment_id=experiment.id,
             experiment_name=experiment.name,
             note=note,
         )
-    except services.BookmarkExists as exc:
+    except bookmark_services.BookmarkExists as exc:
         # Someone else just added it: the star is on, and the message says who.
         name = exc.existing.experiment_name or experiment_id
         return _star_response(request, access, experiment_id=experiment_id, name=name, starred=True, message=str(exc))
-    except services.BookmarkError as exc:
+    except bookmark_services.BookmarkError as exc:
         return _star_response(request, access, experiment_id=experiment_id, name=experiment_id, message=str(exc))
     return _star_response(
         request,
@@ -212,14 +217,14 @@ def bookmark_create(request: HttpRequest, workspace_pk: int) -> HttpResponse:
     if request.POST.get("kind") == BookmarkKind.EXPERIMENT:
         return _star_add(request, access, request.POST.get("experiment_id", "").strip(), request.POST.get("note", ""))
     try:
-        bookmark = services.bookmark_create_view(
+        bookmark = bookmark_services.bookmark_create_view(
             workspace=access.workspace,
             user=request.user,
             query=_submitted_view_query(request),
             title=request.POST.get("title", ""),
             note=request.POST.get("note", ""),
         )
-    except services.BookmarkError as exc:
+    except bookmark_services.BookmarkError as exc:
         return _view_form_response(request, access, message=str(exc), ok=False)
     return _view_form_response(
         request, access, message=f"Bookmarked the view “{bookmark.title}” for the team.", ok=True
@@ -230,22 +235,22 @@ def bookmark_create(request: HttpRequest, workspace_pk: int) -> HttpResponse:
 def bookmark_update(request: HttpRequest, workspace_pk: int, bookmark_pk: int) -> HttpResponse:
     """Edit a bookmark's note and title (its creator or a workspace admin)."""
     access = get_workspace_access(request, workspace_pk)
-    bookmark = selectors.bookmark_get(workspace=access.workspace, pk=bookmark_pk)
+    bookmark = bookmark_selectors.bookmark_get(workspace=access.workspace, pk=bookmark_pk)
     try:
-        services.bookmark_update(
+        bookmark_services.bookmark_update(
             bookmark=bookmark,
             user=request.user,
             note=request.POST.get("note", ""),
             title=request.POST.get("title"),
         )
-    except services.BookmarkNotAllowed as exc:
+    except bookmark_services.BookmarkNotAllowed as exc:
         return _forbidden(request, access, exc)
-    except services.BookmarkGone as exc:
+    except bookmark_services.BookmarkGone as exc:
         if not request.htmx:
             messages.error(request, str(exc))
             return _back(request, access)
         return _toast(HttpResponse(""), str(exc))
-    except services.BookmarkInvalid as exc:
+    except bookmark_services.BookmarkInvalid as exc:
         if not request.htmx:
             messages.error(request, str(exc))
             return _back(request, access)
@@ -265,13 +270,13 @@ def bookmark_update(request: HttpRequest, workspace_pk: int, bookmark_pk: int) -
 def bookmark_delete(request: HttpRequest, workspace_pk: int, bookmark_pk: int) -> HttpResponse:
     """Remove a bookmark (its creator or a workspace admin); htmx gets an empty fragment."""
     access = get_workspace_access(request, workspace_pk)
-    bookmark = selectors.bookmark_get(workspace=access.workspace, pk=bookmark_pk)
+    bookmark = bookmark_selectors.bookmark_get(workspace=access.workspace, pk=bookmark_pk)
     label = str(bookmark)
     try:
-        services.bookmark_delete(bookmark=bookmark, user=request.user)
-    except services.BookmarkNotAllowed as exc:
+        bookmark_services.bookmark_delete(bookmark=bookmark, user=request.user)
+    except bookmark_services.BookmarkNotAllowed as exc:
         return _forbidden(request, access, exc)
-    except services.BookmarkGone as exc:
+    except bookmark_services.BookmarkGone as exc:
         label, message = "", str(exc)
     else:
         message = f"Removed the bookmark “{label}”."
@@ -286,14 +291,14 @@ def bookmark_delete(request: HttpRequest, workspace_pk: int, bookmark_pk: int) -
 def bookmark_toggle(request: HttpRequest, workspace_pk: int, experiment_id: str) -> HttpResponse:
     """The star on an experiment: add the team bookmark if absent, remove it if present (when allowed)."""
     access = get_workspace_access(request, workspace_pk)
-    existing = selectors.bookmark_for_experiment(workspace=access.workspace, experiment_id=experiment_id)
+    existing = bookmark_selectors.bookmark_for_experiment(workspace=access.workspace, experiment_id=experiment_id)
     if existing is not None:
         name = existing.experiment_name or experiment_id
         try:
-            services.bookmark_delete(bookmark=existing, user=request.user)
-        except services.BookmarkNotAllowed as exc:
+            bookmark_services.bookmark_delete(bookmark=existing, user=request.user)
+        except bookmark_services.BookmarkNotAllowed as exc:
             return _forbidden(request, access, exc)
-        except services.BookmarkGone:
+        except bookmark_services.BookmarkGone:
             pass  # someone removed it a moment ago: the outcome the person wanted
         return _star_response(
             request,

@@ -9,12 +9,12 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from experiments.selectors import workspace_list_for_user
+from experiments.selectors import workspaces as workspace_selectors
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    workspaces = workspace_list_for_user(user=request.user)
+    workspaces = workspace_selectors.workspace_list_for_user(user=request.user)
     return render(request, "experiments/home.html", {"workspaces": workspaces})
 
 

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
-from experiments import mixpanel, selectors, services
+from experiments import mixpanel
 from experiments.forms import (
     PAGE_SIZE,
     SEARCH_MAX_LENGTH,
@@ -34,7 +34,12 @@ from experiments.forms import (
     ForceConcludeForm,
 )
 from experiments.models import AttemptState
-from experiments.selectors import ExperimentListUnavailable, WorkspaceAccess
+from experiments.selectors import bookmarks as bookmark_selectors
+from experiments.selectors import conclusions as conclusion_selectors
+from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors.experiment_list import ExperimentListUnavailable
+from experiments.selectors.workspaces import WorkspaceAccess
+from experiments.services import conclusions as conclusion_services
 from experiments.views.access import get_workspace_access
 
 LIST_TEMPLATE = "experiments/experiment_list.html"
@@ -108,7 +113,7 @@ def _list_url(workspace_pk: int) -> str:
 def _render_list(
     request: HtmxHttpRequest, access: WorkspaceAccess, query: ExperimentListQuery, snapshot: Any
 ) -> HttpResponse:
-    page = selectors.experiment_list_page(
+    page = list_selectors.experiment_list_page(
         snapshot=snapshot, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=PAGE_SIZE
     )
     query = query.with_(page=page.page)  # a page past the end was clamped to the last one
@@ -120,8 +125,8 @@ def _render_list(
         "query": query,
         "snapshot": snapshot,
         "page": page,
-        "rows": selectors.experiment_rows(access=access, experiments=page.experiments),
-        "bookmark_strip": selectors.bookmark_strip(access=access, user=request.user, snapshot=snapshot),
+        "rows": list_selectors.experiment_rows(access=access, experiments=page.experiments),
+        "bookmark_strip": bookmark_selectors.bookmark_strip(access=access, user=request.user, snapshot=snapshot),
         "list_url": list_url,
         "canonical_url": list_url + query.url_suffix(),
         "tabs": [
@@ -156,7 +161,7 @@ def experiment_list(request: HtmxHttpRequest, workspace_pk: int) -> HttpResponse
     """The workspace's home: its experiments, filtered, searched, sorted and paged by URL."""
     access = get_workspace_access(request, workspace_pk)
     query = ExperimentListQuery.from_querydict(request.GET)
-    snapshot = selectors.experiment_list_cached(workspace=access.workspace, client=_LazyClient(access.workspace))
+    snapshot = list_selectors.experiment_list_cached(workspace=access.workspace, client=_LazyClient(access.workspace))
     return _render_list(request, access, query, snapshot)
 
 
@@ -165,7 +170,7 @@ def experiment_list_refresh(request: HtmxHttpRequest, workspace_pk: int) -> Http
     """Read the list from Mixpanel again, then show the same view."""
     access = get_workspace_access(request, workspace_pk)
     query = ExperimentListQuery.from_querystring(request.POST.get("list_query", ""))
-    snapshot = selectors.experiment_list_cached(
+    snapshot = list_selectors.experiment_list_cached(
         workspace=access.workspace, client=_LazyClient(access.workspace), refresh=True
     )
     if _wants_fragment(request):
@@ -222,9 +227,9 @@ def _mixpanel_ui_url(workspace: Any, experiment_id: str) -> str:
 
 def _row_for(
     access: WorkspaceAccess, experiment: mixpanel.Experiment, *, notice: str = "", notice_ok: bool = False
-) -> selectors.ExperimentRow:
-    claims = selectors.claim_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id])
-    return selectors.experiment_row(
+) -> list_selectors.ExperimentRow:
+    claims = conclusion_selectors.claim_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id])
+    return list_selectors.experiment_row(
         access=access, experiment=experiment, claim=claims.get(experiment.id), notice=notice, notice_ok=notice_ok
     )
 
@@ -235,13 +240,15 @@ def _conclude_section_context(
     """The experiment page's force-conclude section: its row state and every attempt."""
     return {
         "row": _row_for(access, experiment, notice=notice, notice_ok=notice_ok),
-        "attempts": selectors.attempt_list_for_experiment(workspace=access.workspace, experiment_id=experiment.id),
+        "attempts": conclusion_selectors.attempt_list_for_experiment(
+            workspace=access.workspace, experiment_id=experiment.id
+        ),
         "conclude_suffix": "?back=detail",
         "back": "detail",
     }
 
 
-def _detail_context(access: WorkspaceAccess, detail: selectors.ExperimentDetail) -> dict[str, Any]:
+def _detail_context(access: WorkspaceAccess, detail: list_selectors.ExperimentDetail) -> dict[str, Any]:
     experiment = detail.experiment
     return {
         "access": access,
@@ -261,7 +268,9 @@ def _detail_context(access: WorkspaceAccess, detail: selectors.ExperimentDetail)
             ("Results cache", _pretty_json(experiment.results_cache)),
         ],
         "raw_json": _pretty_json(dict(experiment.raw)),
-        "starred": selectors.bookmark_ids_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id]),
+        "starred": bookmark_selectors.bookmark_ids_for_experiments(
+            workspace=access.workspace, experiment_ids=[experiment.id]
+        ),
         **_conclude_section_context(access, experiment),
     }
 
@@ -271,7 +280,7 @@ def experiment_detail(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     """One experiment: what Mixpanel says about it, and every conclusion attempt on it."""
     access = get_workspace_access(request, workspace_pk)
     try:
-        detail = selectors.experiment_detail_get(
+        detail = list_selectors.experiment_detail_get(
             workspace=access.workspace, client=_LazyClient(access.workspace), experiment_id=experiment_id
         )
     except ExperimentListUnavailable as exc:
@@ -320,7 +329,7 @@ def _outcome_fragment(
     request: HtmxHttpRequest,
     access: WorkspaceAccess,
     experiment: mixpanel.Experiment,
-    outcome: services.ConclusionOutcome,
+    outcome: conclusion_services.ConclusionOutcome,
     *,
     back: str,
     list_query: str,
@@ -333,7 +342,7 @@ def _outcome_fragment(
     else:
         row = _row_for(access, shown, notice=outcome.message, notice_ok=outcome.ok)
         context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
-        context["bookmark_strip"] = selectors.bookmark_strip(access=access, user=request.user, snapshot=None)
+        context["bookmark_strip"] = bookmark_selectors.bookmark_strip(access=access, user=request.user, snapshot=None)
         template = LIST_TEMPLATE + "#row"
     context.update(access=access, workspace=access.workspace)
     html = render_to_string(template, context, request=request)
@@ -360,10 +369,12 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         "workspace": access.workspace,
         "back": back,
         "back_url": _back_url(access, experiment_id, back, list_query),
-        "hx_target": "#conclude-section" if back == "detail" else "#" + selectors.experiment_dom_id(experiment_id),
+        "hx_target": "#conclude-section" if back == "detail" else "#" + list_selectors.experiment_dom_id(experiment_id),
     }
     try:
-        experiment = selectors.experiment_get(workspace=access.workspace, client=client, experiment_id=experiment_id)
+        experiment = list_selectors.experiment_get(
+            workspace=access.workspace, client=client, experiment_id=experiment_id
+        )
     except ExperimentListUnavailable as exc:
         context["unavailable"] = str(exc)
         if request.method == "POST" and not _wants_fragment(request):
@@ -382,7 +393,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         context.update(row=_row_for(access, experiment), form=form)
         return _form_response(request, context)
 
-    outcome = services.experiment_force_conclude(
+    outcome = conclusion_services.experiment_force_conclude(
         workspace=access.workspace,
         user=request.user,
         experiment_id=experiment.id,

@@ -22,7 +22,7 @@ from tests.bench.context import BenchContext
 from tests.bench.experiments_bench import get_ok
 from tests.bench.servers import Gunicorn, session_cookie
 
-# The audit list's cursor tokens: "b<id>" = rows older than id (experiments.selectors).
+# The audit list's cursor tokens: "b<id>" = rows older than id (experiments.selectors.audit).
 _CURSOR_LINK = re.compile(r"[?&;]([A-Za-z_]+)=b([0-9]+)")
 
 
@@ -142,7 +142,7 @@ def b4_audit_list(ctx: BenchContext) -> list[common.Result]:
 def _floor_rate(count: int) -> float:
     """Rows per second of reading the same rows straight from the database (the floor)."""
     from experiments.models import ConclusionAttempt
-    from experiments.selectors import AUDIT_EXPORT_FIELDS
+    from experiments.selectors.audit import AUDIT_EXPORT_FIELDS
 
     started = time.perf_counter()
     read = 0

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments.models import Region, Role, Workspace
-from experiments.services import membership_set
+from experiments.services import workspaces as workspace_services
 
 
 class Command(BaseCommand):
@@ -34,5 +34,5 @@ class Command(BaseCommand):
             raise CommandError(f"No workspace with Mixpanel id {options['workspace_id']}; add it with add_workspace.")
         if len(found) > 1:
             raise CommandError(f"Workspace id {options['workspace_id']} exists in several regions; pass --region.")
-        change = membership_set(user=user, workspace=found[0], role=options["role"])
+        change = workspace_services.membership_set(user=user, workspace=found[0], role=options["role"])
         self.stdout.write(f"{user.get_username()} is now {options['role']} of {found[0].name} ({change}).")

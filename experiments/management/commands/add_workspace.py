@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments.models import Region
-from experiments.services import workspace_ensure
+from experiments.services import workspaces as workspace_services
 
 
 class Command(BaseCommand):
@@ -26,7 +26,7 @@ class Command(BaseCommand):
         for flag in ("workspace_id", "project_id"):
             if options[flag] is not None and options[flag] <= 0:
                 raise CommandError(f"--{flag.replace('_', '-')} must be a positive integer.")
-        workspace, change = workspace_ensure(
+        workspace, change = workspace_services.workspace_ensure(
             name=name,
             region=options["region"],
             mixpanel_workspace_id=options["workspace_id"],

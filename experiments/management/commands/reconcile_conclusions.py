@@ -19,8 +19,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import mixpanel, selectors, services
+from experiments import mixpanel
 from experiments.models import Workspace
+from experiments.selectors import conclusions as conclusion_selectors
+from experiments.services import conclusions as conclusion_services
 
 _DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhd])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -73,7 +75,7 @@ class Command(BaseCommand):
 
     # -- reconcile ---------------------------------------------------------------
     def _reconcile(self, older_than: dt.timedelta, workspace_pk: int | None) -> None:
-        attempts = selectors.attempt_list_to_reconcile(older_than=older_than, workspace_pk=workspace_pk)
+        attempts = conclusion_selectors.attempt_list_to_reconcile(older_than=older_than, workspace_pk=workspace_pk)
         if not attempts:
             self.stdout.write(f"No open attempts older than {older_than}.")
             return
@@ -86,7 +88,7 @@ class Command(BaseCommand):
                 rows.append((attempt, attempt.state, "left open", "-", client.message))
                 left_open += 1
                 continue
-            result = services.conclusion_reconcile(attempt=attempt, client=client)
+            result = conclusion_services.conclusion_reconcile(attempt=attempt, client=client)
             left_open += 0 if result.resolved else 1
             label = {"applied": "applied", "not_applied": "not applied", "skipped": "skipped"}.get(
                 result.outcome, "left open"
@@ -119,7 +121,7 @@ class Command(BaseCommand):
             try:
                 if isinstance(client, mixpanel.MixpanelError):
                     raise client
-                items = selectors.conclusion_drift(workspace=workspace, client=client)
+                items = conclusion_selectors.conclusion_drift(workspace=workspace, client=client)
             except mixpanel.MixpanelError as exc:
                 unreadable.append(f"{workspace.name}: {exc.message}")
                 continue
@@ -131,7 +133,7 @@ class Command(BaseCommand):
                         exp.name,
                         exp.id,
                         exp.status,
-                        services.format_when(exp.end_date),
+                        conclusion_services.format_when(exp.end_date),
                         exp.last_modified_by_name,
                         ", ".join(item.local_states) or "none",
                     ]

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from experiments.models import Role
-from experiments.services import membership_set, workspace_ensure
+from experiments.services import workspaces as workspace_services
 from experiments.standin import DEMO_WORKSPACES
 
 REFUSAL = (
@@ -62,7 +62,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             workspaces = []
             for demo in DEMO_WORKSPACES:
-                workspace, change = workspace_ensure(
+                workspace, change = workspace_services.workspace_ensure(
                     name=demo.name,
                     region=demo.region,
                     mixpanel_workspace_id=demo.mixpanel_workspace_id,
@@ -76,7 +76,7 @@ class Command(BaseCommand):
                 user, change = ensure_user(username, superuser=superuser)
                 if role is not None:
                     for workspace in workspaces:
-                        membership_set(user=user, workspace=workspace, role=role)
+                        workspace_services.membership_set(user=user, workspace=workspace, role=role)
                 if reviews:
                     user.user_permissions.add(review)
                 self.stdout.write(f"User {username}: {change}")

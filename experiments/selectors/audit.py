@@ -1,0 +1,519 @@
+"""Reads for audit review (issue 6): keyset pages of attempts, the export's rows, and one attempt's timeline."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Exists, Func, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast
+
+from experiments.mixpanel import Experiment, MixpanelError, parse_experiment
+from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, EntryKind, Membership, Workspace
+
+# The audit list pages a million ConclusionAttempt rows by keyset on `id` (unique and
+# increasing with time): every page is "WHERE <filters> AND id < cursor ORDER BY id DESC
+# LIMIT n+1", which an index answers in the same time at any depth. No OFFSET, and no
+# COUNT(*) of the table (an approximate total comes from PostgreSQL's statistics).
+
+AUDIT_PAGE_SIZE = 50
+AUDIT_PAGE_SIZES = (10, 25, 50, 100, 200)
+AUDIT_EXPORT_CHUNK = 2000
+REVIEW_ALL_PERMISSION = "experiments.review_all_conclusions"
+# How far created_at may run out of step with id. Both are set when the attempt is
+# inserted, so they disagree by at most a transaction's length; a day is a wide margin
+# that costs a day of rows at most when a date range is turned into id bounds.
+_DATE_ID_SLACK = dt.timedelta(days=1)
+_CURSOR_PATTERN = re.compile(r"^([ab])([0-9]{1,18})$")
+_APPLIED_STATUSES = ("concluded", "success", "fail")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilters:
+    """The audit list's filters (all optional); the same object drives the list and export."""
+
+    workspace_id: int | None = None
+    # An actor's user id ("42") or username.
+    person: str = ""
+    outcome: str = ""
+    # Inclusive UTC calendar dates.
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    # Free text over experiment name, experiment id and reason text.
+    q: str = ""
+
+    @property
+    def is_empty(self) -> bool:
+        return self == AuditFilters()
+
+    def params(self) -> list[tuple[str, str]]:
+        """The filter as URL parameters, in a fixed order, empty ones left out."""
+        pairs = [
+            ("workspace", str(self.workspace_id) if self.workspace_id else ""),
+            ("person", self.person),
+            ("outcome", self.outcome),
+            ("date_from", self.date_from.isoformat() if self.date_from else ""),
+            ("date_to", self.date_to.isoformat() if self.date_to else ""),
+            ("q", self.q),
+        ]
+        return [(key, value) for key, value in pairs if value]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """One page of attempts, newest first, with the cursors of its neighbours."""
+
+    rows: list[ConclusionAttempt]
+    newer_cursor: str | None
+    older_cursor: str | None
+    page_size: int
+    # Only when it is cheap (PostgreSQL statistics, unfiltered view of everything).
+    approximate_total: int | None = None
+    is_first_page: bool = True
+
+
+def audit_can_review_all(*, user: Any) -> bool:
+    """Whether `user` may read every workspace's audit (the permission, or superuser)."""
+    return bool(user.is_active and user.has_perm(REVIEW_ALL_PERMISSION))
+
+
+def audit_workspaces_for_user(*, user: Any) -> list[Workspace]:
+    """The workspaces whose audit `user` may read, by name (one query)."""
+    if audit_can_review_all(user=user):
+        return list(Workspace.objects.order_by("name", "id"))
+    return list(Workspace.objects.filter(memberships__user=user).order_by("name", "id"))
+
+
+def _visible_attempts(user: Any) -> QuerySet[ConclusionAttempt]:
+    if audit_can_review_all(user=user):
+        return ConclusionAttempt.objects.all()
+    # A correlated EXISTS on the membership, not a Python list of workspace ids. It keeps
+    # the scan in id order: with "workspace_id IN (subquery)" SQLite reads every attempt
+    # of the member's workspaces by the workspace index and sorts them all for each page
+    # (O(rows) at any depth); here it walks ids newest first and stops after a page.
+    # PostgreSQL plans both forms as the same semi-join.
+    membership = Membership.objects.filter(user=user, workspace_id=OuterRef("workspace_id"))
+    return ConclusionAttempt.objects.filter(Exists(membership))
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+
+
+def _apply_audit_filters(qs: QuerySet[ConclusionAttempt], filters: AuditFilters) -> QuerySet[ConclusionAttempt]:
+    if filters.workspace_id:
+        qs = qs.filter(workspace_id=filters.workspace_id)  # attempt_ws_id_idx
+    if filters.person:
+        if filters.person.isdigit():
+            qs = qs.filter(actor_id=int(filters.person))  # attempt_actor_id_idx
+        else:
+            # A scalar subquery (one username, one id): PostgreSQL evaluates it once and
+            # scans attempt_actor_id_idx with the result, as for an id.
+            user_id = get_user_model().objects.filter(username=filters.person).values("pk")[:1]
+            qs = qs.filter(actor_id=Subquery(user_id))
+    if filters.outcome:
+        qs = qs.filter(state=filters.outcome)  # attempt_state_id_idx
+    if filters.date_from or filters.date_to:
+        qs = _apply_date_range(qs, filters.date_from, filters.date_to)
+    if filters.q:
+        # No index serves a substring search: the scan walks ids newest first and stops
+        # after a page of matches, so a common word is fast and a rare one may read the
+        # whole visible table (about 0.3-1 s at a million rows). Narrow by workspace,
+        # person, outcome or dates first to bound it.
+        qs = qs.filter(
+            Q(experiment_name__icontains=filters.q)
+            | Q(experiment_id__icontains=filters.q)
+            | Q(reason_text__icontains=filters.q)
+        )
+    return qs
+
+
+def _apply_date_range(
+    qs: QuerySet[ConclusionAttempt], date_from: dt.date | None, date_to: dt.date | None
+) -> QuerySet[ConclusionAttempt]:
+    """created_at bounds (exact) plus id bounds (fast), so the scan stays in id order.
+
+    Filtering on created_at alone lets a planner walk the primary key from the newest
+    row and discard everything after the range, or read the whole range and sort it.
+    Two one-row probes of attempt_created_idx turn the range into id bounds (with a
+    margin, since created_at and id can disagree by a transaction's length), so the
+    page is read by id from the right place; the created_at bounds keep it exact.
+    """
+    order = ConclusionAttempt.objects.order_by
+    if date_from:
+        start = _day_start(date_from)
+        qs = qs.filter(created_at__gte=start)
+        lowest = order("created_at", "id").filter(created_at__gte=start - _DATE_ID_SLACK).values("id")[:1]
+        qs = qs.filter(id__gte=Subquery(lowest))
+    if date_to:
+        end = _day_start(date_to) + dt.timedelta(days=1)
+        qs = qs.filter(created_at__lt=end)
+        highest = order("-created_at", "-id").filter(created_at__lt=end + _DATE_ID_SLACK).values("id")[:1]
+        qs = qs.filter(id__lte=Subquery(highest))
+    return qs
+
+
+def audit_attempts_filtered(*, user: Any, filters: AuditFilters) -> QuerySet[ConclusionAttempt]:
+    """Every attempt `user` may see that matches `filters`, unordered (list and export share it)."""
+    return _apply_audit_filters(_visible_attempts(user), filters)
+
+
+def parse_audit_cursor(token: str | None) -> tuple[str, int] | None:
+    """("older"|"newer", id) from a cursor token "b<id>" / "a<id>"; None when unusable."""
+    match = _CURSOR_PATTERN.match(token or "")
+    if not match:
+        return None
+    return ("older" if match.group(1) == "b" else "newer", int(match.group(2)))
+
+
+def _approximate_attempt_total() -> int | None:
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        # The planner's row estimate, refreshed by (auto)vacuum/analyze: free to read.
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [ConclusionAttempt._meta.db_table]
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
+
+
+def audit_attempt_page(
+    *,
+    user: Any,
+    filters: AuditFilters,
+    cursor: str | int | None = None,
+    direction: str = "older",
+    page_size: int = AUDIT_PAGE_SIZE,
+) -> AuditPage:
+    """One page of the attempts `user` may see, newest first, paged by keyset on id.
+
+    `cursor` is a token from a previous page ("b<id>": older than id, "a<id>": newer
+    than id) or a bare id read in `direction`; anything unusable gives the first page.
+    Rows inserted between page loads never make a page skip or repeat a row. One
+    query per page (plus a statistics read for the approximate total on PostgreSQL).
+    """
+    page_size = max(1, min(int(page_size), max(AUDIT_PAGE_SIZES)))
+    if isinstance(cursor, int) and not isinstance(cursor, bool):
+        position = ("newer" if direction == "newer" else "older", cursor) if cursor > 0 else None
+    else:
+        position = parse_audit_cursor(cursor)
+    qs = audit_attempts_filtered(user=user, filters=filters).select_related("workspace")
+
+    if position and position[0] == "newer":
+        after = position[1]
+        rows = list(qs.filter(id__gt=after).order_by("id")[: page_size + 1])
+        more_newer = len(rows) > page_size
+        rows = rows[:page_size]
+        rows.reverse()
+        newer = f"a{rows[0].pk}" if more_newer else None
+        # We came from older rows: offer the way back even if this page is empty.
+        older = f"b{rows[-1].pk}" if rows else f"b{after + 1}"
+        return AuditPage(rows, newer, older, page_size, is_first_page=False)
+
+    before = position[1] if position else None
+    page_qs = qs.filter(id__lt=before) if before is not None else qs
+    rows = list(page_qs.order_by("-id")[: page_size + 1])
+    more_older = len(rows) > page_size
+    rows = rows[:page_size]
+    older = f"b{rows[-1].pk}" if more_older else None
+    if before is None:
+        total = _approximate_attempt_total() if filters.is_empty and audit_can_review_all(user=user) else None
+        return AuditPage(rows, None, older, page_size, approximate_total=total)
+    newer = f"a{rows[0].pk}" if rows else f"a{before - 1}"
+    return AuditPage(rows, newer, older, page_size, is_first_page=False)
+
+
+AUDIT_EXPORT_FIELDS = (
+    "id",
+    "created_at",
+    "workspace_id",
+    "workspace__name",
+    "actor_id",
+    "actor_name",
+    "experiment_id",
+    "experiment_name",
+    "reason_category",
+    "reason_text",
+    "end_date",
+    "request_body",
+    "state",
+    "failure_reason",
+    "http_status",
+    "duration_ms",
+    "finished_at",
+)
+
+
+class _UTCTimestampText(Func):
+    """A datetime column as ISO 8601 UTC text ("2026-03-01T12:00:00.123456Z"), made by the database.
+
+    Formatting a million datetimes in Python (parse, astimezone, isoformat) was a third
+    of the export's time; the database does it for free while it reads the row.
+    """
+
+    output_field = TextField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        # Django keeps SQLite datetimes as naive UTC text "YYYY-MM-DD HH:MM:SS[.ffffff]".
+        return self.as_sql(compiler, connection, template="(replace(%(expressions)s, ' ', 'T') || 'Z')", **extra)
+
+
+_EXPORT_AS_TEXT = {
+    "created_at": lambda: _UTCTimestampText("created_at"),
+    "end_date": lambda: _UTCTimestampText("end_date"),
+    "finished_at": lambda: _UTCTimestampText("finished_at"),
+    # The JSON text as stored: no decode and re-encode per row.
+    "request_body": lambda: Cast("request_body", output_field=TextField()),
+}
+
+
+def audit_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[tuple[Any, ...]]:
+    """Every attempt `user` may see under `filters`, newest first, streamed as tuples.
+
+    Each tuple holds AUDIT_EXPORT_FIELDS in order; the datetimes come as ISO 8601 UTC
+    text and request_body as its JSON text, both made by the database. Rows are
+    values_list() tuples, not model instances, read in chunks. On PostgreSQL the read
+    runs inside a transaction so Django uses a server-side cursor: outside one,
+    psycopg builds the whole result before the first row (~19 s at a million rows).
+    """
+    columns = [_EXPORT_AS_TEXT[name]() if name in _EXPORT_AS_TEXT else name for name in AUDIT_EXPORT_FIELDS]
+    qs = audit_attempts_filtered(user=user, filters=filters).order_by("-id").values_list(*columns)
+    # Only PostgreSQL needs (and benefits from) the transaction; on SQLite our
+    # transactions are IMMEDIATE and would hold the write lock for the whole export.
+    with transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext():
+        yield from qs.iterator(chunk_size=AUDIT_EXPORT_CHUNK)
+
+
+# Attempt detail --------------------------------------------------------------------------
+
+_OUTCOME_KINDS = (EntryKind.CONCLUSION_SUCCEEDED, EntryKind.CONCLUSION_FAILED, EntryKind.CONCLUSION_UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditTimelineEntry:
+    """One audit entry of an attempt, with its payload decoded (never evaluated)."""
+
+    entry: AuditEntry
+    payload: dict[str, Any]
+
+    @property
+    def short_hash(self) -> str:
+        return self.entry.hash[:12]
+
+    @property
+    def note(self) -> str:
+        """The entry's own readable sentence, when it has one."""
+        for key in ("reason", "message"):
+            if isinstance(self.payload.get(key), str):
+                return self.payload[key]
+        error = self.payload.get("error")
+        return error if isinstance(error, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnedSummary:
+    """Mixpanel's returned experiment in a few readable fields (each may be missing)."""
+
+    status_before: str | None
+    status_after: str | None
+    start_date: dt.datetime | None
+    end_date: dt.datetime | None
+    variant_count: int | None
+    exposures: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAttemptDetail:
+    """Everything the attempt page shows, decoded from the attempt's entries.
+
+    JSON values are kept as data and pretty-printed as text; the template
+    escapes all of it (it is upstream text).
+    """
+
+    attempt: ConclusionAttempt
+    timeline: list[AuditTimelineEntry]
+    request_body: Any = None
+    before: Any = None
+    # A snapshot or answer kept as text: cut at the size cap, or not JSON at all.
+    before_raw: str | None = None
+    returned: Any = None
+    returned_raw: str | None = None
+    truncated: bool = False
+    error: str = ""
+    error_details: dict[str, Any] = field(default_factory=dict)
+    summary: ReturnedSummary | None = None
+    reconciliation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def request_body_json(self) -> str:
+        return _pretty_json(self.request_body)
+
+    @property
+    def reconciled_status(self) -> str:
+        """The status reconcile_conclusions read from Mixpanel (either key the service wrote)."""
+        for key in ("upstream_status", "observed_status"):
+            if isinstance(self.reconciliation.get(key), str):
+                return self.reconciliation[key]
+        return ""
+
+    @property
+    def before_json(self) -> str:
+        return _pretty_json(self.before)
+
+    @property
+    def returned_json(self) -> str:
+        return _pretty_json(self.returned)
+
+
+def _pretty_json(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _decode_payload(entry: AuditEntry) -> dict[str, Any]:
+    try:
+        data = json.loads(entry.payload or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _as_snapshot(value: Any) -> tuple[Any, str | None]:
+    """(JSON value, None) or (None, text) for a snapshot stored cut as {"truncated", "text"}."""
+    if isinstance(value, dict) and set(value) == {"truncated", "text"} and isinstance(value["text"], str):
+        return None, value["text"]
+    if isinstance(value, str):
+        try:
+            return json.loads(value), None
+        except ValueError:
+            return None, value
+    return value, None
+
+
+def _experiment_in(document: Any) -> Mapping[str, Any] | None:
+    """The experiment object in a stored answer: the envelope's "results", or the object itself."""
+    if isinstance(document, Mapping) and isinstance(document.get("results"), Mapping):
+        return document["results"]
+    return document if isinstance(document, Mapping) else None
+
+
+def _parsed_experiment(document: Any) -> Experiment | None:
+    data = _experiment_in(document)
+    if data is None:
+        return None
+    try:
+        return parse_experiment(data)
+    except MixpanelError:
+        return None
+
+
+def _summarise(before: Any, returned: Any) -> ReturnedSummary | None:
+    after = _parsed_experiment(returned)
+    if after is None:
+        return None
+    previous = _parsed_experiment(before)
+    return ReturnedSummary(
+        status_before=previous.status if previous else None,
+        status_after=after.status,
+        start_date=after.start_date,
+        end_date=after.end_date,
+        variant_count=len(after.variants) if isinstance(after.variants, (list, tuple)) else None,
+        exposures=after.exposures_total,
+    )
+
+
+def _when_text(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _summary_from(before: Any = None, after: Any = None) -> ReturnedSummary | None:
+    """The service's own summaries, for when the answer itself was cut and cannot be parsed."""
+    if not isinstance(after, dict):
+        return None
+    variants, exposures = after.get("variants"), after.get("exposures")
+    return ReturnedSummary(
+        status_before=_text_or_none(before.get("status")) if isinstance(before, dict) else None,
+        status_after=_text_or_none(after.get("status")),
+        start_date=_when_text(after.get("start_date")),
+        end_date=_when_text(after.get("end_date")),
+        variant_count=variants if isinstance(variants, int) and not isinstance(variants, bool) else None,
+        exposures=exposures if isinstance(exposures, int) and not isinstance(exposures, bool) else None,
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _error_from(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    error = payload.get("error")
+    details = error if isinstance(error, dict) else {}
+    for candidate in (payload.get("reason"), error, details.get("message")):
+        if isinstance(candidate, str) and candidate:
+            return candidate, details
+    return "", details
+
+
+def audit_attempt_detail(*, user: Any, pk: int) -> AuditAttemptDetail | None:
+    """One attempt with its timeline, or None when `user` may not see it.
+
+    Two queries: the attempt (with its workspace) and its entries in seq order.
+    Outcome payloads are read in either shape the service writes: the returned
+    experiment as "returned" (JSON) / "returned_raw" (text), or as the answer's
+    "response_body" text; errors as text or as {"message", "type", ...}.
+    """
+    attempt = _visible_attempts(user).select_related("workspace").filter(pk=pk).first()
+    if attempt is None:
+        return None
+    entries = AuditEntry.objects.filter(attempt_id=attempt.pk).order_by("seq")  # entry_attempt_seq_idx
+    timeline = [AuditTimelineEntry(entry, _decode_payload(entry)) for entry in entries]
+    found: dict[str, Any] = {"request_body": attempt.request_body}
+    for item in timeline:
+        payload, kind = item.payload, item.entry.kind
+        if kind == EntryKind.CONCLUSION_REQUESTED and "request_body" in payload:
+            found["request_body"] = payload["request_body"]
+        elif kind in _OUTCOME_KINDS:
+            if payload.get("before") is not None:
+                found["before"], found["before_raw"] = _as_snapshot(payload["before"])
+            for key in ("returned", "returned_raw", "response_body"):
+                if payload.get(key) not in (None, ""):
+                    found["returned"], found["returned_raw"] = _as_snapshot(payload[key])
+            found["truncated"] = bool(payload.get("truncated") or payload.get("response_truncated"))
+            found["error"], found["error_details"] = _error_from(payload)
+            found["summaries"] = (payload.get("before_summary"), payload.get("after_summary"))
+        elif kind == EntryKind.CONCLUSION_RECONCILED:
+            found["reconciliation"] = payload
+    error = found.get("error") or ("" if attempt.state == AttemptState.SUCCEEDED else attempt.failure_reason)
+    return AuditAttemptDetail(
+        attempt=attempt,
+        timeline=timeline,
+        request_body=found.get("request_body"),
+        before=found.get("before"),
+        before_raw=found.get("before_raw"),
+        returned=found.get("returned"),
+        returned_raw=found.get("returned_raw"),
+        truncated=found.get("truncated", False),
+        error=error,
+        error_details=found.get("error_details", {}),
+        summary=_summarise(found.get("before"), found.get("returned")) or _summary_from(*found.get("summaries", ())),
+        reconciliation=found.get("reconciliation", {}),
+    )

@@ -1,0 +1,81 @@
+"""Reads for force conclude (issue 5): claims, attempts, attempts to reconcile, and drift from Mixpanel."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from experiments.mixpanel import Experiment
+from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
+
+
+def claim_for_experiments(*, workspace: Workspace, experiment_ids: list[str]) -> dict[str, ConclusionAttempt]:
+    """The attempt holding each experiment's claim (in flight, unknown or succeeded), in one query."""
+    claims = ConclusionClaim.objects.filter(workspace=workspace, experiment_id__in=experiment_ids).select_related(
+        "attempt"
+    )
+    return {claim.experiment_id: claim.attempt for claim in claims}
+
+
+def attempt_list_for_experiment(*, workspace: Workspace, experiment_id: str) -> list[ConclusionAttempt]:
+    """Every conclusion attempt on one experiment, newest first (index attempt_ws_exp_idx)."""
+    return list(ConclusionAttempt.objects.filter(workspace=workspace, experiment_id=experiment_id).order_by("-id"))
+
+
+def attempt_list_to_reconcile(*, older_than: dt.timedelta, workspace_pk: int | None = None) -> list[ConclusionAttempt]:
+    """Attempts left open that reconcile_conclusions should resolve, oldest first.
+
+    "requested" older than the threshold means the process died between intent
+    and outcome (a live request finishes within MIXPANEL_DEADLINE). "unknown" is
+    held to the same threshold because a PUT that timed out may still be landing
+    upstream; reading it too early could call an applied attempt "not applied".
+    Served by attempt_state_id_idx.
+    """
+    cutoff = timezone.now() - older_than
+    attempts = ConclusionAttempt.objects.filter(
+        state__in=[AttemptState.REQUESTED, AttemptState.UNKNOWN], created_at__lte=cutoff
+    ).select_related("workspace")
+    if workspace_pk is not None:
+        attempts = attempts.filter(workspace_id=workspace_pk)
+    return list(attempts.order_by("id"))
+
+
+@dataclass(frozen=True, slots=True)
+class DriftItem:
+    """An experiment Mixpanel shows as concluded with no applied conclusion recorded here."""
+
+    workspace: Workspace
+    experiment: Experiment
+    # States of the attempts we did record on it, newest first (often none).
+    local_states: tuple[str, ...]
+
+
+def conclusion_drift(*, workspace: Workspace, client: Any) -> list[DriftItem]:
+    """Experiments concluded upstream (concluded, success or fail) without a
+    succeeded or reconciled-applied attempt here: conclusions made outside the
+    dashboard. One list call to Mixpanel (its errors propagate) and one query.
+    """
+    concluded = [e for e in client.list_experiments(workspace.mixpanel_workspace_id) if e.is_concluded]
+    if not concluded:
+        return []
+    states: dict[str, list[str]] = {}
+    rows = (
+        ConclusionAttempt.objects.filter(workspace=workspace, experiment_id__in=[e.id for e in concluded])
+        .order_by("-id")
+        .values_list("experiment_id", "state")
+    )
+    for experiment_id, state in rows:
+        states.setdefault(experiment_id, []).append(state)
+    applied = {AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED}
+    drift = [
+        DriftItem(workspace=workspace, experiment=e, local_states=tuple(states.get(e.id, ())))
+        for e in concluded
+        if not applied.intersection(states.get(e.id, ()))
+    ]
+    # Most recently ended first: the freshest surprises lead the report.
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+    drift.sort(key=lambda item: (item.experiment.end_date or epoch, item.experiment.id), reverse=True)
+    return drift

@@ -1,0 +1,585 @@
+"""Reads for the experiments list (issue 4): the cached, indexed list from Mixpanel and its table rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+import uuid
+from bisect import bisect_right
+from collections import Counter
+from dataclasses import dataclass, field
+from html import escape as html_escape
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import Http404
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.safestring import mark_safe
+
+from experiments.mixpanel import STATUSES, Experiment, MixpanelError
+from experiments.models import AttemptState, ConclusionAttempt, Workspace
+from experiments.selectors import conclusions as conclusion_selectors
+from experiments.selectors.workspaces import WorkspaceAccess
+
+# Mixpanel's list call has no filtering, sorting or paging, so a workspace's whole list
+# is fetched, then filtered, sorted and paged here. Three keys in Django's cache (shared
+# across processes when REDIS_URL is set):
+#   <base>:fresh  {"token"}                    lives EXPERIMENT_LIST_CACHE_SECONDS: "do not ask Mixpanel yet"
+#   <base>:good   {"token", "fetched_at", "experiments"}  the last good copy, kept long for outages
+#   <base>:failed {"error"}                    a short back-off after a failed read
+# Each process keeps the parsed, indexed list of the token it last saw (_LIST_INDEXES), so a
+# warm request costs one small cache read plus work on one page of rows, whatever the list's
+# size. A Refresh anywhere writes a new token, and every process notices it on its next read.
+
+LIST_GOOD_COPY_SECONDS = 7 * 24 * 3600
+LIST_FAILURE_BACKOFF_SECONDS = 15
+LIST_CACHE_PREFIX = "experiment-list:v1"
+NO_COPY_MESSAGE = "The experiment list could not be read from Mixpanel and no earlier copy is available."
+# Order of the "status" sort: the lifecycle, then anything unexpected.
+_STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
+_MEMO_LIMIT = 256
+
+
+class _ListIndex:
+    """One fetched list with what every request needs precomputed once.
+
+    Per-status counts, a lowercase search blob per experiment, sort orders and
+    the results of recent (status, q, sort) selections are computed at most once
+    per token per process. A search that has not been seen yet (every keystroke)
+    scans all blobs joined in one string with str.find, at C speed, instead of
+    testing 10,000 blobs one by one in Python.
+    """
+
+    __slots__ = (
+        "_by_id",
+        "_haystack",
+        "_lock",
+        "_orders",
+        "_ranks",
+        "_selections",
+        "_starts",
+        "blobs",
+        "counts",
+        "experiments",
+        "fetched_at",
+        "token",
+    )
+
+    def __init__(self, *, token: str, fetched_at: dt.datetime, experiments: tuple[Experiment, ...]) -> None:
+        self.token = token
+        self.fetched_at = fetched_at
+        self.experiments = experiments
+        self.blobs = tuple(_search_blob(e) for e in experiments)
+        counts = dict.fromkeys(("all", *STATUSES), 0)
+        counts["all"] = len(experiments)
+        for experiment in experiments:
+            if experiment.status in counts:
+                counts[experiment.status] += 1
+        self.counts = counts
+        self._orders: dict[str, tuple[int, ...]] = {}
+        self._by_id: dict[str, Experiment] | None = None
+        self._ranks: dict[str, list[int]] = {}
+        self._haystack: str | None = None
+        self._starts: list[int] = []
+        self._selections: dict[tuple[str, str, str], tuple[tuple[int, ...], dict[str, int]]] = {}
+        self._lock = threading.Lock()
+
+    def order(self, sort: str) -> tuple[int, ...]:
+        """Indexes of the experiments in `sort` order (memoised)."""
+        order = self._orders.get(sort)
+        if order is None:
+            order = _sort_order(self.experiments, sort)
+            self._orders[sort] = order
+        return order
+
+    def rank(self, sort: str) -> list[int]:
+        """rank[i] is experiment i's position in `sort` order (memoised)."""
+        ranks = self._ranks.get(sort)
+        if ranks is None:
+            ranks = [0] * len(self.experiments)
+            for position, i in enumerate(self.order(sort)):
+                ranks[i] = position
+            self._ranks[sort] = ranks
+        return ranks
+
+    def search(self, terms: list[str]) -> list[int]:
+        """Indexes of the experiments whose blob holds every term (in no particular order)."""
+        if self._haystack is None:
+            starts, offset = [], 0
+            for blob in self.blobs:
+                starts.append(offset)
+                offset += len(blob) + 1
+            self._starts = starts
+            # "\x00" never occurs in a term, so no match straddles two experiments.
+            self._haystack = "\x00".join(self.blobs)
+        haystack, starts, blobs = self._haystack, self._starts, self.blobs
+        terms = sorted(terms, key=len, reverse=True)  # the longest is usually the rarest
+        first, rest = terms[0], terms[1:]
+        last, hits = len(starts) - 1, []
+        find, append = haystack.find, hits.append
+        position = find(first)
+        while position != -1:
+            i = bisect_right(starts, position) - 1
+            if not rest or all(term in blobs[i] for term in rest):
+                append(i)
+            position = find(first, starts[i + 1]) if i < last else -1
+        return hits
+
+    def get(self, experiment_id: str) -> Experiment | None:
+        """One experiment by id (the id map is built on first use)."""
+        if self._by_id is None:
+            self._by_id = {e.id: e for e in self.experiments}
+        return self._by_id.get(experiment_id)
+
+    def select(self, *, status: str, q: str, sort: str) -> tuple[tuple[int, ...], dict[str, int]]:
+        """The matching indexes in order, and the per-tab counts of the search (memoised)."""
+        key = (status, q, sort)
+        found = self._selections.get(key)
+        if found is not None:
+            return found
+        terms = [term for term in q.casefold().replace("\x00", " ").split() if term]
+        experiments = self.experiments
+        if terms:
+            matched = sorted(self.search(terms), key=self.rank(sort).__getitem__)
+            counts = dict.fromkeys(self.counts, 0)
+            counts.update(Counter(experiments[i].status for i in matched))
+            counts["all"] = len(matched)
+        else:
+            matched, counts = self.order(sort), self.counts
+        if status != "all":
+            matched = [i for i in matched if experiments[i].status == status]
+        found = (tuple(matched), counts)
+        with self._lock:
+            if len(self._selections) >= _MEMO_LIMIT:
+                self._selections.clear()
+            self._selections[key] = found
+        return found
+
+
+def _search_blob(experiment: Experiment) -> str:
+    parts = [
+        experiment.name,
+        experiment.id,
+        experiment.creator_name or "",
+        experiment.creator_email or "",
+        experiment.hypothesis or "",
+        *experiment.tags,
+    ]
+    return "\n".join(parts).casefold()
+
+
+def _sort_order(experiments: tuple[Experiment, ...], sort: str) -> tuple[int, ...]:
+    names = [(e.name.casefold(), e.id) for e in experiments]
+    indexes = range(len(experiments))
+    descending = sort.startswith("-")
+    column = sort.lstrip("-")
+    if column == "status":
+        return tuple(sorted(indexes, key=lambda i: (_STATUS_RANK.get(experiments[i].status, 99), names[i])))
+    if column in ("start", "end"):
+        attr = "start_date" if column == "start" else "end_date"
+        dates = [getattr(e, attr) for e in experiments]
+        # Experiments without the date go last in either direction.
+        dated = sorted((i for i in indexes if dates[i] is not None), key=lambda i: (dates[i], names[i]))
+        if descending:
+            dated.reverse()
+        undated = sorted((i for i in indexes if dates[i] is None), key=names.__getitem__)
+        return tuple(dated + undated)
+    order = sorted(indexes, key=names.__getitem__, reverse=descending)
+    return tuple(order)
+
+
+# One parsed list per workspace per process: {cache base key: index}.
+_LIST_INDEXES: dict[str, _ListIndex] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentListSnapshot:
+    """A workspace's experiment list as this request sees it.
+
+    `stale` is True when Mixpanel failed and an earlier copy is shown; `error`
+    says why, readably. With no copy at all, `experiments` is empty, `fetched_at`
+    is None and `error` is set.
+    """
+
+    experiments: tuple[Experiment, ...]
+    fetched_at: dt.datetime | None
+    stale: bool = False
+    error: str | None = None
+    index: _ListIndex | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def available(self) -> bool:
+        return self.index is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentPage:
+    """One page of the experiments page's table, and what the tabs and pager need."""
+
+    experiments: tuple[Experiment, ...]
+    counts: dict[str, int]
+    total: int
+    page: int
+    num_pages: int
+    page_size: int
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.num_pages
+
+    @property
+    def first_number(self) -> int:
+        return (self.page - 1) * self.page_size + 1 if self.total else 0
+
+    @property
+    def last_number(self) -> int:
+        return min(self.page * self.page_size, self.total)
+
+
+def _list_cache_base(workspace: Workspace) -> str:
+    # Region and Mixpanel id are part of the key: editing a workspace never shows another's list.
+    return f"{LIST_CACHE_PREFIX}:{workspace.pk}:{workspace.region}:{workspace.mixpanel_workspace_id}"
+
+
+def _index_for_token(base: str, token: str) -> _ListIndex | None:
+    index = _LIST_INDEXES.get(base)
+    if index is not None and index.token == token:
+        return index
+    good = cache.get(base + ":good")
+    if not good or good.get("token") != token:
+        return None
+    index = _ListIndex(token=token, fetched_at=good["fetched_at"], experiments=good["experiments"])
+    _LIST_INDEXES[base] = index
+    return index
+
+
+def _snapshot(index: _ListIndex, *, stale: bool = False, error: str | None = None) -> ExperimentListSnapshot:
+    return ExperimentListSnapshot(index.experiments, index.fetched_at, stale=stale, error=error, index=index)
+
+
+def _stale_snapshot(base: str, error: str) -> ExperimentListSnapshot:
+    good = cache.get(base + ":good-token")
+    index = _index_for_token(base, good) if good else None
+    if index is None:
+        return ExperimentListSnapshot((), None, stale=False, error=error)
+    return _snapshot(index, stale=True, error=error)
+
+
+def experiment_list_cached(*, workspace: Workspace, client: Any, refresh: bool = False) -> ExperimentListSnapshot:
+    """The workspace's experiments, from the cache while fresh, else from Mixpanel.
+
+    `refresh=True` asks Mixpanel now (the Refresh control). When Mixpanel fails,
+    the last good copy is returned marked stale with the error; with no copy, an
+    empty snapshot with the error. Never raises for an upstream failure.
+    """
+    base = _list_cache_base(workspace)
+    if not refresh:
+        found = cache.get_many([base + ":fresh", base + ":failed"])
+        fresh = found.get(base + ":fresh")
+        if fresh:
+            index = _index_for_token(base, fresh["token"])
+            if index is not None:
+                return _snapshot(index)
+        failed = found.get(base + ":failed")
+        if failed:
+            # Mixpanel failed moments ago: do not make every page view wait for it again.
+            return _stale_snapshot(base, failed["error"])
+    try:
+        experiments = tuple(client.list_experiments(workspace.mixpanel_workspace_id))
+    except MixpanelError as exc:
+        error = str(exc) or MixpanelError.default_message
+        # Until the back-off ends, every page shows the copy with this error (even after a failed Refresh).
+        cache.delete(base + ":fresh")
+        cache.set(base + ":failed", {"error": error}, min(LIST_FAILURE_BACKOFF_SECONDS, _fresh_seconds()))
+        return _stale_snapshot(base, error)
+    index = _ListIndex(token=uuid.uuid4().hex, fetched_at=timezone.now(), experiments=experiments)
+    _LIST_INDEXES[base] = index
+    cache.set_many(
+        {
+            base + ":good": {"token": index.token, "fetched_at": index.fetched_at, "experiments": experiments},
+            base + ":good-token": index.token,
+        },
+        LIST_GOOD_COPY_SECONDS,
+    )
+    cache.set(base + ":fresh", {"token": index.token}, _fresh_seconds())
+    cache.delete(base + ":failed")
+    return _snapshot(index)
+
+
+def _fresh_seconds() -> int:
+    return max(1, settings.EXPERIMENT_LIST_CACHE_SECONDS)
+
+
+def invalidate_experiment_list(*, workspace: Workspace) -> None:
+    """Make the next read of this workspace's list ask Mixpanel (in every process).
+
+    The last good copy is kept: it is still the fallback if Mixpanel then fails.
+    """
+    base = _list_cache_base(workspace)
+    cache.delete_many([base + ":fresh", base + ":failed"])
+
+
+def experiment_list_page(
+    *, snapshot: ExperimentListSnapshot, status: str, q: str, sort: str, page: int, page_size: int
+) -> ExperimentPage:
+    """One page of the filtered, searched and sorted list; a page past the end shows the last one."""
+    if snapshot.index is None:
+        empty = dict.fromkeys(("all", *STATUSES), 0)
+        return ExperimentPage((), empty, 0, 1, 1, page_size)
+    matched, counts = snapshot.index.select(status=status, q=q, sort=sort)
+    num_pages = max(1, -(-len(matched) // page_size))
+    page = min(max(1, page), num_pages)
+    start = (page - 1) * page_size
+    experiments = snapshot.index.experiments
+    rows = tuple(experiments[i] for i in matched[start : start + page_size])
+    return ExperimentPage(rows, counts, len(matched), page, num_pages, page_size)
+
+
+def experiment_get(*, workspace: Workspace, client: Any, experiment_id: str) -> Experiment:
+    """One experiment of the workspace's (cached) list; Http404 when the list does not hold it.
+
+    Raises ExperimentListUnavailable when there is no copy of the list to look in.
+    """
+    snapshot = experiment_list_cached(workspace=workspace, client=client)
+    if snapshot.index is None:
+        raise ExperimentListUnavailable(snapshot.error or NO_COPY_MESSAGE)
+    experiment = snapshot.index.get(experiment_id)
+    if experiment is None:
+        raise Http404("This workspace has no such experiment.")
+    return experiment
+
+
+class ExperimentListUnavailable(Exception):
+    """Mixpanel failed and no copy of the list exists, so nothing can be looked up."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentDetail:
+    """The experiment page's data: the freshest copy we could get, and whether it is fresh."""
+
+    experiment: Experiment
+    fresh: bool
+    error: str | None
+
+
+def experiment_detail_get(*, workspace: Workspace, client: Any, experiment_id: str) -> ExperimentDetail:
+    """The experiment for its page: checked against the workspace's list, then read fresh.
+
+    The list decides membership (404 when absent). The fresh GET adds what the list
+    may leave out; if it fails or answers for another id, the list's copy is shown.
+    """
+    listed = experiment_get(workspace=workspace, client=client, experiment_id=experiment_id)
+    try:
+        fresh = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
+    except MixpanelError as exc:
+        return ExperimentDetail(listed, fresh=False, error=str(exc))
+    if fresh.id != experiment_id:
+        return ExperimentDetail(listed, fresh=False, error="Mixpanel answered with a different experiment.")
+    return ExperimentDetail(fresh, fresh=True, error=None)
+
+
+# Relative times in one unit, for table cells: (below this many seconds, unit seconds, unit name).
+_RELATIVE_UNITS = (
+    (3600, 60, "minute"),
+    (86400, 3600, "hour"),
+    (86400 * 30, 86400, "day"),
+    (86400 * 365, 86400 * 30, "month"),
+)
+
+
+def relative_time(value: dt.datetime | None, now: dt.datetime) -> str:
+    """ "3 days ago" / "in 2 hours" / "" — one unit, months of 30 days, for table cells.
+
+    Hand-written rather than django.utils.timesince: it runs for every cell of every
+    row and is ten times cheaper.
+    """
+    if value is None:
+        return ""
+    seconds = (now - value).total_seconds()
+    past = seconds >= 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        return "less than a minute ago" if past else "in less than a minute"
+    size, name = next(((size, name) for limit, size, name in _RELATIVE_UNITS if seconds < limit), (86400 * 365, "year"))
+    count = int(seconds // size)
+    text = f"{count} {name}{'' if count == 1 else 's'}"
+    return f"{text} ago" if past else f"in {text}"
+
+
+_DONE_STATES = frozenset({AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED})
+# A constant of our own, no upstream text in it.
+_DASH = mark_safe('<span class="muted">—</span>')
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRow:
+    """An experiment as a table row or page section shows it, with its claim and notice.
+
+    `claim` is the attempt holding the one-at-a-time claim, if any; `notice` is the
+    answer to a force conclude just made (readable text), `notice_ok` its tone.
+    The display fields are prepared once here so the row template stays a handful
+    of variables: a Django template variable costs microseconds, and a page has 50 rows.
+    The *_html fields are built here; every upstream value in them is escaped.
+    """
+
+    experiment: Experiment
+    claim: ConclusionAttempt | None
+    show_conclude: bool
+    dom_id: str
+    start_relative: str
+    end_relative: str
+    detail_url: str = ""
+    conclude_url: str = ""
+    notice: str = ""
+    notice_ok: bool = False
+    name: str = ""
+    start_html: str = ""
+    end_html: str = ""
+    tags_html: str = ""
+    creator: str = ""
+    exposures: str = ""
+    exp_id: str = ""
+    status: str = ""
+    variants: int = 0
+
+    def __getitem__(self, key: str) -> Any:
+        # Django's template lookup tries row[key] before getattr(row, key); answering it
+        # spares a raised and caught TypeError per {{ row.x }}: about 30% of a row's render.
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    @property
+    def concluded_by_us(self) -> bool:
+        return self.claim is not None and self.claim.state in _DONE_STATES
+
+    @property
+    def in_flight(self) -> bool:
+        return self.claim is not None and self.claim.state not in _DONE_STATES
+
+    @property
+    def has_actions(self) -> bool:
+        return bool(self.notice) or self.claim is not None or self.show_conclude
+
+    @property
+    def status_class(self) -> str:
+        status = self.experiment.status
+        return status if status in _STATUS_RANK else "unknown"
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else ""
+
+
+def _utc_text(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
+
+
+def _date_cell(value: dt.datetime | None, relative: str, empty: str) -> str:
+    # Every piece is our own formatting of a parsed datetime (digits, "-", ":", "+", "T",
+    # and English words): no upstream text, so nothing to escape.
+    if value is None:
+        return mark_safe(f'<span class="muted">{empty}</span>')  # noqa: S308
+    text = _utc_text(value)
+    return mark_safe(  # noqa: S308
+        f'<time datetime="{_iso(value)}" title="{text}">{relative}</time><div class="small muted">{text}</div>'
+    )
+
+
+def _tags_html(tags: tuple[str, ...]) -> str:
+    # Upstream text: each tag is escaped (html.escape, as Django's escape does), then joined.
+    if not tags:
+        return _DASH
+    return mark_safe("".join(f'<span class="tag">{html_escape(tag)}</span>' for tag in tags))  # noqa: S308
+
+
+def experiment_dom_id(experiment_id: str) -> str:
+    """A safe, stable HTML id for an experiment (upstream ids are untrusted text)."""
+    return "exp-" + hashlib.sha256(experiment_id.encode("utf-8")).hexdigest()[:16]
+
+
+_URL_PLACEHOLDER = "EXPERIMENTIDPLACEHOLDER"
+# What django.urls.reverse leaves unquoted in a path argument (RFC 3986 sub-delims and ~:@).
+_PATH_SAFE = "!$&'()*+,;=~:@"
+
+
+def _experiment_url(name: str, workspace: Workspace, experiment_id: str) -> str:
+    """reverse(name, [workspace.pk, experiment_id]) for a page of rows, at string-replace cost.
+
+    reverse() is resolved once per (route, workspace) with a placeholder, then the id is
+    quoted exactly as reverse() would. An id our routes cannot carry (empty, or with a
+    "/") gets no link rather than a 500.
+    """
+    if not experiment_id or "/" in experiment_id:
+        return ""
+    template = _URL_TEMPLATES.get((name, workspace.pk))
+    if template is None:
+        try:
+            template = reverse(name, args=[workspace.pk, _URL_PLACEHOLDER])
+        except NoReverseMatch:
+            return ""
+        _URL_TEMPLATES[(name, workspace.pk)] = template
+    return template.replace(_URL_PLACEHOLDER, quote(experiment_id, safe=_PATH_SAFE))
+
+
+_URL_TEMPLATES: dict[tuple[str, int], str] = {}
+
+
+def experiment_row(
+    *,
+    access: WorkspaceAccess,
+    experiment: Experiment,
+    claim: ConclusionAttempt | None,
+    now: dt.datetime | None = None,
+    notice: str = "",
+    notice_ok: bool = False,
+) -> ExperimentRow:
+    """One row. The button shows for concluders and admins on active experiments nobody has claimed."""
+    now = now or timezone.now()
+    conclude_url = _experiment_url("experiments:experiment-force-conclude", access.workspace, experiment.id)
+    exposures = experiment.exposures_total
+    start_relative = relative_time(experiment.start_date, now)
+    end_relative = relative_time(experiment.end_date, now)
+    return ExperimentRow(
+        experiment=experiment,
+        claim=claim,
+        show_conclude=bool(conclude_url) and access.can_conclude and experiment.is_active and claim is None,
+        detail_url=_experiment_url("experiments:experiment-detail", access.workspace, experiment.id),
+        conclude_url=conclude_url,
+        dom_id=experiment_dom_id(experiment.id),
+        start_relative=start_relative,
+        end_relative=end_relative,
+        notice=notice,
+        notice_ok=notice_ok,
+        name=experiment.name or "(no name)",
+        start_html=_date_cell(experiment.start_date, start_relative, "not started"),
+        end_html=_date_cell(experiment.end_date, end_relative, "—"),
+        tags_html=_tags_html(experiment.tags),
+        exp_id=experiment.id,
+        status=experiment.status,
+        variants=experiment.variants_count,
+        creator=experiment.creator_name or "—",
+        exposures=str(exposures) if exposures is not None else "—",
+    )
+
+
+def experiment_rows(*, access: WorkspaceAccess, experiments: tuple[Experiment, ...]) -> list[ExperimentRow]:
+    """Rows for one page of experiments, with their claims in one query."""
+    claims = (
+        conclusion_selectors.claim_for_experiments(
+            workspace=access.workspace, experiment_ids=[e.id for e in experiments]
+        )
+        if experiments
+        else {}
+    )
+    now = timezone.now()
+    return [experiment_row(access=access, experiment=e, claim=claims.get(e.id), now=now) for e in experiments]

@@ -1,0 +1,52 @@
+"""Reads for workspace access: which workspaces a user may see, and the user's role in each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+
+from experiments.models import Membership, Role, Workspace
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceAccess:
+    """A workspace as one user may see it, with that user's role in it."""
+
+    workspace: Workspace
+    role: str
+
+    @property
+    def can_conclude(self) -> bool:
+        return self.role in (Role.CONCLUDER, Role.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def role_label(self) -> str:
+        return Role(self.role).label
+
+
+def workspace_access(*, user: Any, workspace_pk: int) -> WorkspaceAccess | None:
+    """The user's access to one workspace, or None when they are not in it.
+
+    Superusers act as admins of every workspace. One query either way.
+    """
+    if user.is_superuser:
+        workspace = Workspace.objects.filter(pk=workspace_pk).first()
+        return WorkspaceAccess(workspace, Role.ADMIN) if workspace else None
+    membership = Membership.objects.select_related("workspace").filter(user=user, workspace_id=workspace_pk).first()
+    return WorkspaceAccess(membership.workspace, membership.role) if membership else None
+
+
+def workspace_list_for_user(*, user: Any) -> list[WorkspaceAccess]:
+    """The workspaces a user belongs to (all of them for a superuser), by name."""
+    if user.is_superuser:
+        return [WorkspaceAccess(ws, Role.ADMIN) for ws in Workspace.objects.order_by("name", "id")]
+    memberships: QuerySet[Membership] = (
+        Membership.objects.select_related("workspace").filter(user=user).order_by("workspace__name", "workspace_id")
+    )
+    return [WorkspaceAccess(m.workspace, m.role) for m in memberships]

@@ -1,0 +1,267 @@
+"""Writes for bookmarks (issue 7): add, edit and remove, each recorded in the audit trail."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+
+from experiments import auditlog
+from experiments.forms import DEFAULT_SORT, SORT_CHOICES, STATUS_TABS, ExperimentListQuery
+from experiments.models import Bookmark, BookmarkKind, EntryKind, Workspace
+from experiments.selectors import workspaces as workspace_selectors
+
+# A bookmark belongs to the workspace's team. Any member adds; the person who added
+# it or a workspace admin edits or removes it. The database's partial unique
+# constraints decide duplicates, so two people adding at once cannot both win.
+
+BOOKMARK_TITLE_MAX = 120
+BOOKMARK_NOTE_MAX = 1000
+BOOKMARK_VIEW_QUERY_MAX = 1000
+BOOKMARK_TITLE_TOO_LONG = "The title is too long: at most {limit} characters, this one has {length}."
+BOOKMARK_NOTE_TOO_LONG = "The note is too long: at most {limit} characters, this one has {length}."
+BOOKMARK_VIEW_ELSEWHERE = (
+    "Only views of this workspace's experiments page can be bookmarked (its query, like ?status=active, "
+    "or its path, like /w/1/?status=active); that points somewhere else."
+)
+BOOKMARK_VIEW_TOO_LONG = "That view's search is too long to bookmark."
+BOOKMARK_EXPERIMENT_EXISTS = "{who} already bookmarked this experiment on {when}."
+BOOKMARK_VIEW_EXISTS = "{who} already bookmarked this view (“{title}”) on {when}."
+BOOKMARK_NOT_ALLOWED = "Only {who} (who added it) or a workspace admin can change or remove this bookmark."
+BOOKMARK_BAD_EXPERIMENT = "That is not an experiment id this workspace knows."
+BOOKMARK_GONE = "That bookmark no longer exists; someone may have just removed it."
+
+# Characters a person cannot mean in a title or note; PostgreSQL refuses NUL outright.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class BookmarkError(Exception):
+    """A bookmark change refused for a reason a person can read (`str(exc)`)."""
+
+
+class BookmarkInvalid(BookmarkError):
+    """Bad input: too long, or a view that is not our experiments page."""
+
+
+class BookmarkExists(BookmarkError):
+    """The experiment or view is already bookmarked in this workspace; `existing` says by whom."""
+
+    def __init__(self, message: str, *, existing: Bookmark) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class BookmarkNotAllowed(BookmarkError, PermissionDenied):
+    """The user may not edit or remove this bookmark (views answer 403)."""
+
+
+class BookmarkGone(BookmarkError):
+    """The bookmark was removed meanwhile."""
+
+
+def _clean_text(value: str | None, *, limit: int, message: str) -> str:
+    # Browsers send textarea line breaks as CRLF; count what a person typed.
+    text = _CONTROL_CHARS.sub("", (value or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
+    if len(text) > limit:
+        raise BookmarkInvalid(message.format(limit=limit, length=len(text)))
+    return text
+
+
+def bookmark_view_query(*, workspace: Workspace, raw: str) -> str:
+    """The canonical query string for a view of `workspace`'s experiments page.
+
+    `raw` may be a query string (with or without "?"), or a path or URL of this
+    workspace's experiments page. Anything pointing elsewhere (another path, any
+    scheme such as `javascript:`, any host) raises BookmarkInvalid. Only the
+    page's own parameters are kept, with unknown values dropped as the page
+    itself ignores them, in a fixed order so identical views compare equal.
+    """
+    text = (raw or "").strip()
+    if len(text) > 4 * BOOKMARK_VIEW_QUERY_MAX:
+        raise BookmarkInvalid(BOOKMARK_VIEW_TOO_LONG)
+    # Backslashes and control characters are how "/\evil.example" and
+    # "java\tscript:" slip past naive checks; a real view of ours has neither.
+    if _CONTROL_CHARS.search(text) or any(ch in text for ch in "\t\r\n\\"):
+        raise BookmarkInvalid(BOOKMARK_VIEW_ELSEWHERE)
+    parts = urlsplit(text)
+    if parts.scheme or parts.netloc or text.startswith("//"):
+        raise BookmarkInvalid(BOOKMARK_VIEW_ELSEWHERE)
+    if text.startswith("/"):
+        if parts.path != reverse("experiments:experiment-list", args=[workspace.pk]):
+            raise BookmarkInvalid(BOOKMARK_VIEW_ELSEWHERE)
+        query = parts.query
+    elif text.startswith("?"):
+        query = parts.query
+    else:
+        query = text.split("#", 1)[0]
+        if "?" in query or "/" in query.split("=", 1)[0]:
+            # Something like "w/1/?status=active" or "evil.example/x": not a bare query.
+            raise BookmarkInvalid(BOOKMARK_VIEW_ELSEWHERE)
+    # Parsed and re-encoded exactly as the page itself reads its URL, so the
+    # bookmark reproduces the filters the page applied; the page number is not
+    # part of a view.
+    canonical = ExperimentListQuery.from_querystring(query).with_(page=1).querystring()
+    if len(canonical) > BOOKMARK_VIEW_QUERY_MAX:
+        raise BookmarkInvalid(BOOKMARK_VIEW_TOO_LONG)
+    return canonical
+
+
+def bookmark_view_title(*, view_query: str) -> str:
+    """A readable default title for a view bookmark, made from its filters."""
+    view = ExperimentListQuery.from_querystring(view_query)
+    parts = [dict(STATUS_TABS)[view.status] + " experiments"]
+    if view.q:
+        parts.append(f"matching “{view.q}”")
+    if view.sort != DEFAULT_SORT:
+        parts.append(f"sorted by {dict(SORT_CHOICES)[view.sort].lower()}")
+    title = ", ".join(parts)
+    return title if len(title) <= BOOKMARK_TITLE_MAX else title[: BOOKMARK_TITLE_MAX - 1] + "…"
+
+
+def _exists_message(existing: Bookmark) -> str:
+    who = existing.created_by_name or "Someone"
+    when = date_format(timezone.localtime(existing.created_at), "j M Y, H:i T")
+    if existing.kind == BookmarkKind.EXPERIMENT:
+        return BOOKMARK_EXPERIMENT_EXISTS.format(who=who, when=when)
+    return BOOKMARK_VIEW_EXISTS.format(who=who, when=when, title=str(existing))
+
+
+def _bookmark_audit(*, kind: str, bookmark: Bookmark, user: Any) -> None:
+    auditlog.append_entry(
+        kind=kind,
+        workspace=bookmark.workspace,
+        actor=user,
+        actor_name=auditlog.display_name(user),
+        experiment_id=bookmark.experiment_id,
+        experiment_name=bookmark.experiment_name,
+        payload={
+            "bookmark_id": bookmark.pk,
+            "kind": bookmark.kind,
+            "title": bookmark.title,
+            "note": bookmark.note,
+            "view_query": bookmark.view_query,
+        },
+    )
+
+
+def _bookmark_insert(bookmark: Bookmark, *, user: Any, duplicate: Q) -> Bookmark:
+    try:
+        with transaction.atomic():
+            bookmark.save(force_insert=True)
+            _bookmark_audit(kind=EntryKind.BOOKMARK_ADDED, bookmark=bookmark, user=user)
+    except IntegrityError:
+        # The unique constraint, not a pre-check, is what refuses a second add:
+        # it holds when two people press at the same moment.
+        existing = Bookmark.objects.filter(duplicate, workspace=bookmark.workspace).first()
+        if existing is None:
+            raise
+        raise BookmarkExists(_exists_message(existing), existing=existing) from None
+    return bookmark
+
+
+def bookmark_create_experiment(
+    *, workspace: Workspace, user: Any, experiment_id: str, experiment_name: str, note: str = ""
+) -> Bookmark:
+    """Bookmark an experiment for the workspace's team and record it in the audit trail.
+
+    `experiment_name` is kept as a snapshot so the bookmark reads well if the
+    experiment disappears upstream. Raises BookmarkExists (saying who added it
+    and when) or BookmarkInvalid.
+    """
+    experiment_id = (experiment_id or "").strip()
+    if not experiment_id or len(experiment_id) > Bookmark._meta.get_field("experiment_id").max_length:
+        raise BookmarkInvalid(BOOKMARK_BAD_EXPERIMENT)
+    bookmark = Bookmark(
+        workspace=workspace,
+        kind=BookmarkKind.EXPERIMENT,
+        experiment_id=experiment_id,
+        experiment_name=(experiment_name or "")[: Bookmark._meta.get_field("experiment_name").max_length],
+        note=_clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG),
+        created_by=user,
+        created_by_name=auditlog.display_name(user),
+    )
+    duplicate = Q(kind=BookmarkKind.EXPERIMENT, experiment_id=experiment_id)
+    return _bookmark_insert(bookmark, user=user, duplicate=duplicate)
+
+
+def bookmark_create_view(*, workspace: Workspace, user: Any, query: str, title: str = "", note: str = "") -> Bookmark:
+    """Bookmark a view (filters, search, sort) of the workspace's experiments page.
+
+    `query` is what the page had in its URL, or a link to it; only its
+    normalised query string is stored (see bookmark_view_query). A blank title
+    is made from the filters. Raises BookmarkInvalid or BookmarkExists.
+    """
+    view_query = bookmark_view_query(workspace=workspace, raw=query)
+    title = _clean_text(title, limit=BOOKMARK_TITLE_MAX, message=BOOKMARK_TITLE_TOO_LONG)
+    bookmark = Bookmark(
+        workspace=workspace,
+        kind=BookmarkKind.VIEW,
+        view_query=view_query,
+        title=title or bookmark_view_title(view_query=view_query),
+        note=_clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG),
+        created_by=user,
+        created_by_name=auditlog.display_name(user),
+    )
+    duplicate = Q(kind=BookmarkKind.VIEW, view_query=view_query)
+    return _bookmark_insert(bookmark, user=user, duplicate=duplicate)
+
+
+def bookmark_may_change(*, bookmark: Bookmark, user: Any, is_admin: bool | None = None) -> bool:
+    """Whether `user` may edit or remove `bookmark`: its creator, or an admin of its workspace.
+
+    Pass `is_admin` when the caller already knows the user's role (no query).
+    """
+    if user is not None and bookmark.created_by_id is not None and bookmark.created_by_id == user.pk:
+        return True
+    if is_admin is None:
+        access = workspace_selectors.workspace_access(user=user, workspace_pk=bookmark.workspace_id)
+        is_admin = access is not None and access.is_admin
+    return is_admin
+
+
+def _check_may_change(bookmark: Bookmark, user: Any) -> None:
+    if not bookmark_may_change(bookmark=bookmark, user=user):
+        raise BookmarkNotAllowed(BOOKMARK_NOT_ALLOWED.format(who=bookmark.created_by_name or "the person"))
+
+
+def bookmark_update(*, bookmark: Bookmark, user: Any, note: str, title: str | None = None) -> Bookmark:
+    """Edit a bookmark's note (and title, when given); creator or workspace admin only.
+
+    Raises BookmarkNotAllowed, BookmarkInvalid, or BookmarkGone when it was removed meanwhile.
+    A blank title on a view falls back to one made from its filters.
+    """
+    _check_may_change(bookmark, user)
+    bookmark.note = _clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG)
+    if title is not None:
+        title = _clean_text(title, limit=BOOKMARK_TITLE_MAX, message=BOOKMARK_TITLE_TOO_LONG)
+        if not title and bookmark.kind == BookmarkKind.VIEW:
+            title = bookmark_view_title(view_query=bookmark.view_query)
+        bookmark.title = title
+    bookmark.updated_at = timezone.now()
+    updated = Bookmark.objects.filter(pk=bookmark.pk).update(
+        note=bookmark.note, title=bookmark.title, updated_at=bookmark.updated_at
+    )
+    if not updated:
+        raise BookmarkGone(BOOKMARK_GONE)
+    return bookmark
+
+
+def bookmark_delete(*, bookmark: Bookmark, user: Any) -> None:
+    """Remove a bookmark (creator or workspace admin only) and record it in the audit trail.
+
+    Raises BookmarkNotAllowed, or BookmarkGone when someone removed it first (then
+    no second audit entry is written).
+    """
+    _check_may_change(bookmark, user)
+    with transaction.atomic():
+        deleted, _ = Bookmark.objects.filter(pk=bookmark.pk).delete()
+        if not deleted:
+            raise BookmarkGone(BOOKMARK_GONE)
+        _bookmark_audit(kind=EntryKind.BOOKMARK_REMOVED, bookmark=bookmark, user=user)

@@ -1,0 +1,47 @@
+"""Writes for workspaces and their members (issue 2), used by the provisioning commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from experiments.models import Membership, Workspace
+
+
+def workspace_ensure(
+    *, name: str, region: str, mixpanel_workspace_id: int, mixpanel_project_id: int | None = None
+) -> tuple[Workspace, str]:
+    """Create the workspace, or bring its name and project id up to date.
+
+    Returns the workspace and "created", "updated" or "unchanged".
+    """
+    with transaction.atomic():
+        workspace, created = Workspace.objects.select_for_update().get_or_create(
+            region=region,
+            mixpanel_workspace_id=mixpanel_workspace_id,
+            defaults={"name": name, "mixpanel_project_id": mixpanel_project_id},
+        )
+        if created:
+            return workspace, "created"
+        if (workspace.name, workspace.mixpanel_project_id) == (name, mixpanel_project_id):
+            return workspace, "unchanged"
+        workspace.name = name
+        workspace.mixpanel_project_id = mixpanel_project_id
+        workspace.save(update_fields=["name", "mixpanel_project_id"])
+        return workspace, "updated"
+
+
+def membership_set(*, user: Any, workspace: Workspace, role: str) -> str:
+    """Give `user` `role` in `workspace`; returns "added", "changed" or "unchanged"."""
+    with transaction.atomic():
+        membership, created = Membership.objects.select_for_update().get_or_create(
+            user=user, workspace=workspace, defaults={"role": role}
+        )
+        if created:
+            return "added"
+        if membership.role == role:
+            return "unchanged"
+        membership.role = role
+        membership.save(update_fields=["role"])
+        return "changed"
