@@ -79,10 +79,14 @@ def entry_hash(
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
-def hash_of(entry: AuditEntry) -> str:
-    """Recompute an entry's hash from its stored fields (used by verify_audit)."""
+def hash_of(entry: Any, *, seq: int | None = None) -> str:
+    """Recompute an entry's hash from its stored fields (used by verify_audit).
+
+    `entry` is an AuditEntry or a row with the same attributes; `seq` asks what the
+    hash would be at another position (how verify_audit recognises renumbering).
+    """
     return entry_hash(
-        seq=entry.seq,
+        seq=entry.seq if seq is None else seq,
         kind=entry.kind,
         created_at=entry.created_at,
         workspace_id=entry.workspace_id,
@@ -230,27 +234,11 @@ class VerifyResult:
         return self.first_break is None and self.digest_break is None
 
 
-def _hash_as_seq(entry: Any, seq: int) -> str:
-    return entry_hash(
-        seq=seq,
-        kind=entry.kind,
-        created_at=entry.created_at,
-        workspace_id=entry.workspace_id,
-        actor_id=entry.actor_id,
-        actor_name=entry.actor_name,
-        attempt_id=entry.attempt_id,
-        experiment_id=entry.experiment_id,
-        experiment_name=entry.experiment_name,
-        payload=entry.payload,
-        prev_hash=entry.prev_hash,
-    )
-
-
 def _written_seq(entry: Any) -> int | None:
     """The seq an entry was hashed with, when it has been renumbered by a little."""
     for distance in range(1, _RENUMBER_SEARCH + 1):
         for candidate in (entry.seq + distance, entry.seq - distance):
-            if candidate > 0 and _hash_as_seq(entry, candidate) == entry.hash:
+            if candidate > 0 and hash_of(entry, seq=candidate) == entry.hash:
                 return candidate
     return None
 
