@@ -225,12 +225,23 @@ def _mixpanel_ui_url(workspace: Any, experiment_id: str) -> str:
     )
 
 
+_READ_CLAIM = object()
+
+
 def _row_for(
-    access: WorkspaceAccess, experiment: mixpanel.Experiment, *, notice: str = "", notice_ok: bool = False
+    access: WorkspaceAccess,
+    experiment: mixpanel.Experiment,
+    *,
+    notice: str = "",
+    notice_ok: bool = False,
+    claim: Any = _READ_CLAIM,
 ) -> list_selectors.ExperimentRow:
-    claims = conclusion_selectors.claim_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id])
+    """One row's display; `claim` is the attempt holding the claim when the caller knows it."""
+    if claim is _READ_CLAIM:
+        claims = conclusion_selectors.claim_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id])
+        claim = claims.get(experiment.id)
     return list_selectors.experiment_row(
-        access=access, experiment=experiment, claim=claims.get(experiment.id), notice=notice, notice_ok=notice_ok
+        access=access, experiment=experiment, claim=claim, notice=notice, notice_ok=notice_ok
     )
 
 
@@ -340,7 +351,7 @@ def _outcome_fragment(
         context = _conclude_section_context(access, shown, notice=outcome.message, notice_ok=outcome.ok)
         template = DETAIL_TEMPLATE + "#conclude-section"
     else:
-        row = _row_for(access, shown, notice=outcome.message, notice_ok=outcome.ok)
+        row = _row_for(access, shown, notice=outcome.message, notice_ok=outcome.ok, claim=outcome.claim_holder)
         context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
         context["bookmark_strip"] = bookmark_selectors.bookmark_strip(access=access, user=request.user, snapshot=None)
         template = LIST_TEMPLATE + "#row"
@@ -402,6 +413,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         reason_text=form.cleaned_data["reason_text"],
         end_date=form.cleaned_data["end_date"],
         client=client,
+        access=access,
     )
     if _wants_fragment(request):
         return _outcome_fragment(request, access, experiment, outcome, back=back, list_query=list_query)
