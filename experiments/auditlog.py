@@ -121,11 +121,13 @@ def append_entry(
 ) -> AuditEntry:
     """Append one entry to the chain and return it.
 
-    Runs in its own atomic block (a savepoint when the caller has a transaction
-    open, so the entry commits together with the caller's other writes).
+    Runs in its own transaction, or inside the caller's when one is open, so the
+    entry commits together with the caller's other writes. No savepoint: if the
+    append fails, the caller's transaction is rolled back with it (a record of
+    intent must never commit without its entry).
     """
     payload_text = canonical_json(payload or {})
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         _lock_chain_head()
         head = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
