@@ -177,3 +177,13 @@ def test_malformed_environment_stops_startup_naming_the_variable(env, named):
     result = _manage("check", **env)
     assert result.returncode != 0
     assert named in result.stderr
+
+
+@pytest.mark.django_db
+def test_audit_nav_is_marked_current_on_the_list_and_an_attempt(pm_client, pm, workspace):
+    from tests.factories import make_attempt
+
+    attempt = make_attempt(workspace=workspace, actor=pm)
+    for url in (reverse("experiments:audit-list"), attempt.get_absolute_url()):
+        assert 'aria-current="page">Audit</a>' in pm_client.get(url).content.decode(), url
+    assert 'aria-current="page">Audit</a>' not in pm_client.get("/").content.decode()
