@@ -130,3 +130,22 @@ def make_attempt(
         attempt.state = state
         attempt.save(update_fields=["state"])
     return attempt
+
+
+def assert_chain_valid() -> None:
+    """The whole trail links up, and every attempt agrees with its entries (as verify_audit checks)."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from experiments import auditlog
+    from experiments.models import AuditEntry
+
+    previous = auditlog.GENESIS_HASH
+    for entry in AuditEntry.objects.order_by("seq"):
+        assert entry.prev_hash == previous
+        assert auditlog.hash_of(entry) == entry.hash
+        previous = entry.hash
+    out = StringIO()
+    call_command("verify_audit", stdout=out)
+    assert "every attempt agrees with its entries" in out.getvalue()

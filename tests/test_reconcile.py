@@ -10,10 +10,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from experiments import auditlog, mixpanel
+from experiments import mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.services import conclusions as conclusion_services
+from tests.factories import assert_chain_valid
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, ProcessDied, install, raw_experiment
 
 REQUESTED = EntryKind.CONCLUSION_REQUESTED
@@ -57,18 +58,6 @@ def run(*args):
 
 def kinds(attempt):
     return list(AuditEntry.objects.filter(attempt=attempt).order_by("seq").values_list("kind", flat=True))
-
-
-def assert_chain_valid():
-    previous = auditlog.GENESIS_HASH
-    for entry in AuditEntry.objects.order_by("seq"):
-        assert entry.prev_hash == previous
-        assert auditlog.hash_of(entry) == entry.hash
-        previous = entry.hash
-    # And the attempts' projections agree with their entries, as verify_audit checks them.
-    out = StringIO()
-    call_command("verify_audit", stdout=out)
-    assert "every attempt agrees with its entries" in out.getvalue()
 
 
 def only_attempt():

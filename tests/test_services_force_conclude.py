@@ -6,17 +6,16 @@ import datetime as dt
 import json
 import logging
 import threading
-from io import StringIO
 
 import pytest
-from django.core.management import call_command
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from experiments import auditlog, mixpanel
+from experiments import mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
+from tests.factories import assert_chain_valid
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 
 CANARY = "CANARY-s3cr3t-do-not-leak"
@@ -48,18 +47,6 @@ def kinds(attempt):
 
 def last_payload(attempt):
     return AuditEntry.objects.filter(attempt=attempt).order_by("-seq").first().payload_data
-
-
-def assert_chain_valid():
-    previous = auditlog.GENESIS_HASH
-    for entry in AuditEntry.objects.order_by("seq"):
-        assert entry.prev_hash == previous
-        assert auditlog.hash_of(entry) == entry.hash
-        previous = entry.hash
-    # And the attempts' projections agree with their entries, as verify_audit checks them.
-    out = StringIO()
-    call_command("verify_audit", stdout=out)
-    assert "every attempt agrees with its entries" in out.getvalue()
 
 
 def claim_holder():

@@ -320,21 +320,8 @@ ATTEMPT_COLUMNS = (
     "duration_ms",
     "finished_at",
 )
-ENTRY_COLUMNS = (
-    "id",
-    "seq",
-    "kind",
-    "created_at",
-    "workspace_id",
-    "actor_id",
-    "actor_name",
-    "attempt_id",
-    "experiment_id",
-    "experiment_name",
-    "payload",
-    "prev_hash",
-    "hash",
-)
+# The same columns the chain walk reads, in the same order.
+ENTRY_COLUMNS = auditlog.CHAIN_FIELDS
 
 
 class _Table:
