@@ -63,14 +63,6 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} is {self.role} of {self.workspace.name}"
 
-    @property
-    def can_conclude(self) -> bool:
-        return self.role in (Role.CONCLUDER, Role.ADMIN)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == Role.ADMIN
-
 
 class ReasonCategory(models.TextChoices):
     REACHED_SIGNIFICANCE = "significance", "Reached significance"
