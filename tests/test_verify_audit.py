@@ -118,29 +118,28 @@ def test_reordered_pair_is_named():
     assert "seq 4 (entry id 103) are swapped" in found.detail
 
 
-def test_inserted_entry_is_named():
+def _chain_with_forgery_at_3(**changes):
+    """Six honest entries with a forged copy of the third slipped in before it, the rest renumbered."""
     entries = build_chain(6)
     forged = SimpleNamespace(**vars(entries[2]))
-    forged.id, forged.actor_name, forged.prev_hash = 999, "Mallory", "f" * 64
+    for name, value in {"id": 999, "actor_name": "Mallory", **changes}.items():
+        setattr(forged, name, value)
     rehash(forged)
     for entry in entries[2:]:
         entry.seq += 1
     entries.insert(2, forged)
-    found = auditlog.verify_chain(entries).first_break
+    return entries
+
+
+def test_inserted_entry_is_named():
+    found = auditlog.verify_chain(_chain_with_forgery_at_3(prev_hash="f" * 64)).first_break
     assert (found.seq, found.entry_id, found.problem) == (3, 999, auditlog.BREAK_INSERTED)
 
 
 def test_inserted_entry_that_links_correctly_is_still_found():
     # A careful forger links the new entry to its predecessor and hashes it properly;
     # the renumbered original after it gives it away.
-    entries = build_chain(6)
-    forged = SimpleNamespace(**vars(entries[2]))
-    forged.id, forged.actor_name = 999, "Mallory"
-    rehash(forged)
-    for entry in entries[2:]:
-        entry.seq += 1
-    entries.insert(2, forged)
-    found = auditlog.verify_chain(entries).first_break
+    found = auditlog.verify_chain(_chain_with_forgery_at_3()).first_break
     assert (found.seq, found.entry_id, found.problem) == (3, 999, auditlog.BREAK_INSERTED)
 
 
