@@ -130,8 +130,17 @@ TEMPLATES = [
 
 # Database: SQLite file by default; PostgreSQL (production) via DATABASE_URL.
 _default_db_url = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+# Keep each thread's connection between requests: dj-database-url's default (0) means a
+# new connection, and on PostgreSQL a new server backend, for every request.
+_conn_max_age = env_int("DJANGO_CONN_MAX_AGE", 60)
 try:
-    DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", _default_db_url) or _default_db_url)}
+    DATABASES = {
+        "default": dj_database_url.parse(
+            env_str("DATABASE_URL", _default_db_url) or _default_db_url,
+            conn_max_age=_conn_max_age,
+            conn_health_checks=True,
+        )
+    }
 except Exception as exc:  # dj-database-url raises several types; name the variable.
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -142,9 +151,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
-else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DJANGO_CONN_MAX_AGE", 60))
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

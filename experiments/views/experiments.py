@@ -119,6 +119,7 @@ def _render_list(
     query = query.with_(page=page.page)  # a page past the end was clamped to the last one
     list_url = _list_url(access.workspace.pk)
     now = timezone.now()
+    strip = bookmark_selectors.bookmark_strip(access=access, user=request.user, snapshot=snapshot)
     context = {
         "access": access,
         "workspace": access.workspace,
@@ -126,7 +127,8 @@ def _render_list(
         "snapshot": snapshot,
         "page": page,
         "rows": list_selectors.experiment_rows(access=access, experiments=page.experiments),
-        "bookmark_strip": bookmark_selectors.bookmark_strip(access=access, user=request.user, snapshot=snapshot),
+        "bookmark_strip": strip,
+        "starred": strip.starred,
         "list_url": list_url,
         "canonical_url": list_url + query.url_suffix(),
         "tabs": [
@@ -353,7 +355,9 @@ def _outcome_fragment(
     else:
         row = _row_for(access, shown, notice=outcome.message, notice_ok=outcome.ok, claim=outcome.claim_holder)
         context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
-        context["bookmark_strip"] = bookmark_selectors.bookmark_strip(access=access, user=request.user, snapshot=None)
+        context["starred"] = bookmark_selectors.starred_experiment_ids(
+            workspace=access.workspace, experiment_ids=[shown.id]
+        )
         template = LIST_TEMPLATE + "#row"
     context.update(access=access, workspace=access.workspace)
     html = render_to_string(template, context, request=request)
