@@ -511,8 +511,8 @@ def test_query_count_is_fixed(client, pm, workspace, monkeypatch, django_assert_
     install(monkeypatch, FakeClient([exp_json(n, STATUS_CYCLE[n % 5]) for n in range(size)]))
     client.force_login(pm)
     page(client, workspace)  # warm the cache
-    # session, user, membership, claims of the page's rows, team bookmarks (strip and stars)
-    with django_assert_num_queries(5):
+    # user, membership, claims of the page's rows, team bookmarks (strip and stars) (the session is read from the cache)
+    with django_assert_num_queries(4):
         html = page(client, workspace)
     assert len(row_names(html)) == min(size, 50)
 
@@ -521,8 +521,8 @@ def test_query_count_is_fixed(client, pm, workspace, monkeypatch, django_assert_
 def test_htmx_fragment_query_count_is_fixed(client, pm, workspace, fake, django_assert_num_queries):
     client.force_login(pm)
     page(client, workspace)
-    # session, user, membership, claims of the page's rows, team bookmarks (stars)
-    with django_assert_num_queries(5):
+    # user, membership, claims of the page's rows, team bookmarks (stars) (the session is read from the cache)
+    with django_assert_num_queries(4):
         page(client, workspace, "status=active", HTTP_HX_REQUEST="true")
 
 
