@@ -204,6 +204,9 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
+# Sessions are read from the cache (Redis in production) and written through to the
+# database, which stays the record: a page no longer starts with a session query.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 X_FRAME_OPTIONS = "DENY"
 
 # Content Security Policy, enforced. Every <script> carries the request's nonce;
@@ -243,4 +246,3 @@ MIXPANEL_RETRY_AFTER_CAP = env_float("MIXPANEL_RETRY_AFTER_CAP", 5.0)
 
 # How long a workspace's experiment list is reused before Mixpanel is asked again.
 EXPERIMENT_LIST_CACHE_SECONDS = env_int("EXPERIMENT_LIST_CACHE_SECONDS", 60)
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"

@@ -7,7 +7,9 @@ import json
 import re
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -282,8 +284,8 @@ def test_pages_embed_one_closed_dialog(pm_client, workspace, fake):
 def test_dialog_query_count_is_fixed(client, pm, workspace, fake, django_assert_num_queries):
     client.force_login(pm)
     client.get(list_url(workspace))
-    # session, user, membership, claim
-    with django_assert_num_queries(4):
+    # user, membership, claim (the session is read from the cache)
+    with django_assert_num_queries(3):
         assert client.get(conclude_url(workspace), **HTMX).status_code == 200
 
 
@@ -499,7 +501,7 @@ def test_real_service_concludes_once_and_audits(pm_client, workspace, fake):
     assert attempt.reason_text == "Green won clearly after two weeks."
     kinds = list(AuditEntry.objects.filter(attempt=attempt).order_by("seq").values_list("kind", flat=True))
     assert kinds == [EntryKind.CONCLUSION_REQUESTED, EntryKind.CONCLUSION_SUCCEEDED]
-    # A second press (another tab, a stale page) sends nothing and says why.
+    # A second press (another tab, a stale page) sends no PUT and says why.
     second = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert len(fake.put_calls) == 1
     assert "already concluded" in second
@@ -508,6 +510,25 @@ def test_real_service_concludes_once_and_audits(pm_client, workspace, fake):
     assert fake.list_calls > lists_before
     assert "Experiment 00001" in listing
     assert "Concluded by Pat (pat) at" in listing
+
+
+@pytest.mark.django_db
+def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, workspace, fake):
+    star_id = "star-" + list_selectors.experiment_dom_id(ACTIVE)
+    page = pm_client.get(list_url(workspace)).content.decode()
+    assert f'<form method="post" id="{star_id}" class="star-toggle"' in page
+    with CaptureQueriesContext(connection) as captured:
+        html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
+    assert '<span class="badge status-concluded">concluded</span>' in html
+    # htmx puts the page's own star (hx-preserve, same id) where this placeholder is.
+    assert f'<form id="{star_id}" class="star-toggle" hx-preserve></form>' in html
+    # user and membership (the session is read from the cache); the intent: attempt, claim,
+    # lock and chain head, entry; the outcome: projection, lock and head, entry. PostgreSQL
+    # sends the outcome's projection, lock and head as one round trip; SQLite needs no lock.
+    # (The test's own transaction turns each atomic block into a savepoint: not counted.)
+    statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) == (8 if connection.vendor == "postgresql" else 9), statements
+    assert not any("bookmark" in sql for sql in statements)
 
 
 @pytest.mark.django_db

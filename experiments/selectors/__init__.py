@@ -44,7 +44,6 @@ from .bookmarks import (
     experiment_for_bookmark,
     experiment_list_peek,
     experiments_by_id,
-    starred_experiment_ids,
 )
 from .conclusions import (
     DriftItem,
@@ -138,7 +137,6 @@ __all__ = [
     "invalidate_experiment_list",
     "parse_audit_cursor",
     "relative_time",
-    "starred_experiment_ids",
     "workspace_access",
     "workspace_list_for_user",
 ]

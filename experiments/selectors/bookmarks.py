@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -107,17 +107,6 @@ def bookmark_list_for_workspace(*, workspace: Workspace) -> list[Bookmark]:
     for bookmark in bookmarks:
         bookmark.workspace = workspace  # already known: spare a query per row
     return bookmarks
-
-
-def starred_experiment_ids(*, workspace: Workspace, experiment_ids: Iterable[str]) -> frozenset[str]:
-    """Which of these experiments the workspace has bookmarked (one query on the unique index).
-
-    For redrawing a few rows, where the whole strip (every bookmark) is not needed.
-    """
-    found = Bookmark.objects.filter(
-        workspace=workspace, kind=BookmarkKind.EXPERIMENT, experiment_id__in=list(experiment_ids)
-    ).order_by()
-    return frozenset(found.values_list("experiment_id", flat=True))
 
 
 def bookmark_get(*, workspace: Workspace, pk: int) -> Bookmark:

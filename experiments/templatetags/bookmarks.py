@@ -16,13 +16,14 @@ from django.template.context import Context
 from django.utils.safestring import SafeString, mark_safe
 
 from experiments.selectors import bookmarks as bookmark_selectors
+from experiments.selectors import experiment_list as list_selectors
 
 register = template.Library()
 
 # Every interpolated value goes through html.escape(quote=True) (what Django's escape
 # does, without its lazy-string wrapper, which dominated the cost per row).
 _FORM = (
-    '<form method="post" class="star-toggle" action="{url}" hx-post="{url}" hx-swap="outerHTML">'
+    '<form method="post" id="{dom_id}" class="star-toggle" action="{url}" hx-post="{url}" hx-swap="outerHTML">'
     '<input type="hidden" name="csrfmiddlewaretoken" value="{csrf}">'
     '<input type="hidden" name="next" value="{next}">{strip}'
     '<button type="submit" class="star-button" aria-pressed="{pressed}" title="{title}">'
@@ -50,6 +51,7 @@ def star_toggle(
     state = _ON if starred is not None and experiment_id in starred else _OFF
     csrf, next_path = _per_render(context)
     html = _FORM.format(
+        dom_id=star_dom_id(experiment_id),
         url=escape(url),
         csrf=csrf,
         next=next_path,
@@ -59,6 +61,25 @@ def star_toggle(
         **state,
     )
     return mark_safe(html)  # noqa: S308 - built above from escaped values and constants
+
+
+@register.simple_tag(takes_context=True)
+def star_kept(context: Context, experiment: Any) -> SafeString | str:
+    """Where a redrawn row keeps the star already on the page.
+
+    htmx puts the page's own star element in place of this one (hx-preserve, same id),
+    so a row redrawn after force conclude needs no bookmark query, and the star keeps
+    its state and the page it returns to.
+    """
+    experiment_id = _field(experiment, "id")
+    if not bookmark_selectors.bookmark_toggle_url(workspace=context["workspace"], experiment_id=experiment_id):
+        return ""
+    return mark_safe(f'<form id="{star_dom_id(experiment_id)}" class="star-toggle" hx-preserve></form>')  # noqa: S308 - a hex id
+
+
+def star_dom_id(experiment_id: str) -> str:
+    """The star form's HTML id: stable per experiment, so htmx can keep it across a row redraw."""
+    return "star-" + list_selectors.experiment_dom_id(experiment_id)
 
 
 def _per_render(context: Context) -> tuple[str, str]:

@@ -60,22 +60,21 @@ class HtmxHttpRequest(HttpRequest):
 
 
 class _LazyClient:
-    """The workspace's Mixpanel client, built on first use.
+    """The workspace's Mixpanel client, looked up at each call.
 
     A warm, cached page asks Mixpanel nothing, so it builds nothing; and a client
     that cannot be built (missing credentials) fails inside the call, where the
     selectors and services already turn MixpanelError into a readable answer.
+    Looked up per call, not kept: client_for keeps one per thread, and force
+    conclude reads on a worker thread, so each thread uses its own.
     """
 
     def __init__(self, workspace: Any) -> None:
         self._workspace = workspace
-        self._client: Any = None
 
     def _get(self) -> Any:
-        if self._client is None:
-            # Through the module attribute, so tests can replace the seam.
-            self._client = mixpanel.client_for(self._workspace)
-        return self._client
+        # Through the module attribute, so tests can replace the seam.
+        return mixpanel.client_for(self._workspace)
 
     def list_experiments(self, workspace_id: int) -> list[mixpanel.Experiment]:
         return self._get().list_experiments(workspace_id)
@@ -355,9 +354,7 @@ def _outcome_fragment(
     else:
         row = _row_for(access, shown, notice=outcome.message, notice_ok=outcome.ok, claim=outcome.claim_holder)
         context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
-        context["starred"] = bookmark_selectors.starred_experiment_ids(
-            workspace=access.workspace, experiment_ids=[shown.id]
-        )
+        context["keep_star"] = True  # the star on the page stays (hx-preserve): no bookmark query
         template = LIST_TEMPLATE + "#row"
     context.update(access=access, workspace=access.workspace)
     html = render_to_string(template, context, request=request)

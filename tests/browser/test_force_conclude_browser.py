@@ -61,6 +61,9 @@ def test_force_conclude_in_the_browser(page: Page, live_server, standin, pm, wor
 
     row = page.locator("#results tbody tr").first
     expect(row.locator(".badge")).to_have_text("active")
+    # Star it first: the redrawn row must keep the page's own star.
+    row.locator("button.star-button").click()
+    expect(row.locator("button.star-button")).to_have_attribute("aria-pressed", "true")
     open_dialog(page, row)
     fill_dialog(page)
 
@@ -73,8 +76,14 @@ def test_force_conclude_in_the_browser(page: Page, live_server, standin, pm, wor
     expect(row.locator(".badge")).to_have_text("concluded", timeout=TIMEOUT_MS)
     expect(row).to_contain_text("Concluded by Pat (pat) at")
     expect(page.locator("#force-conclude-dialog")).to_be_hidden()
-    expect(page.locator("#toasts .toast")).to_contain_text("Concluded")
+    expect(page.locator("#toasts .toast").filter(has_text="Concluded")).to_have_count(1)
     assert page.evaluate("window.__noReload") is True
+
+    # The star survived the redraw, and still works.
+    star = row.locator("button.star-button")
+    expect(star).to_have_attribute("aria-pressed", "true")
+    star.click()
+    expect(row.locator("button.star-button")).to_have_attribute("aria-pressed", "false")
 
     # No button remains, and exactly one PUT reached Mixpanel.
     expect(row.get_by_role("link", name=re.compile("^Force conclude"))).to_have_count(0)
