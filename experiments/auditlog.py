@@ -16,7 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import QuerySet
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from experiments.models import AuditEntry, ConclusionAttempt, EntryKind, Workspace
@@ -100,12 +102,48 @@ def hash_of(entry: Any, *, seq: int | None = None) -> str:
     )
 
 
-def _lock_chain_head() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_APPEND_LOCK_KEY])
-    # SQLite: the connection uses BEGIN IMMEDIATE, so this transaction already
-    # holds the database's single write lock.
+def _update_sql(update: tuple[QuerySet[Any], dict[str, Any]]) -> tuple[str, list[Any]]:
+    """An ORM update, compiled as QuerySet.update() would run it."""
+    queryset, values = update
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    return sql, list(params)
+
+
+def _lock_and_read_head(update: tuple[QuerySet[Any], dict[str, Any]] | None) -> tuple[int, str] | None:
+    """Apply the caller's `update` (one row), take the append lock, then read the chain's
+    head (seq, hash), or None when the chain is empty.
+
+    PostgreSQL: one round trip carrying the statements. Under READ COMMITTED each
+    statement takes its own snapshot when it starts, so the head is read after the lock
+    is held and sees every entry committed before it. SQLite: the connection uses BEGIN
+    IMMEDIATE, so this transaction already holds the database's single write lock.
+    """
+    table = connection.ops.quote_name(AuditEntry._meta.db_table)
+    head_sql = f'SELECT "seq", "hash" FROM {table} ORDER BY "seq" DESC LIMIT 1'  # noqa: S608 - our own table name
+    statements = [_update_sql(update)] if update is not None else []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            statements.append(("SELECT pg_advisory_xact_lock(%s)", [_APPEND_LOCK_KEY]))
+            statements.append((head_sql, []))
+            cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+            if update is not None:
+                _check_one_row(cursor.rowcount)
+            for _ in statements[1:]:
+                cursor.nextset()
+        else:
+            if update is not None:
+                cursor.execute(*statements[0])
+                _check_one_row(cursor.rowcount)
+            cursor.execute(head_sql)
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def _check_one_row(count: int) -> None:
+    if count != 1:
+        raise DatabaseError(f"The update that goes with this audit entry changed {count} rows, not 1.")
 
 
 def append_entry(
@@ -118,8 +156,13 @@ def append_entry(
     experiment_id: str = "",
     experiment_name: str = "",
     payload: dict[str, Any] | None = None,
+    update: tuple[QuerySet[Any], dict[str, Any]] | None = None,
 ) -> AuditEntry:
     """Append one entry to the chain and return it.
+
+    `update` is an update of exactly one row (a queryset and its new values) that
+    belongs with this entry, such as an attempt's projection: it is applied in the same
+    transaction, and on PostgreSQL in the same round trip as the lock.
 
     Runs in its own transaction, or inside the caller's when one is open, so the
     entry commits together with the caller's other writes. No savepoint: if the
@@ -128,8 +171,7 @@ def append_entry(
     """
     payload_text = canonical_json(payload or {})
     with transaction.atomic(savepoint=False):
-        _lock_chain_head()
-        head = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
+        head = _lock_and_read_head(update)
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
         created_at = timezone.now()
         entry = AuditEntry(

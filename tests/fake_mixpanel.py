@@ -69,6 +69,7 @@ class FakeMixpanel:
         self.check_no_transaction = check_no_transaction
         self.calls: list[tuple[str, int, str]] = []
         self.atomic_during_calls: list[bool] = []
+        self.call_threads: list[int] = []  # threading.get_ident() of each call, in order
         self._lock = threading.Lock()
 
     # -- helpers for tests ----------------------------------------------------------
@@ -82,6 +83,7 @@ class FakeMixpanel:
     def _record(self, kind: str, ws: int, exp_id: str) -> None:
         with self._lock:
             self.calls.append((kind, ws, exp_id))
+            self.call_threads.append(threading.get_ident())
         if self.check_no_transaction:
             self.atomic_during_calls.append(connection.in_atomic_block)
 

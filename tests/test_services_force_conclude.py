@@ -122,7 +122,11 @@ def test_no_transaction_is_open_during_upstream_calls(workspace, pm):
     assert outcome.ok
     assert [c[0] for c in fake.calls] == ["get", "put"]
     assert fake.atomic_during_calls == [False, False]
-    # ...and the intent was committed before the first call: visible from a fresh read.
+    # The PUT leaves from the caller's thread; the read from a worker thread, which has
+    # no transaction of its own and never sees the caller's.
+    read_thread, put_thread = fake.call_threads
+    assert put_thread == threading.get_ident() != read_thread
+    # ...and the intent was committed before the PUT: visible from a fresh read.
     assert AuditEntry.objects.filter(attempt=outcome.attempt, kind=REQUESTED).exists()
 
 
@@ -432,7 +436,7 @@ def test_outcome_that_cannot_be_saved_leaves_the_attempt_for_reconcile(workspace
 
 
 @pytest.mark.django_db
-def test_second_click_after_success_is_blocked_without_any_call(workspace, pm, ws_admin):
+def test_second_click_after_success_is_blocked_without_a_put(workspace, pm, ws_admin):
     first = conclude(workspace, pm, FakeMixpanel())
     assert first.ok
     fake = FakeMixpanel()
@@ -441,7 +445,8 @@ def test_second_click_after_success_is_blocked_without_any_call(workspace, pm, w
 
     assert second.state == conclusion_services.STATE_BLOCKED
     assert not second.ok
-    assert fake.calls == []
+    # Its read may have left alongside the claim (its answer is dropped); a PUT never.
+    assert fake.puts == []
     assert second.blocked_by.pk == first.attempt.pk
     assert second.message.startswith("Not sent: “Checkout button colour” was already concluded by Pat (pat) at ")
     # The refused click is on the record too: its own attempt, requested + failed, no claim.
@@ -472,7 +477,7 @@ def test_click_while_another_is_in_flight_says_who_and_since_when(workspace, pm,
 
     blocked, inner_calls = fake.seen
     assert first.ok
-    assert inner_calls == []
+    assert [c for c in inner_calls if c[0] == "put"] == []
     assert blocked.state == conclusion_services.STATE_BLOCKED
     assert "is already being concluded by Pat (pat) since" in blocked.message
     assert blocked.blocked_by.pk == first.attempt.pk
@@ -504,7 +509,7 @@ def test_unknown_outcome_blocks_the_next_click(workspace, pm):
     assert again.state == conclusion_services.STATE_BLOCKED
     assert "already being concluded by Pat (pat)" in again.message
     assert again.blocked_by.pk == unknown.attempt.pk
-    assert fake.calls == []
+    assert fake.puts == []
 
 
 # --- refused before any attempt ---------------------------------------------------------
