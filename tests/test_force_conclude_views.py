@@ -25,6 +25,7 @@ from experiments.models import (
 )
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
+from tests.factories import session_queries
 from tests.fake_list_client import FakeClient, exp_json, install
 
 ACTIVE = "00000000-0000-4000-8000-000000000001"  # starts 2026-01-02 09:00 UTC
@@ -284,8 +285,8 @@ def test_pages_embed_one_closed_dialog(pm_client, workspace, fake):
 def test_dialog_query_count_is_fixed(client, pm, workspace, fake, django_assert_num_queries):
     client.force_login(pm)
     client.get(list_url(workspace))
-    # user, membership, claim (the session is read from the cache)
-    with django_assert_num_queries(3):
+    # user, membership, claim (+ the session without Redis)
+    with django_assert_num_queries(3 + session_queries()):
         assert client.get(conclude_url(workspace), **HTMX).status_code == 200
 
 
@@ -522,12 +523,12 @@ def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, work
     assert '<span class="badge status-concluded">concluded</span>' in html
     # htmx puts the page's own star (hx-preserve, same id) where this placeholder is.
     assert f'<form id="{star_id}" class="star-toggle" hx-preserve></form>' in html
-    # user and membership (the session is read from the cache); the intent: attempt, claim,
-    # lock and chain head, entry; the outcome: projection, lock and head, entry. PostgreSQL
-    # sends the outcome's projection, lock and head as one round trip; SQLite needs no lock.
+    # user and membership (+ the session without Redis); the intent: attempt, claim, lock and
+    # chain head, entry; the outcome: projection, lock and head, entry. PostgreSQL sends the
+    # outcome's projection, lock and head as one round trip; SQLite needs no lock.
     # (The test's own transaction turns each atomic block into a savepoint: not counted.)
     statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) == (8 if connection.vendor == "postgresql" else 9), statements
+    assert len(statements) == (8 if connection.vendor == "postgresql" else 9) + session_queries(), statements
     assert not any("bookmark" in sql for sql in statements)
 
 
