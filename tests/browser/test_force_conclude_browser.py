@@ -2,7 +2,7 @@
 
 A person logs in, opens the workspace, searches, presses Force conclude, fills the
 dialog and confirms; the row changes in place without a reload, a second click
-sends nothing, and an upstream fault is reported in words.
+sends no second PUT, and an upstream fault is reported in words.
 """
 
 from __future__ import annotations
