@@ -21,11 +21,6 @@ CSV_URL = reverse("experiments:audit-export", args=["csv"])
 NDJSON_URL = reverse("experiments:audit-export", args=["ndjson"])
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def body_of(response) -> str:
     assert isinstance(response, StreamingHttpResponse)
     return b"".join(response.streaming_content).decode("utf-8")

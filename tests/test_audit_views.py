@@ -16,12 +16,6 @@ LIST = reverse("experiments:audit-list")
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The personas are created with passwords; the default hasher is slow on purpose.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def ws_list(workspace) -> str:
     return reverse("experiments:audit-workspace-list", args=[workspace.pk])
 

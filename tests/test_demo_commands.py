@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CANARY = "CANARY-s3cr3t-do-not-leak"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # seed_demo hashes five passwords; PBKDF2's full cost would dominate these tests.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def run(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out, stderr=StringIO())

@@ -16,11 +16,6 @@ from tests.fake_list_client import FakeClient, exp_json, install
 EXP = "00000000-0000-4000-8000-000000000001"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def fake(monkeypatch):
     return install(monkeypatch, FakeClient([exp_json(1, "active"), exp_json(2, "concluded")]))

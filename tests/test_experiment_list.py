@@ -19,12 +19,6 @@ from tests.fake_list_client import FakeClient, exp_json, install
 STATUS_CYCLE = ["active", "draft", "concluded", "success", "fail"]
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The personas' passwords are hashed once per test; the default hasher is slow by design.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def fake(monkeypatch):
     # 15 experiments: 3 of each status, numbered 0..14.

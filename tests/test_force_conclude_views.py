@@ -34,11 +34,6 @@ CONCLUDED = "00000000-0000-4000-8000-000000000003"
 ACTIVE_TOO = "00000000-0000-4000-8000-000000000004"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def fake(monkeypatch):
     return install(

@@ -19,11 +19,6 @@ from tests.factories import make_attempt
 TABLE = AuditEntry._meta.db_table
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # --- In memory: every kind of break, classified ------------------------------------------
 
 
