@@ -258,17 +258,24 @@ def _record_outcome(
             ConclusionClaim.objects.filter(attempt=attempt).delete()
         auditlog.append_entry(
             kind=_entry_kind_for(state),
-            workspace=attempt.workspace,
-            actor=attempt.actor,
-            actor_name=attempt.actor_name,
-            attempt=attempt,
-            experiment_id=attempt.experiment_id,
-            experiment_name=attempt.experiment_name,
+            **_about(attempt),
             payload={"state": state, "claim_released": release_claim, **payload},
             update=(ConclusionAttempt.objects.filter(pk=attempt.pk), outcome),
         )
     for name, value in outcome.items():
         setattr(attempt, name, value)
+
+
+def _about(attempt: ConclusionAttempt) -> dict[str, Any]:
+    """What every audit entry of an attempt repeats from it: where, who, which experiment."""
+    return {
+        "workspace": attempt.workspace,
+        "actor": attempt.actor,
+        "actor_name": attempt.actor_name,
+        "attempt": attempt,
+        "experiment_id": attempt.experiment_id,
+        "experiment_name": attempt.experiment_name,
+    }
 
 
 def _requested_payload(attempt: ConclusionAttempt, workspace: Workspace) -> dict[str, Any]:
@@ -330,14 +337,7 @@ def _record_blocked(*, holder: ConclusionClaim | None, name: str, **request: Any
         attempt = _new_attempt(
             **request, state=AttemptState.FAILED, failure_reason="Blocked: " + message, finished_at=timezone.now()
         )
-        common = {
-            "workspace": attempt.workspace,
-            "actor": attempt.actor,
-            "actor_name": attempt.actor_name,
-            "attempt": attempt,
-            "experiment_id": attempt.experiment_id,
-            "experiment_name": attempt.experiment_name,
-        }
+        common = _about(attempt)
         auditlog.append_entry(
             kind=EntryKind.CONCLUSION_REQUESTED, payload=_requested_payload(attempt, attempt.workspace), **common
         )
@@ -424,12 +424,7 @@ def experiment_force_conclude(
                 ConclusionClaim.objects.create(workspace=workspace, experiment_id=experiment_id, attempt=attempt)
                 auditlog.append_entry(
                     kind=EntryKind.CONCLUSION_REQUESTED,
-                    workspace=workspace,
-                    actor=user,
-                    actor_name=attempt.actor_name,
-                    attempt=attempt,
-                    experiment_id=experiment_id,
-                    experiment_name=experiment_name,
+                    **_about(attempt),
                     payload=_requested_payload(attempt, workspace),
                 )
             break
