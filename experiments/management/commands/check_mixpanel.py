@@ -7,12 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments import mixpanel
+from experiments.management.text import table_cell
 from experiments.models import Workspace
-
-
-def _cell(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class Command(BaseCommand):
@@ -56,7 +52,7 @@ class Command(BaseCommand):
         self.stdout.write("-" * len(header))
         for workspace, ok, count, reason, _ in rows:
             line = (
-                f"{_cell(workspace.name, 30):<30} {workspace.region:<6} {workspace.mixpanel_workspace_id:>10} "
+                f"{table_cell(workspace.name, 30):<30} {workspace.region:<6} {workspace.mixpanel_workspace_id:>10} "
                 f"{ok:<9} {count:>11}  {reason}"
             )
             self.stdout.write(line if ok == "yes" else self.style.ERROR(line))

@@ -20,6 +20,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments import mixpanel
+from experiments.management.text import table_cell
 from experiments.models import Workspace
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.services import conclusions as conclusion_services
@@ -34,12 +35,6 @@ def parse_duration(text: str) -> dt.timedelta:
     if not match:
         raise CommandError(f"--older-than must look like 30s, 5m, 2h or 1d (got {text!r}).")
     return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
-
-
-def _cell(value: Any, width: int) -> str:
-    # Upstream names are untrusted text: keep one line per row, whatever they contain.
-    text = " ".join(str(value if value is not None else "-").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class Command(BaseCommand):
@@ -162,7 +157,7 @@ class Command(BaseCommand):
         return clients[workspace.pk]
 
     def _table(self, header: list[str], rows: list[list[Any]], *, widths: list[int]) -> None:
-        cells = [[_cell(v, w) for v, w in zip(row, widths, strict=True)] for row in [header, *rows]]
+        cells = [[table_cell(v, w) for v, w in zip(row, widths, strict=True)] for row in [header, *rows]]
         sizes = [max(len(row[i]) for row in cells) for i in range(len(header))]
         for n, row in enumerate(cells):
             self.stdout.write("  ".join(c.ljust(s) for c, s in zip(row, sizes, strict=True)).rstrip())

@@ -1,0 +1,14 @@
+"""Plain-text output shared by the management commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def table_cell(value: Any, width: int) -> str:
+    """One table cell of at most `width` characters on one line ("-" for None).
+
+    Upstream names are untrusted text: whatever they contain, a row stays one line.
+    """
+    text = " ".join(str(value if value is not None else "-").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
