@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -37,7 +37,6 @@ from experiments.models import AttemptState
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
-from experiments.selectors.experiment_list import ExperimentListUnavailable
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
 from experiments.views.access import get_workspace_access
@@ -53,6 +52,7 @@ MSG_FORBIDDEN = (
     "ask a workspace admin if you need to."
 )
 MSG_REFRESHED = "The experiment list was read again from Mixpanel."
+MSG_NO_SUCH_EXPERIMENT = "This workspace has no such experiment."
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -76,7 +76,7 @@ class _LazyClient:
         # Through the module attribute, so tests can replace the seam.
         return mixpanel.client_for(self._workspace)
 
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.Experiment]:
+    def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
         return self._get().list_experiments(workspace_id)
 
     def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
@@ -291,14 +291,15 @@ def _detail_context(access: WorkspaceAccess, detail: list_selectors.ExperimentDe
 def experiment_detail(request: HtmxHttpRequest, workspace_pk: int, experiment_id: str) -> HttpResponse:
     """One experiment: what Mixpanel says about it, and every conclusion attempt on it."""
     access = get_workspace_access(request, workspace_pk)
-    try:
-        detail = list_selectors.experiment_detail_get(
-            workspace=access.workspace, client=_LazyClient(access.workspace), experiment_id=experiment_id
-        )
-    except ExperimentListUnavailable as exc:
-        context = {"access": access, "workspace": access.workspace, "unavailable": str(exc)}
+    detail = list_selectors.experiment_detail_get(
+        workspace=access.workspace, client=_LazyClient(access.workspace), experiment_id=experiment_id
+    )
+    if detail.unavailable:
+        context = {"access": access, "workspace": access.workspace, "unavailable": detail.unavailable}
         context["list_url"] = _list_url(access.workspace.pk)
         return render(request, DETAIL_TEMPLATE, context, status=503)
+    if detail.experiment is None:
+        raise Http404(MSG_NO_SUCH_EXPERIMENT)
     return render(request, DETAIL_TEMPLATE, _detail_context(access, detail))
 
 
@@ -383,16 +384,16 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         "back_url": _back_url(access, experiment_id, back, list_query),
         "hx_target": "#conclude-section" if back == "detail" else "#" + list_selectors.experiment_dom_id(experiment_id),
     }
-    try:
-        experiment = list_selectors.experiment_get(
-            workspace=access.workspace, client=client, experiment_id=experiment_id
-        )
-    except ExperimentListUnavailable as exc:
-        context["unavailable"] = str(exc)
+    listed = list_selectors.experiment_lookup(workspace=access.workspace, client=client, experiment_id=experiment_id)
+    if listed.unavailable:
+        context["unavailable"] = listed.unavailable
         if request.method == "POST" and not _wants_fragment(request):
-            messages.error(request, str(exc))
+            messages.error(request, listed.unavailable)
             return redirect(context["back_url"])
         return _form_response(request, context)
+    if listed.experiment is None:
+        raise Http404(MSG_NO_SUCH_EXPERIMENT)
+    experiment = listed.experiment
 
     context.update(experiment=experiment, conclude_url=request.path)
     if request.method == "GET":
