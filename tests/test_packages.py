@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {
-    "selectors": ["workspaces", "experiment_list", "conclusions", "audit", "bookmarks"],
+    "selectors": ["workspaces", "experiment_list", "experiment_page", "conclusions", "audit", "bookmarks"],
     "services": ["workspaces", "conclusions", "bookmarks"],
 }
 
