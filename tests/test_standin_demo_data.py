@@ -1,4 +1,4 @@
-"""The stand-in's demo data shows the experiment page's states: a sample-ratio mismatch, results, plausible exposures."""
+"""The stand-in's demo data shows the experiment page's states: a ratio mismatch, results, plausible exposures."""
 
 from __future__ import annotations
 
