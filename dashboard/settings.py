@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.humanize",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
@@ -254,6 +255,8 @@ EXPERIMENT_LIST_CACHE_SECONDS = env_int("EXPERIMENT_LIST_CACHE_SECONDS", 60)
 # Experiments each process keeps parsed and indexed, over all workspaces' lists; the least
 # recently used list goes first (~1.2 KB each: the default is ~60 MB per process).
 EXPERIMENT_LIST_MEMORY_EXPERIMENTS = env_int("EXPERIMENT_LIST_MEMORY_EXPERIMENTS", 50_000, minimum=1)
+# How long the experiment page reuses its read of one experiment (0: read it every time).
+EXPERIMENT_DETAIL_CACHE_SECONDS = env_int("EXPERIMENT_DETAIL_CACHE_SECONDS", 15)
 
 # --- Background tasks -------------------------------------------------------
 # Django's Tasks framework with the database as the queue (django-tasks-db): the

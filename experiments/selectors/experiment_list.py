@@ -403,56 +403,6 @@ class ExperimentListUnavailable(Exception):
     """Mixpanel failed and no copy of the list exists, so nothing can be looked up."""
 
 
-@dataclass(frozen=True, slots=True)
-class ExperimentDetail:
-    """The experiment page's data: the freshest copy we could get, and whether it is fresh.
-
-    `experiment` is None when the list does not hold it (the page is a 404) or when no
-    list could be read (`unavailable` says why).
-    """
-
-    experiment: Experiment | None
-    fresh: bool
-    error: str | None
-    unavailable: str | None = None
-
-
-def _from_summary(summary: ExperimentSummary) -> Experiment:
-    # What the list knows, for the page to show when the experiment itself cannot be read.
-    return Experiment(
-        id=summary.id,
-        name=summary.name,
-        status=summary.status,
-        hypothesis=summary.hypothesis,
-        created=summary.created,
-        start_date=summary.start_date,
-        end_date=summary.end_date,
-        deleted=summary.deleted,
-        creator_name=summary.creator_name,
-        creator_email=summary.creator_email,
-        tags=summary.tags,
-    )
-
-
-def experiment_detail_get(*, workspace: Workspace, client: Any, experiment_id: str) -> ExperimentDetail:
-    """The experiment for its page: checked against the workspace's list, then read fresh.
-
-    The list decides membership. The fresh GET brings the whole object (the list keeps
-    a summary); if it fails or answers for another id, what the list knows is shown.
-    """
-    listed = experiment_lookup(workspace=workspace, client=client, experiment_id=experiment_id)
-    if listed.experiment is None:
-        return ExperimentDetail(None, fresh=False, error=None, unavailable=listed.unavailable)
-    try:
-        fresh = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
-    except MixpanelError as exc:
-        return ExperimentDetail(_from_summary(listed.experiment), fresh=False, error=str(exc))
-    if fresh.id != experiment_id:
-        error = "Mixpanel answered with a different experiment."
-        return ExperimentDetail(_from_summary(listed.experiment), fresh=False, error=error)
-    return ExperimentDetail(fresh, fresh=True, error=None)
-
-
 # Relative times in one unit, for table cells: (below this many seconds, unit seconds, unit name).
 _RELATIVE_UNITS = (
     (3600, 60, "minute"),
