@@ -609,7 +609,8 @@ def test_an_upstream_id_with_a_nul_is_dropped_not_a_500(pm_client, workspace, st
     assert pm_client.get(detail).status_code == 200
     poisoned = reverse("experiments:experiment-detail", args=[workspace.pk, "poisoned\x00id"])
     response = pm_client.get(poisoned)  # the page reads the experiment itself: refused, readably
-    assert response.status_code == 503 and "control characters" in response.content.decode()
+    assert response.status_code == 503
+    assert "control characters" in response.content.decode()
     conclude = reverse("experiments:experiment-force-conclude", args=[workspace.pk, "poisoned\x00id"])
     assert pm_client.get(conclude, HTTP_HX_REQUEST="true").status_code == 404
     bookmarks = reverse("experiments:bookmark-list", args=[workspace.pk])
