@@ -300,6 +300,11 @@ def test_dialog_query_count_is_fixed(client, pm, workspace, fake, django_assert_
         ({"end_date": "next tuesday"}, "Enter a date and time like"),
         ({"end_date": "2999-01-01T00:00"}, "The end date is in the future."),
         ({"end_date": "2026-01-02T08:59"}, "The end date is before the experiment started (2026-01-02 09:00 UTC)."),
+        # Out of range once converted to UTC: a form error, never a 500.
+        ({"end_date": "0001-01-01T00:00+05:00"}, "Enter a date and time like"),
+        ({"end_date": "9999-12-31T23:59-05:00"}, "Enter a date and time like"),
+        ({"end_date": "0001-01-01T00:30"}, "The end date is before the experiment started"),
+        ({"end_date": "9999-12-31T23:59+05:00"}, "The end date is in the future."),
     ],
 )
 def test_dialog_validation_errors_are_readable(pm_client, workspace, fake, spy, overrides, message):
