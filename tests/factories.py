@@ -102,17 +102,25 @@ def make_attempt(
 
 
 @contextlib.contextmanager
-def past_the_in_flight_limit() -> Iterator[None]:
-    """Run the block with Django's clock moved past the in-flight limit, as a reconcile
-    run would see every attempt made so far once their PUTs can no longer be on their way."""
+def _clock_shifted(shift: dt.timedelta) -> Iterator[None]:
     real_now = timezone.now
-    shift = conclusion_services.in_flight_limit() + dt.timedelta(seconds=1)
 
-    def later() -> dt.datetime:
+    def shifted() -> dt.datetime:
         return real_now() + shift
 
-    with mock.patch.object(timezone, "now", later):
+    with mock.patch.object(timezone, "now", shifted):
         yield
+
+
+def past_the_in_flight_limit() -> contextlib.AbstractContextManager[None]:
+    """Run the block with Django's clock moved past the in-flight limit, as a reconcile
+    run would see every attempt made so far once their PUTs can no longer be on their way."""
+    return _clock_shifted(conclusion_services.in_flight_limit() + dt.timedelta(seconds=1))
+
+
+def made_long_ago() -> contextlib.AbstractContextManager[None]:
+    """Attempts made in the block are already past their in-flight limit when it ends."""
+    return _clock_shifted(-conclusion_services.in_flight_limit() - dt.timedelta(seconds=1))
 
 
 def assert_chain_valid() -> None:
