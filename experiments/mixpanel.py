@@ -478,6 +478,22 @@ def _setting(name: str) -> Any:
     return getattr(settings, name)
 
 
+def read_deadline_seconds() -> float:
+    """The longest one read (retries and their waits included) may take, in seconds."""
+    return float(_setting("MIXPANEL_DEADLINE"))
+
+
+def write_deadline_seconds() -> float:
+    """The longest a state-changing call (the force-conclude PUT) may take, in seconds.
+
+    MIXPANEL_WRITE_DEADLINE: longer than a read's, because Mixpanel's edge gives App API
+    calls about 120 s and a write cut off sooner may still be applied. Reconciling waits
+    this long (plus a margin) before it judges an attempt, so it never reads an
+    experiment while our own PUT may still be on its way.
+    """
+    return float(_setting("MIXPANEL_WRITE_DEADLINE"))
+
+
 def _user_agent() -> str:
     from dashboard import __version__
 
@@ -706,16 +722,6 @@ def _stream_list(body: _Body, client: MixpanelClient) -> tuple[list[ExperimentSu
     return summaries, skipped, envelope
 
 
-def write_deadline_seconds() -> float:
-    """How long a state-changing call may take, start to end (MIXPANEL_WRITE_DEADLINE).
-
-    Longer than a read's: Mixpanel's edge gives App API calls about 120 s, and a write
-    cut off sooner may still be applied. Anything judging whether a write can still be
-    in flight must wait at least this long.
-    """
-    return float(_setting("MIXPANEL_WRITE_DEADLINE"))
-
-
 class MixpanelClient:
     """A client per (region, service account), holding one requests.Session.
 
@@ -871,7 +877,7 @@ class MixpanelClient:
         handed to stream(body, client) as it arrives and its result is returned instead.
         """
         started = self._clock()
-        deadline = started + float(_setting("MIXPANEL_DEADLINE"))
+        deadline = started + read_deadline_seconds()
         retries = max(0, int(_setting("MIXPANEL_READ_RETRIES")))
         cap = max(0.0, float(_setting("MIXPANEL_RETRY_AFTER_CAP")))
         read_timeout = float(_setting("MIXPANEL_READ_TIMEOUT"))

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from experiments import mixpanel
 from experiments.mixpanel import STATUSES, Experiment, ExperimentSummary, MixpanelError
 from experiments.models import AttemptState, ConclusionAttempt, Workspace
 from experiments.selectors import conclusions as conclusion_selectors
@@ -308,7 +309,9 @@ def _stale_snapshot(base: str, error: str) -> ExperimentListSnapshot:
     return _snapshot(index, stale=True, error=error)
 
 
-def experiment_list_cached(*, workspace: Workspace, client: Any, refresh: bool = False) -> ExperimentListSnapshot:
+def experiment_list_cached(
+    *, workspace: Workspace, client: Any = None, refresh: bool = False
+) -> ExperimentListSnapshot:
     """The workspace's experiments, from the cache while fresh, else from Mixpanel.
 
     `refresh=True` asks Mixpanel now (the Refresh control). When Mixpanel fails,
@@ -328,6 +331,10 @@ def experiment_list_cached(*, workspace: Workspace, client: Any, refresh: bool =
             # Mixpanel failed moments ago: do not make every page view wait for it again.
             return _stale_snapshot(base, failed["error"])
     try:
+        # No client given: the workspace's own, built only now that Mixpanel must be
+        # asked, so a missing configuration is one more readable MixpanelError.
+        if client is None:
+            client = mixpanel.client_for(workspace)
         experiments = tuple(client.list_experiments(workspace.mixpanel_workspace_id))
     except MixpanelError as exc:
         error = str(exc) or MixpanelError.default_message
@@ -391,7 +398,7 @@ class ListedExperiment:
     unavailable: str | None = None
 
 
-def experiment_lookup(*, workspace: Workspace, client: Any, experiment_id: str) -> ListedExperiment:
+def experiment_lookup(*, workspace: Workspace, client: Any = None, experiment_id: str) -> ListedExperiment:
     """One experiment of the workspace's (cached) list, as data: never raises for Mixpanel's failures."""
     snapshot = experiment_list_cached(workspace=workspace, client=client)
     if snapshot.index is None:
