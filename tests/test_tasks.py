@@ -204,3 +204,55 @@ def test_the_queue_is_the_database():
 
     assert settings.TASKS["default"]["BACKEND"] == "django_tasks_db.DatabaseBackend"
     assert tasks.reconcile_attempt.get_backend().supports_defer
+
+
+# --- the real worker process -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_db_worker_command_resolves_a_crashed_attempt_from_the_queue(standin, workspace, pm):
+    """`manage.py db_worker`, as make run and make serve start it, in its own process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.db import connection
+
+    from tests.processes import shared_test_database_url
+    from tests.test_reconcile import DiesAfterSending
+
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "the worker-process test needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite's in-memory "
+            "test database cannot be shared with another process"
+        )
+    exp_id = standin.find(1001, status="active")["id"]
+    with pytest.raises(ProcessDied):  # the PUT landed, then the process died before recording it
+        press(workspace, pm, DiesAfterSending(mixpanel.client_for(workspace)), exp_id)
+    attempt = ConclusionAttempt.objects.get()
+    standin.clear_requests()
+    tasks.reconcile_attempt.enqueue(attempt.pk)
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": shared_test_database_url(),
+        "MIXPANEL_API_BASE_URL": standin.url,
+    }
+    worker = subprocess.run(
+        [sys.executable, "manage.py", "db_worker", "--batch", "--no-reload", "--no-startup-delay"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    (row,) = DBTaskResult.objects.all()
+    assert (row.status, row.return_value) == (TaskResultStatus.SUCCESSFUL, "applied")
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.RECONCILED_APPLIED
+    assert kinds(attempt) == [REQUESTED, RECONCILED]
+    assert standin.requests(method="PUT") == []
+    assert len(standin.requests(method="GET", path_contains=exp_id)) == 1
