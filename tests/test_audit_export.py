@@ -63,6 +63,12 @@ def test_csv_is_a_streamed_dated_attachment(client, auditor, workspace, pm):
         "\t=1+1",
         "\r=1+1",
         "\uff1d1+1",
+        "\n=1+1",
+        " =1+1",
+        "   +cmd|' /C calc'!A0",
+        "\u00a0@SUM(1+1)",
+        " \t-2+3",
+        "\nplain text after a line feed",
     ],
 )
 def test_csv_neutralises_formula_injection_in_every_text_cell(client, auditor, workspace, pm, evil):
@@ -88,6 +94,8 @@ def test_neutralise_leaves_ordinary_text_alone():
     assert neutralise_cell("Checkout = better") == "Checkout = better"
     assert neutralise_cell("") == ""
     assert neutralise_cell("-") == "'-"
+    assert neutralise_cell(" a leading space") == " a leading space"
+    assert neutralise_cell("a = b\n=c") == "a = b\n=c"
 
 
 @pytest.mark.django_db

@@ -55,8 +55,14 @@ _NUMBER_COLUMNS = ("id", "workspace_id", "actor_id", "http_status", "duration_ms
 _TEXT_COLUMNS = [i for i, name in enumerate(AUDIT_EXPORT_FIELDS) if name not in _NUMBER_COLUMNS]
 EXPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson; charset=utf-8"}
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV
-# injection"); fullwidth forms too in some versions. A leading ' makes it text.
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# injection"); fullwidth forms too in some versions. Some skip leading whitespace
+# first, and a tab, carriage return or line feed can start a formula on import. A
+# leading ' makes the cell text.
+FORMULA_CHARS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+LINE_BREAKS_AND_TABS = ("\t", "\r", "\n")
+# Every cell neutralise_cell changes starts with one of these or with whitespace: the
+# export's loop looks no further at any other cell (it runs a million times).
+_RISKY_FIRST = frozenset("".join(FORMULA_CHARS + LINE_BREAKS_AND_TABS))
 # Rows per chunk written to the socket: fewer, larger writes keep a big export fast.
 EXPORT_BATCH_ROWS = 500
 
@@ -211,8 +217,10 @@ class _Echo:
 
 
 def neutralise_cell(value: str) -> str:
-    """Make a text cell inert in spreadsheets (formula injection)."""
-    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+    """Make a text cell inert in spreadsheets (formula injection), whitespace before it included."""
+    if value.startswith(LINE_BREAKS_AND_TABS) or value.lstrip().startswith(FORMULA_CHARS):
+        return "'" + value
+    return value
 
 
 def _batched(lines: Iterable[str]) -> Iterator[str]:
@@ -234,8 +242,8 @@ def _csv_stream(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
         cells = list(row)
         for i in _TEXT_COLUMNS:
             text = cells[i]
-            if text and text.startswith(FORMULA_TRIGGERS):
-                cells[i] = "'" + text
+            if text and (text[0] in _RISKY_FIRST or text[0].isspace()):
+                cells[i] = neutralise_cell(text)
         return writer.writerow(cells)  # None is written as an empty cell
 
     yield writer.writerow(_HEADERS)
