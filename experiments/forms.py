@@ -110,6 +110,7 @@ REASON_TEXT_MAX_LENGTH = 1000
 # A browser clock a little ahead of ours must not make "now" look like the future.
 CLOCK_SKEW_ALLOWANCE = dt.timedelta(minutes=2)
 DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
+MSG_DATETIME_INVALID = "Enter a date and time like 2026-11-26T09:30 (UTC)."
 
 
 def datetime_local_value(value: dt.datetime) -> str:
@@ -138,12 +139,14 @@ class UTCDateTimeField(forms.DateTimeField):
             try:
                 parsed = dt.datetime.fromisoformat(text)
             except ValueError:
-                raise forms.ValidationError(
-                    "Enter a date and time like 2026-11-26T09:30 (UTC).", code="invalid"
-                ) from None
+                raise forms.ValidationError(MSG_DATETIME_INVALID, code="invalid") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
-        return parsed.astimezone(dt.UTC)
+        try:
+            return parsed.astimezone(dt.UTC)
+        except OverflowError:
+            # Year 1 or 9999 with an offset: the UTC moment is outside the calendar.
+            raise forms.ValidationError(MSG_DATETIME_INVALID, code="invalid") from None
 
 
 class ForceConcludeForm(forms.Form):

@@ -208,3 +208,32 @@ def test_unknown_format_is_404_and_bad_filter_is_a_readable_400(client, auditor)
     response = client.get(CSV_URL, {"date_from": "31/12/2026"})
     assert response.status_code == 400
     assert "Enter the From date as YYYY-MM-DD." in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"date_from": "0001-01-01"}, "Enter a date between 1900-01-01 and 2999-12-31."),
+        ({"date_to": "9999-12-31"}, "Enter a date between 1900-01-01 and 2999-12-31."),
+        ({"workspace": "9223372036854775808"}, "Choose a workspace."),
+        ({"person": "9223372036854775808"}, "No one has that user id."),
+    ],
+)
+def test_an_out_of_range_filter_is_a_400_before_the_first_byte(client, auditor, workspace, pm, params, message):
+    make_attempt(workspace=workspace, actor=pm)
+    client.force_login(auditor)
+    for url in (CSV_URL, NDJSON_URL):
+        response = client.get(url, params)
+        assert response.status_code == 400
+        assert not response.streaming
+        assert message in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_person_written_with_other_digits_is_a_username_not_an_id(client, auditor, workspace, pm):
+    make_attempt(workspace=workspace, actor=pm)
+    client.force_login(auditor)
+    response = client.get(CSV_URL, {"person": "²"})
+    assert response.status_code == 200
+    assert csv_rows(response) == []  # no user is called "²"

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -21,6 +22,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
+from experiments.converters import DB_ID_MAX
 from experiments.models import AttemptState, Workspace
 from experiments.selectors import audit as audit_selectors
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS, AUDIT_PAGE_SIZE, AUDIT_PAGE_SIZES, AuditFilters
@@ -67,22 +69,54 @@ _RISKY_FIRST = frozenset("".join(FORMULA_CHARS + LINE_BREAKS_AND_TABS))
 EXPORT_BATCH_ROWS = 500
 
 
+# The date filters become datetimes a day or two either side (see the selector's range
+# filter); dates near the calendar's ends would overflow, and no attempt is dated there.
+AUDIT_DATE_MIN = dt.date(1900, 1, 1)
+AUDIT_DATE_MAX = dt.date(2999, 12, 31)
+MSG_DATE_RANGE = "Enter a date between 1900-01-01 and 2999-12-31."
+MSG_WORKSPACE = "Choose a workspace."
+MSG_PERSON_ID = "No one has that user id."
+
+
+def _date_filter(label: str) -> forms.DateField:
+    return forms.DateField(
+        required=False,
+        validators=[
+            MinValueValidator(AUDIT_DATE_MIN, message=MSG_DATE_RANGE),
+            MaxValueValidator(AUDIT_DATE_MAX, message=MSG_DATE_RANGE),
+        ],
+        error_messages={"invalid": f"Enter the {label} date as YYYY-MM-DD."},
+    )
+
+
 class AuditFilterForm(forms.Form):
     """The audit list's filters, read from the URL. Invalid values are reported and ignored."""
 
-    workspace = forms.IntegerField(required=False, min_value=1, error_messages={"invalid": "Choose a workspace."})
+    workspace = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=DB_ID_MAX,
+        error_messages={"invalid": MSG_WORKSPACE, "min_value": MSG_WORKSPACE, "max_value": MSG_WORKSPACE},
+    )
     person = forms.CharField(required=False, max_length=150)
     outcome = forms.ChoiceField(
         required=False,
         choices=[("", "Any outcome"), *AttemptState.choices],
         error_messages={"invalid_choice": "Choose one of the listed outcomes."},
     )
-    date_from = forms.DateField(required=False, error_messages={"invalid": "Enter the From date as YYYY-MM-DD."})
-    date_to = forms.DateField(required=False, error_messages={"invalid": "Enter the To date as YYYY-MM-DD."})
+    date_from = _date_filter("From")
+    date_to = _date_filter("To")
     q = forms.CharField(required=False, max_length=SEARCH_MAX_LENGTH)
     size = forms.TypedChoiceField(
         required=False, coerce=int, empty_value=AUDIT_PAGE_SIZE, choices=[(str(n), str(n)) for n in AUDIT_PAGE_SIZES]
     )
+
+    def clean_person(self) -> str:
+        person = " ".join(self.cleaned_data["person"].split())
+        # Digits are a user id (the selector's rule); one past the database's range is no one.
+        if person.isascii() and person.isdigit() and int(person) > DB_ID_MAX:
+            raise forms.ValidationError(MSG_PERSON_ID)
+        return person
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -97,7 +131,7 @@ class AuditFilterForm(forms.Form):
         data = self.cleaned_data
         return AuditFilters(
             workspace_id=workspace.pk if workspace else data.get("workspace"),
-            person=" ".join((data.get("person") or "").split()),
+            person=data.get("person") or "",
             outcome=data.get("outcome") or "",
             date_from=data.get("date_from"),
             date_to=data.get("date_to"),
