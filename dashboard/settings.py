@@ -107,6 +107,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "experiments.middleware.PrivateResponsesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"

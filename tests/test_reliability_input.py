@@ -23,18 +23,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import HttpResponse
 from django.test import Client
-from django.urls import URLResolver, get_resolver, resolve
+from django.urls import resolve
 
 from experiments.forms import ExperimentListQuery, ForceConcludeForm
-from experiments.models import Bookmark, BookmarkKind, ReasonCategory
+from experiments.models import ReasonCategory
 from experiments.views.audit import AuditFilterForm
-from tests.factories import make_attempt
+from tests.routes import ROUTES, Route, route_path, route_values
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,50 +123,6 @@ ADMIN_CHANGELIST_PARAMS = ["q", "o", "p", "e", "all", "_to_field", "_popup", "_c
 PERSONAS = ["anonymous", "viewer", "concluder", "admin", "auditor", "superuser"]
 
 
-@dataclass(frozen=True)
-class Route:
-    template: str  # the route as the URLconf joins it, e.g. "w/<int:workspace_pk>/audit/"
-    name: str  # namespaced, e.g. "experiments:audit-workspace-list" ("" when unnamed)
-    int_params: frozenset[str]
-    params: tuple[str, ...]
-
-
-_ROUTE_PARAM = re.compile(r"<(?:\w+:)?(\w+)>")
-_REGEX_PARAM = re.compile(r"\(\?P<(\w+)>[^)]*\)")
-
-
-def _numeric(converter: Any) -> bool:
-    """Whether a path converter takes digits only (an id), whatever its class."""
-    return bool(re.fullmatch(converter.regex, "123")) and not re.fullmatch(converter.regex, "abc")
-
-
-def _routes(
-    patterns: list[Any], prefix: str = "", namespace: str = "", ints: frozenset[str] = frozenset()
-) -> Iterator[Route]:
-    for pattern in patterns:
-        converters = getattr(pattern.pattern, "converters", {})
-        int_params = ints | {name for name, conv in converters.items() if _numeric(conv)}
-        template = prefix + str(pattern.pattern)
-        if isinstance(pattern, URLResolver):
-            ns = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
-            yield from _routes(pattern.url_patterns, template, ns, frozenset(int_params))
-        else:
-            regex_params = _REGEX_PARAM.findall(template)
-            params = tuple(regex_params + _ROUTE_PARAM.findall(_REGEX_PARAM.sub("", template)))
-            yield Route(template, namespace + pattern.name if pattern.name else "", frozenset(int_params), params)
-
-
-ROUTES = list(_routes(get_resolver().url_patterns))
-
-
-def _path(route: Route, values: dict[str, str]) -> str:
-    def fill(match: re.Match[str]) -> str:
-        return quote(values[match.group(1)], safe="")
-
-    text = _ROUTE_PARAM.sub(fill, _REGEX_PARAM.sub(fill, route.template))
-    return "/" + text.replace("^", "").replace("$", "")
-
-
 @dataclass
 class Scene:
     valid: dict[str, Callable[[], str]]
@@ -177,33 +132,8 @@ class Scene:
 @pytest.fixture
 def scene(standin, workspace, pm, teammate, ws_admin, auditor, django_user_model) -> Scene:
     root = django_user_model.objects.create_superuser("root", password="pw-root")
-    experiment_id = standin.find(1001, status="active")["id"]
-    attempt = make_attempt(workspace=workspace, actor=pm, experiment_id=experiment_id)
-
-    def bookmark_pk() -> str:
-        # Fuzzed requests remove it now and then; the next one needs it back.
-        bookmark, _ = Bookmark.objects.get_or_create(
-            workspace=workspace,
-            kind=BookmarkKind.VIEW,
-            view_query="status=draft",
-            defaults={"title": "Drafts", "created_by": pm, "created_by_name": "Pat"},
-        )
-        return str(bookmark.pk)
-
-    valid = {
-        "workspace_pk": lambda: str(workspace.pk),
-        "experiment_id": lambda: experiment_id,
-        "pk": lambda: str(attempt.pk),
-        "bookmark_pk": bookmark_pk,
-        "fmt": lambda: "csv",
-        "object_id": lambda: str(workspace.pk),
-        "content_type_id": lambda: "1",
-        "id": lambda: str(pm.pk),
-        "app_label": lambda: "experiments",
-        "url": lambda: "no-such-page/",
-    }
     users = {"viewer": teammate, "concluder": pm, "admin": ws_admin, "auditor": auditor, "superuser": root}
-    return Scene(valid=valid, users=users)
+    return Scene(valid=route_values(standin=standin, workspace=workspace, owner=pm), users=users)
 
 
 class Prober:
@@ -279,7 +209,7 @@ def _turned_away(response: HttpResponse | None) -> bool:
 
 def _fuzz_route(route: Route, scene: Scene, prober: Prober) -> None:
     valid = {name: scene.valid[name]() for name in route.params}
-    good = _path(route, valid)
+    good = route_path(route, valid)
     assert resolve(good).route == route.template.replace("^", ""), f"the fuzzer built {good} for {route.template}"
     for method in ("GET", "POST"):
         prober.send(method, good)
@@ -290,10 +220,10 @@ def _fuzz_route(route: Route, scene: Scene, prober: Prober) -> None:
                 hostile = hostile[::3]  # Django's own code: a sample is enough
             for n, value in enumerate(hostile):
                 values = {**{k: scene.valid[k]() for k in route.params}, name: value}
-                prober.send(method, _path(route, values), htmx=bool(n % 2))
+                prober.send(method, route_path(route, values), htmx=bool(n % 2))
         if _turned_away(answer):
             continue
-        path = _path(route, {name: scene.valid[name]() for name in route.params})
+        path = route_path(route, {name: scene.valid[name]() for name in route.params})
         for n, (data, headers) in enumerate(_param_requests(route, method)):
             prober.send(method, path, data, htmx=bool(n % 2) or bool(headers), headers=headers)
         if method == "POST":

@@ -236,7 +236,6 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     response = StreamingHttpResponse(body, content_type=EXPORT_CONTENT_TYPES[fmt])
     stamp = timezone.now().astimezone(dt.UTC).strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="conclusion-audit-{stamp}.{fmt}"'
-    response["Cache-Control"] = "no-store"
     return response
 
 
