@@ -67,10 +67,25 @@ class MixpanelError(Exception):
 
 
 class MixpanelConfigError(MixpanelError):
+    """The dashboard's own Mixpanel settings are missing or wrong.
+
+    `message` is what people see, in plain words; `detail` names what to fix, for
+    operators: commands print it, and it is logged when the error is made.
+    """
+
     default_message = (
+        "Mixpanel is not set up correctly for this dashboard. Ask the dashboard's operators to check its "
+        "Mixpanel settings."
+    )
+    default_detail = (
         "Mixpanel is not configured: set MIXPANEL_SERVICE_ACCOUNT_USERNAME and "
         "MIXPANEL_SERVICE_ACCOUNT_SECRET (or their *_FILE variants)."
     )
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__()
+        self.detail = detail or self.default_detail
+        logger.error("%s", self.detail)
 
 
 class MixpanelUnavailable(MixpanelError):
@@ -277,8 +292,13 @@ MSG_BAD_SHAPE = "Mixpanel answered HTTP {status} with JSON of an unexpected shap
 MSG_STATUS_ERROR = "Mixpanel answered HTTP 200 but reported an error: {detail}"
 MSG_TOO_LARGE = "Mixpanel's answer was larger than the {limit} bytes we accept."
 MSG_UNAUTHORIZED = (
-    "Mixpanel did not accept the service account (HTTP 401): its credentials are invalid or expired. "
-    "An operator must check MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET."
+    "Mixpanel did not accept this dashboard's service account (HTTP 401): its credentials are invalid or "
+    "expired. Ask the dashboard's operators to renew them."
+)
+# People see the message above; the variables to fix are for operators, in the log.
+LOG_UNAUTHORIZED = (
+    "Mixpanel answered 401 to service account %r: check MIXPANEL_SERVICE_ACCOUNT_USERNAME and "
+    "MIXPANEL_SERVICE_ACCOUNT_SECRET (or their _FILE variants)."
 )
 MSG_FORBIDDEN = (
     "The service account has no access to this workspace in Mixpanel (HTTP 403). "
@@ -317,6 +337,20 @@ def _setting(name: str) -> Any:
     from django.conf import settings
 
     return getattr(settings, name)
+
+
+def read_deadline_seconds() -> float:
+    """The longest one read (retries and their waits included) may take, in seconds."""
+    return float(_setting("MIXPANEL_DEADLINE"))
+
+
+def write_deadline_seconds() -> float:
+    """The longest a state-changing call (the force-conclude PUT) may take, in seconds.
+
+    Reconciling waits this long (plus a margin) before it judges an attempt, so it
+    never reads an experiment while our own PUT may still be on its way.
+    """
+    return float(_setting("MIXPANEL_DEADLINE"))
 
 
 def _user_agent() -> str:
@@ -535,7 +569,7 @@ class MixpanelClient:
         path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}/force_conclude"
         body = {"end_date": format_end_date(end_date)}
         started = self._clock()
-        deadline = started + float(_setting("MIXPANEL_DEADLINE"))
+        deadline = started + write_deadline_seconds()
         try:
             answer = self._send("PUT", path, body, deadline=deadline, started=started)
         except _Transport as exc:
@@ -585,7 +619,7 @@ class MixpanelClient:
     def _read(self, path: str) -> tuple[_Answer, Mapping[str, Any]]:
         """GET with bounded retries; returns the answer and its "ok" JSON object."""
         started = self._clock()
-        deadline = started + float(_setting("MIXPANEL_DEADLINE"))
+        deadline = started + read_deadline_seconds()
         retries = max(0, int(_setting("MIXPANEL_READ_RETRIES")))
         cap = max(0.0, float(_setting("MIXPANEL_RETRY_AFTER_CAP")))
         attempt = 0
@@ -721,6 +755,7 @@ class MixpanelClient:
         if 300 <= status < 400:
             return MixpanelBadResponse(MSG_REDIRECT.format(status=status), **facts)
         if status == 401:
+            logger.error(LOG_UNAUTHORIZED, self.username)
             return MixpanelAuthError(MSG_UNAUTHORIZED, **facts)
         if status == 403:
             return MixpanelAuthError(MSG_FORBIDDEN, **facts)
