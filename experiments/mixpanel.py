@@ -32,6 +32,8 @@ from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
+from experiments.dates import parse_iso_datetime
+
 STATUSES = ("draft", "active", "concluded", "success", "fail")
 CONCLUDED_STATUSES = frozenset({"concluded", "success", "fail"})
 
@@ -202,16 +204,10 @@ def _text(value: Any) -> str | None:
 def _when(value: Any) -> dt.datetime | None:
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        return parse_iso_datetime(value)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed
 
 
 def parse_experiment(data: Any) -> Experiment:
@@ -257,7 +253,8 @@ def parse_experiment(data: Any) -> Experiment:
 
 def format_end_date(value: dt.datetime) -> str:
     """The one place that decides how end_date is sent: ISO 8601, UTC, explicit Z."""
-    return value.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y does not pad years before 1000 on every platform.
+    return value.astimezone(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 # --- The client ------------------------------------------------------------------
