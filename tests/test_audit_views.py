@@ -380,13 +380,13 @@ def test_attempt_page_reads_the_service_payload_shape(pm_client, workspace, pm):
     """The page shows what the service's writer stored: the answer's text, the error as data,
     and a snapshot cut at the size cap as text."""
     from experiments import audit_payloads, mixpanel
-    from experiments.services import conclusions as conclusion_services
+    from experiments.services import attempts as attempt_services
 
     attempt = make_attempt(workspace=workspace, actor=pm, outcome=None)
     huge = "x" * (audit_payloads.SNAPSHOT_MAX_BYTES + 1)
     before = mixpanel.parse_experiment({"id": "exp-1", "status": "active", "description": huge})
     returned = mixpanel.parse_experiment({"id": "exp-1", "status": "concluded", "variants": []})
-    conclusion_services.attempt_record_outcome(
+    attempt_services.attempt_record_outcome(
         attempt=attempt,
         state=AttemptState.UNKNOWN,
         message="No answer within 10 seconds: the outcome is unknown.",
