@@ -112,6 +112,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "experiments.middleware.PrivateResponsesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
