@@ -49,7 +49,7 @@ CONCLUDE_TEMPLATE = "experiments/force_conclude.html"
 # Opaque upstream JSON is shown, not stored: past this many characters the rest is cut.
 JSON_DISPLAY_LIMIT = 200_000
 MSG_FORBIDDEN = (
-    "Only concluders and admins of {workspace} can force conclude experiments. You are a {role} here; "
+    "Only concluders and admins of {workspace} can end the analysis of an experiment. You are a {role} here; "
     "ask a workspace admin if you need to."
 )
 MSG_REFRESHED = "The experiment list was read again from Mixpanel."

@@ -8,6 +8,7 @@ violation fails the test, listed rule by rule with the elements it was found on.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,7 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     page: Page, live_server, standin, pm, workspace
 ):
     exp = standin.find(1001, status="active")
-    # A slow PUT keeps "Concluding…" on screen long enough to look at it.
+    # A slow PUT keeps "Ending the analysis…" on screen long enough to look at it.
     standin.set_fault("latency", experiment_id=exp["id"], method="PUT", latency_ms=1500)
     page.set_default_timeout(TIMEOUT_MS)
     log_in(page, live_server.url, "pat")
@@ -186,19 +187,28 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     # Idle indicators are hidden from assistive technology, not merely transparent.
     progress = page.locator("#force-conclude-progress")
     assert progress.evaluate("el => getComputedStyle(el).visibility") == "hidden"
-    expect(page.get_by_text("Concluding…")).to_be_hidden()
+    expect(page.get_by_text("Ending the analysis…")).to_be_hidden()
     for live in page.locator("[aria-live], [role=status], [role=alert]").all():
         # No live region sits inside a block htmx replaces wholesale.
         assert not live.evaluate("el => !!el.closest('#force-conclude-body, #conclude-section, #results')"), (
             live.evaluate("el => el.outerHTML")
         )
 
+    # The end time is typed as 24-hour UTC text; "Now" fills in the current UTC minute.
+    end = page.get_by_label("End of the analysis window (UTC)")
+    expect(end).to_have_attribute("type", "text")
+    end.fill("")
+    page.get_by_role("button", name=re.compile("^Now")).click()
+    expect(end).to_be_focused()
+    typed = dt.datetime.strptime(end.input_value(), "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC)
+    assert abs(typed - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=2)
+
     page.get_by_label("Reason").select_option("significance")
     page.get_by_label("In your own words").fill("The treatment won clearly.")
     page.locator("#force-conclude-submit").click()
     # While the PUT is on its way: shown, and said once through the page's one live region.
     expect(progress).to_be_visible()
-    expect(page.locator("#announcer")).to_have_text("Concluding…")
+    expect(page.locator("#announcer")).to_have_text("Ending the analysis…")
     # After a second, the person is told what we wait for.
     expect(page.locator("#slow-notice")).to_contain_text("Waiting for Mixpanel")
 
