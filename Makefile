@@ -13,13 +13,14 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3 $$(ls -d $$HOME/.pyenv/
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; \
 	done)
 
-.PHONY: help run serve test lint format bench clean
+.PHONY: help run serve test lint format bench screenshots clean
 
 help:
 	@echo "make run    - the dashboard at http://127.0.0.1:$(PORT) (with a local Mixpanel stand-in unless credentials are set)"
 	@echo "make serve  - production mode on PORT: checks, migrations, static files, gunicorn and the task worker"
 	@echo "make test   - lint (ruff) and the whole test suite"
 	@echo "make bench  - benchmarks (QUICK=1 for a short run, ONLY=B1,B4 for some)"
+	@echo "make screenshots - the README's tour, into docs/screenshots/ (needs /usr/bin/chromium)"
 
 $(VENV)/.stamp-base: requirements.txt
 	@if [ -z "$(PYTHON)" ]; then echo "Experiment Desk needs Python 3.12 or newer (python3.13, python3.12, python3 on PATH, or ~/.pyenv/versions/3.12+). None was found." >&2; exit 1; fi
@@ -53,6 +54,10 @@ run: $(VENV)/.stamp-base
 # Production mode: see bin/serve and the README's "Deploying".
 serve: $(VENV)/.stamp-base
 	@PORT=$(PORT) PYTHON=$(PY) bin/serve
+
+# A throwaway database, the stand-in and a server of their own; see tests/screenshots.py.
+screenshots: $(VENV)/.stamp-dev
+	$(PY) -m tests.screenshots
 
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check .
