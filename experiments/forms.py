@@ -39,6 +39,8 @@ DEFAULT_SORT = "-start"
 PAGE_SIZE = 50
 SEARCH_MAX_LENGTH = 200
 _STATUSES = {value for value, _ in STATUS_TABS}
+# How a saved view's filters are named on the Bookmarks page.
+_PARAM_NAMES = {"status": "Status", "q": "Search", "sort": "Sort", "page": "Page"}
 _SORTS = {value for value, _ in SORT_CHOICES}
 
 
@@ -94,6 +96,15 @@ class ExperimentListQuery:
         if self.page != 1:
             pairs.append(("page", str(self.page)))
         return pairs
+
+    def describe(self) -> list[tuple[str, str]]:
+        """The view in words, one (name, value) pair per filter that differs from the default:
+        [("Status", "Active"), ("Search", "checkout"), ("Sort", "Name, A to Z")]."""
+        readable = {"status": dict(STATUS_TABS), "sort": dict(SORT_CHOICES)}
+        return [
+            (_PARAM_NAMES.get(key, key.replace("_", " ").capitalize()), readable.get(key, {}).get(value, value))
+            for key, value in self.params()
+        ]
 
     def querystring(self) -> str:
         """Canonical query string without the "?" ("" for the default view)."""
