@@ -1,4 +1,4 @@
-"""The Force conclude button, dialog and view (issue 5): who sees it, what each answer looks like."""
+"""The Force conclude button, dialog and view: who sees it, what each answer looks like."""
 
 from __future__ import annotations
 

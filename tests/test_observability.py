@@ -52,6 +52,9 @@ def test_production_logs_are_json_by_default(settings):
     assert settings.LOG_JSON
     assert settings.LOGGING["handlers"]["console"]["formatter"] == "json"
     assert settings.MIDDLEWARE[0] == "dashboard.observability.RequestIdMiddleware"
+    # Django's lines go through the root handler only: once each, in the same format.
+    assert logging.getLogger("django").handlers == []
+    assert logging.getLogger("django").propagate
 
 
 # --- request ids -------------------------------------------------------------------------
@@ -140,6 +143,30 @@ def test_django_s_own_4xx_line_carries_the_request_id_and_nothing_lingers_after(
     assert lines[-1]["message"] == "between requests"
     assert lines[-1]["request_id"] is None
     assert lines[-1]["path"] is None
+
+
+@pytest.mark.django_db
+def test_lines_logged_by_a_view_carry_the_user_and_workspace(pm_client, pm, workspace, json_lines, monkeypatch):
+    from experiments import mixpanel
+    from tests.fake_mixpanel import FakeMixpanel, install
+
+    fake = install(monkeypatch, FakeMixpanel())
+
+    def failing_list(workspace_id):
+        logging.getLogger("experiments.mixpanel").error("list failed for this test")
+        raise mixpanel.MixpanelUnavailable()
+
+    fake.list_experiments = failing_list
+    pm_client.get(reverse("experiments:experiment-list", args=[workspace.pk]), headers={"X-Request-ID": "v-1"})
+    line = next(line for line in json_lines() if line["message"] == "list failed for this test")
+    assert (line["request_id"], line["user"], line["workspace"]) == ("v-1", pm.username, workspace.pk)
+
+
+@pytest.mark.django_db
+def test_probes_load_no_user(client, django_assert_num_queries, pm):
+    client.force_login(pm)
+    with django_assert_num_queries(0):
+        assert client.get("/healthz").status_code == 200
 
 
 def test_log_context_reaches_lines_logged_outside_a_request(json_lines):
