@@ -713,3 +713,47 @@ def test_starring_from_a_cached_list_asks_mixpanel_nothing(workspace, pm, fake, 
     response = _star(_client_for(pm), workspace, "e-3", **HX)
     assert 'aria-pressed="true"' in response.content.decode()
     assert Bookmark.objects.get().experiment_name == "Onboarding tour"
+
+
+# --- The star's note, in the same step; saved views in words ----------------------------
+
+
+def _toggle(client, workspace, data, **extra):
+    return client.post(reverse("experiments:bookmark-toggle", args=[workspace.pk, EXP]), data, **extra)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("headers", [HX, {}])
+def test_a_star_with_a_note_keeps_the_note(client, pm, workspace, fake, headers):
+    client.force_login(pm)
+    response = _toggle(client, workspace, {"note": "  Watch refunds.  ", "next": "/"}, **headers)
+    assert response.status_code in (200, 302)
+    bookmark = Bookmark.objects.get(workspace=workspace, experiment_id=EXP)
+    assert bookmark.note == "Watch refunds."
+    if headers:
+        assert 'aria-pressed="true"' in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_star_without_a_note_still_stars_and_an_over_long_note_is_refused_readably(client, pm, workspace, fake):
+    client.force_login(pm)
+    html = _toggle(client, workspace, {"note": "x" * 1001}, **HX).content.decode()
+    assert not Bookmark.objects.exists()
+    assert 'role="alert"' in html
+    assert 'aria-pressed="false"' in html
+    _toggle(client, workspace, {}, **HX)
+    assert Bookmark.objects.get(experiment_id=EXP).note == ""
+
+
+@pytest.mark.parametrize(
+    ("query", "chips"),
+    [
+        ("", []),
+        ("status=active", [("Status", "Active")]),
+        ("q=checkout&sort=-start&status=fail", [("Status", "Fail"), ("Search", "checkout")]),
+        ("sort=name&page=3", [("Sort", "Name, A to Z"), ("Page", "3")]),
+        ("status=bogus&sort=nope", []),
+    ],
+)
+def test_a_saved_view_is_described_in_words(query, chips):
+    assert ExperimentListQuery.from_querystring(query).describe() == chips

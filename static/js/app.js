@@ -24,6 +24,26 @@ document.addEventListener("showToast", (event) => {
 });
 
 document.addEventListener("click", (event) => {
+  // An empty star asks for an optional note first (#star-note-dialog), then stars with it.
+  const star = event.target.closest(".star-toggle .star-button[aria-pressed=false]");
+  const noteDialog = document.getElementById("star-note-dialog");
+  if (star && noteDialog && typeof noteDialog.showModal === "function") {
+    event.preventDefault();
+    const starForm = star.closest("form");
+    const form = noteDialog.querySelector("form");
+    form.action = starForm.action;
+    form.dataset.star = starForm.id;
+    for (const name of ["next", "strip"]) {
+      const source = starForm.querySelector(`input[name=${name}]`);
+      form.querySelector(`input[name=${name}]`).value = source ? source.value : "";
+    }
+    const label = star.querySelector(".visually-hidden");
+    noteDialog.querySelector("[data-star-name]").textContent = label ? label.textContent.replace(/^Bookmark /, "") : "";
+    form.querySelector("textarea").value = "";
+    noteDialog.showModal();
+    form.querySelector("textarea").focus();
+    return;
+  }
   // <button data-open-dialog="ID"> opens <dialog id="ID">; data-close-dialog closes its dialog.
   const opener = event.target.closest("[data-open-dialog]");
   if (opener) {
@@ -109,6 +129,15 @@ document.addEventListener("click", (event) => {
 });
 document.addEventListener("submit", (event) => {
   const form = event.target;
+  if (form.matches("[data-star-note]") && form.dataset.star && window.htmx) {
+    // The star with its note, through htmx like the star itself: the star swaps in place.
+    event.preventDefault();
+    const target = document.getElementById(form.dataset.star);
+    form.closest("dialog").close();
+    if (target) target.querySelector("button").focus();
+    window.htmx.ajax("POST", form.action, { source: form, target: target, swap: "outerHTML" });
+    return;
+  }
   if (event.defaultPrevented || form.hasAttribute("hx-get") || form.hasAttribute("hx-post")) return;
   waitForPage(new URL(form.action, window.location.href));
 });
