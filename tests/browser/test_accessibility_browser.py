@@ -125,6 +125,11 @@ def check_screens(page: Page, report: AxeReport, base: str, *, role: str, ws: An
     page.goto(base + reverse("experiments:experiment-detail", args=[ws.pk, exp["id"]]))
     expect(page.locator("article h1")).to_contain_text("checkout")
     report.check(page, f"{role}: experiment page")
+    page.locator("article button.star-button").click()
+    expect(page.locator("#star-note-dialog")).to_be_visible()
+    report.check(page, f"{role}: star note dialog", within="#star-note-dialog")
+    page.keyboard.press("Escape")
+    expect(page.locator("#star-note-dialog")).to_be_hidden()
     opener = page.locator("[data-open-dialog=force-conclude-dialog]")
     if role in ("concluder", "admin"):
         opener.first.click()
@@ -134,6 +139,9 @@ def check_screens(page: Page, report: AxeReport, base: str, *, role: str, ws: An
         expect(page.locator("#force-conclude-dialog")).to_be_hidden()
     else:
         expect(opener).to_have_count(0)
+    # Without JavaScript the action is a page of its own (a 403 page for a viewer).
+    page.goto(base + reverse("experiments:experiment-force-conclude", args=[ws.pk, exp["id"]]))
+    report.check(page, f"{role}: end-analysis page without JavaScript")
 
 
 @pytest.mark.parametrize("role", ["viewer", "concluder", "admin", "auditor"])
