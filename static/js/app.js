@@ -149,11 +149,19 @@ window.addEventListener("pageshow", hideSlow);
 // data-focus-after-swap (e.g. "Concluded ..."); else, when the focused control was
 // replaced, to its new copy, so keyboard users never fall back to <body>.
 let lastFocus = null;
+let focusTimer = null;
 document.addEventListener("htmx:beforeSwap", () => {
   const active = document.activeElement;
-  if (!active || active === document.body) { lastFocus = null; return; }
-  const holder = active.id ? active : active.closest("[id]");
+  const holder = active && active !== document.body ? (active.id ? active : active.closest("[id]")) : null;
   lastFocus = holder ? { id: holder.id, tag: active.tagName, text: active.textContent.trim() } : null;
+  // htmx does not tell the document when the swapped block was removed outright (its
+  // events fire on the detached element): look again once the swap has settled.
+  clearTimeout(focusTimer);
+  focusTimer = setTimeout(afterSwap, 150);
+});
+document.addEventListener("htmx:afterSettle", () => {
+  clearTimeout(focusTimer);
+  afterSwap();
 });
 
 function focusable(root, tag, text) {
@@ -162,16 +170,24 @@ function focusable(root, tag, text) {
   return candidates.find((el) => el.textContent.trim() === text) || candidates[0] || null;
 }
 
-document.addEventListener("htmx:afterSettle", () => {
+function focusBlock(el) {
+  if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "-1");
+  el.focus();
+}
+
+function afterSwap() {
   const outcome = document.querySelector("[data-focus-after-swap]");
   if (outcome) {
     outcome.removeAttribute("data-focus-after-swap");
-    if (!outcome.hasAttribute("tabindex")) outcome.setAttribute("tabindex", "-1");
-    outcome.focus();
+    focusBlock(outcome);
   } else if (lastFocus && (document.activeElement === document.body || !document.activeElement)) {
     const holder = document.getElementById(lastFocus.id);
     const target = holder && focusable(holder, lastFocus.tag, lastFocus.text);
     if (target) target.focus();
+    // The control is gone or hidden now (a closed edit form): the block that holds it.
+    if (holder && document.activeElement !== target) focusBlock(holder);
+    // The block itself went away (a removed bookmark): the page's main region.
+    if (document.activeElement === document.body) document.getElementById("main")?.focus();
   }
   lastFocus = null;
   // Text the answer wants read out (e.g. "Showing 1–50 of 120"), through the one live region.
@@ -180,7 +196,7 @@ document.addEventListener("htmx:afterSettle", () => {
     said.removeAttribute("data-announce");
     announce(said.textContent.trim());
   }
-});
+}
 
 // --- Dates ------------------------------------------------------------------------------
 // Every date is shown in UTC; hovering one shows it in the reader's own time zone.

@@ -75,3 +75,28 @@ def test_saved_views_read_as_filter_chips(page: Page, live_server, standin, pm, 
     chips = page.get_by_role("list", name="Filters of this view")
     expect(chips.get_by_role("listitem")).to_have_text(["Status: Active", "Search: checkout", "Sort: Name, A to Z"])
     expect(page.locator("main")).not_to_contain_text("status=active&q=")
+
+
+def test_after_saving_or_removing_a_bookmark_focus_stays_on_the_page(page: Page, live_server, standin, pm, workspace):
+    for title in ("First view", "Second view"):
+        Bookmark.objects.create(
+            workspace=workspace,
+            kind=BookmarkKind.VIEW,
+            view_query=f"q={title.split()[0].lower()}",
+            title=title,
+            created_by=pm,
+            created_by_name="Pat (pat)",
+        )
+    log_in(page, live_server.url, "pat")
+    page.goto(live_server.url + reverse("experiments:bookmark-list", args=[workspace.pk]))
+    item = page.locator(".bookmark-item", has_text="First view")
+    item.locator("summary").click()
+    item.get_by_label(re.compile("^Note")).fill("Weekly")
+    item.get_by_role("button", name="Save").press("Enter")
+    expect(page.locator(".bookmark-item", has_text="First view")).to_contain_text("Weekly")
+    expect(page.locator(".bookmark-item:focus, .bookmark-item :focus")).to_have_count(1)
+
+    page.once("dialog", lambda dialog: dialog.accept())  # "Remove this bookmark for everyone?"
+    page.locator(".bookmark-item", has_text="Second view").get_by_role("button", name=re.compile("^Remove")).click()
+    expect(page.locator(".bookmark-item", has_text="Second view")).to_have_count(0)
+    expect(page.locator("#main")).to_be_focused()
