@@ -226,3 +226,27 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     expect(outcome).to_be_focused()
     expect(page.locator("#slow-notice")).to_be_hidden()
     assert progress.count() == 0 or progress.evaluate("el => getComputedStyle(el).visibility") == "hidden"
+
+
+def test_a_slow_mixpanel_page_says_what_it_waits_for(page: Page, live_server, standin, pm, workspace, settings):
+    settings.MIXPANEL_READ_TIMEOUT = settings.MIXPANEL_DEADLINE = 10.0
+    standin.set_fault("latency", latency_ms=4000)
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, live_server.url, "pat")
+    # Playwright waits for a navigation before it looks at a page again, so the old page is
+    # read from inside: click, let a second and a half pass there, report the notice.
+    seen = page.evaluate(
+        """() => new Promise((done) => {
+            document.querySelector("main a[href^='/w/']").click();
+            setTimeout(() => {
+                const notice = document.getElementById("slow-notice");
+                const said = document.getElementById("announcer").textContent;
+                done({hidden: notice.hidden, text: notice.textContent, said: said});
+            }, 1500);
+        })"""
+    )
+    assert seen["hidden"] is False
+    assert "Waiting for Mixpanel" in seen["text"]
+    assert "Waiting for Mixpanel" in seen["said"]
+    expect(page.locator("h1.workspace-title")).to_have_text("Growth", timeout=TIMEOUT_MS)
+    expect(page.locator("#slow-notice")).to_be_hidden()
