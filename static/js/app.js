@@ -115,9 +115,12 @@ document.addEventListener("htmx:afterRequest", hideSlow);
 // A full page load of a screen that reads Mixpanel shows nothing new until Mixpanel
 // answers; the notice says so after a second. Same-origin links and GET forms only.
 const MIXPANEL_PAGE = /^\/w\/\d+\/(experiments\/[^/]+\/)?$/;
+const MIXPANEL_WAIT = "Waiting for Mixpanel… Experiments are read from it as the page opens; this can take a few seconds.";
 function waitForPage(url) {
   if (url.origin !== window.location.origin) return;
-  const text = MIXPANEL_PAGE.test(url.pathname) ? "Waiting for Mixpanel… Experiments are read from it when the page opens; this can take a few seconds." : "Still loading…";
+  // A link to a place on this same page (the skip link) loads nothing.
+  if (url.pathname === window.location.pathname && url.search === window.location.search && url.hash) return;
+  const text = MIXPANEL_PAGE.test(url.pathname) ? MIXPANEL_WAIT : "Still loading…";
   hideSlow();
   slowTimer = setTimeout(() => showSlow(text), SLOW_AFTER_MS);
 }
