@@ -58,7 +58,7 @@ def test_list_shows_each_experiments_facts(pm_client, workspace, monkeypatch):
     assert '<span class="tag">growth</span><span class="tag">checkout</span>' in html
     assert "Casey Creator" in html
     assert '<td data-label="Variants">2</td>' in html
-    assert "4321" in html
+    assert "4,321" in html  # exposures, with a thousands separator
     detail = reverse("experiments:experiment-detail", args=[workspace.pk, "00000000-0000-4000-8000-000000000001"])
     assert f'href="{detail}"' in html
 
