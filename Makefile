@@ -1,5 +1,7 @@
 # Experiment Desk. `make run` serves the dashboard; `make test` lints and tests.
 # Both set themselves up from a fresh clone: find Python 3.12+, make .venv, install.
+# Sign-in settings (OIDC_*, DJANGO_PASSWORD_LOGIN, ...) reach `make run` from the environment
+# or the command line: make run OIDC_ISSUER_URL=https://id.example.com OIDC_CLIENT_ID=...
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -41,6 +43,9 @@ run: $(VENV)/.stamp-base
 	  $(PY) manage.py seed_demo || exit 1; \
 	else \
 	  $(PY) manage.py bootstrap_dev || exit 1; \
+	fi; \
+	if [ -n "$$OIDC_ISSUER_URL" ]; then \
+	  echo "Single sign-on through $$OIDC_ISSUER_URL (client $$OIDC_CLIENT_ID); the provider must allow the redirect URI http://127.0.0.1:$(PORT)/accounts/sso/callback/"; \
 	fi; \
 	echo "Serving http://127.0.0.1:$(PORT) (Ctrl-C stops)"; \
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {
     "selectors": ["workspaces", "experiment_list", "conclusions", "audit", "bookmarks"],
-    "services": ["workspaces", "conclusions", "bookmarks"],
+    "services": ["workspaces", "conclusions", "bookmarks", "signin"],
 }
 
 

@@ -73,8 +73,10 @@ from .experiment_list import (
     relative_time,
 )
 from .workspaces import (
+    AdminContact,
     WorkspaceAccess,
     workspace_access,
+    workspace_admin_contacts,
     workspace_list_for_user,
 )
 
@@ -89,6 +91,7 @@ __all__ = [
     "NO_COPY_MESSAGE",
     "REVIEW_ALL_PERMISSION",
     "STRIP_SIZE",
+    "AdminContact",
     "AuditAttemptDetail",
     "AuditFilters",
     "AuditPage",
@@ -138,5 +141,6 @@ __all__ = [
     "parse_audit_cursor",
     "relative_time",
     "workspace_access",
+    "workspace_admin_contacts",
     "workspace_list_for_user",
 ]

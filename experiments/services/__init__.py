@@ -74,12 +74,25 @@ from .conclusions import (
     experiment_force_conclude,
     format_when,
 )
+from .signin import (
+    AUDITOR_GROUP_NAME,
+    AUDITOR_ROLE,
+    IdentityRefused,
+    SignInProfile,
+    identity_matches,
+    identity_user_get_or_create,
+    profile_from_claims,
+    roles_sync_from_groups,
+)
 from .workspaces import (
+    group_rule_set,
     membership_set,
     workspace_ensure,
 )
 
 __all__ = [
+    "AUDITOR_GROUP_NAME",
+    "AUDITOR_ROLE",
     "BOOKMARK_BAD_EXPERIMENT",
     "BOOKMARK_EXPERIMENT_EXISTS",
     "BOOKMARK_GONE",
@@ -132,7 +145,9 @@ __all__ = [
     "BookmarkInvalid",
     "BookmarkNotAllowed",
     "ConclusionOutcome",
+    "IdentityRefused",
     "ReconcileResult",
+    "SignInProfile",
     "bookmark_create_experiment",
     "bookmark_create_view",
     "bookmark_delete",
@@ -143,6 +158,11 @@ __all__ = [
     "conclusion_reconcile",
     "experiment_force_conclude",
     "format_when",
+    "group_rule_set",
+    "identity_matches",
+    "identity_user_get_or_create",
     "membership_set",
+    "profile_from_claims",
+    "roles_sync_from_groups",
     "workspace_ensure",
 ]
