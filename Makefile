@@ -15,10 +15,11 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3 $$(ls -d $$HOME/.pyenv/
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; \
 	done)
 
-.PHONY: help run test lint format bench clean
+.PHONY: help run serve test lint format bench clean
 
 help:
 	@echo "make run    - the dashboard at http://127.0.0.1:$(PORT) (with a local Mixpanel stand-in unless credentials are set)"
+	@echo "make serve  - production mode on PORT: checks, migrations, static files, gunicorn and the task worker"
 	@echo "make test   - lint (ruff) and the whole test suite"
 	@echo "make bench  - benchmarks (QUICK=1 for a short run, ONLY=B1,B4 for some)"
 
@@ -32,23 +33,31 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-base requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# The stand-in (without credentials) and the task worker run beside the server; the
+# trap stops them when the server stops, however it stops.
 run: $(VENV)/.stamp-base
 	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1}; \
 	$(PY) manage.py migrate --noinput -v 0 || exit 1; \
+	pids=""; trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
 	if [ -z "$$MIXPANEL_SERVICE_ACCOUNT_USERNAME$$MIXPANEL_SERVICE_ACCOUNT_USERNAME_FILE" ]; then \
 	  echo "No Mixpanel credentials set: starting the local Mixpanel stand-in on 127.0.0.1:$(STANDIN_PORT) with demo data."; \
 	  export MIXPANEL_API_BASE_URL=http://127.0.0.1:$(STANDIN_PORT) MIXPANEL_SERVICE_ACCOUNT_USERNAME=demo.stand-in MIXPANEL_SERVICE_ACCOUNT_SECRET=demo-stand-in-not-a-secret; \
-	  $(PY) manage.py mixpanel_standin --port $(STANDIN_PORT) & standin=$$!; \
-	  trap 'kill $$standin 2>/dev/null' EXIT INT TERM; \
+	  $(PY) manage.py mixpanel_standin --port $(STANDIN_PORT) & pids="$$pids $$!"; \
 	  $(PY) manage.py seed_demo || exit 1; \
 	else \
 	  $(PY) manage.py bootstrap_dev || exit 1; \
 	fi; \
+	echo "Starting the task worker (manage.py db_worker): it reconciles open force-conclude attempts."; \
+	$(PY) manage.py db_worker --no-reload & pids="$$pids $$!"; \
 	if [ -n "$$OIDC_ISSUER_URL" ]; then \
 	  echo "Single sign-on through $$OIDC_ISSUER_URL (client $$OIDC_CLIENT_ID); the provider must allow the redirect URI http://127.0.0.1:$(PORT)/accounts/sso/callback/"; \
 	fi; \
 	echo "Serving http://127.0.0.1:$(PORT) (Ctrl-C stops)"; \
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+
+# Production mode: see bin/serve and the README's "Deploying".
+serve: $(VENV)/.stamp-base
+	@PORT=$(PORT) PYTHON=$(PY) bin/serve
 
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -93,10 +94,13 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    "django_tasks_db",
     "experiments",
 ]
 
 MIDDLEWARE = [
+    # First, so every response (redirects and errors too) carries the request id and is logged.
+    "dashboard.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -228,13 +232,6 @@ SECURE_CSP = {
     "form-action": [CSP.SELF],
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
 
 # --- Mixpanel -------------------------------------------------------------
 # Credentials are read by experiments.mixpanel when a client is built, never here,
@@ -251,6 +248,52 @@ MIXPANEL_RETRY_AFTER_CAP = env_float("MIXPANEL_RETRY_AFTER_CAP", 5.0)
 # How long a workspace's experiment list is reused before Mixpanel is asked again.
 EXPERIMENT_LIST_CACHE_SECONDS = env_int("EXPERIMENT_LIST_CACHE_SECONDS", 60)
 
+# --- Background tasks -------------------------------------------------------
+# Django's Tasks framework with the database as the queue (django-tasks-db): the
+# database every process already shares, so no broker to run. `manage.py db_worker`
+# runs the tasks; `make run` and `make serve` start one beside the web server.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# A reconcile task that cannot read Mixpanel tries again after 15 s, 30 s, 60 s, ...
+# (doubling), at most this many times in all; then the cron safety net
+# (reconcile_conclusions) is left to resolve the attempt.
+RECONCILE_TASK_MAX_TRIES = env_int("RECONCILE_TASK_MAX_TRIES", 6, minimum=1)
+RECONCILE_TASK_BACKOFF_SECONDS = env_float("RECONCILE_TASK_BACKOFF_SECONDS", 15.0, minimum=0.0)
+
+# --- Logging, request ids, error pages --------------------------------------
+# Production writes one JSON object per line (python-json-logger: a formatter for the
+# standard logging that Django, gunicorn and the task worker already use). Every line
+# carries the request id, user, workspace, attempt id and path where known (see
+# dashboard.observability); the request line adds method, status and duration_ms.
+LOG_JSON = env_bool("DJANGO_LOG_JSON", not DEBUG)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "dashboard.observability.RequestContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": ["levelname", "name", "message", "request_id", "user", "workspace", "attempt_id", "path"],
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",
+            # django.request attaches the request object itself; its repr is not for logs.
+            "reserved_attrs": [*RESERVED_ATTRS, "request"],
+        },
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["context"],
+            "formatter": "json" if LOG_JSON else "plain",
+        }
+    },
+    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+# A failed CSRF check gets our own page (plain words, the request id) instead of Django's.
+CSRF_FAILURE_VIEW = "experiments.views.errors.csrf_failure"
+# Probes from a load balancer usually come over plain HTTP: answer them, do not redirect.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 # --- Sign-in: password, OpenID Connect, trusted proxy header, sessions ------------
 # Everything about who may sign in and how lives in this block.

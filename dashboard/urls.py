@@ -11,6 +11,7 @@ from experiments.views import core
 urlpatterns = [
     path("", core.home, name="home"),
     path("healthz", core.healthz, name="healthz"),
+    path("readyz", core.readyz, name="readyz"),
     path("accounts/login/", signin.password_login, name="login"),
     path("accounts/signin/", signin.signin, name="signin"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -24,3 +25,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("experiments.urls")),
 ]
+
+# Our own error pages (plain words, a way back, the request id); see experiments.views.errors.
+handler400 = "experiments.views.errors.bad_request"
+handler403 = "experiments.views.errors.permission_denied"
+handler404 = "experiments.views.errors.page_not_found"
+handler500 = "experiments.views.errors.server_error"

@@ -14,7 +14,7 @@ from django.utils import timezone
 from experiments.mixpanel import Experiment
 from experiments.models import ReasonCategory
 
-# --- Experiments list query (issue 4) ----------------------------------------------
+# --- Experiments list query ------------------------------------------------------
 
 STATUS_TABS: tuple[tuple[str, str], ...] = (
     ("all", "All"),
@@ -104,7 +104,7 @@ class ExperimentListQuery:
         return "?" + text if text else ""
 
 
-# --- Force conclude (issue 5) --------------------------------------------------------
+# --- Force conclude --------------------------------------------------------------------
 
 REASON_TEXT_MAX_LENGTH = 1000
 # A browser clock a little ahead of ours must not make "now" look like the future.

@@ -66,10 +66,25 @@ class MixpanelError(Exception):
 
 
 class MixpanelConfigError(MixpanelError):
+    """The dashboard's own Mixpanel settings are missing or wrong.
+
+    `message` is what people see, in plain words; `detail` names what to fix, for
+    operators: commands print it, and it is logged when the error is made.
+    """
+
     default_message = (
+        "Mixpanel is not set up correctly for this dashboard. Ask the dashboard's operators to check its "
+        "Mixpanel settings."
+    )
+    default_detail = (
         "Mixpanel is not configured: set MIXPANEL_SERVICE_ACCOUNT_USERNAME and "
         "MIXPANEL_SERVICE_ACCOUNT_SECRET (or their *_FILE variants)."
     )
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__()
+        self.detail = detail or self.default_detail
+        logger.error("%s", self.detail)
 
 
 class MixpanelUnavailable(MixpanelError):
@@ -276,8 +291,13 @@ MSG_BAD_SHAPE = "Mixpanel answered HTTP {status} with JSON of an unexpected shap
 MSG_STATUS_ERROR = "Mixpanel answered HTTP 200 but reported an error: {detail}"
 MSG_TOO_LARGE = "Mixpanel's answer was larger than the {limit} bytes we accept."
 MSG_UNAUTHORIZED = (
-    "Mixpanel did not accept the service account (HTTP 401): its credentials are invalid or expired. "
-    "An operator must check MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET."
+    "Mixpanel did not accept this dashboard's service account (HTTP 401): its credentials are invalid or "
+    "expired. Ask the dashboard's operators to renew them."
+)
+# People see the message above; the variables to fix are for operators, in the log.
+LOG_UNAUTHORIZED = (
+    "Mixpanel answered 401 to service account %r: check MIXPANEL_SERVICE_ACCOUNT_USERNAME and "
+    "MIXPANEL_SERVICE_ACCOUNT_SECRET (or their _FILE variants)."
 )
 MSG_FORBIDDEN = (
     "The service account has no access to this workspace in Mixpanel (HTTP 403). "
@@ -719,6 +739,7 @@ class MixpanelClient:
         if 300 <= status < 400:
             return MixpanelBadResponse(MSG_REDIRECT.format(status=status), **facts)
         if status == 401:
+            logger.error(LOG_UNAUTHORIZED, self.username)
             return MixpanelAuthError(MSG_UNAUTHORIZED, **facts)
         if status == 403:
             return MixpanelAuthError(MSG_FORBIDDEN, **facts)

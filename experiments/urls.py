@@ -11,7 +11,7 @@ app_name = "experiments"
 W = "w/<int:workspace_pk>/"
 
 urlpatterns = [
-    # Experiments (issue 4) and force conclude (issue 5)
+    # The experiments page, one experiment, and force conclude
     path(W, exp.experiment_list, name="experiment-list"),
     path(W + "refresh/", exp.experiment_list_refresh, name="experiment-list-refresh"),
     path(W + "experiments/<str:experiment_id>/", exp.experiment_detail, name="experiment-detail"),
@@ -20,12 +20,12 @@ urlpatterns = [
         exp.experiment_force_conclude,
         name="experiment-force-conclude",
     ),
-    # Audit review (issue 6)
+    # Audit review: read-only, for members and reviewers of all workspaces
     path("audit/", audit.audit_list, name="audit-list"),
     path("audit/<int:pk>/", audit.audit_detail, name="audit-detail"),
     path("audit/export.<str:fmt>", audit.audit_export, name="audit-export"),
     path(W + "audit/", audit.audit_workspace_list, name="audit-workspace-list"),
-    # Team bookmarks (issue 7)
+    # Team bookmarks
     path(W + "bookmarks/", bookmarks.bookmark_list, name="bookmark-list"),
     path(W + "bookmarks/add/", bookmarks.bookmark_create, name="bookmark-create"),
     path(W + "bookmarks/<int:bookmark_pk>/edit/", bookmarks.bookmark_update, name="bookmark-update"),

@@ -400,7 +400,9 @@ def test_missing_configuration_is_readable_not_a_500(pm_client, workspace, monke
     monkeypatch.setattr(mixpanel, "client_for", broken)
     response = pm_client.get(list_url(workspace))
     assert response.status_code == 200
-    assert "Mixpanel is not configured" in response.content.decode()
+    html = response.content.decode()
+    assert "Mixpanel is not set up correctly for this dashboard" in html
+    assert "MIXPANEL_" not in html  # variable names are for operators, not on pages
 
 
 @pytest.mark.django_db

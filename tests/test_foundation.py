@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import DatabaseError
 from django.urls import reverse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,21 +75,7 @@ def test_superuser_sees_every_workspace(client, django_user_model, workspace, ot
 def test_healthz_is_public_json(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
-
-
-@pytest.mark.django_db
-def test_healthz_answers_503_when_database_fails(client, monkeypatch):
-    from experiments.views import core
-
-    class Broken:
-        def cursor(self):
-            raise DatabaseError("down")
-
-    monkeypatch.setattr(core, "connection", Broken())
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["status"] == "error"
+    assert response.json() == {"status": "ok"}
 
 
 @pytest.mark.django_db

@@ -569,8 +569,11 @@ def test_missing_credentials_name_the_variables(monkeypatch):
     monkeypatch.delenv("MIXPANEL_SERVICE_ACCOUNT_SECRET_FILE", raising=False)
     with pytest.raises(MixpanelConfigError) as caught:
         mixpanel.client_for(_Ws())
-    assert "MIXPANEL_SERVICE_ACCOUNT_USERNAME" in str(caught.value)
-    assert "MIXPANEL_SERVICE_ACCOUNT_SECRET" in str(caught.value)
+    # Operators get the variables' names (commands print them, the log has them); people do not.
+    assert "MIXPANEL_SERVICE_ACCOUNT_USERNAME" in caught.value.detail
+    assert "MIXPANEL_SERVICE_ACCOUNT_SECRET" in caught.value.detail
+    assert "MIXPANEL_" not in str(caught.value)
+    assert "operators" in str(caught.value)
 
 
 def test_credentials_from_files(monkeypatch, tmp_path, mocked):
@@ -589,15 +592,17 @@ def test_credentials_from_files(monkeypatch, tmp_path, mocked):
 def test_unreadable_secret_file_is_a_config_error(monkeypatch, tmp_path):
     monkeypatch.delenv("MIXPANEL_SERVICE_ACCOUNT_SECRET")
     monkeypatch.setenv("MIXPANEL_SERVICE_ACCOUNT_SECRET_FILE", str(tmp_path / "missing"))
-    with pytest.raises(MixpanelConfigError, match="MIXPANEL_SERVICE_ACCOUNT_SECRET_FILE"):
+    with pytest.raises(MixpanelConfigError) as caught:
         mixpanel.client_for(_Ws())
+    assert "MIXPANEL_SERVICE_ACCOUNT_SECRET_FILE" in caught.value.detail
 
 
 def test_value_and_file_both_set_is_a_config_error(monkeypatch, tmp_path):
     (tmp_path / "secret").write_text("x")
     monkeypatch.setenv("MIXPANEL_SERVICE_ACCOUNT_SECRET_FILE", str(tmp_path / "secret"))
-    with pytest.raises(MixpanelConfigError, match="not both"):
+    with pytest.raises(MixpanelConfigError) as caught:
         mixpanel.client_for(_Ws())
+    assert "not both" in caught.value.detail
 
 
 def test_credentials_are_read_when_the_client_is_built(monkeypatch, mocked):
@@ -628,8 +633,9 @@ def test_one_client_per_region():
     ],
 )
 def test_bad_configuration_is_refused(region, base_url, text):
-    with pytest.raises(MixpanelConfigError, match=text.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(MixpanelConfigError) as caught:
         MixpanelClient(region=region, username="u", secret="s", base_url=base_url)
+    assert text in caught.value.detail
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])

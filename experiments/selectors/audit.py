@@ -1,4 +1,4 @@
-"""Reads for audit review (issue 6): keyset pages of attempts, the export's rows, and one attempt's timeline."""
+"""Reads for audit review: keyset pages of attempts, the export's rows, and one attempt's timeline."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reads for bookmarks (issue 7): a workspace's bookmarks, the pinned strip, stars and bookmark activity."""
+"""Reads for bookmarks: a workspace's bookmarks, the pinned strip, stars and bookmark activity."""
 
 from __future__ import annotations
 

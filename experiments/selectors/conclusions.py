@@ -1,4 +1,4 @@
-"""Reads for force conclude (issue 5): claims, attempts, attempts to reconcile, and drift from Mixpanel."""
+"""Reads for force conclude: claims, attempts, attempts to reconcile, and drift from Mixpanel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reads for the experiments list (issue 4): the cached, indexed list from Mixpanel and its table rows."""
+"""Reads for the experiments list: the cached, indexed list from Mixpanel and its table rows."""
 
 from __future__ import annotations
 

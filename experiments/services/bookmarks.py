@@ -1,4 +1,4 @@
-"""Writes for bookmarks (issue 7): add, edit and remove, each recorded in the audit trail."""
+"""Writes for bookmarks: add, edit and remove, each recorded in the audit trail."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Writes for workspaces and their members (issue 2), used by the provisioning commands."""
+"""Writes for workspaces and their members, used by the provisioning commands."""
 
 from __future__ import annotations
 

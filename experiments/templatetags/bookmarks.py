@@ -1,4 +1,4 @@
-"""The bookmark star (issue 7), rendered in Python.
+"""The bookmark star, rendered in Python.
 
 It sits on every row of the experiments page, where a template include per row
 cost more than the rest of the row; built here with format_html, it costs about

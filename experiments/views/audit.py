@@ -1,4 +1,4 @@
-"""Audit review (issue 6): the list of conclusion attempts, one attempt, and exports.
+"""Audit review: the list of conclusion attempts, one attempt, and exports.
 
 Read-only screens. Who sees what is decided in selectors (members: their
 workspaces; the review-all permission: everything); every screen is a GET.

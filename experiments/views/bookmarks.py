@@ -1,4 +1,4 @@
-"""Team bookmarks (issue 7): the Bookmarks page, and adding, editing and removing.
+"""Team bookmarks: the Bookmarks page, and adding, editing and removing.
 
 Every view starts with the workspace access check (404 for outsiders). htmx
 requests get the changed fragment back; without JavaScript a POST redirects

@@ -1,4 +1,4 @@
-"""The experiments page (issue 4), the experiment page, and the Force conclude button (issue 5).
+"""The experiments page, the experiment page, and the Force conclude button.
 
 Views stay thin: access check, query or form, one selector or service call, render.
 htmx requests get the template's inline partial; the same URL without htmx gets the
@@ -106,7 +106,7 @@ def _list_url(workspace_pk: int) -> str:
     return reverse("experiments:experiment-list", args=[workspace_pk])
 
 
-# --- Experiments page (issue 4) --------------------------------------------------------
+# --- Experiments page --------------------------------------------------------------------
 
 
 def _render_list(
@@ -183,7 +183,7 @@ def experiment_list_refresh(request: HtmxHttpRequest, workspace_pk: int) -> Http
     return redirect(_list_url(access.workspace.pk) + query.url_suffix())
 
 
-# --- Experiment page (issue 4) ---------------------------------------------------------
+# --- Experiment page --------------------------------------------------------------------
 
 
 def _pretty_json(value: Any) -> str:
@@ -302,7 +302,7 @@ def experiment_detail(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     return render(request, DETAIL_TEMPLATE, _detail_context(access, detail))
 
 
-# --- Force conclude (issue 5) ----------------------------------------------------------
+# --- Force conclude --------------------------------------------------------------------
 
 
 def _back_url(access: WorkspaceAccess, experiment_id: str, back: str, list_query: str) -> str:

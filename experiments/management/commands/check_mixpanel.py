@@ -31,7 +31,7 @@ class Command(BaseCommand):
         try:
             username, _ = mixpanel.read_credentials()
         except mixpanel.MixpanelConfigError as exc:
-            raise CommandError(exc.message) from None
+            raise CommandError(exc.detail) from None
 
         rows = []
         failures = 0
@@ -42,7 +42,9 @@ class Command(BaseCommand):
                 experiments = client.list_experiments(workspace.mixpanel_workspace_id)
             except mixpanel.MixpanelError as exc:
                 failures += 1
-                rows.append((workspace, "NO", "-", exc.message, client.base_url if client else ""))
+                # Operators run this: a configuration error shows its detail (the variable to fix).
+                reason = getattr(exc, "detail", None) or exc.message
+                rows.append((workspace, "NO", "-", reason, client.base_url if client else ""))
             else:
                 rows.append((workspace, "yes", str(len(experiments)), "", client.base_url))
 

@@ -36,7 +36,7 @@ class Command(BaseCommand):
             username, _ = read_credentials()
         except MixpanelConfigError as exc:
             raise CommandError(
-                f"{exc.message} The stand-in checks HTTP Basic auth against the same variables the dashboard "
+                f"{exc.detail} The stand-in checks HTTP Basic auth against the same variables the dashboard "
                 "sends (make run sets demo values)."
             ) from None
 

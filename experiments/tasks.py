@@ -1,0 +1,88 @@
+"""Background tasks, run by `manage.py db_worker` (django-tasks-db: the database is the queue).
+
+The reconcile task resolves one force-conclude attempt left open by reading its
+experiment from Mixpanel, exactly as `reconcile_conclusions` does (it calls the same
+service function), so the two never disagree. The task is the quick path, enqueued
+for one attempt; the command, run from cron, stays the safety net for anything the
+task gave up on or never got (a worker that was down, a queue row lost).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.tasks import task
+from django.utils import timezone
+
+from dashboard.observability import log_context
+from experiments import mixpanel
+from experiments.models import AttemptState, ConclusionAttempt
+from experiments.services import conclusions as conclusion_services
+
+logger = logging.getLogger(__name__)
+
+# States a reconcile can still change; every other state is final.
+OPEN_STATES = frozenset({AttemptState.REQUESTED, AttemptState.UNKNOWN})
+
+RESULT_MISSING = "missing"
+RESULT_RETRY = "retry scheduled"
+RESULT_GAVE_UP = "left for reconcile_conclusions"
+
+
+def reconcile_attempt_later(*, attempt_id: int, delay: dt.timedelta, try_number: int = 1) -> None:
+    """Queue a reconcile of one attempt, to run no sooner than `delay` from now.
+
+    The caller picks the delay: long enough that the attempt's PUT cannot still be
+    in flight, so a read cannot call an applied attempt "not applied".
+    """
+    reconcile_attempt.using(run_after=timezone.now() + delay).enqueue(attempt_id, try_number)
+
+
+def retry_delay(try_number: int) -> dt.timedelta:
+    """How long to wait after failed try `try_number` (1, 2, ...): the base, doubling."""
+    return dt.timedelta(seconds=settings.RECONCILE_TASK_BACKOFF_SECONDS * 2 ** (try_number - 1))
+
+
+@task()
+def reconcile_attempt(attempt_id: int, try_number: int = 1) -> str:
+    """Resolve one open attempt by reading its experiment; never sends the PUT again.
+
+    An attempt already final (or gone) is left alone. When the attempt cannot be
+    resolved yet (Mixpanel unreachable, or an answer the reconcile rule will not
+    judge), the task queues itself again after a doubling delay, up to
+    RECONCILE_TASK_MAX_TRIES tries in all, then logs and leaves the attempt to the
+    cron safety net. Returns what it did, kept in the task's result row: the
+    reconcile outcome, "already <state>", "missing", "retry scheduled" or
+    "left for reconcile_conclusions".
+    """
+    with log_context(attempt_id=attempt_id):
+        attempt = ConclusionAttempt.objects.select_related("workspace").filter(pk=attempt_id).first()
+        if attempt is None:
+            logger.warning("Reconcile task: attempt #%s does not exist; nothing to do.", attempt_id)
+            return RESULT_MISSING
+        if attempt.state not in OPEN_STATES:
+            return f"already {attempt.state}"
+        try:
+            client = mixpanel.client_for(attempt.workspace)
+        except mixpanel.MixpanelError as exc:
+            why = exc.message
+        else:
+            result = conclusion_services.conclusion_reconcile(attempt=attempt, client=client)
+            if result.resolved:
+                logger.info("Reconcile task: attempt #%s %s. %s", attempt_id, result.outcome, result.message)
+                return result.outcome
+            why = result.message
+        if try_number >= settings.RECONCILE_TASK_MAX_TRIES:
+            logger.warning(
+                "Reconcile task: attempt #%s still open after %s tries (%s); reconcile_conclusions will pick it up.",
+                attempt_id,
+                try_number,
+                why,
+            )
+            return RESULT_GAVE_UP
+        delay = retry_delay(try_number)
+        logger.info("Reconcile task: attempt #%s left open (%s); trying again in %s.", attempt_id, why, delay)
+        reconcile_attempt_later(attempt_id=attempt_id, delay=delay, try_number=try_number + 1)
+        return RESULT_RETRY

@@ -1,0 +1,206 @@
+"""The reconcile task: queued in the database, run by the worker, resolves by reading, backs off while
+Mixpanel is unreachable, and leaves what it cannot resolve to reconcile_conclusions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pytest
+from django.tasks import TaskResultStatus
+from django.utils import timezone
+from django_tasks_db.management.commands.db_worker import Worker
+from django_tasks_db.models import DBTaskResult
+
+from experiments import mixpanel, tasks
+from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
+from tests.factories import assert_chain_valid
+from tests.fake_mixpanel import FakeMixpanel, ProcessDied, install
+from tests.test_reconcile import press
+
+REQUESTED = EntryKind.CONCLUSION_REQUESTED
+UNKNOWN = EntryKind.CONCLUSION_UNKNOWN
+RECONCILED = EntryKind.CONCLUSION_RECONCILED
+UNREACHABLE = mixpanel.MixpanelUnavailable("Mixpanel did not answer in time.")
+
+
+def run_ready_tasks() -> list[DBTaskResult]:
+    """What `manage.py db_worker` does with each task that is due, in this test's transaction.
+
+    The worker's own loop also closes "old" connections between tasks, which would end
+    the test's transaction, so the loop is driven here; claiming and running a task
+    are the library's own code.
+    """
+    worker = Worker(
+        queue_names=["default"],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="test-worker",
+        excluded_queue_names=[],
+    )
+    ran = []
+    while (row := DBTaskResult.objects.ready().get_locked()) is not None:
+        row.claim(worker.worker_id)
+        worker.run_task(row)
+        row.refresh_from_db()
+        ran.append(row)
+    return ran
+
+
+def make_due(row: DBTaskResult) -> None:
+    """Let time pass: the deferred task becomes due now."""
+    DBTaskResult.objects.filter(pk=row.pk).update(run_after=timezone.now())
+
+
+def kinds(attempt):
+    return list(AuditEntry.objects.filter(attempt=attempt).order_by("seq").values_list("kind", flat=True))
+
+
+def waiting() -> list[DBTaskResult]:
+    return list(DBTaskResult.objects.filter(status=TaskResultStatus.READY).order_by("enqueued_at"))
+
+
+@pytest.mark.django_db
+def test_unknown_outcome_is_resolved_by_the_task_with_one_read(monkeypatch, workspace, pm):
+    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown()))  # applied, answer lost
+    outcome = press(workspace, pm, fake)
+    assert outcome.state == AttemptState.UNKNOWN
+    install(monkeypatch, fake)
+    fake.calls.clear()
+
+    tasks.reconcile_attempt_later(attempt_id=outcome.attempt.pk, delay=dt.timedelta(0))
+    ran = run_ready_tasks()
+
+    assert [(r.status, r.return_value) for r in ran] == [(TaskResultStatus.SUCCESSFUL, "applied")]
+    attempt = ConclusionAttempt.objects.get()
+    assert attempt.state == AttemptState.RECONCILED_APPLIED
+    assert kinds(attempt) == [REQUESTED, UNKNOWN, RECONCILED]
+    assert AuditEntry.objects.get(kind=RECONCILED).actor_name == "reconcile_conclusions"
+    assert [c[0] for c in fake.calls] == ["get"]  # read once, never sent again
+    assert ConclusionClaim.objects.filter(attempt=attempt).exists()
+    assert_chain_valid()
+
+
+@pytest.mark.django_db
+def test_attempt_left_requested_by_a_crash_is_resolved_and_its_claim_released(monkeypatch, workspace, pm):
+    with pytest.raises(ProcessDied):
+        press(workspace, pm, FakeMixpanel(put=ProcessDied()))  # died before the PUT left
+    attempt = ConclusionAttempt.objects.get()
+    assert attempt.state == AttemptState.REQUESTED
+    fake = install(monkeypatch, FakeMixpanel())
+
+    tasks.reconcile_attempt.enqueue(attempt.pk)
+    ran = run_ready_tasks()
+
+    assert [r.return_value for r in ran] == ["not_applied"]
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.RECONCILED_NOT_APPLIED
+    assert kinds(attempt) == [REQUESTED, RECONCILED]
+    assert not ConclusionClaim.objects.exists()
+    assert fake.puts == []
+    assert_chain_valid()
+
+
+@pytest.mark.django_db
+def test_a_final_attempt_is_left_alone(monkeypatch, workspace, pm):
+    outcome = press(workspace, pm, FakeMixpanel())
+    assert outcome.state == AttemptState.SUCCEEDED
+    fake = install(monkeypatch, FakeMixpanel())
+    entries = AuditEntry.objects.count()
+
+    tasks.reconcile_attempt.enqueue(outcome.attempt.pk)
+
+    assert [r.return_value for r in run_ready_tasks()] == ["already succeeded"]
+    assert fake.calls == []
+    assert AuditEntry.objects.count() == entries
+
+
+@pytest.mark.django_db
+def test_an_attempt_that_does_not_exist_is_a_no_op(monkeypatch):
+    fake = install(monkeypatch, FakeMixpanel())
+    tasks.reconcile_attempt.enqueue(987654)
+    assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_MISSING]
+    assert fake.calls == []
+
+
+@pytest.fixture
+def stuck(workspace, pm):
+    with pytest.raises(ProcessDied):
+        press(workspace, pm, FakeMixpanel(put=ProcessDied()))
+    return ConclusionAttempt.objects.get()
+
+
+@pytest.mark.django_db
+def test_while_mixpanel_is_unreachable_the_task_backs_off_then_resolves(monkeypatch, settings, stuck):
+    settings.RECONCILE_TASK_BACKOFF_SECONDS = 15
+    fake = install(monkeypatch, FakeMixpanel(get=UNREACHABLE))
+    tasks.reconcile_attempt.enqueue(stuck.pk)
+
+    delays = []
+    for try_number in (1, 2, 3):
+        before = timezone.now()
+        ran = run_ready_tasks()
+        after = timezone.now()
+        assert [r.return_value for r in ran] == [tasks.RESULT_RETRY]
+        (queued,) = waiting()  # exactly one retry waits, not yet due
+        assert queued.args_kwargs["args"] == [stuck.pk, try_number + 1]
+        assert run_ready_tasks() == []
+        assert before + tasks.retry_delay(try_number) <= queued.run_after <= after + tasks.retry_delay(try_number)
+        delays.append(tasks.retry_delay(try_number).total_seconds())
+        make_due(queued)
+    assert delays == [15, 30, 60]  # doubling
+    stuck.refresh_from_db()
+    assert stuck.state == AttemptState.REQUESTED  # nothing recorded while unreadable
+    assert kinds(stuck) == [REQUESTED]
+
+    fake.get = None  # Mixpanel is back
+    assert [r.return_value for r in run_ready_tasks()] == ["not_applied"]
+    assert waiting() == []
+    stuck.refresh_from_db()
+    assert stuck.state == AttemptState.RECONCILED_NOT_APPLIED
+    assert fake.puts == []
+    assert [c[0] for c in fake.calls] == ["get"] * 4
+
+
+@pytest.mark.django_db
+def test_after_the_last_try_the_attempt_is_left_to_the_cron_safety_net(monkeypatch, settings, stuck, caplog):
+    settings.RECONCILE_TASK_MAX_TRIES = 3
+    install(monkeypatch, FakeMixpanel(get=UNREACHABLE))
+    tasks.reconcile_attempt.enqueue(stuck.pk)
+
+    results = []
+    with caplog.at_level(logging.INFO, logger="experiments.tasks"):
+        for _ in range(5):
+            results += [r.return_value for r in run_ready_tasks()]
+            for row in waiting():
+                make_due(row)
+
+    assert results == [tasks.RESULT_RETRY, tasks.RESULT_RETRY, tasks.RESULT_GAVE_UP]
+    assert waiting() == []
+    stuck.refresh_from_db()
+    assert stuck.state == AttemptState.REQUESTED
+    assert ConclusionClaim.objects.filter(attempt=stuck).exists()  # still blocks a second PUT
+    gave_up = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(gave_up) == 1
+    assert "reconcile_conclusions will pick it up" in gave_up[0].getMessage()
+
+
+@pytest.mark.django_db
+def test_a_misconfigured_client_is_retried_like_an_unreachable_mixpanel(monkeypatch, stuck):
+    def broken(workspace):
+        raise mixpanel.MixpanelConfigError()
+
+    monkeypatch.setattr(mixpanel, "client_for", broken)
+    tasks.reconcile_attempt.enqueue(stuck.pk)
+    assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_RETRY]
+    assert len(waiting()) == 1
+
+
+def test_the_queue_is_the_database():
+    from django.conf import settings
+
+    assert settings.TASKS["default"]["BACKEND"] == "django_tasks_db.DatabaseBackend"
+    assert tasks.reconcile_attempt.get_backend().supports_defer
