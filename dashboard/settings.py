@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.humanize",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
@@ -247,6 +248,8 @@ MIXPANEL_RETRY_AFTER_CAP = env_float("MIXPANEL_RETRY_AFTER_CAP", 5.0)
 
 # How long a workspace's experiment list is reused before Mixpanel is asked again.
 EXPERIMENT_LIST_CACHE_SECONDS = env_int("EXPERIMENT_LIST_CACHE_SECONDS", 60)
+# How long the experiment page reuses its read of one experiment (0: read it every time).
+EXPERIMENT_DETAIL_CACHE_SECONDS = env_int("EXPERIMENT_DETAIL_CACHE_SECONDS", 15)
 
 # --- Background tasks -------------------------------------------------------
 # Django's Tasks framework with the database as the queue (django-tasks-db): the

@@ -361,31 +361,6 @@ class ExperimentListUnavailable(Exception):
     """Mixpanel failed and no copy of the list exists, so nothing can be looked up."""
 
 
-@dataclass(frozen=True, slots=True)
-class ExperimentDetail:
-    """The experiment page's data: the freshest copy we could get, and whether it is fresh."""
-
-    experiment: Experiment
-    fresh: bool
-    error: str | None
-
-
-def experiment_detail_get(*, workspace: Workspace, client: Any, experiment_id: str) -> ExperimentDetail:
-    """The experiment for its page: checked against the workspace's list, then read fresh.
-
-    The list decides membership (404 when absent). The fresh GET adds what the list
-    may leave out; if it fails or answers for another id, the list's copy is shown.
-    """
-    listed = experiment_get(workspace=workspace, client=client, experiment_id=experiment_id)
-    try:
-        fresh = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
-    except MixpanelError as exc:
-        return ExperimentDetail(listed, fresh=False, error=str(exc))
-    if fresh.id != experiment_id:
-        return ExperimentDetail(listed, fresh=False, error="Mixpanel answered with a different experiment.")
-    return ExperimentDetail(fresh, fresh=True, error=None)
-
-
 # Relative times in one unit, for table cells: (below this many seconds, unit seconds, unit name).
 _RELATIVE_UNITS = (
     (3600, 60, "minute"),

@@ -100,6 +100,27 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
+def _results(today: dt.datetime, *, lift: float, p_value: float) -> dict[str, Any]:
+    """A results cache shaped the way we guess Mixpanel's may be (unpublished): per metric, per variant."""
+    return {
+        "computed_at": iso(today),
+        "metrics": [
+            {
+                "name": "Conversion",
+                "variants": {
+                    "treatment": {
+                        "lift": lift,
+                        "p_value": p_value,
+                        "confidence": round(1 - p_value, 4),
+                        "significant": p_value < 0.05,
+                    }
+                },
+            },
+            {"name": "Revenue per user", "variants": {"treatment": {"lift": lift / 4, "p_value": 0.41}}},
+        ],
+    }
+
+
 def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
@@ -159,6 +180,8 @@ def _showcase(ws: DemoWorkspace, rng: random.Random, today: dt.datetime) -> list
             hypothesis="If the <em>button</em> is green, more people check out.",
             tags=["<script>", "checkout", 'quote"tag'],
             exposures_cache={"control": 5120, "treatment": 5089},
+            settings={"feature_flag_key": None, "confidence_level": 0.95, "duration_days": 28},
+            results_cache=_results(today, lift=0.034, p_value=0.012),
         ),
         make(
             f'{label}: "Pro" tier\'s headline — A/B & more',
@@ -266,8 +289,23 @@ def _showcase(ws: DemoWorkspace, rng: random.Random, today: dt.datetime) -> list
             ],
             feature_flag={"id": 555, "key": f"{label.lower().replace(' ', '-')}-flag", "status": "enabled"},
             exposures_cache={"control": 1000, "a": 990, "b": 1010},
-            results_cache={"computed_at": iso(today), "lift": {"a": 0.021, "b": -0.004}},
+            results_cache={
+                "computed_at": iso(today),
+                "lift": {"a": 0.021, "b": -0.004},
+                "p_value": {"a": 0.048, "b": 0.71},
+                "significant": {"a": True, "b": False},
+            },
             future_field={"added_by": "a later Mixpanel version", "values": [1, 2, 3]},
+        ),
+        make(
+            f"{label} one-page checkout (exposures off the planned split)",
+            "active",
+            18,
+            description="Treatment reaches fewer people than its 50% share: its page drops the exposure event.",
+            tags=["checkout", "web"],
+            settings={"feature_flag_key": None, "confidence_level": 0.95, "duration_days": 21},
+            exposures_cache={"control": 10412, "treatment": 9311},
+            results_cache=_results(today, lift=0.052, p_value=0.0004),
         ),
     ]
 
@@ -300,7 +338,9 @@ def _filler(rng: random.Random, today: dt.datetime, index: int) -> dict[str, Any
     exp["tags"] = rng.sample(_TAGS, rng.randint(0, 3))
     if status != "draft":
         exposed = rng.randint(50, 50_000)
-        exp["exposures_cache"] = {"control": exposed, "treatment": exposed + rng.randint(-500, 500)}
+        # Within two standard deviations of an even split, so filler shows no sample-ratio mismatch.
+        spread = rng.randint(-500, 500) / 250 * exposed**0.5
+        exp["exposures_cache"] = {"control": exposed, "treatment": exposed + round(spread)}
     if rng.random() < 0.1:
         exp["description"] = f"Testing whether a {name.lower()} moves the primary metric."
     return exp

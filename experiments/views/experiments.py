@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -37,6 +37,7 @@ from experiments.models import AttemptState
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_page as page_selectors
 from experiments.selectors.experiment_list import ExperimentListUnavailable
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
@@ -47,7 +48,6 @@ DETAIL_TEMPLATE = "experiments/experiment_detail.html"
 CONCLUDE_TEMPLATE = "experiments/force_conclude.html"
 # Opaque upstream JSON is shown, not stored: past this many characters the rest is cut.
 JSON_DISPLAY_LIMIT = 200_000
-MIXPANEL_UI_HOSTS = {"us": "mixpanel.com", "eu": "eu.mixpanel.com", "in": "in.mixpanel.com"}
 MSG_FORBIDDEN = (
     "Only concluders and admins of {workspace} can force conclude experiments. You are a {role} here; "
     "ask a workspace admin if you need to."
@@ -197,35 +197,6 @@ def _pretty_json(value: Any) -> str:
     return text
 
 
-def _item_label(item: Any, position: int) -> str:
-    """A short label for one variant or metric whose shape is not published."""
-    if isinstance(item, dict):
-        for key in ("name", "key", "title", "id"):
-            value = item.get(key)
-            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-                return str(value)
-    if isinstance(item, str) and item.strip():
-        return item
-    return f"#{position}"
-
-
-def _items(value: Any) -> list[dict[str, str]]:
-    items = value if isinstance(value, (list, tuple)) else []
-    return [{"label": _item_label(item, n), "json": _pretty_json(item)} for n, item in enumerate(items, start=1)]
-
-
-def _mixpanel_ui_url(workspace: Any, experiment_id: str) -> str:
-    # Our best guess at Mixpanel's own address for an experiment (not published):
-    # https://<region host>/project/<project>/view/<workspace>/app/experiments/<id>.
-    if not workspace.mixpanel_project_id:
-        return ""
-    host = MIXPANEL_UI_HOSTS.get(workspace.region, "mixpanel.com")
-    return (
-        f"https://{host}/project/{workspace.mixpanel_project_id}/view/{workspace.mixpanel_workspace_id}"
-        f"/app/experiments/{quote(experiment_id, safe='')}"
-    )
-
-
 _READ_CLAIM = object()
 
 
@@ -260,24 +231,22 @@ def _conclude_section_context(
     }
 
 
-def _detail_context(access: WorkspaceAccess, detail: list_selectors.ExperimentDetail) -> dict[str, Any]:
-    experiment = detail.experiment
+def _detail_context(access: WorkspaceAccess, read: page_selectors.ExperimentRead) -> dict[str, Any]:
+    experiment = read.experiment
     return {
         "access": access,
         "workspace": access.workspace,
         "experiment": experiment,
-        "detail": detail,
+        "read": read,
         "list_url": _list_url(access.workspace.pk),
-        "mixpanel_url": _mixpanel_ui_url(access.workspace, experiment.id),
-        "variants": _items(experiment.variants),
-        "metrics": _items(experiment.metrics),
-        "variants_json": _pretty_json(experiment.variants),
-        "metrics_json": _pretty_json(experiment.metrics),
+        "overview": page_selectors.experiment_overview(workspace=access.workspace, experiment=experiment),
         "opaque": [
-            ("Feature flag", _pretty_json(experiment.feature_flag)),
+            ("Variants", _pretty_json(experiment.variants)),
+            ("Metrics", _pretty_json(experiment.metrics)),
             ("Settings", _pretty_json(experiment.settings)),
             ("Exposures cache", _pretty_json(experiment.exposures_cache)),
             ("Results cache", _pretty_json(experiment.results_cache)),
+            ("Feature flag", _pretty_json(experiment.feature_flag)),
         ],
         "raw_json": _pretty_json(dict(experiment.raw)),
         "starred": bookmark_selectors.bookmark_ids_for_experiments(
@@ -289,17 +258,19 @@ def _detail_context(access: WorkspaceAccess, detail: list_selectors.ExperimentDe
 
 @require_GET
 def experiment_detail(request: HtmxHttpRequest, workspace_pk: int, experiment_id: str) -> HttpResponse:
-    """One experiment: what Mixpanel says about it, and every conclusion attempt on it."""
+    """One experiment, read from Mixpanel: what a person deciding needs, and every conclusion attempt."""
     access = get_workspace_access(request, workspace_pk)
     try:
-        detail = list_selectors.experiment_detail_get(
+        read = page_selectors.experiment_read(
             workspace=access.workspace, client=_LazyClient(access.workspace), experiment_id=experiment_id
         )
-    except ExperimentListUnavailable as exc:
-        context = {"access": access, "workspace": access.workspace, "unavailable": str(exc)}
-        context["list_url"] = _list_url(access.workspace.pk)
+    except page_selectors.ExperimentNotFound as exc:
+        raise Http404(str(exc)) from None
+    if read.experiment is None:
+        context = {"access": access, "workspace": access.workspace, "unavailable": read.error}
+        context.update(list_url=_list_url(access.workspace.pk), experiment_id=experiment_id, retry_url=request.path)
         return render(request, DETAIL_TEMPLATE, context, status=503)
-    return render(request, DETAIL_TEMPLATE, _detail_context(access, detail))
+    return render(request, DETAIL_TEMPLATE, _detail_context(access, read))
 
 
 # --- Force conclude --------------------------------------------------------------------
