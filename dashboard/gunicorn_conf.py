@@ -25,6 +25,9 @@ workers = _count("WEB_CONCURRENCY", 2)
 threads = _count("GUNICORN_THREADS", 4)
 timeout = _count("GUNICORN_TIMEOUT", 120)
 graceful_timeout = 30
+# gunicorn's control socket has one default path per user, so two servers on one host
+# (or a test running two) would take it from each other; signals are all we use.
+control_socket_disable = True
 # Only the proxy in front may say which scheme and client a request came with.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 

@@ -11,10 +11,11 @@ from django import forms
 from django.http import QueryDict
 from django.utils import timezone
 
+from experiments import dates
 from experiments.mixpanel import Experiment
 from experiments.models import ReasonCategory
 
-# --- Experiments list query ------------------------------------------------------
+# --- Experiments list query -------------------------------------------------------
 
 STATUS_TABS: tuple[tuple[str, str], ...] = (
     ("all", "All"),
@@ -104,11 +105,9 @@ class ExperimentListQuery:
         return "?" + text if text else ""
 
 
-# --- Force conclude --------------------------------------------------------------------
+# --- Force conclude ---------------------------------------------------------------
 
 REASON_TEXT_MAX_LENGTH = 1000
-# A browser clock a little ahead of ours must not make "now" look like the future.
-CLOCK_SKEW_ALLOWANCE = dt.timedelta(minutes=2)
 DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
 
 
@@ -130,20 +129,11 @@ class UTCDateTimeField(forms.DateTimeField):
         if value in self.empty_values:
             return None
         if isinstance(value, dt.datetime):
-            parsed = value
-        else:
-            text = str(value).strip()
-            if text.endswith(("Z", "z")):
-                text = text[:-1] + "+00:00"
-            try:
-                parsed = dt.datetime.fromisoformat(text)
-            except ValueError:
-                raise forms.ValidationError(
-                    "Enter a date and time like 2026-11-26T09:30 (UTC).", code="invalid"
-                ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        return parsed.astimezone(dt.UTC)
+            return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        try:
+            return dates.parse_iso_datetime(str(value))
+        except ValueError:
+            raise forms.ValidationError("Enter a date and time like 2026-11-26T09:30 (UTC).", code="invalid") from None
 
 
 class ForceConcludeForm(forms.Form):
@@ -184,22 +174,10 @@ class ForceConcludeForm(forms.Form):
 
     def clean_end_date(self) -> dt.datetime:
         end_date: dt.datetime = self.cleaned_data["end_date"]
-        now = timezone.now()
-        if end_date > now + CLOCK_SKEW_ALLOWANCE:
-            raise forms.ValidationError(
-                "The end date is in the future. Force conclude ends the analysis now or at a past time; "
-                "leave it at the current time (UTC) to end it now.",
-                code="future",
-            )
         start = self.experiment.start_date if self.experiment else None
-        # The input has minute precision: compare with the start floored to its minute.
-        if start is not None and end_date < start.astimezone(dt.UTC).replace(second=0, microsecond=0):
-            raise forms.ValidationError(
-                "The end date is before the experiment started ("
-                + start.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
-                + " UTC). Choose a time after the start.",
-                code="before_start",
-            )
+        problem = dates.end_date_problem(end_date, start=start, now=timezone.now())
+        if problem:
+            raise forms.ValidationError(problem, code="end_date")
         return end_date
 
     def clean_back(self) -> str:

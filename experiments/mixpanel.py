@@ -337,6 +337,20 @@ def _setting(name: str) -> Any:
     return getattr(settings, name)
 
 
+def read_deadline_seconds() -> float:
+    """The longest one read (retries and their waits included) may take, in seconds."""
+    return float(_setting("MIXPANEL_DEADLINE"))
+
+
+def write_deadline_seconds() -> float:
+    """The longest a state-changing call (the force-conclude PUT) may take, in seconds.
+
+    Reconciling waits this long (plus a margin) before it judges an attempt, so it
+    never reads an experiment while our own PUT may still be on its way.
+    """
+    return float(_setting("MIXPANEL_DEADLINE"))
+
+
 def _user_agent() -> str:
     from dashboard import __version__
 
@@ -553,7 +567,7 @@ class MixpanelClient:
         path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}/force_conclude"
         body = {"end_date": format_end_date(end_date)}
         started = self._clock()
-        deadline = started + float(_setting("MIXPANEL_DEADLINE"))
+        deadline = started + write_deadline_seconds()
         try:
             answer = self._send("PUT", path, body, deadline=deadline, started=started)
         except _Transport as exc:
@@ -603,7 +617,7 @@ class MixpanelClient:
     def _read(self, path: str) -> tuple[_Answer, Mapping[str, Any]]:
         """GET with bounded retries; returns the answer and its "ok" JSON object."""
         started = self._clock()
-        deadline = started + float(_setting("MIXPANEL_DEADLINE"))
+        deadline = started + read_deadline_seconds()
         retries = max(0, int(_setting("MIXPANEL_READ_RETRIES")))
         cap = max(0.0, float(_setting("MIXPANEL_RETRY_AFTER_CAP")))
         attempt = 0

@@ -168,6 +168,8 @@ class EntryKind(models.TextChoices):
     CONCLUSION_FAILED = "conclusion_failed", "Conclusion failed"
     CONCLUSION_UNKNOWN = "conclusion_unknown", "Conclusion outcome unknown"
     CONCLUSION_RECONCILED = "conclusion_reconciled", "Conclusion reconciled"
+    # An outcome that came back after the attempt was already resolved: evidence only.
+    CONCLUSION_LATE_ANSWER = "conclusion_late_answer", "Late answer after reconciling"
     BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
 

@@ -1,27 +1,20 @@
-"""Audit test data: conclusion attempts with their entries, written the way the service writes them.
-
-Payload keys follow the force-conclude service: requested {"reason_category",
-"reason_text", "end_date", "request_body"}; outcome {"state", "http_status",
-"duration_ms", "before", "returned" | "response_body", "truncated", "error", "reason"};
-reconciled {"state", "outcome", "upstream_status", "reason"}.
-"""
+"""Audit test data: conclusion attempts with their entries, written by the force-conclude
+service's own writers (experiments.services.conclusions), so they have its payload shapes."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 from django.conf import settings
 from django.utils import timezone
 
-from experiments import auditlog
-from experiments.models import AttemptState, ConclusionAttempt, EntryKind, ReasonCategory
-
-OUTCOME_KIND = {
-    AttemptState.SUCCEEDED: EntryKind.CONCLUSION_SUCCEEDED,
-    AttemptState.FAILED: EntryKind.CONCLUSION_FAILED,
-    AttemptState.UNKNOWN: EntryKind.CONCLUSION_UNKNOWN,
-}
+from experiments import audit_payloads, auditlog, mixpanel
+from experiments.models import AttemptState, ConclusionAttempt, ReasonCategory
+from experiments.services import conclusions as conclusion_services
 
 
 def experiment_json(experiment_id: str, name: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -51,7 +44,7 @@ def make_attempt(
     end_date: dt.datetime | None = None,
     http_status: int | None = 200,
     duration_ms: int | None = 321,
-    error: Any = "",
+    error: str = "",
     reconciled: str | None = None,
     returned: Any = None,
 ) -> ConclusionAttempt:
@@ -59,78 +52,75 @@ def make_attempt(
     then (if `reconciled` is "applied"/"not_applied") a reconciliation entry."""
     created_at = created_at or timezone.now()
     end_date = end_date or created_at
-    request_body = {"end_date": auditlog.format_timestamp(end_date)}
-    attempt = ConclusionAttempt.objects.create(
-        workspace=workspace,
-        experiment_id=experiment_id,
-        experiment_name=experiment_name,
-        actor=actor,
-        actor_name=auditlog.display_name(actor),
-        reason_category=reason_category,
-        reason_text=reason_text,
-        end_date=end_date,
-        request_body=request_body,
-        created_at=created_at,
-    )
-    common = {
-        "workspace": workspace,
-        "actor": actor,
-        "actor_name": attempt.actor_name,
-        "attempt": attempt,
-        "experiment_id": experiment_id,
-        "experiment_name": experiment_name,
-    }
-    auditlog.append_entry(
-        kind=EntryKind.CONCLUSION_REQUESTED,
-        payload={
+    attempt = conclusion_services.attempt_record_intent(
+        request={
+            "created_at": created_at,
+            "workspace": workspace,
+            "actor": actor,
+            "actor_name": auditlog.display_name(actor),
+            "experiment_id": experiment_id,
+            "experiment_name": experiment_name,
             "reason_category": reason_category,
             "reason_text": reason_text,
             "end_date": end_date,
-            "request_body": request_body,
-        },
-        **common,
+            "request_body": {"end_date": mixpanel.format_end_date(end_date)},
+        }
     )
     if outcome is None:
         return attempt
-    before = experiment_json(experiment_id, experiment_name, "active")
-    payload: dict[str, Any] = {
-        "state": outcome,
-        "http_status": http_status,
-        "duration_ms": duration_ms,
-        "before": before,
-    }
+    before = mixpanel.parse_experiment(experiment_json(experiment_id, experiment_name, "active"))
+    evidence: dict[str, Any] = {"before": before, "sent": True, "http_status": http_status, "duration_ms": duration_ms}
     if outcome == AttemptState.SUCCEEDED:
-        payload["returned"] = (
-            returned
-            if returned is not None
-            else experiment_json(experiment_id, experiment_name, "concluded", end_date=request_body["end_date"])
+        after = returned or experiment_json(
+            experiment_id, experiment_name, "concluded", end_date=mixpanel.format_end_date(end_date)
         )
-        payload["truncated"] = False
+        evidence["response"] = audit_payloads.answer(
+            http_status=http_status or 200,
+            body=auditlog.canonical_json({"status": "ok", "results": after}),
+            truncated=False,
+            returned=mixpanel.parse_experiment(after),
+        )
+        message = ""
     else:
-        payload["error"] = error or "Mixpanel refused the request (HTTP 403): the service account lacks access."
-        payload["reason"] = payload["error"] if isinstance(payload["error"], str) else "Mixpanel refused it."
-    auditlog.append_entry(kind=OUTCOME_KIND[outcome], payload=payload, **common)
-    attempt.state = outcome
-    attempt.http_status = http_status
-    attempt.duration_ms = duration_ms
-    attempt.failure_reason = payload.get("reason", "")
-    attempt.finished_at = created_at + dt.timedelta(milliseconds=duration_ms or 0)
-    attempt.save(update_fields=["state", "http_status", "duration_ms", "failure_reason", "finished_at"])
+        message = error or "Mixpanel refused the request (HTTP 403): the service account lacks access."
+    conclusion_services.attempt_record_outcome(
+        attempt=attempt,
+        state=outcome,
+        message=message,
+        release_claim=outcome == AttemptState.FAILED,
+        evidence=evidence,
+    )
     if reconciled:
-        state = AttemptState.RECONCILED_APPLIED if reconciled == "applied" else AttemptState.RECONCILED_NOT_APPLIED
-        auditlog.append_entry(
-            kind=EntryKind.CONCLUSION_RECONCILED,
-            payload={
-                "state": state,
-                "outcome": reconciled,
-                "observed_status": "concluded" if reconciled == "applied" else "active",
-                "reason": f"Reconciled by reading the experiment: {reconciled.replace('_', ' ')}.",
-            },
-            **{**common, "actor": None, "actor_name": "reconcile_conclusions"},
+        applied = reconciled == "applied"
+        state = AttemptState.RECONCILED_APPLIED if applied else AttemptState.RECONCILED_NOT_APPLIED
+        current = mixpanel.parse_experiment(
+            experiment_json(experiment_id, experiment_name, "concluded" if applied else "active")
         )
-        attempt.state = state
-        attempt.save(update_fields=["state"])
+        message = f"Reconciled by reading the experiment: {reconciled.replace('_', ' ')}."
+        conclusion_services.attempt_record_reconciled(attempt=attempt, state=state, message=message, current=current)
     return attempt
+
+
+@contextlib.contextmanager
+def _clock_shifted(shift: dt.timedelta) -> Iterator[None]:
+    real_now = timezone.now
+
+    def shifted() -> dt.datetime:
+        return real_now() + shift
+
+    with mock.patch.object(timezone, "now", shifted):
+        yield
+
+
+def past_the_in_flight_limit() -> contextlib.AbstractContextManager[None]:
+    """Run the block with Django's clock moved past the in-flight limit, as a reconcile
+    run would see every attempt made so far once their PUTs can no longer be on their way."""
+    return _clock_shifted(conclusion_services.in_flight_limit() + dt.timedelta(seconds=1))
+
+
+def made_long_ago() -> contextlib.AbstractContextManager[None]:
+    """Attempts made in the block are already past their in-flight limit when it ends."""
+    return _clock_shifted(-conclusion_services.in_flight_limit() - dt.timedelta(seconds=1))
 
 
 def assert_chain_valid() -> None:

@@ -7,7 +7,7 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from experiments import auditlog
+from experiments import auditlog, auditverify
 from experiments.models import AuditEntry, EntryKind
 
 THREADS = 12
@@ -46,7 +46,7 @@ def test_concurrent_appends_leave_one_valid_chain(workspace, pm):
 
     total = THREADS * APPENDS_EACH
     entries = list(AuditEntry.objects.order_by("seq"))
-    result = auditlog.verify_chain(entries)
+    result = auditverify.verify_chain(entries)
     assert result.ok, result.first_break
     assert result.count == total
     assert [e.seq for e in entries] == list(range(1, total + 1))

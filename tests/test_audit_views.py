@@ -8,7 +8,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from experiments.models import AttemptState, ConclusionAttempt
+from experiments.models import AttemptState
 from experiments.selectors.audit import AuditFilters, audit_attempt_page
 from tests.factories import make_attempt, session_queries
 
@@ -377,31 +377,37 @@ def test_attempt_page_shows_a_failure_readably(client, pm_client, workspace, pm)
 
 @pytest.mark.django_db
 def test_attempt_page_reads_the_service_payload_shape(pm_client, workspace, pm):
-    """The service stores the answer as text ("response_body") and errors as data."""
-    from experiments import auditlog
-    from experiments.models import EntryKind
+    """The page shows what the service's writer stored: the answer's text, the error as data,
+    and a snapshot cut at the size cap as text."""
+    from experiments import audit_payloads, mixpanel
+    from experiments.services import conclusions as conclusion_services
 
     attempt = make_attempt(workspace=workspace, actor=pm, outcome=None)
-    auditlog.append_entry(
-        kind=EntryKind.CONCLUSION_UNKNOWN,
-        workspace=workspace,
-        actor=pm,
+    huge = "x" * (audit_payloads.SNAPSHOT_MAX_BYTES + 1)
+    before = mixpanel.parse_experiment({"id": "exp-1", "status": "active", "description": huge})
+    returned = mixpanel.parse_experiment({"id": "exp-1", "status": "concluded", "variants": []})
+    conclusion_services.attempt_record_outcome(
         attempt=attempt,
-        payload={
-            "state": "unknown",
-            "reason": "No answer within 10 seconds: the outcome is unknown.",
-            "error": {"type": "MixpanelOutcomeUnknown", "message": "timed out", "http_status": None},
-            "before": {"truncated": True, "text": '{"id": "exp-1", "status": "act'},
-            "response_body": '{"status": "ok", "results": {"id": "exp-1", "status": "concluded", "variants": []}}',
-            "response_truncated": False,
+        state=AttemptState.UNKNOWN,
+        message="No answer within 10 seconds: the outcome is unknown.",
+        release_claim=False,
+        evidence={
+            "sent": True,
+            "before": before,
+            "error": mixpanel.MixpanelOutcomeUnknown("timed out"),
+            "response": audit_payloads.answer(
+                http_status=200,
+                body='{"status": "ok", "results": {"id": "exp-1", "status": "concluded", "variants": []}}',
+                truncated=False,
+                returned=returned,
+            ),
         },
     )
-    ConclusionAttempt.objects.filter(pk=attempt.pk).update(state=AttemptState.UNKNOWN)
     text = pm_client.get(detail(attempt)).content.decode()
     assert "Outcome unknown:</strong> No answer within 10 seconds" in text
     assert "MixpanelOutcomeUnknown" in text
     assert "badge status-concluded" in text
-    assert "&quot;status&quot;: &quot;act" in text  # the cut snapshot shown as text
+    assert "{&quot;description&quot;:&quot;xxx" in text  # the cut snapshot shown as text
 
 
 @pytest.mark.django_db
@@ -508,6 +514,7 @@ def test_attempt_page_for_a_service_success(pm_client, workspace, pm):
 def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, workspace, pm):
     from experiments import mixpanel
     from experiments.services import conclusions as conclusion_services
+    from tests.factories import past_the_in_flight_limit
     from tests.fake_mixpanel import FakeMixpanel
 
     refused = _conclude(workspace, pm, FakeMixpanel(put=mixpanel.MixpanelRateLimited(http_status=429)))
@@ -519,7 +526,8 @@ def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, 
     fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown("No answer within the deadline.")))
     unknown = _conclude(workspace, pm, fake)
     assert unknown.state == AttemptState.UNKNOWN
-    conclusion_services.conclusion_reconcile(attempt=unknown.attempt, client=fake)
+    with past_the_in_flight_limit():
+        conclusion_services.conclusion_reconcile(attempt=unknown.attempt, client=fake)
     text = pm_client.get(detail(unknown.attempt)).content.decode()
     assert "Conclusion outcome unknown" in text
     assert "Conclusion reconciled" in text

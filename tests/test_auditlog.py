@@ -6,8 +6,7 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from experiments import auditlog
-from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, EntryKind
-from tests.factories import make_attempt
+from experiments.models import AuditEntry, EntryKind
 
 
 @pytest.mark.django_db
@@ -30,32 +29,3 @@ def test_database_refuses_update_and_delete(workspace, pm, sql):
         cursor.execute(sql.format(t=AuditEntry._meta.db_table))
     assert AuditEntry.objects.filter(actor_name="mallory").count() == 0
     assert AuditEntry.objects.count() == 1
-
-
-@pytest.mark.django_db
-def test_an_update_goes_with_the_entry(workspace, pm):
-    attempt = make_attempt(workspace=workspace, actor=pm)
-    entry = auditlog.append_entry(
-        kind=EntryKind.CONCLUSION_FAILED,
-        workspace=workspace,
-        actor=pm,
-        attempt=attempt,
-        update=(ConclusionAttempt.objects.filter(pk=attempt.pk), {"state": AttemptState.FAILED, "http_status": 400}),
-    )
-    attempt.refresh_from_db()
-    assert (attempt.state, attempt.http_status) == (AttemptState.FAILED, 400)
-    assert AuditEntry.objects.filter(pk=entry.pk, attempt=attempt).exists()
-
-
-@pytest.mark.django_db
-def test_an_update_that_misses_its_row_appends_nothing(workspace, pm):
-    attempt = make_attempt(workspace=workspace, actor=pm)
-    entries = AuditEntry.objects.count()
-    with pytest.raises(DatabaseError, match="changed 0 rows, not 1"), transaction.atomic():
-        auditlog.append_entry(
-            kind=EntryKind.CONCLUSION_FAILED,
-            workspace=workspace,
-            actor=pm,
-            update=(ConclusionAttempt.objects.filter(pk=attempt.pk + 1000), {"state": AttemptState.FAILED}),
-        )
-    assert AuditEntry.objects.count() == entries

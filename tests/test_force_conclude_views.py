@@ -300,6 +300,11 @@ def test_dialog_query_count_is_fixed(client, pm, workspace, fake, django_assert_
         ({"end_date": "next tuesday"}, "Enter a date and time like"),
         ({"end_date": "2999-01-01T00:00"}, "The end date is in the future."),
         ({"end_date": "2026-01-02T08:59"}, "The end date is before the experiment started (2026-01-02 09:00 UTC)."),
+        # Out of range once converted to UTC: a form error, never a 500.
+        ({"end_date": "0001-01-01T00:00+05:00"}, "Enter a date and time like"),
+        ({"end_date": "9999-12-31T23:59-05:00"}, "Enter a date and time like"),
+        ({"end_date": "0001-01-01T00:30"}, "The end date is before the experiment started"),
+        ({"end_date": "9999-12-31T23:59+05:00"}, "The end date is in the future."),
     ],
 )
 def test_dialog_validation_errors_are_readable(pm_client, workspace, fake, spy, overrides, message):
@@ -518,12 +523,13 @@ def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, work
     assert '<span class="badge status-concluded">concluded</span>' in html
     # htmx puts the page's own star (hx-preserve, same id) where this placeholder is.
     assert f'<form id="{star_id}" class="star-toggle" hx-preserve></form>' in html
-    # user and membership (+ the session without Redis); the intent: attempt, claim, lock and
-    # chain head, entry; the outcome: projection, lock and head, entry. PostgreSQL sends the
-    # outcome's projection, lock and head as one round trip; SQLite needs no lock.
+    # The session (without Redis), the user, the view's membership read and the service's own;
+    # the intent: attempt, claim, chain head, entry; the outcome: the attempt's compare-and-set
+    # update, chain head, entry. PostgreSQL also takes the append lock before each head read.
     # (The test's own transaction turns each atomic block into a savepoint: not counted.)
     statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) == (8 if connection.vendor == "postgresql" else 9) + session_queries(), statements
+    locks = 2 if connection.vendor == "postgresql" else 0
+    assert len(statements) == 10 + locks + session_queries(), statements
     assert not any("bookmark" in sql for sql in statements)
 
 

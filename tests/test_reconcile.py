@@ -14,7 +14,7 @@ from experiments import mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.services import conclusions as conclusion_services
-from tests.factories import assert_chain_valid
+from tests.factories import assert_chain_valid, past_the_in_flight_limit
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, ProcessDied, install, raw_experiment
 
 REQUESTED = EntryKind.CONCLUSION_REQUESTED
@@ -51,8 +51,10 @@ class DiesAfterSending:
 
 
 def run(*args):
+    """The command, run once every attempt so far is past its in-flight limit."""
     out = StringIO()
-    call_command("reconcile_conclusions", *args, stdout=out, stderr=StringIO())
+    with past_the_in_flight_limit():
+        call_command("reconcile_conclusions", *args, stdout=out, stderr=StringIO())
     return out.getvalue()
 
 
@@ -251,8 +253,9 @@ def test_a_late_outcome_does_not_get_reconciled_twice(workspace, pm, stuck):
     """Two reconcilers that both read before either writes: only one entry is appended."""
     fake = FakeMixpanel()
     stale_copy = ConclusionAttempt.objects.get(pk=stuck.pk)
-    first = conclusion_services.conclusion_reconcile(attempt=stuck, client=fake)
-    second = conclusion_services.conclusion_reconcile(attempt=stale_copy, client=fake)
+    with past_the_in_flight_limit():
+        first = conclusion_services.conclusion_reconcile(attempt=stuck, client=fake)
+        second = conclusion_services.conclusion_reconcile(attempt=stale_copy, client=fake)
     assert (first.outcome, second.outcome) == ("not_applied", "skipped")
     assert kinds(stuck) == [REQUESTED, RECONCILED]
 

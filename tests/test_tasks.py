@@ -14,7 +14,7 @@ from django_tasks_db.models import DBTaskResult
 
 from experiments import mixpanel, tasks
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
-from tests.factories import assert_chain_valid
+from tests.factories import assert_chain_valid, made_long_ago
 from tests.fake_mixpanel import FakeMixpanel, ProcessDied, install
 from tests.test_reconcile import press
 
@@ -66,7 +66,8 @@ def waiting() -> list[DBTaskResult]:
 @pytest.mark.django_db
 def test_unknown_outcome_is_resolved_by_the_task_with_one_read(monkeypatch, workspace, pm):
     fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown()))  # applied, answer lost
-    outcome = press(workspace, pm, fake)
+    with made_long_ago():
+        outcome = press(workspace, pm, fake)
     assert outcome.state == AttemptState.UNKNOWN
     install(monkeypatch, fake)
     fake.calls.clear()
@@ -86,7 +87,7 @@ def test_unknown_outcome_is_resolved_by_the_task_with_one_read(monkeypatch, work
 
 @pytest.mark.django_db
 def test_attempt_left_requested_by_a_crash_is_resolved_and_its_claim_released(monkeypatch, workspace, pm):
-    with pytest.raises(ProcessDied):
+    with made_long_ago(), pytest.raises(ProcessDied):
         press(workspace, pm, FakeMixpanel(put=ProcessDied()))  # died before the PUT left
     attempt = ConclusionAttempt.objects.get()
     assert attempt.state == AttemptState.REQUESTED
@@ -128,7 +129,7 @@ def test_an_attempt_that_does_not_exist_is_a_no_op(monkeypatch):
 
 @pytest.fixture
 def stuck(workspace, pm):
-    with pytest.raises(ProcessDied):
+    with made_long_ago(), pytest.raises(ProcessDied):
         press(workspace, pm, FakeMixpanel(put=ProcessDied()))
     return ConclusionAttempt.objects.get()
 

@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,8 @@ from django.db import connection, transaction
 from django.db.models import Exists, Func, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast
 
-from experiments.mixpanel import Experiment, MixpanelError, parse_experiment
+from experiments import audit_payloads
+from experiments.dates import parse_iso_datetime
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, EntryKind, Membership, Workspace
 
 # The audit list pages a million ConclusionAttempt rows by keyset on `id` (unique and
@@ -315,11 +316,8 @@ class AuditTimelineEntry:
     @property
     def note(self) -> str:
         """The entry's own readable sentence, when it has one."""
-        for key in ("reason", "message"):
-            if isinstance(self.payload.get(key), str):
-                return self.payload[key]
-        error = self.payload.get("error")
-        return error if isinstance(error, str) else ""
+        reason = self.payload.get("reason") or audit_payloads.projection_of(self.payload).get("failure_reason")
+        return reason if isinstance(reason, str) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,11 +360,8 @@ class AuditAttemptDetail:
 
     @property
     def reconciled_status(self) -> str:
-        """The status reconcile_conclusions read from Mixpanel (either key the service wrote)."""
-        for key in ("upstream_status", "observed_status"):
-            if isinstance(self.reconciliation.get(key), str):
-                return self.reconciliation[key]
-        return ""
+        """The status the reconciliation read from Mixpanel."""
+        return str(self.reconciliation.get("upstream_status") or "")
 
     @property
     def before_json(self) -> str:
@@ -391,129 +386,76 @@ def _decode_payload(entry: AuditEntry) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _as_snapshot(value: Any) -> tuple[Any, str | None]:
-    """(JSON value, None) or (None, text) for a snapshot stored cut as {"truncated", "text"}."""
-    if isinstance(value, dict) and set(value) == {"truncated", "text"} and isinstance(value["text"], str):
+def _snapshot_parts(value: Any) -> tuple[Any, str | None]:
+    """(JSON, None), or (None, text) for a snapshot stored cut as {"truncated": true, "text": ...}."""
+    if isinstance(value, dict) and value.get("truncated") is True and isinstance(value.get("text"), str):
         return None, value["text"]
-    if isinstance(value, str):
-        try:
-            return json.loads(value), None
-        except ValueError:
-            return None, value
     return value, None
 
 
-def _experiment_in(document: Any) -> Mapping[str, Any] | None:
-    """The experiment object in a stored answer: the envelope's "results", or the object itself."""
-    if isinstance(document, Mapping) and isinstance(document.get("results"), Mapping):
-        return document["results"]
-    return document if isinstance(document, Mapping) else None
-
-
-def _parsed_experiment(document: Any) -> Experiment | None:
-    data = _experiment_in(document)
-    if data is None:
-        return None
+def _body_parts(body: Any) -> tuple[Any, str | None]:
+    """An answer's body text as JSON when it is JSON, else as text."""
+    if not isinstance(body, str) or not body:
+        return None, None
     try:
-        return parse_experiment(data)
-    except MixpanelError:
-        return None
+        return json.loads(body), None
+    except ValueError:
+        return None, body
 
 
-def _summarise(before: Any, returned: Any) -> ReturnedSummary | None:
-    after = _parsed_experiment(returned)
-    if after is None:
-        return None
-    previous = _parsed_experiment(before)
-    return ReturnedSummary(
-        status_before=previous.status if previous else None,
-        status_after=after.status,
-        start_date=after.start_date,
-        end_date=after.end_date,
-        variant_count=len(after.variants) if isinstance(after.variants, (list, tuple)) else None,
-        exposures=after.exposures_total,
-    )
-
-
-def _when_text(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
+def _when(value: Any) -> dt.datetime | None:
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        return parse_iso_datetime(value) if isinstance(value, str) else None
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _summary_from(before: Any = None, after: Any = None) -> ReturnedSummary | None:
-    """The service's own summaries, for when the answer itself was cut and cannot be parsed."""
+def _summary(before: Any, after: Any) -> ReturnedSummary | None:
+    """The returned experiment's key fields, from the summaries the service wrote."""
     if not isinstance(after, dict):
         return None
-    variants, exposures = after.get("variants"), after.get("exposures")
     return ReturnedSummary(
-        status_before=_text_or_none(before.get("status")) if isinstance(before, dict) else None,
-        status_after=_text_or_none(after.get("status")),
-        start_date=_when_text(after.get("start_date")),
-        end_date=_when_text(after.get("end_date")),
-        variant_count=variants if isinstance(variants, int) and not isinstance(variants, bool) else None,
-        exposures=exposures if isinstance(exposures, int) and not isinstance(exposures, bool) else None,
+        status_before=before.get("status") if isinstance(before, dict) else None,
+        status_after=after.get("status"),
+        start_date=_when(after.get("start_date")),
+        end_date=_when(after.get("end_date")),
+        variant_count=after.get("variants"),
+        exposures=after.get("exposures"),
     )
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _error_from(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    error = payload.get("error")
-    details = error if isinstance(error, dict) else {}
-    for candidate in (payload.get("reason"), error, details.get("message")):
-        if isinstance(candidate, str) and candidate:
-            return candidate, details
-    return "", details
 
 
 def audit_attempt_detail(*, user: Any, pk: int) -> AuditAttemptDetail | None:
     """One attempt with its timeline, or None when `user` may not see it.
 
     Two queries: the attempt (with its workspace) and its entries in seq order.
-    Outcome payloads are read in either shape the service writes: the returned
-    experiment as "returned" (JSON) / "returned_raw" (text), or as the answer's
-    "response_body" text; errors as text or as {"message", "type", ...}.
+    Payloads have the shapes experiments.audit_payloads defines.
     """
     attempt = _visible_attempts(user).select_related("workspace").filter(pk=pk).first()
     if attempt is None:
         return None
     entries = AuditEntry.objects.filter(attempt_id=attempt.pk).order_by("seq")  # entry_attempt_seq_idx
     timeline = [AuditTimelineEntry(entry, _decode_payload(entry)) for entry in entries]
-    found: dict[str, Any] = {"request_body": attempt.request_body}
+    outcome: dict[str, Any] = {}
+    reconciliation: dict[str, Any] = {}
     for item in timeline:
-        payload, kind = item.payload, item.entry.kind
-        if kind == EntryKind.CONCLUSION_REQUESTED and "request_body" in payload:
-            found["request_body"] = payload["request_body"]
-        elif kind in _OUTCOME_KINDS:
-            if payload.get("before") is not None:
-                found["before"], found["before_raw"] = _as_snapshot(payload["before"])
-            for key in ("returned", "returned_raw", "response_body"):
-                if payload.get(key) not in (None, ""):
-                    found["returned"], found["returned_raw"] = _as_snapshot(payload[key])
-            found["truncated"] = bool(payload.get("truncated") or payload.get("response_truncated"))
-            found["error"], found["error_details"] = _error_from(payload)
-            found["summaries"] = (payload.get("before_summary"), payload.get("after_summary"))
-        elif kind == EntryKind.CONCLUSION_RECONCILED:
-            found["reconciliation"] = payload
-    error = found.get("error") or ("" if attempt.state == AttemptState.SUCCEEDED else attempt.failure_reason)
+        if item.entry.kind in _OUTCOME_KINDS:
+            outcome = item.payload
+        elif item.entry.kind == EntryKind.CONCLUSION_RECONCILED:
+            reconciliation = item.payload
+    before, before_raw = _snapshot_parts(outcome.get("before"))
+    response = outcome.get("response") or {}
+    returned, returned_raw = _body_parts(response.get("body"))
     return AuditAttemptDetail(
         attempt=attempt,
         timeline=timeline,
-        request_body=found.get("request_body"),
-        before=found.get("before"),
-        before_raw=found.get("before_raw"),
-        returned=found.get("returned"),
-        returned_raw=found.get("returned_raw"),
-        truncated=found.get("truncated", False),
-        error=error,
-        error_details=found.get("error_details", {}),
-        summary=_summarise(found.get("before"), found.get("returned")) or _summary_from(*found.get("summaries", ())),
-        reconciliation=found.get("reconciliation", {}),
+        request_body=attempt.request_body,
+        before=before,
+        before_raw=before_raw,
+        returned=returned,
+        returned_raw=returned_raw,
+        truncated=bool(response.get("truncated")),
+        error="" if attempt.state == AttemptState.SUCCEEDED else attempt.failure_reason,
+        error_details=outcome.get("error") or {},
+        summary=_summary(outcome.get("before_summary"), response.get("summary")),
+        reconciliation=reconciliation,
     )

@@ -28,11 +28,9 @@ def attempt_list_for_experiment(*, workspace: Workspace, experiment_id: str) -> 
 def attempt_list_to_reconcile(*, older_than: dt.timedelta, workspace_pk: int | None = None) -> list[ConclusionAttempt]:
     """Attempts left open that reconcile_conclusions should resolve, oldest first.
 
-    "requested" older than the threshold means the process died between intent
-    and outcome (a live request finishes within MIXPANEL_DEADLINE). "unknown" is
-    held to the same threshold because a PUT that timed out may still be landing
-    upstream; reading it too early could call an applied attempt "not applied".
-    Served by attempt_state_id_idx.
+    The caller keeps `older_than` at least services.conclusions.in_flight_limit():
+    younger attempts may still have their PUT on its way (and the reconcile service
+    refuses to judge them anyway). Served by attempt_state_id_idx.
     """
     cutoff = timezone.now() - older_than
     attempts = ConclusionAttempt.objects.filter(

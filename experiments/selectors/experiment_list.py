@@ -20,6 +20,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
+from experiments import mixpanel
 from experiments.mixpanel import STATUSES, Experiment, MixpanelError
 from experiments.models import AttemptState, ConclusionAttempt, Workspace
 from experiments.selectors import conclusions as conclusion_selectors
@@ -273,7 +274,9 @@ def _stale_snapshot(base: str, error: str) -> ExperimentListSnapshot:
     return _snapshot(index, stale=True, error=error)
 
 
-def experiment_list_cached(*, workspace: Workspace, client: Any, refresh: bool = False) -> ExperimentListSnapshot:
+def experiment_list_cached(
+    *, workspace: Workspace, client: Any = None, refresh: bool = False
+) -> ExperimentListSnapshot:
     """The workspace's experiments, from the cache while fresh, else from Mixpanel.
 
     `refresh=True` asks Mixpanel now (the Refresh control). When Mixpanel fails,
@@ -293,6 +296,10 @@ def experiment_list_cached(*, workspace: Workspace, client: Any, refresh: bool =
             # Mixpanel failed moments ago: do not make every page view wait for it again.
             return _stale_snapshot(base, failed["error"])
     try:
+        # No client given: the workspace's own, built only now that Mixpanel must be
+        # asked, so a missing configuration is one more readable MixpanelError.
+        if client is None:
+            client = mixpanel.client_for(workspace)
         experiments = tuple(client.list_experiments(workspace.mixpanel_workspace_id))
     except MixpanelError as exc:
         error = str(exc) or MixpanelError.default_message
@@ -343,7 +350,7 @@ def experiment_list_page(
     return ExperimentPage(rows, counts, len(matched), page, num_pages, page_size)
 
 
-def experiment_get(*, workspace: Workspace, client: Any, experiment_id: str) -> Experiment:
+def experiment_get(*, workspace: Workspace, client: Any = None, experiment_id: str) -> Experiment:
     """One experiment of the workspace's (cached) list; Http404 when the list does not hold it.
 
     Raises ExperimentListUnavailable when there is no copy of the list to look in.

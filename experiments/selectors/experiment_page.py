@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from experiments import experiment_shapes as shapes
+from experiments import mixpanel
 from experiments.mixpanel import Experiment, MixpanelError, MixpanelNotFound
 from experiments.models import ConclusionAttempt, Workspace
 from experiments.stats import SampleRatioTest, sample_ratio_test
@@ -62,7 +63,7 @@ def _attempted_since(workspace: Workspace, experiment_id: str, when: dt.datetime
     ).exists()
 
 
-def experiment_read(*, workspace: Workspace, client: Any, experiment_id: str) -> ExperimentRead:
+def experiment_read(*, workspace: Workspace, client: Any = None, experiment_id: str) -> ExperimentRead:
     """The experiment, read by id from Mixpanel; a copy of EXPERIMENT_DETAIL_CACHE_SECONDS is reused.
 
     Raises ExperimentNotFound when Mixpanel has no such experiment in the workspace.
@@ -78,6 +79,9 @@ def experiment_read(*, workspace: Workspace, client: Any, experiment_id: str) ->
     if cached is not None and not _attempted_since(workspace, experiment_id, cached["read_at"]):
         return ExperimentRead(cached["experiment"], cached["read_at"])
     try:
+        # No client given: the workspace's own, built only now that Mixpanel must be asked.
+        if client is None:
+            client = mixpanel.client_for(workspace)
         experiment = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
     except MixpanelNotFound:
         raise ExperimentNotFound(MSG_NOT_FOUND) from None

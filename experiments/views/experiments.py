@@ -59,33 +59,6 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-class _LazyClient:
-    """The workspace's Mixpanel client, looked up at each call.
-
-    A warm, cached page asks Mixpanel nothing, so it builds nothing; and a client
-    that cannot be built (missing credentials) fails inside the call, where the
-    selectors and services already turn MixpanelError into a readable answer.
-    Looked up per call, not kept: client_for keeps one per thread, and force
-    conclude reads on a worker thread, so each thread uses its own.
-    """
-
-    def __init__(self, workspace: Any) -> None:
-        self._workspace = workspace
-
-    def _get(self) -> Any:
-        # Through the module attribute, so tests can replace the seam.
-        return mixpanel.client_for(self._workspace)
-
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.Experiment]:
-        return self._get().list_experiments(workspace_id)
-
-    def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
-        return self._get().get_experiment(workspace_id, experiment_id)
-
-    def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: dt.datetime) -> Any:
-        return self._get().force_conclude(workspace_id, experiment_id, end_date=end_date)
-
-
 def _wants_fragment(request: HtmxHttpRequest) -> bool:
     # A history-restore request (back button after a cache miss) needs the whole page.
     return bool(request.htmx) and not request.htmx.history_restore_request
@@ -162,7 +135,7 @@ def experiment_list(request: HtmxHttpRequest, workspace_pk: int) -> HttpResponse
     """The workspace's home: its experiments, filtered, searched, sorted and paged by URL."""
     access = get_workspace_access(request, workspace_pk)
     query = ExperimentListQuery.from_querydict(request.GET)
-    snapshot = list_selectors.experiment_list_cached(workspace=access.workspace, client=_LazyClient(access.workspace))
+    snapshot = list_selectors.experiment_list_cached(workspace=access.workspace)
     return _render_list(request, access, query, snapshot)
 
 
@@ -171,9 +144,7 @@ def experiment_list_refresh(request: HtmxHttpRequest, workspace_pk: int) -> Http
     """Read the list from Mixpanel again, then show the same view."""
     access = get_workspace_access(request, workspace_pk)
     query = ExperimentListQuery.from_querystring(request.POST.get("list_query", ""))
-    snapshot = list_selectors.experiment_list_cached(
-        workspace=access.workspace, client=_LazyClient(access.workspace), refresh=True
-    )
+    snapshot = list_selectors.experiment_list_cached(workspace=access.workspace, refresh=True)
     if _wants_fragment(request):
         return _render_list(request, access, query, snapshot)
     if snapshot.error:
@@ -261,9 +232,7 @@ def experiment_detail(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     """One experiment, read from Mixpanel: what a person deciding needs, and every conclusion attempt."""
     access = get_workspace_access(request, workspace_pk)
     try:
-        read = page_selectors.experiment_read(
-            workspace=access.workspace, client=_LazyClient(access.workspace), experiment_id=experiment_id
-        )
+        read = page_selectors.experiment_read(workspace=access.workspace, experiment_id=experiment_id)
     except page_selectors.ExperimentNotFound as exc:
         raise Http404(str(exc)) from None
     if read.experiment is None:
@@ -343,7 +312,6 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
     access = get_workspace_access(request, workspace_pk)
     if not access.can_conclude:
         return _forbidden(request, access)
-    client = _LazyClient(access.workspace)
     data = request.POST if request.method == "POST" else request.GET
     back = "detail" if data.get("back") == "detail" else "list"
     list_query = ExperimentListQuery.from_querystring(data.get("list_query", "")).querystring()
@@ -355,9 +323,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         "hx_target": "#conclude-section" if back == "detail" else "#" + list_selectors.experiment_dom_id(experiment_id),
     }
     try:
-        experiment = list_selectors.experiment_get(
-            workspace=access.workspace, client=client, experiment_id=experiment_id
-        )
+        experiment = list_selectors.experiment_get(workspace=access.workspace, experiment_id=experiment_id)
     except ExperimentListUnavailable as exc:
         context["unavailable"] = str(exc)
         if request.method == "POST" and not _wants_fragment(request):
@@ -384,8 +350,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         reason_category=form.cleaned_data["reason_category"],
         reason_text=form.cleaned_data["reason_text"],
         end_date=form.cleaned_data["end_date"],
-        client=client,
-        access=access,
+        client=mixpanel.client_for(access.workspace),
     )
     if _wants_fragment(request):
         return _outcome_fragment(request, access, experiment, outcome, back=back, list_query=list_query)

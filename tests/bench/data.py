@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -25,7 +26,8 @@ from django.db import connection, models, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from experiments import auditlog
+from experiments import audit_payloads, auditlog, auditverify
+from experiments.mixpanel import parse_experiment
 from experiments.models import (
     AttemptState,
     AuditEntry,
@@ -237,16 +239,13 @@ class AuditGenerator:
             "experiment_id": attempt["experiment_id"],
             "experiment_name": attempt["experiment_name"],
         }
-        # The payloads' shapes follow experiments.services (requested, then the outcome).
-        requested = {
-            "requested_by": attempt["actor_name"],
-            "reason_category": attempt["reason_category"],
-            "reason_text": attempt["reason_text"],
-            "end_date": attempt["end_text"],
-            "request_body": attempt["request_body"],
-            "mixpanel_workspace_id": attempt["mixpanel_id"],
-            "region": attempt["region"],
-        }
+        # The payloads come from experiments.audit_payloads, as the service writes them.
+        row = SimpleNamespace(**attempt)
+        requested = audit_payloads.requested(
+            SimpleNamespace(**{**attempt, "state": AttemptState.REQUESTED.value}),
+            mixpanel_workspace_id=attempt["mixpanel_id"],
+            region=attempt["region"],
+        )
         yield {
             "kind": EntryKind.CONCLUSION_REQUESTED.value,
             "created_at": attempt["created_at"],
@@ -254,29 +253,13 @@ class AuditGenerator:
             **common,
         }
         state = attempt["state"]
-        summary = {
-            "id": attempt["experiment_id"],
-            "name": attempt["experiment_name"],
-            "variants": 2,
-            "exposures": index,
-        }
-        outcome: dict[str, Any] = {
-            "state": state,
-            "claim_released": state == AttemptState.FAILED,
-            "http_status": attempt["http_status"],
-            "duration_ms": attempt["duration_ms"],
-            "sent": True,
-            "before_summary": {**summary, "status": "active"},
-        }
-        if state == AttemptState.FAILED:
-            outcome["reason"] = attempt["failure_reason"]
-        else:
-            outcome["after_summary"] = {**summary, "status": "concluded"}
-            outcome["status_before"], outcome["status_after"] = "active", "concluded"
         reconciled = state == AttemptState.RECONCILED_APPLIED
         if reconciled:
             # Left unknown by the request, resolved later by reconcile_conclusions reading it.
-            outcome.update(state=AttemptState.UNKNOWN.value, reason="Mixpanel did not answer in time.")
+            row = SimpleNamespace(
+                **{**attempt, "state": AttemptState.UNKNOWN.value, "failure_reason": "Mixpanel did not answer in time."}
+            )
+        outcome = audit_payloads.outcome(row, claim_released=state == AttemptState.FAILED, sent=True)
         yield {
             "kind": _OUTCOME_KIND[AttemptState.UNKNOWN if reconciled else state].value,
             "created_at": attempt["finished_at"],
@@ -284,14 +267,16 @@ class AuditGenerator:
             **common,
         }
         if reconciled:
-            resolution = {
-                "state": state,
-                "outcome": "applied",
-                "previous_state": AttemptState.UNKNOWN.value,
-                "claim_released": False,
-                "reason": f"Mixpanel shows {attempt['experiment_name']} as concluded: the force conclude was applied.",
-                "upstream_status": "concluded",
-            }
+            current = parse_experiment(
+                {"id": attempt["experiment_id"], "name": attempt["experiment_name"], "status": "concluded"}
+            )
+            resolution = audit_payloads.reconciled(
+                SimpleNamespace(**attempt),
+                previous_state=AttemptState.UNKNOWN.value,
+                claim_released=False,
+                current=current,
+                end_date_matches_request=False,
+            )
             yield {
                 "kind": EntryKind.CONCLUSION_RECONCILED.value,
                 "created_at": attempt["finished_at"] + RECONCILE_DELAY,
@@ -321,7 +306,7 @@ ATTEMPT_COLUMNS = (
     "finished_at",
 )
 # The same columns the chain walk reads, in the same order.
-ENTRY_COLUMNS = auditlog.CHAIN_FIELDS
+ENTRY_COLUMNS = auditverify.CHAIN_FIELDS
 
 
 class _Table:

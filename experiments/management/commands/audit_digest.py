@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import auditlog
+from experiments import auditverify
 
 
 class Command(BaseCommand):
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", metavar="FILE", help="also write the digest to FILE (replacing it)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        text = json.dumps(auditlog.current_digest().as_dict(), sort_keys=True)
+        text = json.dumps(auditverify.current_digest().as_dict(), sort_keys=True)
         if options["output"]:
             try:
                 Path(options["output"]).write_text(text + "\n", encoding="utf-8")

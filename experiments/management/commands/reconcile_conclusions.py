@@ -47,7 +47,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--older-than",
             default="5m",
-            help="Only attempts at least this old (30s, 5m, 2h, 1d; default 5m): younger ones may still be running.",
+            help=(
+                "Only attempts at least this old (30s, 5m, 2h, 1d; default 5m). Attempts whose request may "
+                "still be in flight (the Mixpanel deadlines plus a margin) are never judged, whatever this says."
+            ),
         )
         parser.add_argument(
             "--workspace-id", type=int, help="Only this workspace (the dashboard's id, not Mixpanel's)."
@@ -70,6 +73,8 @@ class Command(BaseCommand):
 
     # -- reconcile ---------------------------------------------------------------
     def _reconcile(self, older_than: dt.timedelta, workspace_pk: int | None) -> None:
+        # An attempt whose PUT may still be in flight is never judged, whatever was asked.
+        older_than = max(older_than, conclusion_services.in_flight_limit())
         attempts = conclusion_selectors.attempt_list_to_reconcile(older_than=older_than, workspace_pk=workspace_pk)
         if not attempts:
             self.stdout.write(f"No open attempts older than {older_than}.")
@@ -85,9 +90,12 @@ class Command(BaseCommand):
                 continue
             result = conclusion_services.conclusion_reconcile(attempt=attempt, client=client)
             left_open += 0 if result.resolved else 1
-            label = {"applied": "applied", "not_applied": "not applied", "skipped": "skipped"}.get(
-                result.outcome, "left open"
-            )
+            label = {
+                "applied": "applied",
+                "not_applied": "not applied",
+                "skipped": "skipped",
+                "too_early": "too early",
+            }.get(result.outcome, "left open")
             rows.append((attempt, result.previous_state, label, result.upstream_status, result.message))
         self._table(
             ["attempt", "workspace", "experiment", "was", "result", "upstream", "why"],

@@ -15,7 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
-from experiments import auditlog
+from experiments import auditverify
 from experiments.models import AuditEntry, ConclusionAttempt
 
 CHUNK = 5000
@@ -38,8 +38,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         digest = self._load_digest(options["digest"]) if options["digest"] else None
         with _reading():
-            entries = AuditEntry.objects.order_by("seq").values_list(*auditlog.CHAIN_FIELDS, named=True)
-            result = auditlog.verify_chain(entries.iterator(chunk_size=CHUNK), digest=digest)
+            entries = AuditEntry.objects.order_by("seq").values_list(*auditverify.CHAIN_FIELDS, named=True)
+            result = auditverify.verify_chain(entries.iterator(chunk_size=CHUNK), digest=digest)
         with _reading():
             mismatches = self._check_projections()
         problems = []
@@ -60,27 +60,27 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"Audit chain OK: {checked}{grew}; every attempt agrees with its entries.")
         )
 
-    def _load_digest(self, path: str) -> auditlog.Digest:
+    def _load_digest(self, path: str) -> auditverify.Digest:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise CommandError(f"Cannot read the digest file {path}: {exc.strerror or exc}") from None
         try:
-            return auditlog.Digest.from_json(text)
+            return auditverify.Digest.from_json(text)
         except ValueError as exc:
             raise CommandError(f"{path} is not a usable digest: {exc}.") from None
 
-    def _check_projections(self) -> list[auditlog.ProjectionMismatch]:
+    def _check_projections(self) -> list[auditverify.ProjectionMismatch]:
         attempts = (
             ConclusionAttempt.objects.order_by("id")
-            .values_list("id", "state", "workspace_id", "actor_id", "experiment_id", named=True)
+            .values_list(*auditverify.ATTEMPT_FIELDS, named=True)
             .iterator(chunk_size=CHUNK)
         )
         # entry_attempt_seq_idx serves this order.
         entries = (
             AuditEntry.objects.filter(attempt_id__isnull=False)
             .order_by("attempt_id", "seq")
-            .values_list("attempt_id", "kind", "payload", "workspace_id", "actor_id", "experiment_id", named=True)
+            .values_list(*auditverify.ENTRY_FIELDS, named=True)
             .iterator(chunk_size=CHUNK)
         )
-        return list(auditlog.verify_projections(attempts, entries))
+        return list(auditverify.verify_projections(attempts, entries))

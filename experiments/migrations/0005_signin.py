@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("experiments", "0003_audit_indexes"),
+        ("experiments", "0004_entry_kind_late_answer"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,169 @@
+"""The one payload shape of each force-conclude audit entry kind.
+
+The service writes these, the attempt page reads them, verify_audit checks the
+ConclusionAttempt rows against them, and the test factories write through the
+service's writer, so there is exactly one shape of each to read.
+
+Every entry that moves an attempt carries, under "attempt", the values of the
+attempt's columns it set, as they were written. The row is a projection of the
+entries: verify_audit folds these in seq order and compares every column an
+auditor reads (screens and export). A late answer carries no "attempt": it moves
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from experiments.auditlog import canonical_json
+from experiments.mixpanel import Experiment, MixpanelError
+
+ATTEMPT = "attempt"
+# Columns the requested entry sets (they never change after insert).
+REQUEST_COLUMNS = ("created_at", "reason_category", "reason_text", "end_date", "request_body", "state")
+# Columns an outcome or a reconciliation sets.
+OUTCOME_COLUMNS = ("state", "failure_reason", "http_status", "duration_ms", "finished_at")
+# Columns every entry of an attempt carries as its own (hashed) fields.
+ENTRY_COLUMNS = ("workspace_id", "actor_id", "actor_name", "experiment_id", "experiment_name")
+
+# Stored upstream bodies and snapshots are capped so one odd answer cannot bloat
+# the audit table; a cut value says so ("truncated": true).
+SNAPSHOT_MAX_BYTES = 256 * 1024
+MSG_UNEXPECTED = "an unexpected error ({kind})"
+
+
+def as_json(value: Any) -> Any:
+    """A value as it reads back from a payload (datetimes as our UTC text, tuples as lists)."""
+    return json.loads(canonical_json(value))
+
+
+def columns(attempt: Any, names: Iterable[str]) -> dict[str, Any]:
+    """The attempt's values of `names`, in payload form."""
+    return {name: as_json(getattr(attempt, name)) for name in names}
+
+
+def capped_text(text: str) -> tuple[str, bool]:
+    """`text` cut to SNAPSHOT_MAX_BYTES of UTF-8 (never mid-character), and whether it was cut."""
+    data = text.encode("utf-8")
+    if len(data) <= SNAPSHOT_MAX_BYTES:
+        return text, False
+    return data[:SNAPSHOT_MAX_BYTES].decode("utf-8", errors="ignore"), True
+
+
+def snapshot(experiment: Experiment | None) -> Any:
+    """An experiment's JSON as received when it fits, else {"truncated": true, "text": cut text}."""
+    if experiment is None:
+        return None
+    text, cut = capped_text(canonical_json(dict(experiment.raw)))
+    return {"truncated": True, "text": text} if cut else json.loads(text)
+
+
+def summary(experiment: Experiment | None) -> dict[str, Any] | None:
+    """The key fields an auditor reads first; the full JSON sits beside it."""
+    if experiment is None:
+        return None
+    return {
+        "id": experiment.id,
+        "name": experiment.name,
+        "status": experiment.status,
+        "start_date": as_json(experiment.start_date),
+        "end_date": as_json(experiment.end_date),
+        "variants": experiment.variants_count,
+        "exposures": experiment.exposures_total,
+    }
+
+
+def error_data(exc: BaseException | None) -> dict[str, Any] | None:
+    """An exception as audit data. The client's messages are written to be safe and
+    readable and are kept as they are; anything else is named by its type only,
+    since its text could carry anything."""
+    if exc is None:
+        return None
+    if isinstance(exc, MixpanelError):
+        excerpt, cut = capped_text(exc.body_excerpt or "")
+        return {
+            "type": type(exc).__name__,
+            "message": exc.message,
+            "http_status": exc.http_status,
+            "body_excerpt": excerpt,
+            "body_excerpt_truncated": cut,
+            "retry_after": exc.retry_after,
+            "outcome_unknown": exc.outcome_unknown,
+        }
+    return {"type": type(exc).__name__, "message": MSG_UNEXPECTED.format(kind=type(exc).__name__)}
+
+
+def answer(*, http_status: int, body: str, truncated: bool, returned: Experiment) -> dict[str, Any]:
+    """What Mixpanel answered to the PUT, when it answered with an experiment."""
+    text, cut = capped_text(body)
+    return {"http_status": http_status, "body": text, "truncated": cut or truncated, "summary": summary(returned)}
+
+
+def requested(attempt: Any, *, mixpanel_workspace_id: int, region: str) -> dict[str, Any]:
+    """conclusion_requested: the request as the person made it."""
+    return {
+        ATTEMPT: columns(attempt, REQUEST_COLUMNS),
+        "mixpanel_workspace_id": mixpanel_workspace_id,
+        "region": region,
+    }
+
+
+def outcome(
+    attempt: Any,
+    *,
+    claim_released: bool,
+    sent: bool = False,
+    before: Experiment | None = None,
+    error: BaseException | None = None,
+    response: dict[str, Any] | None = None,
+    blocked_by: int | None = None,
+) -> dict[str, Any]:
+    """conclusion_succeeded / _failed / _unknown: how the press ended, with its evidence."""
+    return {
+        ATTEMPT: columns(attempt, OUTCOME_COLUMNS),
+        "claim_released": claim_released,
+        "sent": sent,
+        "blocked_by_attempt": blocked_by,
+        "before": snapshot(before),
+        "before_summary": summary(before),
+        "response": response,
+        "error": error_data(error),
+    }
+
+
+def late_answer(*, reported_state: str, reason: str, **evidence: Any) -> dict[str, Any]:
+    """conclusion_late_answer: an outcome that arrived after the attempt was already
+    resolved (by a reconciliation). Kept as evidence; it moves nothing."""
+    return {"reported_state": reported_state, "reason": reason, **evidence}
+
+
+def reconciled(
+    attempt: Any,
+    *,
+    previous_state: str,
+    claim_released: bool,
+    current: Experiment,
+    end_date_matches_request: bool,
+) -> dict[str, Any]:
+    """conclusion_reconciled: what reading the experiment showed, and how the attempt was resolved."""
+    return {
+        ATTEMPT: columns(attempt, OUTCOME_COLUMNS),
+        "outcome": "not_applied" if claim_released else "applied",
+        "previous_state": previous_state,
+        "claim_released": claim_released,
+        "upstream_status": current.status,
+        "upstream_end_date": as_json(current.end_date),
+        # Evidence for an auditor that it was our PUT that landed (or not).
+        "end_date_matches_request": end_date_matches_request,
+        "upstream_last_modified_by": current.last_modified_by_name,
+        "snapshot": snapshot(current),
+        "summary": summary(current),
+    }
+
+
+def projection_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """The attempt columns an entry set ({} for an entry that moves nothing)."""
+    moved = payload.get(ATTEMPT)
+    return moved if isinstance(moved, dict) else {}
