@@ -242,12 +242,22 @@ MIXPANEL_CONNECT_TIMEOUT = env_float("MIXPANEL_CONNECT_TIMEOUT", 3.05, minimum=0
 MIXPANEL_READ_TIMEOUT = env_float("MIXPANEL_READ_TIMEOUT", 10.0, minimum=0.01)
 # Total wall-clock budget of one call, including a body that trickles in slowly.
 MIXPANEL_DEADLINE = env_float("MIXPANEL_DEADLINE", 15.0, minimum=0.05)
+# State-changing calls (force conclude) get longer: Mixpanel's edge allows App API calls
+# about 120 s, and a write cut off early may still be applied upstream.
+MIXPANEL_WRITE_DEADLINE = env_float("MIXPANEL_WRITE_DEADLINE", 60.0, minimum=0.05)
+# One experiment's answer is read into memory; the list is parsed as it streams in and
+# only a summary per experiment is kept, so its cap is about time, not memory:
+# 10,000 experiments of ~3 KB each are ~30 MB.
 MIXPANEL_MAX_RESPONSE_BYTES = env_int("MIXPANEL_MAX_RESPONSE_BYTES", 5 * 1024 * 1024, minimum=1024)
+MIXPANEL_MAX_LIST_BYTES = env_int("MIXPANEL_MAX_LIST_BYTES", 128 * 1024 * 1024, minimum=1024)
 MIXPANEL_READ_RETRIES = env_int("MIXPANEL_READ_RETRIES", 2)
 MIXPANEL_RETRY_AFTER_CAP = env_float("MIXPANEL_RETRY_AFTER_CAP", 5.0)
 
 # How long a workspace's experiment list is reused before Mixpanel is asked again.
 EXPERIMENT_LIST_CACHE_SECONDS = env_int("EXPERIMENT_LIST_CACHE_SECONDS", 60)
+# Experiments each process keeps parsed and indexed, over all workspaces' lists; the least
+# recently used list goes first (~1.2 KB each: the default is ~60 MB per process).
+EXPERIMENT_LIST_MEMORY_EXPERIMENTS = env_int("EXPERIMENT_LIST_MEMORY_EXPERIMENTS", 50_000, minimum=1)
 # How long the experiment page reuses its read of one experiment (0: read it every time).
 EXPERIMENT_DETAIL_CACHE_SECONDS = env_int("EXPERIMENT_DETAIL_CACHE_SECONDS", 15)
 

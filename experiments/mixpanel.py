@@ -15,16 +15,19 @@ import contextlib
 import datetime as dt
 import email.utils
 import hmac
+import io
 import json
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
+import ijson
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -164,22 +167,54 @@ class Experiment:
 
     @property
     def exposures_total(self) -> int | None:
-        """Sum of numeric counts in exposures_cache when its shape allows, else None.
+        """Sum of the numeric counts in exposures_cache when its shape allows, else None."""
+        return exposures_total(self.exposures_cache)
 
-        The shape is unpublished; we accept {"variant": n, ...} or {"total": n} or
-        {"counts": {...}} and give up quietly on anything else.
-        """
-        cache = self.exposures_cache
-        if not isinstance(cache, Mapping):
-            return None
-        total = cache.get("total")
-        if isinstance(total, int) and not isinstance(total, bool):
-            return total
-        counts = cache.get("counts", cache)
-        if not isinstance(counts, Mapping):
-            return None
-        numbers = [v for v in counts.values() if isinstance(v, int) and not isinstance(v, bool)]
-        return sum(numbers) if numbers else None
+
+@dataclass(frozen=True, slots=True)
+class VariantSummary:
+    """One variant as the list keeps it: its key, planned split and exposures (each None when unknown)."""
+
+    key: str
+    split: float | None
+    exposures: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSummary:
+    """What the experiments list keeps of one experiment: a few hundred bytes instead of the whole object.
+
+    The list page, its search and its sorts need only these fields; the experiment page
+    reads the experiment itself. Per variant, key, planned split and exposures are kept
+    so that list-wide checks of the split need no second read.
+    """
+
+    id: str
+    name: str
+    status: str
+    created: dt.datetime | None = None
+    start_date: dt.datetime | None = None
+    end_date: dt.datetime | None = None
+    deleted: dt.datetime | None = None
+    creator_name: str | None = None
+    creator_email: str | None = None
+    hypothesis: str | None = None
+    last_modified_by_name: str | None = None  # the drift report names who concluded it elsewhere
+    tags: tuple[str, ...] = ()
+    variants: tuple[VariantSummary, ...] = ()
+    exposures_total: int | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def is_concluded(self) -> bool:
+        return self.status in CONCLUDED_STATUSES
+
+    @property
+    def variants_count(self) -> int:
+        return len(self.variants)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +226,61 @@ class ConcludeResult:
     duration_ms: int
     raw_body: str  # as received, capped in size
     truncated: bool = False
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def exposure_counts(cache: Any) -> Mapping[str, Any] | None:
+    """The per-variant counts in an exposures_cache, or None when its shape is not one we know.
+
+    The shape is unpublished; we accept {"variant": n, ...} and {"counts": {...}}
+    ({"total": n} carries no per-variant counts) and give up quietly on anything else.
+    """
+    if not isinstance(cache, Mapping):
+        return None
+    counts = cache.get("counts", cache)
+    return counts if isinstance(counts, Mapping) else None
+
+
+def exposures_total(cache: Any) -> int | None:
+    """Total exposures from an exposures_cache: its "total", else the sum of its counts, else None."""
+    if not isinstance(cache, Mapping):
+        return None
+    total = _count(cache.get("total"))
+    if total is not None:
+        return total
+    numbers = [n for n in (_count(v) for v in (exposure_counts(cache) or {}).values()) if n is not None]
+    return sum(numbers) if numbers else None
+
+
+def variant_summaries(variants: Any, cache: Any) -> tuple[VariantSummary, ...]:
+    """Key, planned split and exposures of each variant; an entry of another shape keeps only its place."""
+    counts = exposure_counts(cache) or {}
+    found = []
+    for item in variants if isinstance(variants, list) else ():
+        key = item.get("key") if isinstance(item, Mapping) else None
+        split = item.get("split") if isinstance(item, Mapping) else None
+        if not isinstance(split, (int, float)) or isinstance(split, bool):
+            split = None
+        key = key if isinstance(key, str) else ""
+        found.append(VariantSummary(key=key, split=split, exposures=_count(counts.get(key)) if key else None))
+    return tuple(found)
+
+
+def _usable_id(value: Any) -> str:
+    """The experiment's id as text; MixpanelBadResponse when it cannot be used safely.
+
+    An id is sent back in URL paths and stored in the database: a control character
+    (NUL above all, which PostgreSQL refuses in text) would break every page that shows it.
+    """
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
+        raise MixpanelBadResponse("Mixpanel returned an experiment without an id.")
+    text = str(value)
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):
+        raise MixpanelBadResponse(MSG_BAD_ID.format(id=ascii(text)[1:-1][:100]))
+    return text
 
 
 def _text(value: Any) -> str | None:
@@ -222,15 +312,13 @@ def parse_experiment(data: Any) -> Experiment:
     """
     if not isinstance(data, Mapping):
         raise MixpanelBadResponse("Mixpanel returned an experiment that is not a JSON object.")
-    exp_id = data.get("id")
+    exp_id = _usable_id(data.get("id"))
     status = data.get("status")
-    if not isinstance(exp_id, (str, int)) or isinstance(exp_id, bool) or str(exp_id) == "":
-        raise MixpanelBadResponse("Mixpanel returned an experiment without an id.")
     if not isinstance(status, str):
         raise MixpanelBadResponse("Mixpanel returned an experiment without a status.")
     tags = data.get("tags")
     return Experiment(
-        id=str(exp_id),
+        id=exp_id,
         name=_text(data.get("name")) or "",
         status=status,
         description=_text(data.get("description")),
@@ -255,6 +343,42 @@ def parse_experiment(data: Any) -> Experiment:
     )
 
 
+def summarize_experiment(data: Any, shared: dict[Any, Any] | None = None) -> ExperimentSummary:
+    """The list's summary of one experiment object; MixpanelBadResponse if unusable (as parse_experiment).
+
+    `shared` lets one list reuse a single copy of values many experiments repeat
+    (status, creator, tags, variant keys): a 10,000-row list then holds each once.
+    """
+    if not isinstance(data, Mapping):
+        raise MixpanelBadResponse("Mixpanel returned an experiment that is not a JSON object.")
+    exp_id = _usable_id(data.get("id"))
+    status = data.get("status")
+    if not isinstance(status, str):
+        raise MixpanelBadResponse("Mixpanel returned an experiment without a status.")
+    one = (lambda value: shared.setdefault(value, value)) if shared is not None else (lambda value: value)
+    tags = data.get("tags")
+    cache = data.get("exposures_cache")
+    variants = tuple(
+        one(VariantSummary(one(v.key), v.split, v.exposures)) for v in variant_summaries(data.get("variants"), cache)
+    )
+    return ExperimentSummary(
+        id=exp_id,
+        name=_text(data.get("name")) or "",
+        status=one(status),
+        created=_when(data.get("created")),
+        start_date=_when(data.get("start_date")),
+        end_date=_when(data.get("end_date")),
+        deleted=_when(data.get("deleted")),
+        creator_name=one(_text(data.get("creator_name"))),
+        creator_email=one(_text(data.get("creator_email"))),
+        hypothesis=_text(data.get("hypothesis")),
+        last_modified_by_name=one(_text(data.get("last_modified_by_name"))),
+        tags=one(tuple(one(str(t)) for t in tags)) if isinstance(tags, list) else (),
+        variants=one(variants),
+        exposures_total=exposures_total(cache),
+    )
+
+
 def format_end_date(value: dt.datetime) -> str:
     """The one place that decides how end_date is sent: ISO 8601, UTC, explicit Z."""
     return value.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -276,7 +400,15 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 BODY_EXCERPT_CHARS = 2000
 RAW_BODY_CHARS = 64 * 1024
 _READ_SIZE = 64 * 1024
-_BACKOFF_SECONDS = (0.2, 0.5, 1.0)
+# A streamed list keeps this much of its beginning: the envelope ("status") and an excerpt for errors.
+_HEAD_BYTES = 64 * 1024
+# Waits before retrying a read that gave no Retry-After: exponential from the first, each
+# drawn at random below its bound ("full jitter") so many processes do not retry in step;
+# never above MIXPANEL_RETRY_AFTER_CAP.
+_BACKOFF_FIRST_SECONDS = 0.25
+# Same-origin redirects a read follows before giving up (a trailing-slash hop needs one).
+_MAX_REDIRECTS = 3
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 # No automatic retries inside urllib3, ever: retries are decided here, per call,
 # and the force-conclude PUT gets none. read=False makes urllib3 re-raise read
@@ -285,11 +417,19 @@ _BACKOFF_SECONDS = (0.2, 0.5, 1.0)
 _NO_RETRY = Retry(total=0, read=False, redirect=False, raise_on_status=False)
 
 # Readable messages (constants so tests and callers can match them).
-MSG_REDIRECT = "Mixpanel answered with a redirect (HTTP {status}); redirects are never followed."
+MSG_REDIRECT = "Mixpanel answered with a redirect (HTTP {status}); a change is never sent on to another address."
+MSG_REDIRECT_AWAY = (
+    "Mixpanel redirected a read to another address (HTTP {status}); only same-origin redirects are followed."
+)
+MSG_REDIRECT_LOOP = "Mixpanel redirected a read more than {limit} times; gave up."
+MSG_BAD_ID = "Mixpanel returned an experiment whose id holds control characters ({id}); it cannot be used."
+MSG_LIST_NO_STATUS = (
+    'Mixpanel answered HTTP 200 with a list whose envelope does not say "status": "ok" before its results.'
+)
 MSG_NOT_JSON = "Mixpanel answered HTTP {status} with a body that is not JSON."
 MSG_BAD_SHAPE = "Mixpanel answered HTTP {status} with JSON of an unexpected shape."
 MSG_STATUS_ERROR = "Mixpanel answered HTTP 200 but reported an error: {detail}"
-MSG_TOO_LARGE = "Mixpanel's answer was larger than the {limit} bytes we accept."
+MSG_TOO_LARGE = "Mixpanel's answer was larger than the {limit} bytes we accept (setting {setting})."
 MSG_UNAUTHORIZED = (
     "Mixpanel did not accept this dashboard's service account (HTTP 401): its credentials are invalid or "
     "expired. Ask the dashboard's operators to renew them."
@@ -328,6 +468,7 @@ class _Answer:
     headers: Mapping[str, str]
     body: bytes
     duration_ms: int
+    streamed: Any = None  # what a streamed body was parsed into
 
 
 def _setting(name: str) -> Any:
@@ -345,10 +486,12 @@ def read_deadline_seconds() -> float:
 def write_deadline_seconds() -> float:
     """The longest a state-changing call (the force-conclude PUT) may take, in seconds.
 
-    Reconciling waits this long (plus a margin) before it judges an attempt, so it
-    never reads an experiment while our own PUT may still be on its way.
+    MIXPANEL_WRITE_DEADLINE: longer than a read's, because Mixpanel's edge gives App API
+    calls about 120 s and a write cut off sooner may still be applied. Reconciling waits
+    this long (plus a margin) before it judges an attempt, so it never reads an
+    experiment while our own PUT may still be on its way.
     """
-    return float(_setting("MIXPANEL_DEADLINE"))
+    return float(_setting("MIXPANEL_WRITE_DEADLINE"))
 
 
 def _user_agent() -> str:
@@ -479,6 +622,106 @@ class _NoRedirectSession(requests.Session):
         return None
 
 
+class _Body:
+    """An answer's body as a file object whose every read keeps the call's deadline and size cap.
+
+    read() returns what one socket read produced, so a server that trickles bytes
+    cannot keep us past the deadline (iter_content and read(n) block until n bytes
+    arrive). The first _HEAD_BYTES are kept in `head` for the envelope and excerpts.
+    """
+
+    def __init__(
+        self,
+        client: MixpanelClient,
+        response: Any,
+        *,
+        deadline: float,
+        read_timeout: float | None,
+        limit: int,
+        setting: str,
+    ) -> None:
+        self._client = client
+        self._raw = response.raw
+        self._status = response.status_code
+        self._deadline = deadline
+        self._read_timeout = read_timeout
+        self.limit = limit
+        self._setting = setting
+        self.size = 0
+        self.head = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
+        remaining = self._deadline - self._client._clock()
+        if remaining <= 0:
+            raise _Transport(MSG_TIMEOUT, sent=True)
+        wait = remaining if self._read_timeout is None else min(self._read_timeout, remaining)
+        self._client._bound_socket_wait(self._raw, wait)
+        try:
+            chunk = self._raw.read1(_READ_SIZE if size < 0 else min(size, _READ_SIZE), decode_content=True)
+        except (urllib3.exceptions.HTTPError, OSError, requests.exceptions.RequestException) as exc:
+            is_timeout = isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError))
+            raise _Transport(MSG_TIMEOUT if is_timeout else MSG_CONNECTION_LOST, sent=True) from None
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise self.too_large()
+        if len(self.head) < _HEAD_BYTES:
+            self.head += chunk[: _HEAD_BYTES - len(self.head)]
+        return chunk
+
+    def too_large(self) -> MixpanelBadResponse:
+        return MixpanelBadResponse(
+            MSG_TOO_LARGE.format(limit=self.limit, setting=self._setting), http_status=self._status
+        )
+
+
+def _origin(url: str) -> tuple[str, str, int | None, bool]:
+    """Scheme, host and port of a URL (default ports made explicit), and whether it carries credentials."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port, bool(parts.username or parts.password)
+
+
+def _stream_list(body: _Body, client: MixpanelClient) -> tuple[list[ExperimentSummary], int, Any]:
+    """Summaries of a list body's experiments as they arrive, the count skipped, and its envelope.
+
+    The envelope is the body's top level without the experiments: the whole body when it
+    fits in `head`, else what `head` says before the results begin. A large body must say
+    "status" before its results (as Mixpanel's do); its end is never held to look there.
+    """
+    summaries: list[ExperimentSummary] = []
+    skipped = 0
+    shared: dict[Any, Any] = {}
+    try:
+        for item in ijson.items(body, "results.item", use_float=True):
+            try:
+                summaries.append(summarize_experiment(item, shared))
+            except MixpanelBadResponse as exc:
+                skipped += 1
+                logger.warning("Mixpanel list: skipped an experiment: %s", exc.message)
+    except ijson.JSONError:
+        return [], 0, _NOT_JSON
+    if body.size <= _HEAD_BYTES:
+        try:
+            return summaries, skipped, json.loads(body.head)
+        except (ValueError, RecursionError):
+            return [], 0, _NOT_JSON
+    envelope: dict[str, Any] = {}
+    # `head` breaks off mid-document, and the parser drops the events of the buffer in
+    # which it meets the end: small buffers lose at most the head's last 64 bytes.
+    with contextlib.suppress(ijson.JSONError):
+        for prefix, event, value in ijson.parse(io.BytesIO(body.head), buf_size=64):
+            if prefix == "status" and event == "string":
+                envelope["status"] = value
+            elif prefix == "results" and event == "start_array":
+                envelope["results"] = []
+                break
+    if "status" not in envelope and "results" in envelope:
+        return summaries, skipped, _NO_STATUS
+    return summaries, skipped, envelope
+
+
 class MixpanelClient:
     """A client per (region, service account), holding one requests.Session.
 
@@ -505,9 +748,10 @@ class MixpanelClient:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         self._session = session
-        # Tests replace these two to run without real waiting.
+        # Tests replace these to run without real waiting or chance.
         self._sleep = time.sleep
         self._clock = time.monotonic
+        self._random = random.random
 
     def __repr__(self) -> str:
         return f"<MixpanelClient region={self.region!r} base_url={self.base_url!r} username={self.username!r}>"
@@ -521,27 +765,34 @@ class MixpanelClient:
         self._session.close()
 
     # -- public calls ---------------------------------------------------------
-    def list_experiments(self, workspace_id: int) -> list[Experiment]:
-        """GET /workspaces/{id}/experiments: every experiment of a workspace, parsed.
+    def list_experiments(self, workspace_id: int) -> list[ExperimentSummary]:
+        """GET /workspaces/{id}/experiments: a summary of every experiment of a workspace.
 
-        Rows without a usable id or status are skipped (and logged) rather than
-        failing the whole list. Retries connection errors, 429 and 5xx, bounded.
+        The body is parsed as it arrives (ijson), one experiment at a time, and each one
+        is reduced to its ExperimentSummary at once: a 30 MB list is never held whole,
+        neither as bytes nor parsed. MIXPANEL_MAX_LIST_BYTES bounds its size. Experiments
+        without a usable id or status are skipped (and logged) rather than failing the
+        whole list. Retries connection errors, 429 and 5xx, bounded.
         """
         path = f"/workspaces/{int(workspace_id)}/experiments"
-        answer, payload = self._read(path)
-        results = payload.get("results")
-        if not isinstance(results, list):
+        answer, streamed = self._read(path, stream=_stream_list)
+        summaries, skipped, envelope = streamed
+        if envelope is _NOT_JSON:
+            raise self._bad(MSG_NOT_JSON.format(status=answer.status), answer)
+        if envelope is _NO_STATUS:
+            raise self._bad(MSG_LIST_NO_STATUS, answer)
+        if not isinstance(envelope, Mapping):
             raise self._bad(MSG_BAD_SHAPE.format(status=answer.status), answer)
-        experiments: list[Experiment] = []
-        skipped = 0
-        for item in results:
-            try:
-                experiments.append(parse_experiment(item))
-            except MixpanelBadResponse:
-                skipped += 1
+        if envelope.get("status") == "error":
+            detail = self._scrub(_error_detail(envelope)) or "no details"
+            raise self._bad(MSG_STATUS_ERROR.format(detail=detail), answer)
+        if envelope.get("status") != "ok":
+            raise self._bad(MSG_BAD_SHAPE.format(status=answer.status), answer)
+        if not isinstance(envelope.get("results"), list):
+            raise self._bad(MSG_BAD_SHAPE.format(status=answer.status), answer)
         if skipped:
             logger.warning("Mixpanel list of workspace %s: skipped %d unusable experiment(s)", workspace_id, skipped)
-        return experiments
+        return summaries
 
     def get_experiment(self, workspace_id: int, experiment_id: str) -> Experiment:
         """GET /workspaces/{id}/experiments/{experiment_id}: one experiment, parsed.
@@ -558,18 +809,23 @@ class MixpanelClient:
     def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: dt.datetime) -> ConcludeResult:
         """PUT .../force_conclude with {"end_date": ...}; sent at most once, never retried.
 
-        Definite failures raise MixpanelUnavailable (nothing was sent), RateLimited,
-        AuthError, NotFound or Rejected. Anything that leaves the outcome open after
-        the request may have been sent (timeout, reset, 5xx, unreadable 200) raises
-        MixpanelOutcomeUnknown. Whether the returned experiment is really concluded
-        is for the caller to judge (Mixpanel may answer 200 and change nothing).
+        It has MIXPANEL_WRITE_DEADLINE to answer (see write_deadline_seconds), and a
+        redirect is never followed. Definite failures raise MixpanelUnavailable (nothing
+        was sent), RateLimited, AuthError, NotFound or Rejected. Anything that leaves the
+        outcome open after the request may have been sent (timeout, reset, 5xx,
+        unreadable 200) raises MixpanelOutcomeUnknown. Whether the returned experiment is
+        really concluded is for the caller to judge (Mixpanel may answer 200 and change nothing).
         """
         path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}/force_conclude"
         body = {"end_date": format_end_date(end_date)}
         started = self._clock()
         deadline = started + write_deadline_seconds()
         try:
-            answer = self._send("PUT", path, body, deadline=deadline, started=started)
+            # A write waits for its answer as long as its deadline allows: cutting it off
+            # between bytes sooner would only turn an answer into "unknown".
+            answer = self._send(
+                "PUT", self.base_url + path, body, deadline=deadline, started=started, read_timeout=None
+            )
         except _Transport as exc:
             elapsed = self._ms_since(started)
             if exc.sent:
@@ -614,41 +870,43 @@ class MixpanelClient:
         raise self._definite_error(answer)
 
     # -- internals ------------------------------------------------------------
-    def _read(self, path: str) -> tuple[_Answer, Mapping[str, Any]]:
-        """GET with bounded retries; returns the answer and its "ok" JSON object."""
+    def _read(self, path: str, *, stream: Any = None) -> tuple[_Answer, Any]:
+        """GET with bounded retries and same-origin redirects.
+
+        Returns the answer and its "ok" JSON object; with `stream`, a 200's body is
+        handed to stream(body, client) as it arrives and its result is returned instead.
+        """
         started = self._clock()
         deadline = started + read_deadline_seconds()
         retries = max(0, int(_setting("MIXPANEL_READ_RETRIES")))
         cap = max(0.0, float(_setting("MIXPANEL_RETRY_AFTER_CAP")))
-        attempt = 0
+        read_timeout = float(_setting("MIXPANEL_READ_TIMEOUT"))
+        url = self.base_url + path
+        attempt = redirects = 0
         while True:
             error: MixpanelError
             wait: float
             try:
-                answer = self._send("GET", path, None, deadline=deadline, started=started)
+                answer = self._send(
+                    "GET", url, None, deadline=deadline, started=started, read_timeout=read_timeout, stream=stream
+                )
             except _Transport as exc:
                 error = MixpanelUnavailable(exc.message, duration_ms=self._ms_since(started))
-                wait = min(_BACKOFF_SECONDS[min(attempt, len(_BACKOFF_SECONDS) - 1)], cap)
+                wait = self._backoff(attempt, cap)
             else:
+                if answer.status in _REDIRECT_STATUSES:
+                    url = self._redirect_target(url, answer, redirects)
+                    redirects += 1
+                    continue
                 if answer.status == 200:
-                    payload = self._json(answer)
-                    if payload is _NOT_JSON:
-                        raise self._bad(MSG_NOT_JSON.format(status=200), answer)
-                    if not isinstance(payload, Mapping):
-                        raise self._bad(MSG_BAD_SHAPE.format(status=200), answer)
-                    if payload.get("status") == "error":
-                        detail = self._scrub(_error_detail(payload)) or "no details"
-                        raise self._bad(MSG_STATUS_ERROR.format(detail=detail), answer)
-                    if payload.get("status") != "ok":
-                        raise self._bad(MSG_BAD_SHAPE.format(status=200), answer)
-                    return answer, payload
+                    return answer, answer.streamed if stream is not None else self._ok_payload(answer)
                 error = self._definite_error(answer)
                 if not isinstance(error, (MixpanelUnavailable, MixpanelRateLimited)):
                     raise error
                 if error.retry_after is not None and error.retry_after > cap:
                     # Mixpanel asked for a longer wait than a page view can afford: say so now.
                     raise error
-                wait = error.retry_after if error.retry_after is not None else min(_BACKOFF_SECONDS[0], cap)
+                wait = error.retry_after if error.retry_after is not None else self._backoff(attempt, cap)
             attempt += 1
             remaining = deadline - self._clock()
             # Never sleep past the call's deadline: give up with the last error instead.
@@ -658,23 +916,63 @@ class MixpanelClient:
             logger.info("Mixpanel GET %s: retrying in %.2fs after: %s", path, wait, error.message)
             self._sleep(wait)
 
-    def _send(self, method: str, path: str, body: Any, *, deadline: float, started: float) -> _Answer:
-        """One HTTP exchange, the body read under the deadline and the size cap."""
-        url = self.base_url + path
-        limit = int(_setting("MIXPANEL_MAX_RESPONSE_BYTES"))
+    def _ok_payload(self, answer: _Answer) -> Mapping[str, Any]:
+        """The JSON object of a 200 that says "ok"; MixpanelBadResponse for anything else."""
+        payload = self._json(answer)
+        if payload is _NOT_JSON:
+            raise self._bad(MSG_NOT_JSON.format(status=200), answer)
+        if not isinstance(payload, Mapping):
+            raise self._bad(MSG_BAD_SHAPE.format(status=200), answer)
+        if payload.get("status") == "error":
+            detail = self._scrub(_error_detail(payload)) or "no details"
+            raise self._bad(MSG_STATUS_ERROR.format(detail=detail), answer)
+        if payload.get("status") != "ok":
+            raise self._bad(MSG_BAD_SHAPE.format(status=200), answer)
+        return payload
+
+    def _backoff(self, attempt: int, cap: float) -> float:
+        """Seconds before retry number attempt+1: doubling from the first, between half and all of it."""
+        bound = min(cap, _BACKOFF_FIRST_SECONDS * 2**attempt)
+        return bound / 2 + self._random() * bound / 2
+
+    def _redirect_target(self, url: str, answer: _Answer, redirects: int) -> str:
+        """Where a read's redirect points, if it stays on Mixpanel's origin; else MixpanelBadResponse.
+
+        Mixpanel's own client asks for collections with a trailing slash, so a server
+        may redirect between the two forms. Another origin would receive our credentials.
+        """
+        target = urljoin(url, (answer.headers.get("Location") or "").strip())
+        if not answer.headers.get("Location") or _origin(target) != _origin(self.base_url):
+            raise self._bad(MSG_REDIRECT_AWAY.format(status=answer.status), answer)
+        if redirects >= _MAX_REDIRECTS:
+            raise self._bad(MSG_REDIRECT_LOOP.format(limit=_MAX_REDIRECTS), answer)
+        return target.split("#", 1)[0]
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        *,
+        deadline: float,
+        started: float,
+        read_timeout: float | None,
+        stream: Any = None,
+    ) -> _Answer:
+        """One HTTP exchange, the body read under the deadline and the size cap.
+
+        `read_timeout` bounds each wait for bytes (None: whatever is left of the deadline).
+        With `stream`, a 200's body goes to stream(body, client) instead of memory.
+        """
+        path = urlsplit(url).path
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise _Transport(MSG_TIMEOUT, sent=False)
         connect_timeout = min(float(_setting("MIXPANEL_CONNECT_TIMEOUT")), remaining)
-        read_timeout = float(_setting("MIXPANEL_READ_TIMEOUT"))
+        per_read = remaining if read_timeout is None else min(read_timeout, remaining)
         try:
             response = self._session.request(
-                method,
-                url,
-                json=body,
-                timeout=(connect_timeout, min(read_timeout, remaining)),
-                allow_redirects=False,
-                stream=True,
+                method, url, json=body, timeout=(connect_timeout, per_read), allow_redirects=False, stream=True
             )
         except requests.exceptions.RequestException as exc:
             sent = not _connect_failure(exc)
@@ -687,47 +985,36 @@ class MixpanelClient:
             logger.warning("Mixpanel %s %s failed after %d ms: %s", method, path, self._ms_since(started), message)
             raise _Transport(message, sent=sent) from None
 
+        streaming = stream is not None and response.status_code == 200
+        setting = "MIXPANEL_MAX_LIST_BYTES" if streaming else "MIXPANEL_MAX_RESPONSE_BYTES"
+        reader = _Body(
+            self, response, deadline=deadline, read_timeout=read_timeout, limit=int(_setting(setting)), setting=setting
+        )
+        streamed = None
         try:
-            declared = int(response.headers.get("Content-Length", "0") or 0)
-        except ValueError:
-            declared = 0
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            if declared > limit:
-                raise self._too_large(response.status_code, limit, started)
-            raw = response.raw
-            while True:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    raise _Transport(MSG_TIMEOUT, sent=True)
-                self._bound_socket_wait(raw, min(read_timeout, remaining))
-                # read1 returns whatever one socket read produced, so a server that
-                # trickles bytes cannot keep us past the deadline (iter_content and
-                # read(n) block until n bytes arrive).
-                chunk = raw.read1(_READ_SIZE, decode_content=True)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > limit:
-                    raise self._too_large(response.status_code, limit, started)
-                chunks.append(chunk)
-        except (urllib3.exceptions.HTTPError, OSError, requests.exceptions.RequestException) as exc:
-            is_timeout = isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError))
-            message = MSG_TIMEOUT if is_timeout else MSG_CONNECTION_LOST
-            logger.warning("Mixpanel %s %s failed after %d ms: %s", method, path, self._ms_since(started), message)
-            response.close()
-            raise _Transport(message, sent=True) from None
-        except BaseException:
-            response.close()
+            try:
+                declared = int(response.headers.get("Content-Length", "0") or 0)
+            except ValueError:
+                declared = 0
+            if declared > reader.limit:
+                raise reader.too_large()
+            if streaming:
+                streamed = stream(reader, self)
+                data = reader.head
+            else:
+                data = b"".join(iter(reader.read, b""))
+        except _Transport as exc:
+            logger.warning("Mixpanel %s %s failed after %d ms: %s", method, path, self._ms_since(started), exc.message)
             raise
+        finally:
+            response.close()
         answer = _Answer(
             status=response.status_code,
             headers=response.headers,
-            body=b"".join(chunks),
+            body=data,
             duration_ms=self._ms_since(started),
+            streamed=streamed,
         )
-        response.close()
         logger.debug("Mixpanel %s %s -> %d in %d ms", method, path, answer.status, answer.duration_ms)
         return answer
 
@@ -740,11 +1027,6 @@ class MixpanelClient:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.settimeout(max(seconds, 0.001))
-
-    def _too_large(self, status: int, limit: int, started: float) -> MixpanelBadResponse:
-        return MixpanelBadResponse(
-            MSG_TOO_LARGE.format(limit=limit), http_status=status, duration_ms=self._ms_since(started)
-        )
 
     def _definite_error(self, answer: _Answer) -> MixpanelError:
         """The exception for a non-200 answer that Mixpanel (or a proxy) gave on purpose."""
@@ -802,6 +1084,7 @@ class MixpanelClient:
 
 
 _NOT_JSON: Any = object()
+_NO_STATUS: Any = object()
 _clients = threading.local()
 
 

@@ -148,6 +148,7 @@ def standin(standin_server, settings):
     reset_clients()
     settings.MIXPANEL_API_BASE_URL = standin_server.url
     settings.MIXPANEL_DEADLINE = 3.0
+    settings.MIXPANEL_WRITE_DEADLINE = 3.0
     settings.MIXPANEL_READ_TIMEOUT = 2.0
     settings.MIXPANEL_CONNECT_TIMEOUT = 1.0
     settings.MIXPANEL_RETRY_AFTER_CAP = 0.05

@@ -53,11 +53,11 @@ class FakeClient:
         # What get_experiment answers; defaults to the list's item.
         self.details: dict[str, dict[str, Any]] = {}
 
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.Experiment]:
+    def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
         self.list_calls += 1
         if self.list_error is not None:
             raise self.list_error
-        return [mixpanel.parse_experiment(item) for item in self.raw]
+        return [mixpanel.summarize_experiment(item) for item in self.raw]
 
     def _item(self, experiment_id: str) -> dict[str, Any]:
         if experiment_id in self.details:

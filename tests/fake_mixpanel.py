@@ -95,9 +95,9 @@ class FakeMixpanel:
             return dict(item)
 
     # -- the client interface --------------------------------------------------------
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.Experiment]:
+    def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
         self._record("list", workspace_id, "")
-        return [mixpanel.parse_experiment(dict(v)) for (ws, _), v in self.state.items() if ws == workspace_id]
+        return [mixpanel.summarize_experiment(dict(v)) for (ws, _), v in self.state.items() if ws == workspace_id]
 
     def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
         self._record("get", workspace_id, experiment_id)

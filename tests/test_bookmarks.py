@@ -32,17 +32,18 @@ class FakeClient:
     """The Mixpanel seam: a fixed list of experiments, counting reads."""
 
     def __init__(self, experiments: list[dict]) -> None:
-        self.experiments = [mixpanel.parse_experiment(e) for e in experiments]
+        self.raw = experiments
+        self.experiments = [mixpanel.summarize_experiment(e) for e in experiments]
         self.reads = 0
 
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.Experiment]:
+    def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
         self.reads += 1
         return list(self.experiments)
 
     def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
-        for experiment in self.experiments:
-            if experiment.id == experiment_id:
-                return experiment
+        for raw in self.raw:
+            if raw["id"] == experiment_id:
+                return mixpanel.parse_experiment(raw)
         raise mixpanel.MixpanelNotFound()
 
 

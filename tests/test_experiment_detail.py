@@ -199,7 +199,7 @@ def test_raw_json_is_collapsed_at_the_bottom_and_escaped(pm_client, workspace, m
     assert "<script>alert(1)</script>" not in page
     assert "&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert '"rollout": [\n      10,\n      90\n    ]' in htmllib.unescape(page)
-    assert "<details><summary>Results cache</summary><pre>" in page
+    assert '<details><summary>Results cache</summary><pre tabindex="0">' in page
     assert "<details open" not in page
     assert page.index('id="raw-heading"') > page.index('id="conclude-section"')
     assert page.index('id="raw-heading"') > page.index('id="metrics-heading"')

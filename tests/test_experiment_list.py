@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from experiments import mixpanel
 from experiments.forms import ExperimentListQuery
+from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import experiment_list as list_selectors
 from tests.factories import session_queries
 from tests.fake_list_client import FakeClient, exp_json, install
@@ -585,9 +586,56 @@ def test_relative_time_uses_one_unit(seconds, text):
     "experiment_id",
     ["00000000-0000-4000-8000-000000000001", "with space", "ünï-cödé", "a?b#c", "100%", "x;y=z&w", "~:@!$'()*+,"],
 )
-def test_fast_experiment_urls_match_reverse(workspace, experiment_id):
-    for name in ("experiments:experiment-detail", "experiments:experiment-force-conclude"):
-        assert list_selectors._experiment_url(name, workspace, experiment_id) == reverse(
-            name, args=[workspace.pk, experiment_id]
-        )
-    assert list_selectors._experiment_url("experiments:experiment-detail", workspace, "a/b") == ""
+def test_fast_star_urls_match_reverse(workspace, experiment_id):
+    assert bookmark_selectors.bookmark_toggle_url(workspace=workspace, experiment_id=experiment_id) == reverse(
+        "experiments:bookmark-toggle", args=[workspace.pk, experiment_id]
+    )
+    assert bookmark_selectors.bookmark_toggle_url(workspace=workspace, experiment_id="a/b") == ""
+
+
+# --- untrusted ids, bounded memory, compact shared copy --------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_upstream_id_with_a_nul_is_dropped_not_a_500(pm_client, workspace, standin):
+    """A NUL in one id made every page of the workspace answer 500 on PostgreSQL (text cannot hold it)."""
+    standin.add_experiment(1001, id="poisoned\x00id", name="Poisoned experiment", status="active")
+    kept = standin.add_experiment(1001, name="Plain neighbour", status="active")
+    for query in ("", "q=poisoned", "q=neighbour", "status=active"):
+        html = page(pm_client, workspace, query)
+        assert "Poisoned experiment" not in html
+    assert "Plain neighbour" in page(pm_client, workspace, "status=active&q=neighbour")
+    detail = reverse("experiments:experiment-detail", args=[workspace.pk, kept["id"]])
+    assert pm_client.get(detail).status_code == 200
+    poisoned = reverse("experiments:experiment-detail", args=[workspace.pk, "poisoned\x00id"])
+    response = pm_client.get(poisoned)  # the page reads the experiment itself: refused, readably
+    assert response.status_code == 503
+    assert "control characters" in response.content.decode()
+    conclude = reverse("experiments:experiment-force-conclude", args=[workspace.pk, "poisoned\x00id"])
+    assert pm_client.get(conclude, HTTP_HX_REQUEST="true").status_code == 404
+    bookmarks = reverse("experiments:bookmark-list", args=[workspace.pk])
+    assert pm_client.get(bookmarks).status_code == 200
+
+
+@pytest.mark.django_db
+def test_process_keeps_lists_up_to_a_bound_least_recently_used_out(workspace, other_workspace, settings, fake):
+    settings.EXPERIMENT_LIST_MEMORY_EXPERIMENTS = 20  # one list of 15 fits, two do not
+    list_selectors._LIST_INDEXES.clear()
+    for ws in (workspace, other_workspace):
+        list_selectors.experiment_list_cached(workspace=ws, client=fake)
+    assert list(list_selectors._LIST_INDEXES) == [list_selectors._list_cache_base(other_workspace)]
+    # The dropped list comes back from the shared copy, without asking Mixpanel.
+    snapshot = list_selectors.experiment_list_cached(workspace=workspace, client=fake)
+    assert len(snapshot.experiments) == 15
+    assert fake.list_calls == 2
+    assert list(list_selectors._LIST_INDEXES) == [list_selectors._list_cache_base(workspace)]
+
+
+@pytest.mark.django_db
+def test_shared_copy_holds_compressed_summaries(workspace, fake):
+    list_selectors.experiment_list_cached(workspace=workspace, client=fake)
+    good = cache.get(list_selectors._list_cache_base(workspace) + ":good")
+    assert isinstance(good["packed"], bytes)
+    summaries = list_selectors._unpack(good["packed"])
+    assert all(isinstance(e, mixpanel.ExperimentSummary) for e in summaries)
+    assert [e.id for e in summaries] == [e["id"] for e in fake.raw]

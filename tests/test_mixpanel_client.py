@@ -67,9 +67,11 @@ def _defaults(settings):
     settings.MIXPANEL_CONNECT_TIMEOUT = 3.05
     settings.MIXPANEL_READ_TIMEOUT = 10.0
     settings.MIXPANEL_DEADLINE = 15.0
+    settings.MIXPANEL_WRITE_DEADLINE = 60.0
     settings.MIXPANEL_READ_RETRIES = 2
     settings.MIXPANEL_RETRY_AFTER_CAP = 5.0
     settings.MIXPANEL_MAX_RESPONSE_BYTES = 5 * 1024 * 1024
+    settings.MIXPANEL_MAX_LIST_BYTES = 128 * 1024 * 1024
     mixpanel.reset_clients()
     yield
     mixpanel.reset_clients()
@@ -179,7 +181,8 @@ def test_a_connect_and_read_timeout_is_passed_on_every_call(mocked, client, sett
     client.list_experiments(WS)
     client.get_experiment(WS, EXP)
     client.force_conclude(WS, EXP, end_date=END)
-    assert [c.request.req_kwargs["timeout"] for c in mocked.calls] == [(2.5, 7.0)] * 3
+    # The PUT waits for its answer as long as its own, longer deadline allows.
+    assert [c.request.req_kwargs["timeout"] for c in mocked.calls] == [(2.5, 7.0), (2.5, 7.0), (2.5, 60.0)]
 
 
 def test_read_timeout_never_exceeds_what_is_left_of_the_deadline(mocked, client, settings):
@@ -321,7 +324,7 @@ def test_redirect_on_put_is_not_followed(mocked, client):
 
 
 def test_body_over_the_cap_is_refused_while_streaming(mocked, client, settings):
-    settings.MIXPANEL_MAX_RESPONSE_BYTES = 4096
+    settings.MIXPANEL_MAX_LIST_BYTES = 4096
     big = json.dumps(ok([experiment(description="x" * 10_000)]))
     mocked.get(LIST_URL, body=big, auto_calculate_content_length=False)
     with pytest.raises(MixpanelBadResponse, match="larger than the 4096 bytes"):
@@ -329,7 +332,7 @@ def test_body_over_the_cap_is_refused_while_streaming(mocked, client, settings):
 
 
 def test_declared_length_over_the_cap_is_refused_before_reading(mocked, client, settings):
-    settings.MIXPANEL_MAX_RESPONSE_BYTES = 4096
+    settings.MIXPANEL_MAX_LIST_BYTES = 4096
     mocked.get(LIST_URL, body="x" * 5000, auto_calculate_content_length=True)
     with pytest.raises(MixpanelBadResponse, match="larger than"):
         client.list_experiments(WS)
@@ -337,7 +340,7 @@ def test_declared_length_over_the_cap_is_refused_before_reading(mocked, client, 
 
 def test_body_at_the_cap_is_accepted(mocked, client, settings):
     body = json.dumps(ok([experiment()]))
-    settings.MIXPANEL_MAX_RESPONSE_BYTES = len(body.encode())
+    settings.MIXPANEL_MAX_LIST_BYTES = len(body.encode())
     mocked.get(LIST_URL, body=body)
     assert len(client.list_experiments(WS)) == 1
 
@@ -509,7 +512,7 @@ def test_read_retries_are_bounded_by_the_setting(mocked, client, settings, retri
     assert len(mocked.calls) == retries + 1
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 301])
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
 def test_definite_answers_are_not_retried(mocked, client, status, fake_time):
     mocked.get(LIST_URL, status=status, json={"status": "error", "error": "x"}, headers={"Location": "/x"})
     with pytest.raises(mixpanel.MixpanelError):
@@ -542,6 +545,7 @@ def test_backoff_without_retry_after_is_capped(mocked, client, fake_time, settin
     mocked.get(LIST_URL, status=500)
     mocked.get(LIST_URL, status=500)
     mocked.get(LIST_URL, json=ok([]))
+    client._random = lambda: 1.0  # the top of the jitter
     client.list_experiments(WS)
     assert fake_time.sleeps == [0.05, 0.05]
 
@@ -642,3 +646,121 @@ def test_bad_configuration_is_refused(region, base_url, text):
 def test_plain_http_is_allowed_on_loopback_only(host):
     client = MixpanelClient(region="us", username="u", secret="s", base_url=f"http://{host}:8765/api/app")
     assert client.base_url == f"http://{host}:8765/api/app"
+
+
+# --- The list: streamed, summarised ----------------------------------------------------------------
+def test_list_keeps_a_summary_of_each_experiment(mocked, client):
+    item = experiment(
+        variants=[{"key": "control", "split": 50}, {"key": "green", "split": 50.5}, "odd"],
+        exposures_cache={"control": 120, "green": 118},
+        results_cache={"big": "x" * 5000},
+        tags=["a", "b"],
+        creator_name="Casey",
+        start_date="2026-11-01T09:00:00Z",
+    )
+    mocked.get(LIST_URL, json=ok([item]))
+    (summary,) = client.list_experiments(WS)
+    assert isinstance(summary, mixpanel.ExperimentSummary)
+    assert summary.variants == (
+        mixpanel.VariantSummary("control", 50, 120),
+        mixpanel.VariantSummary("green", 50.5, 118),
+        mixpanel.VariantSummary("", None, None),
+    )
+    assert (summary.variants_count, summary.exposures_total, summary.tags) == (3, 238, ("a", "b"))
+    assert summary.start_date == dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
+    assert not hasattr(summary, "results_cache")
+
+
+def test_a_list_larger_than_its_head_is_parsed_as_it_streams(mocked, client):
+    items = [experiment(id=f"exp-{n}", results_cache={"pad": "y" * 3000}) for n in range(100)]
+    mocked.get(LIST_URL, body=json.dumps(ok(items)))
+    assert [e.id for e in client.list_experiments(WS)] == [f"exp-{n}" for n in range(100)]
+
+
+def test_a_large_list_must_say_ok_before_its_results(mocked, client):
+    items = [experiment(id=f"exp-{n}", results_cache={"pad": "y" * 3000}) for n in range(100)]
+    mocked.get(LIST_URL, body=json.dumps({"results": items, "status": "ok"}))
+    with pytest.raises(MixpanelBadResponse, match="before its results"):
+        client.list_experiments(WS)
+
+
+def test_a_large_list_that_breaks_off_is_not_json(mocked, client):
+    items = [experiment(id=f"exp-{n}", results_cache={"pad": "y" * 3000}) for n in range(100)]
+    mocked.get(LIST_URL, body=json.dumps(ok(items))[:200_000])
+    with pytest.raises(MixpanelBadResponse, match="not JSON"):
+        client.list_experiments(WS)
+
+
+@pytest.mark.parametrize("bad_id", ["nul\x00inside", "line\nfeed", "\x7fdel", "c1\x85control"])
+def test_ids_with_control_characters_are_refused_at_the_boundary(mocked, client, caplog, bad_id):
+    mocked.get(LIST_URL, json=ok([experiment(id=bad_id), experiment()]))
+    mocked.get(GET_URL, json=ok(experiment(id=bad_id)))
+    assert [e.id for e in client.list_experiments(WS)] == [EXP]
+    assert "control characters" in caplog.text
+    with pytest.raises(MixpanelBadResponse, match="control characters"):
+        client.get_experiment(WS, EXP)
+
+
+# --- Redirects: reads follow them home only, writes never -------------------------------------------
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_read_follows_a_same_origin_redirect(mocked, client, status):
+    mocked.get(LIST_URL, status=status, headers={"Location": LIST_URL + "/"})
+    mocked.get(LIST_URL + "/", json=ok([experiment()]))
+    assert [e.id for e in client.list_experiments(WS)] == [EXP]
+    assert [c.request.url for c in mocked.calls] == [LIST_URL, LIST_URL + "/"]
+    assert mocked.calls[1].request.headers["Authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize(
+    "location", ["https://evil.example/api/app/x", "http://mixpanel.com/api/app/x", "https://mixpanel.com:8443/x", ""]
+)
+def test_a_read_never_follows_a_redirect_to_another_origin(mocked, client, location):
+    mocked.get(LIST_URL, status=302, headers={"Location": location} if location else {})
+    with pytest.raises(MixpanelBadResponse, match="another address"):
+        client.list_experiments(WS)
+    assert len(mocked.calls) == 1
+
+
+def test_a_redirect_loop_is_given_up(mocked, client):
+    mocked.get(LIST_URL, status=308, headers={"Location": LIST_URL})
+    with pytest.raises(MixpanelBadResponse, match="more than 3 times"):
+        client.list_experiments(WS)
+    assert len(mocked.calls) == 4
+
+
+def test_a_write_never_follows_even_a_same_origin_redirect(mocked, client):
+    mocked.put(PUT_URL, status=307, headers={"Location": PUT_URL + "/"})
+    mocked.put(PUT_URL + "/", json=ok(experiment("concluded")))
+    with pytest.raises(MixpanelBadResponse, match="redirect"):
+        client.force_conclude(WS, EXP, end_date=END)
+    assert len(mocked.calls) == 1
+
+
+# --- Backoff and deadlines ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("draw", "expected"), [(1.0, [0.25, 0.5, 1.0]), (0.0, [0.125, 0.25, 0.5])])
+def test_429_without_retry_after_backs_off_exponentially_with_jitter(
+    mocked, client, fake_time, settings, draw, expected
+):
+    settings.MIXPANEL_READ_RETRIES = 3
+    for _ in range(3):
+        mocked.get(LIST_URL, status=429)
+    mocked.get(LIST_URL, json=ok([]))
+    client._random = lambda: draw
+    client.list_experiments(WS)
+    assert fake_time.sleeps == expected
+
+
+def test_backoff_is_bounded_by_the_cap(client, settings):
+    client._random = lambda: 1.0
+    assert [client._backoff(attempt, 5.0) for attempt in (0, 3, 10, 60)] == [0.25, 2.0, 5.0, 5.0]
+    client._random = lambda: 0.0
+    assert client._backoff(10, 5.0) == 2.5
+
+
+def test_writes_have_their_own_deadline(mocked, client, fake_time, settings):
+    settings.MIXPANEL_DEADLINE = 2.0
+    settings.MIXPANEL_WRITE_DEADLINE = 45.0
+    assert mixpanel.write_deadline_seconds() == 45.0
+    mocked.put(PUT_URL, json=ok(experiment("concluded")))
+    client.force_conclude(WS, EXP, end_date=END)
+    assert mocked.calls[0].request.req_kwargs["timeout"] == (3.05, 45.0)

@@ -181,6 +181,7 @@ def test_reconcile_in_another_process_during_a_stalled_put(standin, workspace, p
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL: a second process must see this one's committed rows")
     settings.MIXPANEL_DEADLINE = 30.0
+    settings.MIXPANEL_WRITE_DEADLINE = 30.0
     settings.MIXPANEL_READ_TIMEOUT = 30.0
     experiment = standin.find(1001, status="active")
     standin.set_fault("stall", experiment_id=experiment["id"], method="PUT", stall_seconds=10)
@@ -202,6 +203,7 @@ def test_reconcile_in_another_process_during_a_stalled_put(standin, workspace, p
             "DATABASE_URL": _database_url(),
             "MIXPANEL_API_BASE_URL": standin.url,
             "MIXPANEL_DEADLINE": "30",
+            "MIXPANEL_WRITE_DEADLINE": "30",
         }
         reconcile = subprocess.run(
             [sys.executable, "manage.py", "reconcile_conclusions", "--older-than", "0s"],

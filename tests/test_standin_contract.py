@@ -236,7 +236,7 @@ def test_noop_200_answers_ok_but_leaves_the_experiment_active(client, standin, a
 
 
 def test_stall_is_cut_off_by_the_deadline(client, standin, active, settings):
-    settings.MIXPANEL_DEADLINE = 0.6
+    settings.MIXPANEL_WRITE_DEADLINE = 0.6
     settings.MIXPANEL_READ_TIMEOUT = 5.0
     standin.set_fault("stall", experiment_id=active["id"], stall_seconds=10)
     started = time.monotonic()
@@ -248,7 +248,7 @@ def test_stall_is_cut_off_by_the_deadline(client, standin, active, settings):
 
 def test_trickling_body_is_cut_off_by_the_deadline(client, standin, active, settings):
     # The read timeout alone would never fire: a byte arrives every 50 ms.
-    settings.MIXPANEL_DEADLINE = 0.6
+    settings.MIXPANEL_WRITE_DEADLINE = 0.6
     settings.MIXPANEL_READ_TIMEOUT = 5.0
     standin.set_fault("trickle", experiment_id=active["id"], interval_ms=50)
     started = time.monotonic()
@@ -266,7 +266,7 @@ def test_stalled_read_is_retried_within_the_deadline(client, standin, active, se
 
 
 def test_huge_body_hits_the_size_cap(client, standin, settings):
-    settings.MIXPANEL_MAX_RESPONSE_BYTES = 64 * 1024
+    settings.MIXPANEL_MAX_LIST_BYTES = 64 * 1024
     standin.set_fault("huge", method="GET", size_bytes=1024 * 1024)
     with pytest.raises(MixpanelBadResponse, match="larger than"):
         client.list_experiments(GROWTH)

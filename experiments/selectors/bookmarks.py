@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from django.core.cache import cache
 from django.http import Http404
@@ -81,9 +81,28 @@ class BookmarkActivity:
         return self.entry.kind == EntryKind.BOOKMARK_ADDED
 
 
+_URL_PLACEHOLDER = "EXPERIMENTIDPLACEHOLDER"
+# What django.urls.reverse leaves unquoted in a path argument (RFC 3986 sub-delims and ~:@).
+_PATH_SAFE = "!$&'()*+,;=~:@"
+_URL_TEMPLATES: dict[tuple[str, int], str] = {}
+
+
 def bookmark_toggle_url(*, workspace: Workspace, experiment_id: str) -> str:
-    """The star's POST address for one experiment ("" for an id our URLs cannot carry), at string-replace cost."""
-    return list_selectors._experiment_url("experiments:bookmark-toggle", workspace, experiment_id)
+    """The star's POST address for one experiment ("" for an id our URLs cannot carry), at string-replace cost.
+
+    reverse() is resolved once per workspace with a placeholder, then the id is quoted
+    exactly as reverse() would: a page draws 50 stars.
+    """
+    if not experiment_id or "/" in experiment_id:
+        return ""
+    template = _URL_TEMPLATES.get(("experiments:bookmark-toggle", workspace.pk))
+    if template is None:
+        try:
+            template = reverse("experiments:bookmark-toggle", args=[workspace.pk, _URL_PLACEHOLDER])
+        except NoReverseMatch:
+            return ""
+        _URL_TEMPLATES[("experiments:bookmark-toggle", workspace.pk)] = template
+    return template.replace(_URL_PLACEHOLDER, quote(experiment_id, safe=_PATH_SAFE))
 
 
 def bookmark_url(bookmark: Bookmark) -> str:

@@ -4,41 +4,42 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import pickle
 import threading
 import uuid
+import zlib
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from html import escape as html_escape
 from typing import Any
-from urllib.parse import quote
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http import Http404
-from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.utils.safestring import mark_safe
 
 from experiments import mixpanel
-from experiments.mixpanel import STATUSES, Experiment, MixpanelError
+from experiments.mixpanel import STATUSES, Experiment, ExperimentSummary, MixpanelError
 from experiments.models import AttemptState, ConclusionAttempt, Workspace
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 
 # Mixpanel's list call has no filtering, sorting or paging, so a workspace's whole list
-# is fetched, then filtered, sorted and paged here. Three keys in Django's cache (shared
-# across processes when REDIS_URL is set):
+# is fetched, then filtered, sorted and paged here. The client keeps a summary of each
+# experiment (ExperimentSummary), never the whole object. Three keys in Django's cache
+# (shared across processes when REDIS_URL is set):
 #   <base>:fresh  {"token"}                    lives EXPERIMENT_LIST_CACHE_SECONDS: "do not ask Mixpanel yet"
-#   <base>:good   {"token", "fetched_at", "experiments"}  the last good copy, kept long for outages
+#   <base>:good   {"token", "fetched_at", "packed"}  the last good copy, kept long for outages
 #   <base>:failed {"error"}                    a short back-off after a failed read
-# Each process keeps the parsed, indexed list of the token it last saw (_LIST_INDEXES), so a
-# warm request costs one small cache read plus work on one page of rows, whatever the list's
-# size. A Refresh anywhere writes a new token, and every process notices it on its next read.
+# "packed" is the summaries pickled and zlib-compressed: about 7x smaller than the pickle
+# alone, so a 10,000-experiment list costs Redis (and every cold process's read) ~1 MB.
+# Each process keeps the indexed lists of the tokens it last saw (_LIST_INDEXES, least
+# recently used out first past EXPERIMENT_LIST_MEMORY_EXPERIMENTS), so a warm request costs
+# one small cache read plus work on one page of rows, whatever the list's size. A Refresh
+# anywhere writes a new token, and every process notices it on its next read.
 
 LIST_GOOD_COPY_SECONDS = 7 * 24 * 3600
 LIST_FAILURE_BACKOFF_SECONDS = 15
-LIST_CACHE_PREFIX = "experiment-list:v1"
+LIST_CACHE_PREFIX = "experiment-list:v2"
 NO_COPY_MESSAGE = "The experiment list could not be read from Mixpanel and no earlier copy is available."
 # Order of the "status" sort: the lifecycle, then anything unexpected.
 _STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
@@ -70,7 +71,7 @@ class _ListIndex:
         "token",
     )
 
-    def __init__(self, *, token: str, fetched_at: dt.datetime, experiments: tuple[Experiment, ...]) -> None:
+    def __init__(self, *, token: str, fetched_at: dt.datetime, experiments: tuple[ExperimentSummary, ...]) -> None:
         self.token = token
         self.fetched_at = fetched_at
         self.experiments = experiments
@@ -82,7 +83,7 @@ class _ListIndex:
                 counts[experiment.status] += 1
         self.counts = counts
         self._orders: dict[str, tuple[int, ...]] = {}
-        self._by_id: dict[str, Experiment] | None = None
+        self._by_id: dict[str, ExperimentSummary] | None = None
         self._ranks: dict[str, list[int]] = {}
         self._haystack: str | None = None
         self._starts: list[int] = []
@@ -130,7 +131,7 @@ class _ListIndex:
             position = find(first, starts[i + 1]) if i < last else -1
         return hits
 
-    def get(self, experiment_id: str) -> Experiment | None:
+    def get(self, experiment_id: str) -> ExperimentSummary | None:
         """One experiment by id (the id map is built on first use)."""
         if self._by_id is None:
             self._by_id = {e.id: e for e in self.experiments}
@@ -161,7 +162,7 @@ class _ListIndex:
         return found
 
 
-def _search_blob(experiment: Experiment) -> str:
+def _search_blob(experiment: ExperimentSummary) -> str:
     parts = [
         experiment.name,
         experiment.id,
@@ -173,7 +174,7 @@ def _search_blob(experiment: Experiment) -> str:
     return "\n".join(parts).casefold()
 
 
-def _sort_order(experiments: tuple[Experiment, ...], sort: str) -> tuple[int, ...]:
+def _sort_order(experiments: tuple[ExperimentSummary, ...], sort: str) -> tuple[int, ...]:
     names = [(e.name.casefold(), e.id) for e in experiments]
     indexes = range(len(experiments))
     descending = sort.startswith("-")
@@ -193,8 +194,42 @@ def _sort_order(experiments: tuple[Experiment, ...], sort: str) -> tuple[int, ..
     return tuple(order)
 
 
-# One parsed list per workspace per process: {cache base key: index}.
-_LIST_INDEXES: dict[str, _ListIndex] = {}
+# The indexed lists this process holds, {cache base key: index}, least recently used first.
+_LIST_INDEXES: OrderedDict[str, _ListIndex] = OrderedDict()
+_LIST_INDEXES_LOCK = threading.Lock()
+
+
+def _recall(base: str) -> _ListIndex | None:
+    with _LIST_INDEXES_LOCK:
+        index = _LIST_INDEXES.get(base)
+        if index is not None:
+            _LIST_INDEXES.move_to_end(base)
+        return index
+
+
+def _remember(base: str, index: _ListIndex) -> None:
+    """Keep `index`, then drop least recently used lists past EXPERIMENT_LIST_MEMORY_EXPERIMENTS.
+
+    The newest list is always kept, even alone past the bound: the request using it needs it.
+    """
+    limit = settings.EXPERIMENT_LIST_MEMORY_EXPERIMENTS
+    with _LIST_INDEXES_LOCK:
+        _LIST_INDEXES[base] = index
+        _LIST_INDEXES.move_to_end(base)
+        held = sum(len(kept.experiments) for kept in _LIST_INDEXES.values())
+        while held > limit and len(_LIST_INDEXES) > 1:
+            _, dropped = _LIST_INDEXES.popitem(last=False)
+            held -= len(dropped.experiments)
+
+
+def _pack(experiments: tuple[ExperimentSummary, ...]) -> bytes:
+    # Level 1: nearly the size of the best level at a fraction of the time, on the cold path.
+    return zlib.compress(pickle.dumps(experiments, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+def _unpack(packed: bytes) -> tuple[ExperimentSummary, ...]:
+    # Only our own _pack wrote this, into our own cache: nothing from outside is unpickled.
+    return pickle.loads(zlib.decompress(packed))  # noqa: S301
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +241,7 @@ class ExperimentListSnapshot:
     is None and `error` is set.
     """
 
-    experiments: tuple[Experiment, ...]
+    experiments: tuple[ExperimentSummary, ...]
     fetched_at: dt.datetime | None
     stale: bool = False
     error: str | None = None
@@ -221,7 +256,7 @@ class ExperimentListSnapshot:
 class ExperimentPage:
     """One page of the experiments page's table, and what the tabs and pager need."""
 
-    experiments: tuple[Experiment, ...]
+    experiments: tuple[ExperimentSummary, ...]
     counts: dict[str, int]
     total: int
     page: int
@@ -251,14 +286,14 @@ def _list_cache_base(workspace: Workspace) -> str:
 
 
 def _index_for_token(base: str, token: str) -> _ListIndex | None:
-    index = _LIST_INDEXES.get(base)
+    index = _recall(base)
     if index is not None and index.token == token:
         return index
     good = cache.get(base + ":good")
     if not good or good.get("token") != token:
         return None
-    index = _ListIndex(token=token, fetched_at=good["fetched_at"], experiments=good["experiments"])
-    _LIST_INDEXES[base] = index
+    index = _ListIndex(token=token, fetched_at=good["fetched_at"], experiments=_unpack(good["packed"]))
+    _remember(base, index)
     return index
 
 
@@ -308,10 +343,11 @@ def experiment_list_cached(
         cache.set(base + ":failed", {"error": error}, min(LIST_FAILURE_BACKOFF_SECONDS, _fresh_seconds()))
         return _stale_snapshot(base, error)
     index = _ListIndex(token=uuid.uuid4().hex, fetched_at=timezone.now(), experiments=experiments)
-    _LIST_INDEXES[base] = index
+    _remember(base, index)
+    packed = _pack(experiments)
     cache.set_many(
         {
-            base + ":good": {"token": index.token, "fetched_at": index.fetched_at, "experiments": experiments},
+            base + ":good": {"token": index.token, "fetched_at": index.fetched_at, "packed": packed},
             base + ":good-token": index.token,
         },
         LIST_GOOD_COPY_SECONDS,
@@ -350,18 +386,24 @@ def experiment_list_page(
     return ExperimentPage(rows, counts, len(matched), page, num_pages, page_size)
 
 
-def experiment_get(*, workspace: Workspace, client: Any = None, experiment_id: str) -> Experiment:
-    """One experiment of the workspace's (cached) list; Http404 when the list does not hold it.
+@dataclass(frozen=True, slots=True)
+class ListedExperiment:
+    """An experiment looked up in the workspace's list.
 
-    Raises ExperimentListUnavailable when there is no copy of the list to look in.
+    `experiment` is None when the list does not hold it, or when no list could be read
+    at all; then `unavailable` says why, readably.
     """
+
+    experiment: ExperimentSummary | None
+    unavailable: str | None = None
+
+
+def experiment_lookup(*, workspace: Workspace, client: Any = None, experiment_id: str) -> ListedExperiment:
+    """One experiment of the workspace's (cached) list, as data: never raises for Mixpanel's failures."""
     snapshot = experiment_list_cached(workspace=workspace, client=client)
     if snapshot.index is None:
-        raise ExperimentListUnavailable(snapshot.error or NO_COPY_MESSAGE)
-    experiment = snapshot.index.get(experiment_id)
-    if experiment is None:
-        raise Http404("This workspace has no such experiment.")
-    return experiment
+        return ListedExperiment(None, unavailable=snapshot.error or NO_COPY_MESSAGE)
+    return ListedExperiment(snapshot.index.get(experiment_id))
 
 
 class ExperimentListUnavailable(Exception):
@@ -397,8 +439,6 @@ def relative_time(value: dt.datetime | None, now: dt.datetime) -> str:
 
 
 _DONE_STATES = frozenset({AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED})
-# A constant of our own, no upstream text in it.
-_DASH = mark_safe('<span class="muted">—</span>')
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,25 +447,26 @@ class ExperimentRow:
 
     `claim` is the attempt holding the one-at-a-time claim, if any; `notice` is the
     answer to a force conclude just made (readable text), `notice_ok` its tone.
-    The display fields are prepared once here so the row template stays a handful
-    of variables: a Django template variable costs microseconds, and a page has 50 rows.
-    The *_html fields are built here; every upstream value in them is escaped.
+    The display values are prepared once here, as plain text, so the row template
+    stays a handful of variables: a Django template variable costs microseconds, and a
+    page has 50 rows. `linkable` is False for an id our routes cannot carry.
     """
 
-    experiment: Experiment
+    experiment: Experiment | ExperimentSummary
     claim: ConclusionAttempt | None
     show_conclude: bool
     dom_id: str
     start_relative: str
     end_relative: str
-    detail_url: str = ""
-    conclude_url: str = ""
+    linkable: bool = False
     notice: str = ""
     notice_ok: bool = False
     name: str = ""
-    start_html: str = ""
-    end_html: str = ""
-    tags_html: str = ""
+    start_iso: str = ""
+    start_text: str = ""
+    end_iso: str = ""
+    end_text: str = ""
+    tags: tuple[str, ...] = ()
     creator: str = ""
     exposures: str = ""
     exp_id: str = ""
@@ -466,60 +507,15 @@ def _utc_text(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
 
 
-def _date_cell(value: dt.datetime | None, relative: str, empty: str) -> str:
-    # Every piece is our own formatting of a parsed datetime (digits, "-", ":", "+", "T",
-    # and English words): no upstream text, so nothing to escape.
-    if value is None:
-        return mark_safe(f'<span class="muted">{empty}</span>')  # noqa: S308
-    text = _utc_text(value)
-    return mark_safe(  # noqa: S308
-        f'<time datetime="{_iso(value)}" title="{text}">{relative}</time><div class="small muted">{text}</div>'
-    )
-
-
-def _tags_html(tags: tuple[str, ...]) -> str:
-    # Upstream text: each tag is escaped (html.escape, as Django's escape does), then joined.
-    if not tags:
-        return _DASH
-    return mark_safe("".join(f'<span class="tag">{html_escape(tag)}</span>' for tag in tags))  # noqa: S308
-
-
 def experiment_dom_id(experiment_id: str) -> str:
     """A safe, stable HTML id for an experiment (upstream ids are untrusted text)."""
     return "exp-" + hashlib.sha256(experiment_id.encode("utf-8")).hexdigest()[:16]
 
 
-_URL_PLACEHOLDER = "EXPERIMENTIDPLACEHOLDER"
-# What django.urls.reverse leaves unquoted in a path argument (RFC 3986 sub-delims and ~:@).
-_PATH_SAFE = "!$&'()*+,;=~:@"
-
-
-def _experiment_url(name: str, workspace: Workspace, experiment_id: str) -> str:
-    """reverse(name, [workspace.pk, experiment_id]) for a page of rows, at string-replace cost.
-
-    reverse() is resolved once per (route, workspace) with a placeholder, then the id is
-    quoted exactly as reverse() would. An id our routes cannot carry (empty, or with a
-    "/") gets no link rather than a 500.
-    """
-    if not experiment_id or "/" in experiment_id:
-        return ""
-    template = _URL_TEMPLATES.get((name, workspace.pk))
-    if template is None:
-        try:
-            template = reverse(name, args=[workspace.pk, _URL_PLACEHOLDER])
-        except NoReverseMatch:
-            return ""
-        _URL_TEMPLATES[(name, workspace.pk)] = template
-    return template.replace(_URL_PLACEHOLDER, quote(experiment_id, safe=_PATH_SAFE))
-
-
-_URL_TEMPLATES: dict[tuple[str, int], str] = {}
-
-
 def experiment_row(
     *,
     access: WorkspaceAccess,
-    experiment: Experiment,
+    experiment: Experiment | ExperimentSummary,
     claim: ConclusionAttempt | None,
     now: dt.datetime | None = None,
     notice: str = "",
@@ -527,25 +523,25 @@ def experiment_row(
 ) -> ExperimentRow:
     """One row. The button shows for concluders and admins on active experiments nobody has claimed."""
     now = now or timezone.now()
-    conclude_url = _experiment_url("experiments:experiment-force-conclude", access.workspace, experiment.id)
+    # Our routes carry an id as one path segment: an empty one or one with "/" gets no link.
+    linkable = bool(experiment.id) and "/" not in experiment.id
     exposures = experiment.exposures_total
-    start_relative = relative_time(experiment.start_date, now)
-    end_relative = relative_time(experiment.end_date, now)
     return ExperimentRow(
         experiment=experiment,
         claim=claim,
-        show_conclude=bool(conclude_url) and access.can_conclude and experiment.is_active and claim is None,
-        detail_url=_experiment_url("experiments:experiment-detail", access.workspace, experiment.id),
-        conclude_url=conclude_url,
+        show_conclude=linkable and access.can_conclude and experiment.is_active and claim is None,
+        linkable=linkable,
         dom_id=experiment_dom_id(experiment.id),
-        start_relative=start_relative,
-        end_relative=end_relative,
+        start_relative=relative_time(experiment.start_date, now),
+        end_relative=relative_time(experiment.end_date, now),
         notice=notice,
         notice_ok=notice_ok,
         name=experiment.name or "(no name)",
-        start_html=_date_cell(experiment.start_date, start_relative, "not started"),
-        end_html=_date_cell(experiment.end_date, end_relative, "—"),
-        tags_html=_tags_html(experiment.tags),
+        start_iso=_iso(experiment.start_date),
+        start_text=_utc_text(experiment.start_date),
+        end_iso=_iso(experiment.end_date),
+        end_text=_utc_text(experiment.end_date),
+        tags=experiment.tags,
         exp_id=experiment.id,
         status=experiment.status,
         variants=experiment.variants_count,
@@ -554,7 +550,7 @@ def experiment_row(
     )
 
 
-def experiment_rows(*, access: WorkspaceAccess, experiments: tuple[Experiment, ...]) -> list[ExperimentRow]:
+def experiment_rows(*, access: WorkspaceAccess, experiments: tuple[ExperimentSummary, ...]) -> list[ExperimentRow]:
     """Rows for one page of experiments, with their claims in one query."""
     claims = (
         conclusion_selectors.claim_for_experiments(

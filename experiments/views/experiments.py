@@ -38,7 +38,6 @@ from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
-from experiments.selectors.experiment_list import ExperimentListUnavailable
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
 from experiments.views.access import get_workspace_access
@@ -53,6 +52,7 @@ MSG_FORBIDDEN = (
     "ask a workspace admin if you need to."
 )
 MSG_REFRESHED = "The experiment list was read again from Mixpanel."
+MSG_NO_SUCH_EXPERIMENT = "This workspace has no such experiment."
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -322,14 +322,16 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         "back_url": _back_url(access, experiment_id, back, list_query),
         "hx_target": "#conclude-section" if back == "detail" else "#" + list_selectors.experiment_dom_id(experiment_id),
     }
-    try:
-        experiment = list_selectors.experiment_get(workspace=access.workspace, experiment_id=experiment_id)
-    except ExperimentListUnavailable as exc:
-        context["unavailable"] = str(exc)
+    listed = list_selectors.experiment_lookup(workspace=access.workspace, experiment_id=experiment_id)
+    if listed.unavailable:
+        context["unavailable"] = listed.unavailable
         if request.method == "POST" and not _wants_fragment(request):
-            messages.error(request, str(exc))
+            messages.error(request, listed.unavailable)
             return redirect(context["back_url"])
         return _form_response(request, context)
+    if listed.experiment is None:
+        raise Http404(MSG_NO_SUCH_EXPERIMENT)
+    experiment = listed.experiment
 
     context.update(experiment=experiment, conclude_url=request.path)
     if request.method == "GET":
