@@ -75,11 +75,11 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
-def _username(request: HttpRequest) -> str | None:
-    # Only a user the request has already loaded: looking one up here would cost a
-    # session and a user query on requests that never needed them (probes, static).
+def _username(request: HttpRequest, *, load: bool = False) -> str | None:
+    # Unless told to load it, only a user the request has already loaded: looking one
+    # up costs a session and a user query on requests that never needed them (probes).
     user = getattr(request, "user", None)
-    if user is None or getattr(user, "_wrapped", None) is empty:
+    if user is None or (not load and getattr(user, "_wrapped", None) is empty):
         return None
     return user.get_username() if user.is_authenticated else None
 
@@ -118,6 +118,10 @@ class RequestIdMiddleware:
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: dict[str, Any]
     ) -> None:
+        # Every view that requires a login loads the user anyway (LoginRequiredMiddleware,
+        # just after this): name it now, so the view's own lines carry it too.
+        if getattr(view_func, "login_required", True) and hasattr(request, "user"):
+            bind(user=_username(request, load=True))
         if "workspace_pk" in view_kwargs:
             bind(workspace=view_kwargs["workspace_pk"])
         match = request.resolver_match

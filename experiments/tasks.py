@@ -26,18 +26,27 @@ logger = logging.getLogger(__name__)
 # States a reconcile can still change; every other state is final.
 OPEN_STATES = frozenset({AttemptState.REQUESTED, AttemptState.UNKNOWN})
 
+# ReconcileResult.outcome for an attempt whose PUT may still be in flight.
+TOO_EARLY = "too_early"
+
 RESULT_MISSING = "missing"
 RESULT_RETRY = "retry scheduled"
+RESULT_TOO_EARLY = "waiting until its PUT cannot be in flight"
 RESULT_GAVE_UP = "left for reconcile_conclusions"
 
 
-def reconcile_attempt_later(*, attempt_id: int, delay: dt.timedelta, try_number: int = 1) -> None:
-    """Queue a reconcile of one attempt, to run no sooner than `delay` from now.
+def reconcile_attempt_later(*, attempt_id: int, run_after: dt.datetime, try_number: int = 1) -> None:
+    """Queue a reconcile of one attempt, to run no sooner than `run_after`."""
+    reconcile_attempt.using(run_after=run_after).enqueue(attempt_id, try_number)
 
-    The caller picks the delay: long enough that the attempt's PUT cannot still be
-    in flight, so a read cannot call an applied attempt "not applied".
+
+def reconcile_attempt_when_judgeable(*, attempt: ConclusionAttempt) -> None:
+    """Queue a reconcile of `attempt` for the moment its PUT cannot still be in flight.
+
+    Enqueue it once the attempt is committed (transaction.on_commit), so the worker
+    finds the row it is asked about.
     """
-    reconcile_attempt.using(run_after=timezone.now() + delay).enqueue(attempt_id, try_number)
+    reconcile_attempt_later(attempt_id=attempt.pk, run_after=conclusion_services.attempt_judgeable_at(attempt))
 
 
 def retry_delay(try_number: int) -> dt.timedelta:
@@ -49,13 +58,14 @@ def retry_delay(try_number: int) -> dt.timedelta:
 def reconcile_attempt(attempt_id: int, try_number: int = 1) -> str:
     """Resolve one open attempt by reading its experiment; never sends the PUT again.
 
-    An attempt already final (or gone) is left alone. When the attempt cannot be
+    An attempt already final (or gone) is left alone; one whose PUT may still be in
+    flight is looked at again once it cannot be. When the attempt cannot be
     resolved yet (Mixpanel unreachable, or an answer the reconcile rule will not
     judge), the task queues itself again after a doubling delay, up to
     RECONCILE_TASK_MAX_TRIES tries in all, then logs and leaves the attempt to the
     cron safety net. Returns what it did, kept in the task's result row: the
-    reconcile outcome, "already <state>", "missing", "retry scheduled" or
-    "left for reconcile_conclusions".
+    reconcile outcome, "already <state>", "missing", RESULT_TOO_EARLY, "retry
+    scheduled" or "left for reconcile_conclusions".
     """
     with log_context(attempt_id=attempt_id):
         attempt = ConclusionAttempt.objects.select_related("workspace").filter(pk=attempt_id).first()
@@ -73,6 +83,11 @@ def reconcile_attempt(attempt_id: int, try_number: int = 1) -> str:
             if result.resolved:
                 logger.info("Reconcile task: attempt #%s %s. %s", attempt_id, result.outcome, result.message)
                 return result.outcome
+            if result.outcome == TOO_EARLY:
+                # Not a failed try: come back when the service will judge it.
+                when = conclusion_services.attempt_judgeable_at(attempt)
+                reconcile_attempt_later(attempt_id=attempt_id, run_after=when, try_number=try_number)
+                return RESULT_TOO_EARLY
             why = result.message
         if try_number >= settings.RECONCILE_TASK_MAX_TRIES:
             logger.warning(
@@ -84,5 +99,5 @@ def reconcile_attempt(attempt_id: int, try_number: int = 1) -> str:
             return RESULT_GAVE_UP
         delay = retry_delay(try_number)
         logger.info("Reconcile task: attempt #%s left open (%s); trying again in %s.", attempt_id, why, delay)
-        reconcile_attempt_later(attempt_id=attempt_id, delay=delay, try_number=try_number + 1)
+        reconcile_attempt_later(attempt_id=attempt_id, run_after=timezone.now() + delay, try_number=try_number + 1)
         return RESULT_RETRY

@@ -145,6 +145,30 @@ def test_django_s_own_4xx_line_carries_the_request_id_and_nothing_lingers_after(
     assert lines[-1]["path"] is None
 
 
+@pytest.mark.django_db
+def test_lines_logged_by_a_view_carry_the_user_and_workspace(pm_client, pm, workspace, json_lines, monkeypatch):
+    from experiments import mixpanel
+    from tests.fake_mixpanel import FakeMixpanel, install
+
+    fake = install(monkeypatch, FakeMixpanel())
+
+    def failing_list(workspace_id):
+        logging.getLogger("experiments.mixpanel").error("list failed for this test")
+        raise mixpanel.MixpanelUnavailable()
+
+    fake.list_experiments = failing_list
+    pm_client.get(reverse("experiments:experiment-list", args=[workspace.pk]), headers={"X-Request-ID": "v-1"})
+    line = next(line for line in json_lines() if line["message"] == "list failed for this test")
+    assert (line["request_id"], line["user"], line["workspace"]) == ("v-1", pm.username, workspace.pk)
+
+
+@pytest.mark.django_db
+def test_probes_load_no_user(client, django_assert_num_queries, pm):
+    client.force_login(pm)
+    with django_assert_num_queries(0):
+        assert client.get("/healthz").status_code == 200
+
+
 def test_log_context_reaches_lines_logged_outside_a_request(json_lines):
     with observability.log_context(attempt_id=42):
         logging.getLogger("experiments.tasks").warning("left open")

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import requests
@@ -31,6 +30,7 @@ from django.utils import timezone
 from experiments.forms import datetime_local_value
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, EntryKind, Membership, Role
 from tests.factories import assert_chain_valid
+from tests.processes import shared_test_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESSES = 20
@@ -46,14 +46,6 @@ def _skip_reason() -> str | None:
     if not os.environ.get("REDIS_URL"):
         return "several-servers test needs REDIS_URL: without Redis every process keeps its own cache"
     return None
-
-
-def _database_url() -> str:
-    """The test database (not the one DATABASE_URL names) as a URL for the servers."""
-    db = connection.settings_dict
-    password = f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else ""
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{quote(db['USER'], safe='')}{password}@{db['HOST'] or '127.0.0.1'}{port}/{db['NAME']}"
 
 
 class Server:
@@ -105,7 +97,7 @@ def servers(django_db_setup, django_db_blocker, standin_server):
         reason = _skip_reason()
         if reason:
             pytest.skip(reason)
-        database_url = _database_url()
+        database_url = shared_test_database_url()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 
 import pytest
+from django.db.models import F
 from django.tasks import TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
@@ -14,6 +15,7 @@ from django_tasks_db.models import DBTaskResult
 
 from experiments import mixpanel, tasks
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
+from experiments.services import conclusions as conclusion_services
 from tests.factories import assert_chain_valid, made_long_ago
 from tests.fake_mixpanel import FakeMixpanel, ProcessDied, install
 from tests.test_reconcile import press
@@ -72,7 +74,7 @@ def test_unknown_outcome_is_resolved_by_the_task_with_one_read(monkeypatch, work
     install(monkeypatch, fake)
     fake.calls.clear()
 
-    tasks.reconcile_attempt_later(attempt_id=outcome.attempt.pk, delay=dt.timedelta(0))
+    tasks.reconcile_attempt_when_judgeable(attempt=outcome.attempt)  # made long ago: due now
     ran = run_ready_tasks()
 
     assert [(r.status, r.return_value) for r in ran] == [(TaskResultStatus.SUCCESSFUL, "applied")]
@@ -103,6 +105,37 @@ def test_attempt_left_requested_by_a_crash_is_resolved_and_its_claim_released(mo
     assert not ConclusionClaim.objects.exists()
     assert fake.puts == []
     assert_chain_valid()
+
+
+@pytest.mark.django_db
+def test_an_attempt_whose_put_may_be_in_flight_is_queued_for_when_it_cannot_be(monkeypatch, workspace, pm):
+    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown()))
+    outcome = press(workspace, pm, fake)  # just now: its PUT may still be on its way
+    install(monkeypatch, fake)
+    fake.calls.clear()
+    judgeable_at = conclusion_services.attempt_judgeable_at(outcome.attempt)
+    assert judgeable_at > timezone.now()
+
+    tasks.reconcile_attempt_when_judgeable(attempt=outcome.attempt)
+    assert run_ready_tasks() == []  # not due yet
+    (queued,) = waiting()
+    assert queued.run_after == judgeable_at
+
+    # A task that runs early anyway (queued by hand) reads nothing and comes back then,
+    # without spending one of its tries.
+    tasks.reconcile_attempt.enqueue(outcome.attempt.pk, 2)
+    assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_TOO_EARLY]
+    assert fake.calls == []
+    later = [row for row in waiting() if row.pk != queued.pk]
+    assert [(row.run_after, row.args_kwargs["args"]) for row in later] == [(judgeable_at, [outcome.attempt.pk, 2])]
+
+    ConclusionAttempt.objects.filter(pk=outcome.attempt.pk).update(
+        created_at=F("created_at") - (judgeable_at - timezone.now()) - dt.timedelta(seconds=1)
+    )
+    for row in waiting():
+        make_due(row)
+    assert sorted(r.return_value for r in run_ready_tasks()) == ["already reconciled_applied", "applied"]
+    assert [c[0] for c in fake.calls] == ["get"]
 
 
 @pytest.mark.django_db
@@ -205,3 +238,57 @@ def test_the_queue_is_the_database():
 
     assert settings.TASKS["default"]["BACKEND"] == "django_tasks_db.DatabaseBackend"
     assert tasks.reconcile_attempt.get_backend().supports_defer
+
+
+# --- the real worker process -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_db_worker_command_resolves_a_crashed_attempt_from_the_queue(standin, workspace, pm):
+    """`manage.py db_worker`, as make run and make serve start it, in its own process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.db import connection
+
+    from tests.processes import shared_test_database_url
+    from tests.test_reconcile import DiesAfterSending
+
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "the worker-process test needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite's in-memory "
+            "test database cannot be shared with another process"
+        )
+    exp_id = standin.find(1001, status="active")["id"]
+    with pytest.raises(ProcessDied):  # the PUT landed, then the process died
+        press(workspace, pm, DiesAfterSending(mixpanel.client_for(workspace)), exp_id)
+    # An hour ago: past the in-flight limit whatever deadlines the worker process reads.
+    ConclusionAttempt.objects.update(created_at=F("created_at") - dt.timedelta(hours=1))
+    attempt = ConclusionAttempt.objects.get()
+    standin.clear_requests()
+    tasks.reconcile_attempt.enqueue(attempt.pk)
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": shared_test_database_url(),
+        "MIXPANEL_API_BASE_URL": standin.url,
+    }
+    worker = subprocess.run(
+        [sys.executable, "manage.py", "db_worker", "--batch", "--no-reload", "--no-startup-delay"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    rows = [(row.status, row.return_value) for row in DBTaskResult.objects.all()]
+    assert rows == [(TaskResultStatus.SUCCESSFUL, "applied")]
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.RECONCILED_APPLIED
+    assert kinds(attempt) == [REQUESTED, RECONCILED]
+    assert standin.requests(method="PUT") == []
+    assert len(standin.requests(method="GET", path_contains=exp_id)) == 1
