@@ -46,6 +46,12 @@ def test_busy_session_still_ends_at_the_absolute_timeout(pm_client, settings):
     assert not Session.objects.exists()
 
 
+def test_idle_admin_session_ends_on_the_admin_site_too(admin_client, settings):
+    _age_session(admin_client, last_seen=settings.SESSION_IDLE_TIMEOUT + 5)
+    assert admin_client.get("/admin/").status_code == 302
+    assert not Session.objects.exists()
+
+
 def test_defaults_are_eight_hours_idle_and_seven_days_absolute(settings):
     assert settings.SESSION_IDLE_TIMEOUT == 8 * 3600
     assert settings.SESSION_ABSOLUTE_TIMEOUT == 7 * 24 * 3600

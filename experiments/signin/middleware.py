@@ -87,16 +87,23 @@ class SessionTimeoutMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.user.is_authenticated:
-            now = time.time()
-            session = request.session
-            if SIGNED_IN_AT not in session:
-                session_start(request)  # a session from before these limits existed
-            signed_in, last_seen = session[SIGNED_IN_AT], session.get(LAST_SEEN_AT, now)
-            if now - signed_in > settings.SESSION_ABSOLUTE_TIMEOUT or now - last_seen > settings.SESSION_IDLE_TIMEOUT:
-                auth.logout(request)
-                messages.info(request, MSG_SESSION_ENDED)
-                return redirect(settings.LOGIN_URL)
-            if now - last_seen >= LAST_SEEN_RESOLUTION:
-                session[LAST_SEEN_AT] = now
         return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable, view_args: object, view_kwargs: object
+    ) -> HttpResponse | None:
+        # Public views (sign-in pages, probes) neither need the person nor load the session for them.
+        if not getattr(view_func, "login_required", True) or not request.user.is_authenticated:
+            return None
+        now = time.time()
+        session = request.session
+        if SIGNED_IN_AT not in session:
+            session_start(request)  # a session from before these limits existed
+        signed_in, last_seen = session[SIGNED_IN_AT], session.get(LAST_SEEN_AT, now)
+        if now - signed_in > settings.SESSION_ABSOLUTE_TIMEOUT or now - last_seen > settings.SESSION_IDLE_TIMEOUT:
+            auth.logout(request)
+            messages.info(request, MSG_SESSION_ENDED)
+            return redirect(settings.LOGIN_URL)
+        if now - last_seen >= LAST_SEEN_RESOLUTION:
+            session[LAST_SEEN_AT] = now
+        return None
