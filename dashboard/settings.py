@@ -301,7 +301,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own console handler (debug only) would print each of its lines a
+        # second time beside ours; they reach the root handler above anyway.
+        "django": {"handlers": [], "level": "INFO"},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }
 # A failed CSRF check gets our own page (plain words, the request id) instead of Django's.
 CSRF_FAILURE_VIEW = "experiments.views.errors.csrf_failure"

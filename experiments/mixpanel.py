@@ -232,16 +232,11 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def exposure_counts(cache: Any) -> Mapping[str, Any] | None:
-    """The per-variant counts in an exposures_cache, or None when its shape is not one we know.
-
-    The shape is unpublished; we accept {"variant": n, ...} and {"counts": {...}}
-    ({"total": n} carries no per-variant counts) and give up quietly on anything else.
-    """
-    if not isinstance(cache, Mapping):
-        return None
-    counts = cache.get("counts", cache)
-    return counts if isinstance(counts, Mapping) else None
+def _exposure_counts(cache: Any) -> Mapping[str, Any]:
+    # The shape is unpublished; we accept {"variant": n, ...} and {"counts": {...}}
+    # ({"total": n} carries no per-variant counts) and give up quietly on anything else.
+    counts = cache.get("counts", cache) if isinstance(cache, Mapping) else None
+    return counts if isinstance(counts, Mapping) else {}
 
 
 def exposures_total(cache: Any) -> int | None:
@@ -251,22 +246,23 @@ def exposures_total(cache: Any) -> int | None:
     total = _count(cache.get("total"))
     if total is not None:
         return total
-    numbers = [n for n in (_count(v) for v in (exposure_counts(cache) or {}).values()) if n is not None]
+    numbers = [n for n in (_count(v) for v in _exposure_counts(cache).values()) if n is not None]
     return sum(numbers) if numbers else None
 
 
 def variant_summaries(variants: Any, cache: Any) -> tuple[VariantSummary, ...]:
-    """Key, planned split and exposures of each variant; an entry of another shape keeps only its place."""
-    counts = exposure_counts(cache) or {}
-    found = []
-    for item in variants if isinstance(variants, list) else ():
-        key = item.get("key") if isinstance(item, Mapping) else None
-        split = item.get("split") if isinstance(item, Mapping) else None
-        if not isinstance(split, (int, float)) or isinstance(split, bool):
-            split = None
-        key = key if isinstance(key, str) else ""
-        found.append(VariantSummary(key=key, split=split, exposures=_count(counts.get(key)) if key else None))
-    return tuple(found)
+    """Key, planned split (percent of traffic) and exposures of each listed variant.
+
+    Read by the experiment page's own rule (experiments.experiment_shapes), so the list
+    and the page never disagree about a variant.
+    """
+    # Imported here: experiment_shapes reads dates with this module's parser.
+    from experiments.experiment_shapes import variant_table
+
+    if not variants:
+        return ()
+    rows = variant_table(variants, cache).rows
+    return tuple(VariantSummary(row.key, row.planned_percent, row.exposures) for row in rows if row.listed)
 
 
 def _usable_id(value: Any) -> str:

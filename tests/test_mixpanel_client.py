@@ -651,7 +651,7 @@ def test_plain_http_is_allowed_on_loopback_only(host):
 # --- The list: streamed, summarised ----------------------------------------------------------------
 def test_list_keeps_a_summary_of_each_experiment(mocked, client):
     item = experiment(
-        variants=[{"key": "control", "split": 50}, {"key": "green", "split": 50.5}, "odd"],
+        variants=[{"key": "control", "split": 1}, {"key": "green", "split": 3}],
         exposures_cache={"control": 120, "green": 118},
         results_cache={"big": "x" * 5000},
         tags=["a", "b"],
@@ -661,12 +661,12 @@ def test_list_keeps_a_summary_of_each_experiment(mocked, client):
     mocked.get(LIST_URL, json=ok([item]))
     (summary,) = client.list_experiments(WS)
     assert isinstance(summary, mixpanel.ExperimentSummary)
+    # Planned split as a share of traffic, read by the experiment page's own rule.
     assert summary.variants == (
-        mixpanel.VariantSummary("control", 50, 120),
-        mixpanel.VariantSummary("green", 50.5, 118),
-        mixpanel.VariantSummary("", None, None),
+        mixpanel.VariantSummary("control", 25.0, 120),
+        mixpanel.VariantSummary("green", 75.0, 118),
     )
-    assert (summary.variants_count, summary.exposures_total, summary.tags) == (3, 238, ("a", "b"))
+    assert (summary.variants_count, summary.exposures_total, summary.tags) == (2, 238, ("a", "b"))
     assert summary.start_date == dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
     assert not hasattr(summary, "results_cache")
 

@@ -55,6 +55,9 @@ def test_production_logs_are_json_by_default(settings):
     assert settings.LOG_JSON
     assert settings.LOGGING["handlers"]["console"]["formatter"] == "json"
     assert settings.MIDDLEWARE[0] == "dashboard.observability.RequestIdMiddleware"
+    # Django's lines go through the root handler only: once each, in the same format.
+    assert logging.getLogger("django").handlers == []
+    assert logging.getLogger("django").propagate
 
 
 # --- request ids -------------------------------------------------------------------------

@@ -178,6 +178,13 @@ def test_launch_and_decide(standin):
     draft = standin.find(GROWTH, status="draft")
     base = f"{standin.url}/workspaces/{GROWTH}/experiments/{draft['id']}"
     assert requests.put(base + "/launch", auth=auth, timeout=5).json()["results"]["status"] == "active"
+    # The published lifecycle: an active experiment is concluded before it is decided.
+    early = requests.patch(base + "/decide", json={"success": True, "variant": "a"}, auth=auth, timeout=5)
+    assert early.status_code == 400
+    assert early.json()["type"] == "invalid_request"
+    assert requests.put(base + "/force_conclude", json={}, auth=auth, timeout=5).json()["results"]["status"] == (
+        "concluded"
+    )
     decided = requests.patch(base + "/decide", json={"success": True, "variant": "a"}, auth=auth, timeout=5)
     assert decided.json()["results"]["status"] == "success"
     assert requests.put(base + "/launch", auth=auth, timeout=5).status_code == 400
@@ -484,3 +491,30 @@ def test_request_log_never_holds_credentials(client, standin, active):
     dumped = json.dumps([r.as_dict() for r in standin.requests()])
     assert "CANARY-s3cr3t-do-not-leak" not in dumped
     assert token not in dumped
+
+
+def test_the_huge_body_is_built_only_for_the_huge_fault(client, standin, active, monkeypatch):
+    from experiments.standin import server
+
+    def no_huge_body(size: int) -> bytes:
+        raise AssertionError("the huge body was built for another fault")
+
+    monkeypatch.setattr(server, "_huge_body", no_huge_body)
+    standin.set_fault("forbidden", method="GET", times=1)
+    with pytest.raises(MixpanelAuthError):
+        client.get_experiment(GROWTH, active["id"])
+
+
+def test_a_read_follows_the_stand_ins_same_origin_redirect(client, standin, active):
+    standin.set_fault("redirect_slash", method="GET", times=1)
+    assert len(client.list_experiments(GROWTH)) == 48
+    paths = [r.path for r in standin.requests(method="GET")]
+    assert paths == [f"/api/app/workspaces/{GROWTH}/experiments", f"/api/app/workspaces/{GROWTH}/experiments/"]
+
+
+def test_a_write_never_follows_the_stand_ins_redirect(client, standin, active):
+    standin.set_fault("redirect_slash", method="PUT", times=1)
+    with pytest.raises(MixpanelBadResponse, match="redirect"):
+        conclude(client, active["id"])
+    assert len(standin.requests(method="PUT")) == 1
+    assert standin.experiment(GROWTH, active["id"])["status"] == "active"

@@ -3,9 +3,12 @@
 Deterministic: the same seed and day give the same experiments. Each demo
 workspace starts with hand-written "showcase" experiments that exercise
 rendering (HTML and script in names, quotes, very long text, non-Latin text,
-nulls, odd shapes of the unpublished objects, every status), then, in Growth,
-"[demo fault]" rows whose force conclude always fails in the way their name
-says, then generated filler up to the requested count.
+nulls where the contract allows them, odd inner shapes of the unpublished
+objects, every status), then, in Growth, "[demo fault]" rows whose force
+conclude always fails in the way their name says, then generated filler up to
+the requested count. Every one of them is valid against the published contract
+(tests/schemas). Rows that break it on purpose, to test the client's tolerance of
+real-world drift, are a separate set (tolerance_rows) a stand-in adds on request.
 """
 
 from __future__ import annotations
@@ -224,19 +227,13 @@ def _showcase(ws: DemoWorkspace, rng: random.Random, today: dt.datetime) -> list
             f"🚀 Emoji onboarding {label} 🎉👩🏽‍💻",
             "draft",
             2,
-            created=None,
-            modified=None,
             creator_id=None,
             creator_name=None,
             creator_email=None,
-            last_modified_by_id=None,
             last_modified_by_name=None,
-            last_modified_by_email=None,
             variants=[],
             metrics=[],
-            settings=None,
-            exposures_cache=None,
-            results_cache=None,
+            settings={},
         ),
         make(
             f"<img src=x onerror=alert(1)> {{{{ request.user }}}} {{% debug %}} {label}",
@@ -244,8 +241,8 @@ def _showcase(ws: DemoWorkspace, rng: random.Random, today: dt.datetime) -> list
             7,
             description='javascript:alert(document.cookie) <a href="javascript:alert(1)">link</a> ${7*7} {{7*7}}',
             tags=["javascript:alert(1)", "{{ csrf_token }}"],
-            metrics=["a metric given as a bare string", {"nested": {"deep": [1, 2, {"x": None}]}}, 42, None],
-            variants=[{"weird": True}, "variant as a string", None],
+            metrics=[{"nested": {"deep": [1, 2, {"x": None}]}}, {}],
+            variants=[{"weird": True}, {"name": "a variant without a key"}],
             exposures_cache={"control": 12, "treatment": 15, "note": "cached", "flag": True},
         ),
         make(
@@ -275,7 +272,6 @@ def _showcase(ws: DemoWorkspace, rng: random.Random, today: dt.datetime) -> list
             creator_email=None,
             feature_flag=None,
             pinned_date=None,
-            exposures_cache=None,
         ),
         make("", "active", 9, description="This experiment has an empty name."),
         make(
@@ -295,7 +291,6 @@ def _showcase(ws: DemoWorkspace, rng: random.Random, today: dt.datetime) -> list
                 "p_value": {"a": 0.048, "b": 0.71},
                 "significant": {"a": True, "b": False},
             },
-            future_field={"added_by": "a later Mixpanel version", "values": [1, 2, 3]},
         ),
         make(
             f"{label} one-page checkout (exposures off the planned split)",
@@ -306,6 +301,39 @@ def _showcase(ws: DemoWorkspace, rng: random.Random, today: dt.datetime) -> list
             settings={"feature_flag_key": None, "confidence_level": 0.95, "duration_days": 21},
             exposures_cache={"control": 10412, "treatment": 9311},
             results_cache=_results(today, lift=0.052, p_value=0.0004),
+        ),
+    ]
+
+
+TOLERANCE_PREFIX = "[tolerance]"
+
+
+def tolerance_rows(*, seed: int, workspace_id: int, today: dt.datetime) -> list[dict[str, Any]]:
+    """Experiments that break the published schema the ways real upstreams drift.
+
+    Nulls where the contract promises values, a field the contract does not list, and
+    variants and metrics that are not objects. The client must list and show them all
+    without failing.
+    """
+    rng = random.Random(f"{seed}:{workspace_id}:tolerance")
+    created = today - dt.timedelta(days=6)
+
+    def make(name: str, **fields: Any) -> dict[str, Any]:
+        exp = base_experiment(exp_id=_uuid(rng), name=f"{TOLERANCE_PREFIX} {name}", status="active", created=created)
+        exp.update(fields)
+        return exp
+
+    nulls = dict.fromkeys(
+        ("created", "modified", "settings", "exposures_cache", "results_cache", "last_modified_by_id", "tags"), None
+    )
+    return [
+        make("nulls where Mixpanel promises values", last_modified_by_email=None, **nulls),
+        make("a field a later Mixpanel may add", future_field={"added_by": "a later Mixpanel", "values": [1, 2]}),
+        make(
+            "variants and metrics that are not objects",
+            variants=["variant as a string", None, 7],
+            metrics=["a metric given as a bare string", 42, None],
+            exposures_cache={"control": 12, "treatment": 15, "note": "cached", "flag": True},
         ),
     ]
 

@@ -10,9 +10,17 @@ contract is published and explicit where it is not:
   *_FILE variants), read per request. Wrong or missing -> 401. A workspace the
   account cannot reach (unknown id, or one switched off with set_access) -> 403,
   which is what Mixpanel answers for a workspace without access.
-- Unknown experiment -> 404. Force conclude of an experiment that is not active
-  -> 400 {"status": "error", "type": "invalid_request", "error": "..."} (the
-  upstream behaviour is unpublished; a 4xx with the published error shape).
+- Every published experiments route: list and create (GET/POST .../experiments),
+  get, update and delete (GET/PATCH/DELETE .../{id}), archive and unarchive
+  (POST/DELETE .../{id}/archive), launch, force_conclude (PUT) and decide (PATCH),
+  with the published lifecycle: draft -> launch -> active -> force_conclude ->
+  concluded -> decide -> success or fail.
+- Every answer is valid against the project's schemas of the published contract
+  (tests/schemas); error bodies are {"status": "error", "type": ..., "error": ...}.
+  Unknown experiment -> 404; a lifecycle step from the wrong state -> 400
+  invalid_request (the upstream behaviour is unpublished; a 4xx with the published
+  error shape). Rows that break the schema on purpose are added on request
+  (add_tolerance_rows; the "[tolerance]" set).
 - Faults (see FAULT_KINDS) per server, workspace or experiment, from Python or
   over HTTP under /_control/ (outside /api/app, no auth: local use only).
 """
@@ -29,6 +37,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -41,9 +50,15 @@ from experiments.standin.data import (
     base_experiment,
     build_workspace,
     iso,
+    tolerance_rows,
 )
 
 API_PREFIX = "/api/app"
+# Who the stand-in says last changed an experiment it changed (ids and e-mail are not nullable).
+SERVICE_ACCOUNT_ID = 900
+SERVICE_ACCOUNT_EMAIL = "service-account@example.com"
+# Fields a create or an update may set; anything else is refused, as the contract lists them.
+WRITABLE_FIELDS = frozenset({"name", "description", "hypothesis", "tags", "variants", "metrics", "settings"})
 CONTROL_PREFIX = "/_control"
 MAX_REQUEST_BYTES = 1024 * 1024
 LOG_LIMIT = 50_000
@@ -65,6 +80,7 @@ FAULT_KINDS: dict[str, str] = {
     "forbidden": "403 with the published error shape",
     "not_found": "404 with the published error shape",
     "redirect": "302 to https://example.invalid/ (clients must not follow)",
+    "redirect_slash": "308 to the same address with a trailing slash (same origin: reads may follow, writes never)",
     "huge": "200 whose body is size_bytes long (default 6 MiB): tests the client's size cap",
 }
 
@@ -129,6 +145,7 @@ class _Workspace:
     order: list[str] = field(default_factory=list)
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
     list_body: bytes | None = None  # serialised list, rebuilt after a change
+    archived: set[str] = field(default_factory=set)  # archiving has no field in the published object
 
 
 @dataclass(slots=True)
@@ -147,11 +164,14 @@ def _json_bytes(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+# The error kind each status carries when a call does not name one.
+_ERROR_KINDS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "invalid_request"}
+
+
 def _error(status: int, message: str, kind: str | None = None) -> _Reply:
-    payload: dict[str, Any] = {"status": "error", "error": message}
-    if kind:
-        payload["type"] = kind
-    return _Reply(status, _json_bytes(payload))
+    """The published error shape; `type` is required in it."""
+    kind = kind or _ERROR_KINDS.get(status, "internal_error" if status >= 500 else "invalid_request")
+    return _Reply(status, _json_bytes({"status": "error", "type": kind, "error": message}))
 
 
 def _read_env_credential(name: str) -> str:
@@ -402,6 +422,18 @@ class StandIn:
             ws.list_body = None
             return copy.deepcopy(exp)
 
+    def add_tolerance_rows(self, workspace_id: int) -> list[dict[str, Any]]:
+        """Append the "[tolerance]" rows (schema-breaking on purpose) to a workspace; returns copies."""
+        with self._lock:
+            ws = self._require_ws(workspace_id)
+            rows = tolerance_rows(seed=self.seed, workspace_id=workspace_id, today=self.today)
+            for row in rows:
+                if row["id"] not in ws.by_id:
+                    ws.order.append(row["id"])
+                    ws.by_id[row["id"]] = row
+            ws.list_body = None
+            return copy.deepcopy(rows)
+
     def set_status(self, workspace_id: int, experiment_id: str, status: str, **fields: Any) -> dict[str, Any]:
         """Change an experiment's status (and any other fields) behind the dashboard's back."""
         with self._lock:
@@ -521,7 +553,7 @@ class StandIn:
     def handle_api(self, method: str, path: str, body: bytes) -> _Reply:
         """Route one authenticated API request; state changes happen here, under the lock."""
         parts = [unquote(p) for p in path.strip("/").split("/")]
-        if len(parts) < 3 or parts[0] != "workspaces" or parts[2] != "experiments":
+        if len(parts) < 3 or parts[0] != "workspaces" or parts[2] != "experiments" or len(parts) > 5:
             return _error(404, "Not found")
         try:
             workspace_id = int(parts[1])
@@ -529,47 +561,34 @@ class StandIn:
             return _error(400, "workspace_id must be an integer", "invalid_request")
         experiment_id = parts[3] if len(parts) > 3 else None
         action = parts[4] if len(parts) > 4 else None
-        if len(parts) > 5:
-            return _error(404, "Not found")
-        routes = {
-            (None, None): ("GET",),
-            ("id", None): ("GET",),
-            ("id", "force_conclude"): ("PUT",),
-            ("id", "launch"): ("PUT",),
-            ("id", "decide"): ("PATCH",),
-        }
         key = ("id" if experiment_id is not None else None, action)
-        if key not in routes:
+        if key not in _ROUTES:
             return _error(404, "Not found")
-        if method not in routes[key]:
+        if method not in _ROUTES[key]:
             reply = _error(405, f"Method {method} not allowed", "method_not_allowed")
-            reply.headers["Allow"] = ", ".join(routes[key])
+            reply.headers["Allow"] = ", ".join(_ROUTES[key])
             return reply
 
         self._ws(workspace_id)  # builds a demo workspace (and its built-in faults) on first use
         fault = self._take_fault(method, workspace_id, experiment_id)
-        reply = self._fault_reply(fault, before=True)
+        reply = self._fault_reply(fault, before=True, path=path)
         if reply is not None:
             return reply
         with self._lock:
-            if workspace_id in self._denied:
-                return _error(403, f"Service account does not have access to workspace {workspace_id}")
             ws = self._ws(workspace_id)
-            if ws is None:
+            if ws is None or workspace_id in self._denied:
                 return _error(403, f"Service account does not have access to workspace {workspace_id}")
             if experiment_id is None:
-                if ws.list_body is None:
-                    ws.list_body = _json_bytes({"status": "ok", "results": [ws.by_id[i] for i in ws.order]})
-                reply = _Reply(200, ws.list_body)
+                reply = self._list_reply(ws) if method == "GET" else self._create(ws, body)
             else:
                 exp = ws.by_id.get(experiment_id)
                 if exp is None:
                     return _error(404, f"Experiment {experiment_id} not found", "not_found")
-                if action is None or (fault is not None and fault.kind == "noop_200"):
+                if method == "GET" or (fault is not None and fault.kind == "noop_200"):
                     reply = _Reply(200, _json_bytes({"status": "ok", "results": exp}))
                 else:
-                    reply = self._lifecycle(ws, exp, action, body)
-        after = self._fault_reply(fault, before=False)
+                    reply = self._change(ws, exp, method, action, body)
+        after = self._fault_reply(fault, before=False, path=path)
         if after is not None:
             return after
         if fault is not None and fault.kind in ("latency", "trickle", "noop_200"):
@@ -578,73 +597,79 @@ class StandIn:
                 reply.delay = fault.latency_ms / 1000
         return reply
 
-    def _lifecycle(self, ws: _Workspace, exp: dict[str, Any], action: str, body: bytes) -> _Reply:
-        try:
-            payload = json.loads(body) if body.strip() else {}
-        except ValueError:
-            return _error(400, "Request body is not valid JSON", "invalid_request")
-        if not isinstance(payload, dict):
-            return _error(400, "Request body must be a JSON object", "invalid_request")
+    @staticmethod
+    def _list_reply(ws: _Workspace) -> _Reply:
+        if ws.list_body is None:
+            ws.list_body = _json_bytes({"status": "ok", "results": [ws.by_id[i] for i in ws.order]})
+        return _Reply(200, ws.list_body)
+
+    def _create(self, ws: _Workspace, body: bytes) -> _Reply:
+        """POST .../experiments: a new draft from the writable fields."""
+        payload = _payload(body)
+        if isinstance(payload, _Reply):
+            return payload
+        refused = _unwritable(payload, required=("name",))
+        if refused is not None:
+            return refused
+        exp = base_experiment(
+            exp_id=str(uuid.uuid4()), name=payload["name"], status="draft", created=dt.datetime.now(dt.UTC)
+        )
+        exp.update(payload)
+        ws.order.append(exp["id"])
+        ws.by_id[exp["id"]] = exp
+        return self._changed(ws, exp)
+
+    def _change(self, ws: _Workspace, exp: dict[str, Any], method: str, action: str | None, body: bytes) -> _Reply:
+        """Every call that changes one experiment: update, delete, archive, and the lifecycle steps."""
+        payload = _payload(body)
+        if isinstance(payload, _Reply):
+            return payload
         now = iso(dt.datetime.now(dt.UTC))
-        if action == "force_conclude":
+        step = (method, action)
+        if step == ("PATCH", None):
+            refused = _unwritable(payload, required=())
+            if refused is not None:
+                return refused
+            exp.update(payload)
+        elif step == ("DELETE", None):
+            exp["deleted"] = exp["deleted"] or now
+        elif action == "archive":
+            # Archiving has no field in the published object; the stand-in only remembers it.
+            (ws.archived.add if method == "POST" else ws.archived.discard)(exp["id"])
+        elif action == "launch":
+            if exp["status"] != "draft":
+                return _wrong_state(exp, "only a draft can be launched")
+            exp.update(status="active", start_date=now)
+        elif action == "force_conclude":
             end_date = payload.get("end_date", None)
             if end_date is not None and (not isinstance(end_date, str) or not _parses(end_date)):
                 return _error(400, "end_date must be an ISO 8601 date-time string", "invalid_request")
             if exp["status"] != "active":
-                return _error(
-                    400,
-                    f"Experiment is {exp['status']}; only an active experiment can be force concluded",
-                    "invalid_request",
-                )
+                return _wrong_state(exp, "only an active experiment can be force concluded")
             exp.update(status="concluded", end_date=end_date or now)
-        elif action == "launch":
-            if exp["status"] != "draft":
-                return _error(400, f"Experiment is {exp['status']}; only a draft can be launched", "invalid_request")
-            exp.update(status="active", start_date=now)
         else:  # decide
-            success = payload.get("success")
-            if not isinstance(success, bool):
-                return _error(400, "success must be true or false", "invalid_request")
-            if exp["status"] not in ("active", "concluded"):
-                return _error(400, f"Experiment is {exp['status']}; it cannot be decided", "invalid_request")
-            exp.update(status="success" if success else "fail", end_date=exp["end_date"] or now)
-        exp.update(modified=now, last_modified_by_id=None, last_modified_by_name=SERVICE_ACCOUNT_NAME)
-        exp["last_modified_by_email"] = None
+            refused = _decision_refused(payload, exp)
+            if refused is not None:
+                return refused
+            exp.update(status="success" if payload["success"] else "fail")
+        exp["modified"] = now
+        return self._changed(ws, exp)
+
+    @staticmethod
+    def _changed(ws: _Workspace, exp: dict[str, Any]) -> _Reply:
+        exp.update(
+            last_modified_by_id=SERVICE_ACCOUNT_ID,
+            last_modified_by_name=SERVICE_ACCOUNT_NAME,
+            last_modified_by_email=SERVICE_ACCOUNT_EMAIL,
+        )
         ws.list_body = None
         return _Reply(200, _json_bytes({"status": "ok", "results": exp}))
 
-    def _fault_reply(self, fault: Fault | None, *, before: bool) -> _Reply | None:
+    def _fault_reply(self, fault: Fault | None, *, before: bool, path: str = "") -> _Reply | None:
         """The faulty answer, if any. `before`: faults that leave state untouched."""
         if fault is None:
             return None
-        kind = fault.kind
-        if before:
-            simple: dict[str, _Reply] = {
-                "rate_limit": _Reply(
-                    429,
-                    _json_bytes({"status": "error", "error": "Rate limit exceeded", "type": "rate_limited"}),
-                    headers={"Retry-After": f"{fault.retry_after:g}"},
-                ),
-                "server_error": _Reply(500, _HTML_ERROR, "text/html; charset=utf-8"),
-                "not_json": _Reply(200, b"<html><body>Service temporarily unavailable</body></html>", "text/html"),
-                "status_error": _Reply(
-                    200, _json_bytes({"status": "error", "error": "Internal error while concluding the experiment"})
-                ),
-                "reset": _Reply(0, action="reset"),
-                "stall": _Reply(0, action="stall", delay=fault.stall_seconds),
-                "unauthorized": _error(401, "Invalid or expired service account credentials"),
-                "forbidden": _error(403, "Service account does not have access to this workspace"),
-                "not_found": _error(404, "Experiment not found", "not_found"),
-                "redirect": _Reply(302, b"", "text/plain", headers={"Location": "https://example.invalid/"}),
-                "huge": _Reply(200, _huge_body(fault.size_bytes)),
-            }
-            reply = simple.get(kind)
-        else:
-            after: dict[str, _Reply] = {
-                "apply_then_drop": _Reply(0, action="reset"),
-                "apply_then_500": _Reply(500, _HTML_ERROR, "text/html; charset=utf-8"),
-            }
-            reply = after.get(kind)
+        reply = _fault_before(fault, path) if before else _fault_after(fault)
         if reply is not None:
             reply.fault = fault
         return reply
@@ -677,6 +702,12 @@ class StandIn:
                 return 400, {"status": "error", "error": "latency_ms must be a whole number >= 0"}
             self.latency_ms = value
             return 200, {"status": "ok", "latency_ms": value}
+        if route == "tolerance" and method == "POST":
+            try:
+                rows = self.add_tolerance_rows(int(payload.get("workspace_id")))
+            except (TypeError, ValueError, KeyError, AttributeError):
+                return 400, {"status": "error", "error": 'send {"workspace_id": <a workspace of the stand-in>}'}
+            return 200, {"status": "ok", "added": [row["name"] for row in rows]}
         if route == "reset" and method == "POST":
             self.reset()
             return 200, {"status": "ok"}
@@ -695,12 +726,98 @@ class StandIn:
         return 404, {"status": "error", "error": "unknown control endpoint", "endpoints": _CONTROL_HELP}
 
 
+_ROUTES: dict[tuple[str | None, str | None], tuple[str, ...]] = {
+    (None, None): ("GET", "POST"),
+    ("id", None): ("GET", "PATCH", "DELETE"),
+    ("id", "archive"): ("POST", "DELETE"),
+    ("id", "launch"): ("PUT",),
+    ("id", "force_conclude"): ("PUT",),
+    ("id", "decide"): ("PATCH",),
+}
+
+
+def _payload(body: bytes) -> dict[str, Any] | _Reply:
+    """A request's JSON object (an empty body is {}), or the 400 that refuses it."""
+    try:
+        payload = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return _error(400, "Request body is not valid JSON", "invalid_request")
+    if not isinstance(payload, dict):
+        return _error(400, "Request body must be a JSON object", "invalid_request")
+    return payload
+
+
+def _unwritable(payload: dict[str, Any], *, required: tuple[str, ...]) -> _Reply | None:
+    unknown = sorted(set(payload) - WRITABLE_FIELDS)
+    if unknown:
+        return _error(400, f"Fields that cannot be written: {', '.join(unknown)}", "invalid_request")
+    missing = [name for name in required if not isinstance(payload.get(name), str)]
+    if missing:
+        return _error(400, f"Required text fields missing: {', '.join(missing)}", "invalid_request")
+    return None
+
+
+def _wrong_state(exp: dict[str, Any], rule: str) -> _Reply:
+    return _error(400, f"Experiment is {exp['status']}; {rule}", "invalid_request")
+
+
+def _decision_refused(payload: dict[str, Any], exp: dict[str, Any]) -> _Reply | None:
+    if not isinstance(payload.get("success"), bool):
+        return _error(400, "success must be true or false", "invalid_request")
+    if not isinstance(payload.get("variant", ""), str) or not isinstance(payload.get("message", ""), str):
+        return _error(400, "variant and message must be text", "invalid_request")
+    if exp["status"] != "concluded":
+        return _wrong_state(exp, "only a concluded experiment can be decided")
+    return None
+
+
+def _fault_before(fault: Fault, path: str) -> _Reply | None:
+    """The answer of a fault that leaves state untouched; only the chosen one is built."""
+    kind = fault.kind
+    if kind == "huge":
+        return _Reply(200, _huge_body(fault.size_bytes))
+    if kind == "rate_limit":
+        body = _json_bytes({"status": "error", "error": "Rate limit exceeded", "type": "rate_limited"})
+        return _Reply(429, body, headers={"Retry-After": f"{fault.retry_after:g}"})
+    if kind == "redirect_slash":
+        location = API_PREFIX + "/" + path.strip("/") + "/"
+        return _Reply(308, b"", "text/plain", headers={"Location": location})
+    simple: dict[str, Any] = {
+        "server_error": lambda: _Reply(500, _HTML_ERROR, "text/html; charset=utf-8"),
+        "not_json": lambda: _Reply(200, b"<html><body>Service temporarily unavailable</body></html>", "text/html"),
+        "status_error": lambda: _Reply(
+            200,
+            _json_bytes(
+                {"status": "error", "type": "internal_error", "error": "Internal error while changing the experiment"}
+            ),
+        ),
+        "reset": lambda: _Reply(0, action="reset"),
+        "stall": lambda: _Reply(0, action="stall", delay=fault.stall_seconds),
+        "unauthorized": lambda: _error(401, "Invalid or expired service account credentials"),
+        "forbidden": lambda: _error(403, "Service account does not have access to this workspace"),
+        "not_found": lambda: _error(404, "Experiment not found", "not_found"),
+        "redirect": lambda: _Reply(302, b"", "text/plain", headers={"Location": "https://example.invalid/"}),
+    }
+    make = simple.get(kind)
+    return make() if make is not None else None
+
+
+def _fault_after(fault: Fault) -> _Reply | None:
+    """The answer of a fault that comes after the change was applied."""
+    if fault.kind == "apply_then_drop":
+        return _Reply(0, action="reset")
+    if fault.kind == "apply_then_500":
+        return _Reply(500, _HTML_ERROR, "text/html; charset=utf-8")
+    return None
+
+
 _CONTROL_HELP = {
     "GET /_control/": "this help",
     "GET /_control/faults": "injected faults",
     "POST /_control/faults": '{"kind": "server_error", "experiment_id": "...", "method": "PUT", "times": 1}',
     "DELETE /_control/faults": "remove injected faults (demo rows keep theirs)",
     "POST /_control/latency": '{"latency_ms": 250} for every API call',
+    "POST /_control/tolerance": '{"workspace_id": 1001} adds the "[tolerance]" rows that break the schema on purpose',
     "POST /_control/reset": "re-seed data; clear faults, latency and the request log",
     "GET /_control/requests?method=PUT&path_contains=...": "the request log",
     "DELETE /_control/requests": "clear the request log",

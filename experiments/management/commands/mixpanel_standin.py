@@ -25,6 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1, help="seed of the demo data")
         parser.add_argument("--latency-ms", type=int, default=0, help="added to every API call")
         parser.add_argument("--quiet", action="store_true", help="do not print each request")
+        parser.add_argument(
+            "--tolerance",
+            action="store_true",
+            help='add the "[tolerance]" rows, which break the published schema on purpose, to every demo workspace',
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         for flag in ("port", "experiments", "seed", "latency_ms"):
@@ -47,6 +52,9 @@ class Command(BaseCommand):
             latency_ms=options["latency_ms"],
             log=None if options["quiet"] else self._log,
         )
+        if options["tolerance"]:
+            for ws in DEMO_WORKSPACES:
+                standin.add_tolerance_rows(ws.mixpanel_workspace_id)
         try:
             standin.start()
         except OSError as exc:
