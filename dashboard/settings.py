@@ -115,8 +115,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    # Last, so it sees the answer of every login view (the admin's too) and turns a
-    # refused attempt into the cool-off page.
+    "experiments.middleware.PrivateResponsesMiddleware",
+    # Last (innermost), so it sees the answer of every login view (the admin's too) and turns
+    # a refused attempt into the cool-off page, which the middleware above still marks private.
     "axes.middleware.AxesMiddleware",
 ]
 

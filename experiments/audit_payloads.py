@@ -13,11 +13,12 @@ nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable
 from typing import Any
 
-from experiments.auditlog import canonical_json
+from experiments.auditlog import canonical_json, format_timestamp
 from experiments.mixpanel import Experiment, MixpanelError
 
 ATTEMPT = "attempt"
@@ -36,6 +37,10 @@ MSG_UNEXPECTED = "an unexpected error ({kind})"
 
 def as_json(value: Any) -> Any:
     """A value as it reads back from a payload (datetimes as our UTC text, tuples as lists)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value)
     return json.loads(canonical_json(value))
 
 
@@ -56,8 +61,9 @@ def snapshot(experiment: Experiment | None) -> Any:
     """An experiment's JSON as received when it fits, else {"truncated": true, "text": cut text}."""
     if experiment is None:
         return None
-    text, cut = capped_text(canonical_json(dict(experiment.raw)))
-    return {"truncated": True, "text": text} if cut else json.loads(text)
+    raw = dict(experiment.raw)
+    text, cut = capped_text(canonical_json(raw))
+    return {"truncated": True, "text": text} if cut else raw
 
 
 def summary(experiment: Experiment | None) -> dict[str, Any] | None:

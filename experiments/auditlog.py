@@ -43,7 +43,8 @@ def canonical_json(value: Any) -> str:
 
 def format_timestamp(value: dt.datetime) -> str:
     """UTC with microseconds and a Z: the form hashed, and the form end dates are sent in."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: %Y does not pad years before 1000 on every platform.
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def entry_hash(

@@ -138,44 +138,50 @@ def _diagnose(entry: Any, following: Any, expected_seq: int, prev_hash: str, pre
             f"to seq {entry.seq - 1}",
         )
     if not content_ok:
-        written = _written_seq(entry)
-        if written is not None and written > entry.seq:
-            count = written - entry.seq
-            return ChainBreak(
-                entry.seq,
-                entry.id,
-                BREAK_MISSING,
-                f"this entry was written as seq {written}: {count} entr{'y' if count == 1 else 'ies'} before it "
-                "were deleted and the rest renumbered",
-            )
-        if written is not None and previous is not None and entry.prev_hash == previous.prev_hash:
-            return ChainBreak(
-                previous.seq,
-                previous.id,
-                BREAK_INSERTED,
-                f"seq {previous.seq} is not part of the chain: entry id {entry.id}, written as seq {written}, "
-                f"links to the entry before it and was renumbered to seq {entry.seq}",
-            )
-        if written is not None:
-            return ChainBreak(
-                entry.seq,
-                entry.id,
-                BREAK_INSERTED,
-                f"this entry was written as seq {written}: entries were inserted before it",
-            )
-        return ChainBreak(
-            entry.seq,
-            entry.id,
-            BREAK_EDITED,
-            "its content no longer matches its hash"
-            + ("" if link_ok else f", and it does not link to seq {entry.seq - 1}"),
-        )
+        return _diagnose_content(entry, previous, link_ok)
     return ChainBreak(
         entry.seq,
         entry.id,
         BREAK_LINK,
         f"its prev_hash {entry.prev_hash[:12]}… is not the hash of seq {entry.seq - 1} ({prev_hash[:12]}…): "
         f"seq {entry.seq - 1} was rewritten with a recomputed hash, or this entry was",
+    )
+
+
+def _diagnose_content(entry: Any, previous: Any, link_ok: bool) -> ChainBreak:
+    """An entry whose content no longer matches its hash: renumbered after a deletion or
+    an insertion (it verifies at another seq), or edited."""
+    written = _written_seq(entry)
+    if written is not None and written > entry.seq:
+        count = written - entry.seq
+        return ChainBreak(
+            entry.seq,
+            entry.id,
+            BREAK_MISSING,
+            f"this entry was written as seq {written}: {count} entr{'y' if count == 1 else 'ies'} before it "
+            "were deleted and the rest renumbered",
+        )
+    if written is not None and previous is not None and entry.prev_hash == previous.prev_hash:
+        return ChainBreak(
+            previous.seq,
+            previous.id,
+            BREAK_INSERTED,
+            f"seq {previous.seq} is not part of the chain: entry id {entry.id}, written as seq {written}, "
+            f"links to the entry before it and was renumbered to seq {entry.seq}",
+        )
+    if written is not None:
+        return ChainBreak(
+            entry.seq,
+            entry.id,
+            BREAK_INSERTED,
+            f"this entry was written as seq {written}: entries were inserted before it",
+        )
+    return ChainBreak(
+        entry.seq,
+        entry.id,
+        BREAK_EDITED,
+        "its content no longer matches its hash"
+        + ("" if link_ok else f", and it does not link to seq {entry.seq - 1}"),
     )
 
 

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import email.utils
 import hmac
+import html
 import io
 import json
 import logging
@@ -25,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, quote_plus, unquote_plus, urljoin, urlsplit
 
 import ijson
 import requests
@@ -34,6 +35,8 @@ from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
+
+from experiments.dates import parse_iso_datetime
 
 STATUSES = ("draft", "active", "concluded", "success", "fail")
 CONCLUDED_STATUSES = frozenset({"concluded", "success", "fail"})
@@ -274,9 +277,14 @@ def _usable_id(value: Any) -> str:
     if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
         raise MixpanelBadResponse("Mixpanel returned an experiment without an id.")
     text = str(value)
-    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):
+    if has_control_characters(text):
         raise MixpanelBadResponse(MSG_BAD_ID.format(id=ascii(text)[1:-1][:100]))
     return text
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control character (C0, DEL or C1): no experiment id we can use does."""
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text)
 
 
 def _text(value: Any) -> str | None:
@@ -288,16 +296,10 @@ def _text(value: Any) -> str | None:
 def _when(value: Any) -> dt.datetime | None:
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        return parse_iso_datetime(value)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed
 
 
 def parse_experiment(data: Any) -> Experiment:
@@ -377,7 +379,8 @@ def summarize_experiment(data: Any, shared: dict[Any, Any] | None = None) -> Exp
 
 def format_end_date(value: dt.datetime) -> str:
     """The one place that decides how end_date is sent: ISO 8601, UTC, explicit Z."""
-    return value.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y does not pad years before 1000 on every platform.
+    return value.astimezone(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 # --- The client ------------------------------------------------------------------
@@ -447,6 +450,7 @@ MSG_REFUSED = "Mixpanel could not be reached (no connection could be made). Noth
 MSG_TIMEOUT = "Mixpanel did not answer in time. Try again later."
 MSG_CONNECTION_LOST = "The connection to Mixpanel broke before a full answer arrived. Try again later."
 MSG_UNKNOWN_PREFIX = "We do not know whether Mixpanel applied the change: "
+MSG_ECHOED_CREDENTIALS = "[redacted: Mixpanel's answer echoed our credentials in an encoded form]"
 
 
 class _Transport(Exception):
@@ -735,7 +739,7 @@ class MixpanelClient:
         self.base_url = _base_url_for(region, base_url if base_url is not None else _setting("MIXPANEL_API_BASE_URL"))
         # Kept only to scrub it from anything we echo and to notice a rotated secret.
         self.__secret = secret
-        self._redact = (secret, base64.b64encode(f"{username}:{secret}".encode()).decode("ascii"))
+        self._redact = _encoded_forms(username, secret)
         session = _NoRedirectSession()
         session.auth = HTTPBasicAuth(username, secret)
         session.headers.update({"User-Agent": _user_agent(), "Accept": "application/json"})
@@ -1069,14 +1073,37 @@ class MixpanelClient:
             return _NOT_JSON
 
     def _scrub(self, text: str) -> str:
-        # Defence in depth: should anything ever echo our credentials back, they stop here.
-        for secret in self._redact:
-            if secret and secret in text:
-                text = text.replace(secret, "[redacted]")
+        # Defence in depth: should anything ever echo our credentials back, they stop here,
+        # also encoded. The usual encodings are cut out; if the secret still shows once
+        # percent-escapes and HTML entities are undone (every character escaped, say),
+        # none of the text is kept.
+        for form in self._redact:
+            if form in text:
+                text = text.replace(form, "[redacted]")
+        decoded = (html.unescape(unquote_plus(text)), unquote_plus(html.unescape(text)))
+        if any(self.__secret in variant for variant in decoded):
+            return MSG_ECHOED_CREDENTIALS
         return text
 
     def _ms_since(self, started: float) -> int:
         return max(0, round((self._clock() - started) * 1000))
+
+
+def _encoded_forms(username: str, secret: str) -> tuple[str, ...]:
+    """The credentials as an answer could echo them: plain, percent-encoded, HTML-escaped, base64."""
+    raw = secret.encode()
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        html.escape(secret),
+        # Without padding, so the form is found inside padded and unpadded text alike.
+        base64.b64encode(raw).decode("ascii").rstrip("="),
+        base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),
+        base64.b64encode(f"{username}:{secret}".encode()).decode("ascii").rstrip("="),
+    }
+    # Longest first: a shorter form inside a longer one must not leave the rest behind.
+    return tuple(sorted((form for form in forms if form), key=len, reverse=True))
 
 
 _NOT_JSON: Any = object()

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from experiments import audit_payloads, auditlog, mixpanel
 from experiments.models import AttemptState, ConclusionAttempt, ReasonCategory
+from experiments.services import attempts as attempt_services
 from experiments.services import conclusions as conclusion_services
 
 
@@ -52,7 +53,7 @@ def make_attempt(
     then (if `reconciled` is "applied"/"not_applied") a reconciliation entry."""
     created_at = created_at or timezone.now()
     end_date = end_date or created_at
-    attempt = conclusion_services.attempt_record_intent(
+    attempt = attempt_services.attempt_record_intent(
         request={
             "created_at": created_at,
             "workspace": workspace,
@@ -83,7 +84,7 @@ def make_attempt(
         message = ""
     else:
         message = error or "Mixpanel refused the request (HTTP 403): the service account lacks access."
-    conclusion_services.attempt_record_outcome(
+    attempt_services.attempt_record_outcome(
         attempt=attempt,
         state=outcome,
         message=message,
@@ -97,7 +98,7 @@ def make_attempt(
             experiment_json(experiment_id, experiment_name, "concluded" if applied else "active")
         )
         message = f"Reconciled by reading the experiment: {reconciled.replace('_', ' ')}."
-        conclusion_services.attempt_record_reconciled(attempt=attempt, state=state, message=message, current=current)
+        attempt_services.attempt_record_reconciled(attempt=attempt, state=state, message=message, current=current)
     return attempt
 
 

@@ -221,7 +221,7 @@ def test_definite_put_failure_releases_the_claim(workspace, pm, error, expected)
     )
     assert expected in outcome.message
     assert "nothing was changed" in outcome.message
-    assert outcome.can_retry
+    assert outcome.state == AttemptState.FAILED
     assert expected in attempt.failure_reason
     assert attempt.http_status == error.http_status
     done = last_payload(attempt)
@@ -350,7 +350,7 @@ def test_sent_without_trustworthy_answer_is_unknown_and_keeps_the_claim(workspac
     assert "Do not retry" in outcome.message
     assert "reconciled" in outcome.message
     assert outcome.experiment is None
-    assert not outcome.can_retry
+    assert outcome.state != AttemptState.FAILED
     assert attempt.http_status == error.http_status
     done = last_payload(attempt)
     assert done["error"]["message"] == error.message

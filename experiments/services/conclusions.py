@@ -9,14 +9,15 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from experiments import audit_payloads, auditlog, mixpanel
 from experiments.dates import end_date_problem, format_utc
-from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim, EntryKind, ReasonCategory, Workspace
+from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim, ReasonCategory, Workspace
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import workspaces as workspace_selectors
+from experiments.services import attempts
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ logger = logging.getLogger(__name__)
 # the claim (a person may try again as a new attempt); an unknown outcome keeps it
 # until conclusion_reconcile reads the experiment.
 
-CLAIM_TRIES = 3
-RECONCILER_NAME = "reconcile_conclusions"
 # Beyond the client's deadlines, the time an attempt's own transactions take and the
 # clock difference between the server that pressed and the one that reconciles.
 IN_FLIGHT_MARGIN = dt.timedelta(seconds=30)
@@ -91,11 +90,6 @@ MSG_NOT_RECORDED = (
 MSG_LATE = "Mixpanel's answer for {name} came after the attempt was reconciled ({state}); it was kept as evidence."
 
 STATE_BLOCKED = "blocked"
-_OUTCOME_KINDS = {
-    AttemptState.SUCCEEDED: EntryKind.CONCLUSION_SUCCEEDED,
-    AttemptState.FAILED: EntryKind.CONCLUSION_FAILED,
-    AttemptState.UNKNOWN: EntryKind.CONCLUSION_UNKNOWN,
-}
 
 
 @dataclass(frozen=True)
@@ -128,16 +122,6 @@ class ConclusionOutcome:
             return self.attempt
         return None
 
-    @property
-    def can_retry(self) -> bool:
-        """A person may press again: the attempt definitely failed and freed its claim."""
-        return self.state == AttemptState.FAILED
-
-
-def format_when(value: dt.datetime | None) -> str:
-    """A moment as our readable messages show it (see experiments.dates.format_utc)."""
-    return format_utc(value)
-
 
 def _quoted(name: str, experiment_id: str) -> str:
     return f"“{name}”" if name else f"experiment {experiment_id}"
@@ -169,24 +153,11 @@ def experiment_force_conclude(
     refusal = _request_problem(workspace, user, experiment_id, reason_category, end_date)
     if refusal:
         return _refused(refusal)
-    # Names are free text from Mixpanel: keep what fits rather than fail on a long one.
-    experiment_name = (experiment_name or "")[: ConclusionAttempt._meta.get_field("experiment_name").max_length]
-    request = {
-        "created_at": timezone.now(),
-        "workspace": workspace,
-        "actor": user,
-        "actor_name": auditlog.display_name(user),
-        "experiment_id": experiment_id,
-        "experiment_name": experiment_name,
-        "reason_category": reason_category,
-        "reason_text": reason_text,
-        "end_date": end_date,
-        "request_body": {"end_date": mixpanel.format_end_date(end_date)},
-    }
-    name = _quoted(experiment_name, experiment_id)
+    request = _request(workspace, user, experiment_id, experiment_name, reason_category, reason_text, end_date)
+    name = _quoted(request["experiment_name"], experiment_id)
 
     # 1. Claim and intent, committed before anything is sent.
-    attempt, holder = _claim_and_record_intent(request)
+    attempt, holder = attempts.attempt_claim(request=request)
     if attempt is None:
         return _record_blocked(request, holder=holder, name=name)
 
@@ -204,18 +175,41 @@ def experiment_force_conclude(
     try:
         result = client.force_conclude(workspace.mixpanel_workspace_id, experiment_id, end_date=end_date)
     except Exception as exc:
-        timing = {"duration_ms": _ms_since(started), "http_status": getattr(exc, "http_status", None)}
-        if isinstance(exc, mixpanel.MixpanelError) and not exc.outcome_unknown:
-            message = MSG_PUT_FAILED.format(name=name, error=exc.message)
-            sent = exc.http_status is not None
-            return _finish(attempt, AttemptState.FAILED, message, True, before=before, error=exc, sent=sent, **timing)
-        if not isinstance(exc, mixpanel.MixpanelError):
-            _log_unexpected(exc, attempt=attempt, step="force conclude")
-        message = MSG_UNKNOWN.format(name=name, error=audit_payloads.error_data(exc)["message"])
-        return _finish(attempt, AttemptState.UNKNOWN, message, False, before=before, error=exc, sent=True, **timing)
+        return _put_failed(attempt, exc, name=name, before=before, started=started)
 
-    # 4. An answer came. It counts as applied only if the experiment it returns is
-    # this one and is now concluded, success or fail.
+    # 4. An answer came: record what it says.
+    outcome = _put_answered(attempt, result, name=name, before=before, started=started)
+    if outcome.ok:
+        _invalidate_list(workspace)
+    return outcome
+
+
+def _put_failed(
+    attempt: ConclusionAttempt, exc: BaseException, *, name: str, before: mixpanel.Experiment, started: float
+) -> ConclusionOutcome:
+    """Record a PUT that raised. The client's exception family says whether Mixpanel may
+    have applied it (outcome_unknown); anything else we did not expect may have, too."""
+    timing = {"duration_ms": _ms_since(started), "http_status": getattr(exc, "http_status", None)}
+    if isinstance(exc, mixpanel.MixpanelError) and not exc.outcome_unknown:
+        message = MSG_PUT_FAILED.format(name=name, error=exc.message)
+        sent = exc.http_status is not None
+        return _finish(attempt, AttemptState.FAILED, message, True, before=before, error=exc, sent=sent, **timing)
+    if not isinstance(exc, mixpanel.MixpanelError):
+        _log_unexpected(exc, attempt=attempt, step="force conclude")
+    message = MSG_UNKNOWN.format(name=name, error=audit_payloads.error_data(exc)["message"])
+    return _finish(attempt, AttemptState.UNKNOWN, message, False, before=before, error=exc, sent=True, **timing)
+
+
+def _put_answered(
+    attempt: ConclusionAttempt,
+    result: mixpanel.ConcludeResult,
+    *,
+    name: str,
+    before: mixpanel.Experiment,
+    started: float,
+) -> ConclusionOutcome:
+    """Record a PUT that answered. It counts as applied only if the experiment it returns
+    is this one and is now concluded, success or fail."""
     returned = result.experiment
     evidence = {
         "before": before,
@@ -229,18 +223,41 @@ def experiment_force_conclude(
             returned=returned,
         ),
     }
-    if returned.id != experiment_id:
+    if returned.id != attempt.experiment_id:
         message = MSG_UNKNOWN.format(name=name, error=MSG_ANSWERED_OTHER)
         return _finish(attempt, AttemptState.UNKNOWN, message, release_claim=False, **evidence)
     if not returned.is_concluded:
         message = MSG_NOT_APPLIED.format(name=name, status=returned.status)
         return _finish(attempt, AttemptState.FAILED, message, release_claim=True, shown=returned, **evidence)
-    end = format_utc(returned.end_date or end_date)
+    end = format_utc(returned.end_date or attempt.end_date)
     message = MSG_SUCCEEDED.format(name=name, status=returned.status, end=end)
-    outcome = _finish(attempt, AttemptState.SUCCEEDED, message, release_claim=False, shown=returned, **evidence)
-    if outcome.ok:
-        _invalidate_list(workspace)
-    return outcome
+    return _finish(attempt, AttemptState.SUCCEEDED, message, release_claim=False, shown=returned, **evidence)
+
+
+def _request(
+    workspace: Workspace,
+    user: Any,
+    experiment_id: str,
+    experiment_name: str,
+    reason_category: str,
+    reason_text: str,
+    end_date: dt.datetime,
+) -> dict[str, Any]:
+    """The new attempt's fields, as the person asked."""
+    # Names are free text from Mixpanel: keep what fits rather than fail on a long one.
+    max_name = ConclusionAttempt._meta.get_field("experiment_name").max_length
+    return {
+        "created_at": timezone.now(),
+        "workspace": workspace,
+        "actor": user,
+        "actor_name": auditlog.display_name(user),
+        "experiment_id": experiment_id,
+        "experiment_name": (experiment_name or "")[:max_name],
+        "reason_category": reason_category,
+        "reason_text": reason_text,
+        "end_date": end_date,
+        "request_body": {"end_date": mixpanel.format_end_date(end_date)},
+    }
 
 
 def _request_problem(
@@ -260,57 +277,6 @@ def _request_problem(
     return end_date_problem(end_date, start=None, now=timezone.now())
 
 
-def _claim_and_record_intent(
-    request: dict[str, Any],
-) -> tuple[ConclusionAttempt | None, ConclusionClaim | None]:
-    """Insert the attempt, its claim and its "requested" entry in one committed
-    transaction: (attempt, None). The unique claim is the cross-process lock; a
-    press that loses it gets (None, the claim that holds the experiment)."""
-    holder = None
-    for _ in range(CLAIM_TRIES):
-        try:
-            with transaction.atomic():
-                attempt = attempt_record_intent(request=request)
-                ConclusionClaim.objects.create(
-                    workspace=attempt.workspace, experiment_id=attempt.experiment_id, attempt=attempt
-                )
-            return attempt, None
-        except IntegrityError:
-            claims = ConclusionClaim.objects.select_related("attempt")
-            holder = claims.filter(workspace=request["workspace"], experiment_id=request["experiment_id"]).first()
-            if holder is not None:
-                break
-            # The holder released its claim between our insert and our read: try again.
-    return None, holder
-
-
-def attempt_record_intent(*, request: dict[str, Any]) -> ConclusionAttempt:
-    """Insert an attempt (the ConclusionAttempt fields in `request`) and its "requested"
-    entry, in the caller's transaction when one is open. Takes no claim."""
-    with transaction.atomic():
-        attempt = ConclusionAttempt.objects.create(**request)
-        workspace = attempt.workspace
-        payload = audit_payloads.requested(
-            attempt, mixpanel_workspace_id=workspace.mixpanel_workspace_id, region=workspace.region
-        )
-        _append(attempt, EntryKind.CONCLUSION_REQUESTED, payload)
-    return attempt
-
-
-def _append(attempt: ConclusionAttempt, kind: str, payload: dict[str, Any], **by: Any) -> None:
-    """One audit entry of `attempt`: where, who and which experiment, as the attempt has them."""
-    auditlog.append_entry(
-        kind=kind,
-        workspace=attempt.workspace,
-        actor=by.get("actor", attempt.actor),
-        actor_name=by.get("actor_name", attempt.actor_name),
-        attempt=attempt,
-        experiment_id=attempt.experiment_id,
-        experiment_name=attempt.experiment_name,
-        payload=payload,
-    )
-
-
 def _blocked_message(holder: ConclusionClaim | None, name: str) -> str:
     if holder is None:
         return MSG_BLOCKED_RACE.format(name=name)
@@ -327,8 +293,8 @@ def _record_blocked(request: dict[str, Any], *, holder: ConclusionClaim | None, 
     message = _blocked_message(holder, name)
     blocked_by = holder.attempt if holder else None
     with transaction.atomic():
-        attempt = attempt_record_intent(request=request)
-        attempt_record_outcome(
+        attempt = attempts.attempt_record_intent(request=request)
+        attempts.attempt_record_outcome(
             attempt=attempt,
             state=AttemptState.FAILED,
             message=MSG_BLOCKED_PREFIX + message,
@@ -374,7 +340,7 @@ def _finish(
     the committed "requested" entry and the kept claim leave the attempt for
     reconciling."""
     try:
-        recorded = attempt_record_outcome(
+        recorded = attempts.attempt_record_outcome(
             attempt=attempt, state=state, message=message, release_claim=release_claim, evidence=evidence
         )
     except DatabaseError:
@@ -391,50 +357,6 @@ def _finish(
     if state == AttemptState.FAILED and shown is None:
         shown = evidence.get("before")
     return ConclusionOutcome(attempt, state, ok=state == AttemptState.SUCCEEDED, message=message, experiment=shown)
-
-
-def attempt_record_outcome(
-    *, attempt: ConclusionAttempt, state: str, message: str, release_claim: bool, evidence: dict[str, Any]
-) -> bool:
-    """Move a still-open attempt to its outcome and append the outcome entry, in one
-    transaction; True when recorded. When the attempt is no longer open (a
-    reconciliation judged it first), the answer is appended as a late answer and
-    changes nothing else; False."""
-    columns = {
-        "state": state,
-        "failure_reason": "" if state == AttemptState.SUCCEEDED else message,
-        "http_status": evidence.pop("http_status", None),
-        "duration_ms": evidence.pop("duration_ms", None),
-        "finished_at": timezone.now(),
-    }
-    with transaction.atomic():
-        # Compare-and-set: only an attempt still "requested" takes an outcome.
-        moved = ConclusionAttempt.objects.filter(pk=attempt.pk, state=AttemptState.REQUESTED).update(**columns)
-        if not moved:
-            attempt.refresh_from_db()
-            payload = audit_payloads.late_answer(
-                reported_state=state, reason=message, **_late_evidence(columns, evidence)
-            )
-            _append(attempt, EntryKind.CONCLUSION_LATE_ANSWER, payload)
-            return False
-        for field_name, value in columns.items():
-            setattr(attempt, field_name, value)
-        if release_claim:
-            ConclusionClaim.objects.filter(attempt=attempt).delete()
-        payload = audit_payloads.outcome(attempt, claim_released=release_claim, **evidence)
-        _append(attempt, _OUTCOME_KINDS[state], payload)
-    return True
-
-
-def _late_evidence(columns: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
-    before = evidence.get("before")
-    return {
-        "reported": audit_payloads.as_json(columns),
-        "sent": evidence.get("sent", False),
-        "before_summary": audit_payloads.summary(before),
-        "response": evidence.get("response"),
-        "error": audit_payloads.error_data(evidence.get("error")),
-    }
 
 
 def _ms_since(started: float) -> int:
@@ -549,40 +471,9 @@ def conclusion_reconcile(*, attempt: ConclusionAttempt, client: mixpanel.Mixpane
         message = MSG_RECONCILE_ODD.format(name=name, status=current.status)
         return ReconcileResult(attempt, "unresolved", previous, current.status, message)
     message = message.format(name=name, status=current.status)
-    if not attempt_record_reconciled(attempt=attempt, state=state, message=message, current=current):
+    if not attempts.attempt_record_reconciled(attempt=attempt, state=state, message=message, current=current):
         done = MSG_RECONCILE_DONE.format(state=attempt.state)
         return ReconcileResult(attempt, "skipped", previous, current.status, done)
     if outcome == "applied":
         _invalidate_list(attempt.workspace)
     return ReconcileResult(attempt, outcome, previous, current.status, message)
-
-
-def attempt_record_reconciled(
-    *, attempt: ConclusionAttempt, state: str, message: str, current: mixpanel.Experiment
-) -> bool:
-    """Resolve the attempt if it is still in the state it was read in (compare-and-set);
-    False when another reconcile, or the original request, resolved it first."""
-    previous = attempt.state
-    released = state == AttemptState.RECONCILED_NOT_APPLIED
-    columns = {"state": state, "failure_reason": message if released else "", "finished_at": timezone.now()}
-    sent_end = attempt.request_body.get("end_date")
-    with transaction.atomic():
-        moved = ConclusionAttempt.objects.filter(pk=attempt.pk, state=previous).update(**columns)
-        if not moved:
-            attempt.refresh_from_db()
-            return False
-        for field_name, value in columns.items():
-            setattr(attempt, field_name, value)
-        if released:
-            ConclusionClaim.objects.filter(attempt=attempt).delete()
-        payload = audit_payloads.reconciled(
-            attempt,
-            previous_state=previous,
-            claim_released=released,
-            current=current,
-            end_date_matches_request=bool(
-                sent_end and current.end_date and mixpanel.format_end_date(current.end_date) == sent_end
-            ),
-        )
-        _append(attempt, EntryKind.CONCLUSION_RECONCILED, payload, actor=None, actor_name=RECONCILER_NAME)
-    return True

@@ -91,7 +91,7 @@ def _render_list(
     query = query.with_(page=page.page)  # a page past the end was clamped to the last one
     list_url = _list_url(access.workspace.pk)
     now = timezone.now()
-    strip = bookmark_selectors.bookmark_strip(access=access, user=request.user, snapshot=snapshot)
+    strip = bookmark_selectors.bookmark_strip(access=access, snapshot=snapshot)
     context = {
         "access": access,
         "workspace": access.workspace,

@@ -34,7 +34,7 @@ TITLES = {
 GOALS = {
     "B1": "p95 at 10,000 <= 2x p95 at 100; p95 at 1,000 <= 20x hello-world",
     "B2": "p95 at 1,000 <= 3x the raw client call",
-    "B3": "htmx POST <= 1.15x bare GET + PUT",
+    "B3": "htmx POST <= 1.25x bare GET + PUT",
     "B4": "each page <= 1.5x its 1,000-entry value; same query count",
     "B5": ">= 25,000 rows/s; peak RSS <= 150 MB",
     "B6": "report req/s and p95, ratio to hello-world",

@@ -38,13 +38,13 @@ from experiments.models import (
     Role,
     Workspace,
 )
+from experiments.services import attempts
 
 # Spacing of generated attempts: a million of them cover about two years, ending before "now",
 # so attempts made later through the real service are newer by both id and time.
 ATTEMPT_SPACING = dt.timedelta(minutes=1)
 BATCH = 5_000
 RECONCILE_DELAY = dt.timedelta(minutes=10)
-RECONCILER_NAME = "reconcile_conclusions"
 ACTORS = 24
 
 _WORDS = ("checkout", "onboarding", "pricing", "search", "banner", "trial", "paywall", "referral", "upsell")
@@ -283,7 +283,7 @@ class AuditGenerator:
                 "payload": auditlog.canonical_json(resolution),
                 **common,
                 "actor_id": None,
-                "actor_name": RECONCILER_NAME,
+                "actor_name": attempts.RECONCILER_NAME,
             }
 
 

@@ -1,4 +1,4 @@
-"""Force conclude in a real browser (issue 5): Chromium, the live dashboard, the Mixpanel stand-in.
+"""Force conclude in a real browser: Chromium, the live dashboard, the Mixpanel stand-in.
 
 A person logs in, opens the workspace, searches, presses Force conclude, fills the
 dialog and confirms; the row changes in place without a reload, a second click

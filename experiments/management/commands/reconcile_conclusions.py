@@ -20,6 +20,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments import mixpanel
+from experiments.dates import format_utc
 from experiments.management.text import table_cell
 from experiments.models import Workspace
 from experiments.selectors import conclusions as conclusion_selectors
@@ -136,7 +137,7 @@ class Command(BaseCommand):
                         exp.name,
                         exp.id,
                         exp.status,
-                        conclusion_services.format_when(exp.end_date),
+                        format_utc(exp.end_date),
                         exp.last_modified_by_name,
                         ", ".join(item.local_states) or "none",
                     ]
