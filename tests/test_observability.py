@@ -172,6 +172,23 @@ def test_probes_load_no_user(client, django_assert_num_queries, pm):
         assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.django_db
+def test_a_force_conclude_press_logs_its_attempt_id(pm_client, workspace, json_lines, monkeypatch):
+    from django.utils import timezone
+
+    from experiments.forms import datetime_local_value
+    from experiments.models import ConclusionAttempt
+    from tests.fake_mixpanel import EXP_ID, FakeMixpanel, install
+
+    install(monkeypatch, FakeMixpanel())
+    url = reverse("experiments:experiment-force-conclude", args=[workspace.pk, EXP_ID])
+    form = {"reason_category": "business", "reason_text": "Done.", "end_date": datetime_local_value(timezone.now())}
+    assert pm_client.post(url, form, headers={"HX-Request": "true"}).status_code == 200
+    (line,) = request_lines(json_lines())
+    assert line["attempt_id"] == ConclusionAttempt.objects.get().pk
+    assert line["workspace"] == workspace.pk
+
+
 def test_log_context_reaches_lines_logged_outside_a_request(json_lines):
     with observability.log_context(attempt_id=42):
         logging.getLogger("experiments.tasks").warning("left open")
