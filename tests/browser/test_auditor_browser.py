@@ -1,5 +1,6 @@
-"""An auditor who belongs to no workspace, in a real browser: every link on the audit
-screens leads somewhere they may go (no 404s), and members keep their links."""
+"""An auditor who belongs to no workspace, in a real browser: they land on the audit trail,
+every link on the audit screens leads somewhere they may go (no 404s), and members keep
+their links."""
 
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ def log_in(page: Page, base_url: str, username: str) -> None:
 
 
 def links_on(page: Page, base_url: str) -> set[str]:
-    hrefs = page.eval_on_selector_all("main a[href]", "els => els.map((a) => a.href)")
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map((a) => a.href)")
     return {h for h in hrefs if h.startswith(base_url) and "/export." not in h}
 
 
 def test_no_audit_screen_links_an_auditor_to_a_404(page: Page, live_server, standin, workspace, pm, auditor):
     attempt = make_attempt(workspace=workspace, actor=pm, experiment_id=standin.find(1001, status="active")["id"])
     log_in(page, live_server.url, "aud")
+    # Their home is the audit trail: no workspace of their own, so no empty "Workspaces" page.
+    expect(page).to_have_url(re.compile(r"/audit/$"))
+    expect(page.locator("main h1")).to_have_text("Audit trail")
     screens = [
         reverse("experiments:audit-list"),
         reverse("experiments:audit-workspace-list", args=[workspace.pk]),
