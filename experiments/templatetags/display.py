@@ -27,10 +27,8 @@ def utc(value: dt.datetime | None, precision: str = "") -> SafeString | str:
     """`{{ when|utc }}` or `{{ when|utc:"seconds" }}`: the one date style, in a <time> element."""
     if not isinstance(value, dt.datetime):
         return MISSING
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    text = dates.format_utc(value, seconds=precision == "seconds")
-    iso = value.astimezone(dt.UTC).isoformat()
+    iso = (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).isoformat()
+    text = utc_text(value, precision)
     return mark_safe(f'<time datetime="{escape(iso)}" data-utc>{escape(text)}</time>')  # noqa: S308 - escaped above
 
 
