@@ -29,7 +29,7 @@ _FORM = (
     '<form method="post" id="{dom_id}" class="star-toggle" action="{url}" hx-post="{url}" hx-swap="outerHTML">'
     '<input type="hidden" name="csrfmiddlewaretoken" value="{csrf}">'
     '<input type="hidden" name="next" value="{next}">{strip}'
-    '<button type="submit" class="star-button" aria-pressed="{pressed}" title="{title}">'
+    '<button type="submit" class="star-button" aria-pressed="{pressed}" title="{title}" data-name="{name}">'
     '<span aria-hidden="true">{glyph}</span><span class="visually-hidden">{action} {name}</span>'
     "</button>{error}</form>"
 )

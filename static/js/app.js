@@ -37,8 +37,7 @@ document.addEventListener("click", (event) => {
       const source = starForm.querySelector(`input[name=${name}]`);
       form.querySelector(`input[name=${name}]`).value = source ? source.value : "";
     }
-    const label = star.querySelector(".visually-hidden");
-    noteDialog.querySelector("[data-star-name]").textContent = label ? label.textContent.replace(/^Bookmark /, "") : "";
+    noteDialog.querySelector("[data-star-name]").textContent = star.dataset.name || "";
     form.querySelector("textarea").value = "";
     noteDialog.showModal();
     form.querySelector("textarea").focus();
