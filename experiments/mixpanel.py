@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import email.utils
 import hmac
+import html
 import io
 import json
 import logging
@@ -25,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, quote_plus, unquote_plus, urljoin, urlsplit
 
 import ijson
 import requests
@@ -276,9 +277,14 @@ def _usable_id(value: Any) -> str:
     if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
         raise MixpanelBadResponse("Mixpanel returned an experiment without an id.")
     text = str(value)
-    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):
+    if has_control_characters(text):
         raise MixpanelBadResponse(MSG_BAD_ID.format(id=ascii(text)[1:-1][:100]))
     return text
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control character (C0, DEL or C1): no experiment id we can use does."""
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text)
 
 
 def _text(value: Any) -> str | None:
@@ -444,6 +450,7 @@ MSG_REFUSED = "Mixpanel could not be reached (no connection could be made). Noth
 MSG_TIMEOUT = "Mixpanel did not answer in time. Try again later."
 MSG_CONNECTION_LOST = "The connection to Mixpanel broke before a full answer arrived. Try again later."
 MSG_UNKNOWN_PREFIX = "We do not know whether Mixpanel applied the change: "
+MSG_ECHOED_CREDENTIALS = "[redacted: Mixpanel's answer echoed our credentials in an encoded form]"
 
 
 class _Transport(Exception):
@@ -732,7 +739,7 @@ class MixpanelClient:
         self.base_url = _base_url_for(region, base_url if base_url is not None else _setting("MIXPANEL_API_BASE_URL"))
         # Kept only to scrub it from anything we echo and to notice a rotated secret.
         self.__secret = secret
-        self._redact = (secret, base64.b64encode(f"{username}:{secret}".encode()).decode("ascii"))
+        self._redact = _encoded_forms(username, secret)
         session = _NoRedirectSession()
         session.auth = HTTPBasicAuth(username, secret)
         session.headers.update({"User-Agent": _user_agent(), "Accept": "application/json"})
@@ -1066,14 +1073,37 @@ class MixpanelClient:
             return _NOT_JSON
 
     def _scrub(self, text: str) -> str:
-        # Defence in depth: should anything ever echo our credentials back, they stop here.
-        for secret in self._redact:
-            if secret and secret in text:
-                text = text.replace(secret, "[redacted]")
+        # Defence in depth: should anything ever echo our credentials back, they stop here,
+        # also encoded. The usual encodings are cut out; if the secret still shows once
+        # percent-escapes and HTML entities are undone (every character escaped, say),
+        # none of the text is kept.
+        for form in self._redact:
+            if form in text:
+                text = text.replace(form, "[redacted]")
+        decoded = (html.unescape(unquote_plus(text)), unquote_plus(html.unescape(text)))
+        if any(self.__secret in variant for variant in decoded):
+            return MSG_ECHOED_CREDENTIALS
         return text
 
     def _ms_since(self, started: float) -> int:
         return max(0, round((self._clock() - started) * 1000))
+
+
+def _encoded_forms(username: str, secret: str) -> tuple[str, ...]:
+    """The credentials as an answer could echo them: plain, percent-encoded, HTML-escaped, base64."""
+    raw = secret.encode()
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        html.escape(secret),
+        # Without padding, so the form is found inside padded and unpadded text alike.
+        base64.b64encode(raw).decode("ascii").rstrip("="),
+        base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),
+        base64.b64encode(f"{username}:{secret}".encode()).decode("ascii").rstrip("="),
+    }
+    # Longest first: a shorter form inside a longer one must not leave the rest behind.
+    return tuple(sorted((form for form in forms if form), key=len, reverse=True))
 
 
 _NOT_JSON: Any = object()

@@ -1,34 +1,37 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, register_converter
 
+from experiments.converters import ExperimentIdConverter, RowIdConverter
 from experiments.views import audit, bookmarks
 from experiments.views import experiments as exp
 
 app_name = "experiments"
+register_converter(RowIdConverter, "id")
+register_converter(ExperimentIdConverter, "experiment")
 
 # Workspace routes share one prefix; the view's first act is the access check.
-W = "w/<int:workspace_pk>/"
+W = "w/<id:workspace_pk>/"
 
 urlpatterns = [
     # The experiments page, one experiment, and force conclude
     path(W, exp.experiment_list, name="experiment-list"),
     path(W + "refresh/", exp.experiment_list_refresh, name="experiment-list-refresh"),
-    path(W + "experiments/<str:experiment_id>/", exp.experiment_detail, name="experiment-detail"),
+    path(W + "experiments/<experiment:experiment_id>/", exp.experiment_detail, name="experiment-detail"),
     path(
-        W + "experiments/<str:experiment_id>/force-conclude/",
+        W + "experiments/<experiment:experiment_id>/force-conclude/",
         exp.experiment_force_conclude,
         name="experiment-force-conclude",
     ),
     # Audit review: read-only, for members and reviewers of all workspaces
     path("audit/", audit.audit_list, name="audit-list"),
-    path("audit/<int:pk>/", audit.audit_detail, name="audit-detail"),
+    path("audit/<id:pk>/", audit.audit_detail, name="audit-detail"),
     path("audit/export.<str:fmt>", audit.audit_export, name="audit-export"),
     path(W + "audit/", audit.audit_workspace_list, name="audit-workspace-list"),
     # Team bookmarks
     path(W + "bookmarks/", bookmarks.bookmark_list, name="bookmark-list"),
     path(W + "bookmarks/add/", bookmarks.bookmark_create, name="bookmark-create"),
-    path(W + "bookmarks/<int:bookmark_pk>/edit/", bookmarks.bookmark_update, name="bookmark-update"),
-    path(W + "bookmarks/<int:bookmark_pk>/delete/", bookmarks.bookmark_delete, name="bookmark-delete"),
-    path(W + "experiments/<str:experiment_id>/star/", bookmarks.bookmark_toggle, name="bookmark-toggle"),
+    path(W + "bookmarks/<id:bookmark_pk>/edit/", bookmarks.bookmark_update, name="bookmark-update"),
+    path(W + "bookmarks/<id:bookmark_pk>/delete/", bookmarks.bookmark_delete, name="bookmark-delete"),
+    path(W + "experiments/<experiment:experiment_id>/star/", bookmarks.bookmark_toggle, name="bookmark-toggle"),
 ]

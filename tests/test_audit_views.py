@@ -536,3 +536,13 @@ def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, 
     listing = pm_client.get(LIST).content.decode()
     assert "outcome-failed" in listing
     assert "outcome-reconciled_applied" in listing
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("params", [{"date_from": "0001-01-01"}, {"date_to": "9999-12-31"}])
+def test_a_date_near_the_calendars_ends_is_reported_and_ignored(client, auditor, varied, params):
+    client.force_login(auditor)
+    response = client.get(LIST, params)
+    assert response.status_code == 200
+    assert "Enter a date between 1900-01-01 and 2999-12-31." in response.content.decode()
+    assert len(shown_ids(response)) == len(varied)

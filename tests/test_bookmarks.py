@@ -1,4 +1,4 @@
-"""Team bookmarks (issue 7): shared per workspace, permissions, safety, htmx and no-JS paths."""
+"""Team bookmarks: shared per workspace, permissions, safety, htmx and no-JS paths."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from django.urls import reverse
 from experiments import auditlog, mixpanel
 from experiments.forms import ExperimentListQuery
 from experiments.models import AuditEntry, Bookmark, BookmarkKind, EntryKind, Membership, Role
-from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import bookmarks as bookmark_services
+from experiments.templatetags.bookmarks import bookmark_href
 from tests.factories import session_queries
 from tests.fake_mixpanel import FakeMixpanel, install
 
@@ -118,7 +118,7 @@ def test_bookmark_of_another_workspace_is_404_through_this_workspaces_urls(
     # otto's bookmark lives in Payments; pat (Growth) must not reach it via Growth's URLs.
     theirs = bookmark_services.bookmark_create_view(
         workspace=other_workspace, user=outsider, query="", title="Payments view"
-    )
+    ).bookmark
     pat = _client_for(pm)
     assert pat.post(_url("bookmark-update", workspace, theirs.pk), {"note": "x"}).status_code == 404
     assert pat.post(_url("bookmark-delete", workspace, theirs.pk)).status_code == 404
@@ -132,7 +132,7 @@ def test_bookmark_of_another_workspace_is_404_through_this_workspaces_urls(
 def pats_bookmark(workspace, pm):
     return bookmark_services.bookmark_create_experiment(
         workspace=workspace, user=pm, experiment_id=EXP, experiment_name="Checkout", note="first"
-    )
+    ).bookmark
 
 
 @pytest.mark.django_db
@@ -180,18 +180,22 @@ def test_edit_and_remove_controls_only_for_those_allowed(workspace, pats_bookmar
 
 @pytest.mark.django_db
 def test_service_refuses_a_non_creator(pats_bookmark, teammate):
-    with pytest.raises(bookmark_services.BookmarkNotAllowed, match="Pat"):
-        bookmark_services.bookmark_delete(bookmark=pats_bookmark, user=teammate)
-    with pytest.raises(bookmark_services.BookmarkNotAllowed):
-        bookmark_services.bookmark_update(bookmark=pats_bookmark, user=teammate, note="x")
+    for outcome in (
+        bookmark_services.bookmark_delete(bookmark=pats_bookmark, user=teammate),
+        bookmark_services.bookmark_update(bookmark=pats_bookmark, user=teammate, note="x"),
+    ):
+        assert not outcome.ok
+        assert outcome.refusal == bookmark_services.REFUSED_NOT_ALLOWED
+        assert "Only Pat (pat) (who added it) or a workspace admin" in outcome.message
+    assert Bookmark.objects.get().note == "first"
 
 
 @pytest.mark.django_db
 def test_removing_twice_writes_one_audit_entry(pats_bookmark, pm):
     stale_copy = Bookmark.objects.get(pk=pats_bookmark.pk)
-    bookmark_services.bookmark_delete(bookmark=pats_bookmark, user=pm)
-    with pytest.raises(bookmark_services.BookmarkGone):
-        bookmark_services.bookmark_delete(bookmark=stale_copy, user=pm)
+    assert bookmark_services.bookmark_delete(bookmark=pats_bookmark, user=pm).ok
+    again = bookmark_services.bookmark_delete(bookmark=stale_copy, user=pm)
+    assert (again.ok, again.refusal) == (False, bookmark_services.REFUSED_GONE)
     assert AuditEntry.objects.filter(kind=EntryKind.BOOKMARK_REMOVED).count() == 1
 
 
@@ -215,11 +219,12 @@ def test_second_experiment_bookmark_is_refused_saying_who_added_it(workspace, pa
 @pytest.mark.django_db
 def test_identical_views_are_one_bookmark_whatever_the_parameter_order(workspace, pm, teammate):
     first = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="?q=checkout&status=active")
-    with pytest.raises(bookmark_services.BookmarkExists, match=r"Pat \(pat\) already bookmarked this view") as caught:
-        bookmark_services.bookmark_create_view(
-            workspace=workspace, user=teammate, query=f"/w/{workspace.pk}/?status=active&page=4&q=checkout&x=1"
-        )
-    assert caught.value.existing == first
+    second = bookmark_services.bookmark_create_view(
+        workspace=workspace, user=teammate, query=f"/w/{workspace.pk}/?status=active&page=4&q=checkout&x=1"
+    )
+    assert (second.ok, second.refusal) == (False, bookmark_services.REFUSED_EXISTS)
+    assert "Pat (pat) already bookmarked this view" in second.message
+    assert second.bookmark == first.bookmark
     assert Bookmark.objects.count() == 1
 
 
@@ -231,10 +236,14 @@ def test_duplicate_is_refused_by_the_database_not_only_a_pre_check(workspace, pm
     # The service relies on it (no pre-check), and turns it into a readable refusal
     # without leaving a stray audit entry behind.
     entries = AuditEntry.objects.count()
-    with pytest.raises(bookmark_services.BookmarkExists):
-        bookmark_services.bookmark_create_experiment(
-            workspace=workspace, user=pm, experiment_id=EXP, experiment_name="Checkout", note=""
-        )
+    outcome = bookmark_services.bookmark_create_experiment(
+        workspace=workspace, user=pm, experiment_id=EXP, experiment_name="Checkout", note=""
+    )
+    assert (outcome.refusal, outcome.bookmark, outcome.starred) == (
+        bookmark_services.REFUSED_EXISTS,
+        pats_bookmark,
+        True,
+    )
     assert AuditEntry.objects.count() == entries
 
 
@@ -301,7 +310,7 @@ def test_view_bookmark_reproduces_the_exact_filters(workspace, pm, fake, submitt
     assert response.status_code == 302
     bookmark = Bookmark.objects.get()
     assert bookmark.view_query == "status=success&q=Pricing&sort=name"
-    link = bookmark_selectors.bookmark_url(bookmark)
+    link = bookmark_href(bookmark)
     parts = urlsplit(link)
     assert parts.path == _url("experiment-list", workspace)
     applied = ExperimentListQuery.from_querystring(parts.query)
@@ -314,10 +323,10 @@ def test_view_bookmark_reproduces_the_exact_filters(workspace, pm, fake, submitt
 def test_default_view_is_stored_empty_and_links_to_the_plain_page(workspace, pm):
     bookmark = bookmark_services.bookmark_create_view(
         workspace=workspace, user=pm, query="?status=all&sort=-start&page=2"
-    )
+    ).bookmark
     assert bookmark.view_query == ""
     assert bookmark.title == "All experiments"
-    assert bookmark_selectors.bookmark_url(bookmark) == _url("experiment-list", workspace)
+    assert bookmark_href(bookmark) == _url("experiment-list", workspace)
 
 
 @pytest.mark.django_db
@@ -382,20 +391,22 @@ def test_over_long_text_is_refused_readably(workspace, pm, pats_bookmark):
 def test_limits_count_what_a_person_typed(workspace, pm):
     # Browsers send line breaks as CRLF; 1000 characters with line breaks still fit.
     note = ("a" * 99 + "\r\n") * 10
-    bookmark = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="", note=note[:-2])
+    bookmark = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="", note=note[:-2]).bookmark
     assert len(bookmark.note) == 999
     # NUL and other control characters are dropped (PostgreSQL refuses NUL in text).
-    bookmark = bookmark_services.bookmark_update(bookmark=bookmark, user=pm, note="ok\x00\x07 fine", title="T\x00")
+    outcome = bookmark_services.bookmark_update(bookmark=bookmark, user=pm, note="ok\x00\x07 fine", title="T\x00")
+    assert outcome.ok
     bookmark.refresh_from_db()
     assert (bookmark.note, bookmark.title) == ("ok fine", "T")
 
 
 @pytest.mark.django_db
 def test_over_long_search_is_cut_like_the_page_does(workspace, pm):
-    bookmark = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="q=" + "x" * 900)
+    bookmark = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="q=" + "x" * 900).bookmark
     assert ExperimentListQuery.from_querystring(bookmark.view_query).q == "x" * 200
-    with pytest.raises(bookmark_services.BookmarkInvalid, match="too long"):
-        bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="q=" + "x" * 5000)
+    refused = bookmark_services.bookmark_create_view(workspace=workspace, user=pm, query="q=" + "x" * 5000)
+    assert refused.refusal == bookmark_services.REFUSED_INVALID
+    assert "too long" in refused.message
 
 
 @pytest.mark.django_db
@@ -601,12 +612,10 @@ def test_two_people_adding_at_once_make_one_bookmark(workspace, pm, teammate):
     def add(user):
         try:
             barrier.wait(timeout=10)
-            bookmark_services.bookmark_create_experiment(
+            outcome = bookmark_services.bookmark_create_experiment(
                 workspace=workspace, user=user, experiment_id=EXP, experiment_name="Checkout"
             )
-            outcomes.append("added")
-        except bookmark_services.BookmarkExists as exc:
-            outcomes.append(str(exc))
+            outcomes.append("added" if outcome.ok else outcome.message)
         finally:
             connection.close()
 
@@ -632,7 +641,7 @@ def test_followed_view_bookmark_applies_the_same_filters_on_the_experiments_page
     shown = _client_for(pm).get(original)
     assert shown.status_code == 200
     _add_view(_client_for(pm), workspace, original, title="Wins")
-    followed = _client_for(teammate).get(bookmark_selectors.bookmark_url(Bookmark.objects.get()))
+    followed = _client_for(teammate).get(bookmark_href(Bookmark.objects.get()))
     assert followed.status_code == 200
     for key in ("status", "q", "sort", "page"):
         assert getattr(followed.context["query"], key) == getattr(shown.context["query"], key)

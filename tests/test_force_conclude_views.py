@@ -399,7 +399,7 @@ def test_htmx_failure_shows_the_reason_and_the_button_again(pm_client, pm, works
     html = response.content.decode()
     assert response.status_code == 200
     assert "HX-Trigger" not in response
-    assert '<p class="error small" role="alert">Mixpanel did not conclude' in html
+    assert '<p class="error small" role="alert" tabindex="-1" data-focus-after-swap>Mixpanel did not conclude' in html
     assert "You may try again." in html
     assert '<span class="badge status-active">active</span>' in html
     assert conclude_links(html) == [ACTIVE]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import logging
 import os
+from urllib.parse import quote, quote_plus
 
 import pytest
 import responses
@@ -156,3 +158,43 @@ def test_configuration_errors_leak_nothing(monkeypatch, tmp_path):
     with pytest.raises(mixpanel.MixpanelConfigError) as info:
         mixpanel.client_for(_Ws())
     assert leaks(*exception_texts(info.value)) == []
+
+
+# A secret with characters that every encoding changes.
+ODD_SECRET = "p@ss/w0rd&<k>+'é=="
+
+
+def _encodings(secret: str) -> dict[str, str]:
+    raw = secret.encode()
+    return {
+        "percent": quote(secret, safe=""),
+        "percent-plus": quote_plus(secret),
+        "percent-lowercase": quote(secret, safe="").lower(),
+        "percent-every-byte": "".join(f"%{b:02X}" for b in raw),
+        "html": html.escape(secret),
+        "html-decimal": "".join(f"&#{ord(c)};" for c in secret),
+        "html-hex": "".join(f"&#x{ord(c):x};" for c in secret),
+        "base64": base64.b64encode(raw).decode(),
+        "base64-urlsafe-unpadded": base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    }
+
+
+@pytest.mark.parametrize("encoding", sorted(_encodings(ODD_SECRET)))
+def test_an_encoded_echo_of_the_secret_is_not_kept(caplog, encoding):
+    caplog.set_level(logging.DEBUG)
+    echoed = _encodings(ODD_SECRET)[encoding]
+    client = mixpanel.MixpanelClient(region="us", username=USERNAME, secret=ODD_SECRET, base_url="")
+    body = {"status": "error", "error": f"bad auth for {echoed} (account {USERNAME})"}
+    with responses.RequestsMock() as mocked:
+        mocked.put(US + "/x/force_conclude", json=body, status=400)
+        mocked.put(
+            US + "/y/force_conclude",
+            json={"status": "ok", "results": {"id": "y", "status": "concluded", "description": echoed}},
+        )
+        with pytest.raises(mixpanel.MixpanelError) as info:
+            client.force_conclude(1001, "x", end_date=END)
+        result = client.force_conclude(1001, "y", end_date=END)
+    kept = [*exception_texts(info.value), result.raw_body, caplog.text]
+    assert not [text for text in kept if echoed in str(text)], encoding
+    assert not [text for text in kept if ODD_SECRET in str(text)]
+    assert "redacted" in str(info.value)

@@ -112,7 +112,8 @@ def _apply_audit_filters(qs: QuerySet[ConclusionAttempt], filters: AuditFilters)
     if filters.workspace_id:
         qs = qs.filter(workspace_id=filters.workspace_id)  # attempt_ws_id_idx
     if filters.person:
-        if filters.person.isdigit():
+        # ASCII digits only: "²" is a digit to str.isdigit(), but int() refuses it.
+        if filters.person.isascii() and filters.person.isdigit():
             qs = qs.filter(actor_id=int(filters.person))  # attempt_actor_id_idx
         else:
             # A scalar subquery (one username, one id): PostgreSQL evaluates it once and

@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode
 
 from django.core.cache import cache
-from django.http import Http404
-from django.urls import NoReverseMatch, reverse
 
 from experiments.mixpanel import Experiment
 from experiments.models import AuditEntry, Bookmark, BookmarkKind, EntryKind, Workspace
@@ -25,14 +22,13 @@ from experiments.selectors.workspaces import WorkspaceAccess
 
 @dataclass(frozen=True, slots=True)
 class BookmarkItem:
-    """A bookmark as the pages show it: its link, the experiment's current state, and who may change it.
+    """A bookmark as the pages show it: the experiment's current state, and whether the user may change it.
 
     `experiment` is the experiment as the workspace's cached list has it now, or
     None; `gone` is True only when that list is known and no longer holds it.
     """
 
     bookmark: Bookmark
-    url: str
     experiment: Experiment | None = None
     gone: bool = False
     can_change: bool = False
@@ -81,45 +77,6 @@ class BookmarkActivity:
         return self.entry.kind == EntryKind.BOOKMARK_ADDED
 
 
-_URL_PLACEHOLDER = "EXPERIMENTIDPLACEHOLDER"
-# What django.urls.reverse leaves unquoted in a path argument (RFC 3986 sub-delims and ~:@).
-_PATH_SAFE = "!$&'()*+,;=~:@"
-_URL_TEMPLATES: dict[tuple[str, int], str] = {}
-
-
-def bookmark_toggle_url(*, workspace: Workspace, experiment_id: str) -> str:
-    """The star's POST address for one experiment ("" for an id our URLs cannot carry), at string-replace cost.
-
-    reverse() is resolved once per workspace with a placeholder, then the id is quoted
-    exactly as reverse() would: a page draws 50 stars.
-    """
-    if not experiment_id or "/" in experiment_id:
-        return ""
-    template = _URL_TEMPLATES.get(("experiments:bookmark-toggle", workspace.pk))
-    if template is None:
-        try:
-            template = reverse("experiments:bookmark-toggle", args=[workspace.pk, _URL_PLACEHOLDER])
-        except NoReverseMatch:
-            return ""
-        _URL_TEMPLATES[("experiments:bookmark-toggle", workspace.pk)] = template
-    return template.replace(_URL_PLACEHOLDER, quote(experiment_id, safe=_PATH_SAFE))
-
-
-def bookmark_url(bookmark: Bookmark) -> str:
-    """Where a bookmark leads: the experiment's page, or our experiments page with the stored query.
-
-    The link is always built here from our own route, never taken from input.
-    """
-    base = reverse("experiments:experiment-list", args=[bookmark.workspace_id])
-    if bookmark.kind == BookmarkKind.EXPERIMENT:
-        try:
-            return reverse("experiments:experiment-detail", args=[bookmark.workspace_id, bookmark.experiment_id])
-        except NoReverseMatch:
-            # An id our URL cannot carry (a "/" in it): find it by search instead.
-            return f"{base}?{urlencode({'q': bookmark.experiment_id})}"
-    return f"{base}?{bookmark.view_query}" if bookmark.view_query else base
-
-
 def bookmark_list_for_workspace(*, workspace: Workspace) -> list[Bookmark]:
     """The workspace's bookmarks, newest first (one query, bookmark_ws_created_idx)."""
     bookmarks = list(Bookmark.objects.filter(workspace=workspace).order_by("-created_at", "-id"))
@@ -128,12 +85,11 @@ def bookmark_list_for_workspace(*, workspace: Workspace) -> list[Bookmark]:
     return bookmarks
 
 
-def bookmark_get(*, workspace: Workspace, pk: int) -> Bookmark:
-    """One bookmark of this workspace, or 404 (a bookmark of another workspace is as good as absent)."""
+def bookmark_get(*, workspace: Workspace, pk: int) -> Bookmark | None:
+    """One bookmark of this workspace, or None (a bookmark of another workspace is as good as absent)."""
     bookmark = Bookmark.objects.filter(workspace=workspace, pk=pk).first()
-    if bookmark is None:
-        raise Http404("No such bookmark.")
-    bookmark.workspace = workspace
+    if bookmark is not None:
+        bookmark.workspace = workspace
     return bookmark
 
 
@@ -203,18 +159,14 @@ def experiments_by_id(*, snapshot: ExperimentListSnapshot | None) -> ExperimentL
     return snapshot.index
 
 
-def bookmark_strip(*, access: WorkspaceAccess, user: Any, snapshot: ExperimentListSnapshot | None) -> BookmarkStrip:
+def bookmark_strip(*, access: WorkspaceAccess, snapshot: ExperimentListSnapshot | None) -> BookmarkStrip:
     """The experiments page's bookmark strip (newest STRIP_SIZE) and starred experiment ids: one query.
 
     `snapshot` is the list the page is showing, for each bookmarked experiment's status.
+    The strip offers no edit controls, so its items say nothing about who may change them.
     """
     bookmarks = bookmark_list_for_workspace(workspace=access.workspace)
-    shown = bookmark_items(
-        bookmarks=bookmarks[:STRIP_SIZE],
-        experiments_by_id=experiments_by_id(snapshot=snapshot),
-        user=user,
-        is_admin=access.is_admin,
-    )
+    shown = bookmark_items(bookmarks=bookmarks[:STRIP_SIZE], experiments_by_id=experiments_by_id(snapshot=snapshot))
     starred = frozenset(b.experiment_id for b in bookmarks if b.kind == BookmarkKind.EXPERIMENT)
     return BookmarkStrip(items=shown, total=len(bookmarks), starred=starred)
 
@@ -223,13 +175,14 @@ def bookmark_items(
     *,
     bookmarks: list[Bookmark],
     experiments_by_id: ExperimentLookup | None,
-    user: Any,
-    is_admin: bool,
+    may_change: Callable[[Bookmark], bool] | None = None,
 ) -> list[BookmarkItem]:
     """Decorate bookmarks for display (no query).
 
     `experiments_by_id` is the workspace's current experiment list when one is
     at hand (None when not: then nothing is marked gone, and no status shown).
+    `may_change` answers, per bookmark, whether the user may edit or remove it (the
+    rule is the bookmark service's); without it no item offers changes.
     """
     items = []
     for bookmark in bookmarks:
@@ -238,12 +191,8 @@ def bookmark_items(
         if bookmark.kind == BookmarkKind.EXPERIMENT and experiments_by_id is not None:
             experiment = experiments_by_id.get(bookmark.experiment_id)
             gone = experiment is None
-        can_change = is_admin or (bookmark.created_by_id is not None and bookmark.created_by_id == user.pk)
-        items.append(
-            BookmarkItem(
-                bookmark=bookmark, url=bookmark_url(bookmark), experiment=experiment, gone=gone, can_change=can_change
-            )
-        )
+        can_change = may_change is not None and may_change(bookmark)
+        items.append(BookmarkItem(bookmark=bookmark, experiment=experiment, gone=gone, can_change=can_change))
     return items
 
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from experiments import auditlog
+from experiments import auditlog, mixpanel
 from experiments.forms import DEFAULT_SORT, SORT_CHOICES, STATUS_TABS, ExperimentListQuery
 from experiments.models import Bookmark, BookmarkKind, EntryKind, Workspace
+from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import workspaces as workspace_selectors
+from experiments.selectors.experiment_list import ExperimentListUnavailable
 
 # A bookmark belongs to the workspace's team. Any member adds; the person who added
 # it or a workspace admin edits or removes it. The database's partial unique
@@ -37,65 +40,75 @@ BOOKMARK_VIEW_EXISTS = "{who} already bookmarked this view (“{title}”) on {w
 BOOKMARK_NOT_ALLOWED = "Only {who} (who added it) or a workspace admin can change or remove this bookmark."
 BOOKMARK_BAD_EXPERIMENT = "That is not an experiment id this workspace knows."
 BOOKMARK_GONE = "That bookmark no longer exists; someone may have just removed it."
+BOOKMARK_NOT_LISTED = "This workspace's experiment list has no experiment with that id, so it cannot be bookmarked."
+BOOKMARK_UNCHECKED = "The experiment could not be checked against Mixpanel, so it was not bookmarked: {error}"
+BOOKMARK_ADDED = "Bookmarked “{name}” for the team."
+BOOKMARK_VIEW_ADDED = "Bookmarked the view “{title}” for the team."
+BOOKMARK_SAVED = "Bookmark saved."
+BOOKMARK_REMOVED = "Removed the bookmark “{label}”."
 
 # Characters a person cannot mean in a title or note; PostgreSQL refuses NUL outright.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class BookmarkError(Exception):
-    """A bookmark change refused for a reason a person can read (`str(exc)`)."""
+# Why a change was refused (BookmarkOutcome.refusal); views answer NOT_ALLOWED with a 403.
+REFUSED_INVALID = "invalid"
+REFUSED_EXISTS = "exists"
+REFUSED_NOT_ALLOWED = "not_allowed"
+REFUSED_GONE = "gone"
 
 
-class BookmarkInvalid(BookmarkError):
-    """Bad input: too long, or a view that is not our experiments page."""
+@dataclass(frozen=True, slots=True)
+class BookmarkOutcome:
+    """What a bookmark change came to, as data: views branch on it and catch nothing.
+
+    `ok` says whether the change was made; `message` says what happened in a sentence for a
+    person; `refusal` says why not (one of REFUSED_*, "" when ok). `bookmark` is the one
+    changed, or the one already there (REFUSED_EXISTS), when there is one. `starred` says
+    whether the experiment carries the team's star afterwards (experiment bookmarks).
+    """
+
+    ok: bool
+    message: str
+    refusal: str = ""
+    bookmark: Bookmark | None = None
+    starred: bool = False
 
 
-class BookmarkExists(BookmarkError):
-    """The experiment or view is already bookmarked in this workspace; `existing` says by whom."""
-
-    def __init__(self, message: str, *, existing: Bookmark) -> None:
-        super().__init__(message)
-        self.existing = existing
-
-
-class BookmarkNotAllowed(BookmarkError, PermissionDenied):
-    """The user may not edit or remove this bookmark (views answer 403)."""
-
-
-class BookmarkGone(BookmarkError):
-    """The bookmark was removed meanwhile."""
+class _Invalid(ValueError):
+    """Raised by the checks below and turned into a REFUSED_INVALID outcome by the public services."""
 
 
 def _clean_text(value: str | None, *, limit: int, message: str) -> str:
     # Browsers send textarea line breaks as CRLF; count what a person typed.
     text = _CONTROL_CHARS.sub("", (value or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
     if len(text) > limit:
-        raise BookmarkInvalid(message.format(limit=limit, length=len(text)))
+        raise _Invalid(message.format(limit=limit, length=len(text)))
     return text
 
 
-def bookmark_view_query(*, workspace: Workspace, raw: str) -> str:
+def _view_query(*, workspace: Workspace, raw: str) -> str:
     """The canonical query string for a view of `workspace`'s experiments page.
 
     `raw` may be a query string (with or without "?"), or a path or URL of this
     workspace's experiments page. Anything pointing elsewhere (another path, any
-    scheme such as `javascript:`, any host) raises BookmarkInvalid. Only the
+    scheme such as `javascript:`, any host) is refused (_Invalid). Only the
     page's own parameters are kept, with unknown values dropped as the page
     itself ignores them, in a fixed order so identical views compare equal.
     """
     text = (raw or "").strip()
     if len(text) > 4 * BOOKMARK_VIEW_QUERY_MAX:
-        raise BookmarkInvalid(BOOKMARK_VIEW_TOO_LONG)
+        raise _Invalid(BOOKMARK_VIEW_TOO_LONG)
     # Backslashes and control characters are how "/\evil.example" and
     # "java\tscript:" slip past naive checks; a real view of ours has neither.
     if _CONTROL_CHARS.search(text) or any(ch in text for ch in "\t\r\n\\"):
-        raise BookmarkInvalid(BOOKMARK_VIEW_ELSEWHERE)
+        raise _Invalid(BOOKMARK_VIEW_ELSEWHERE)
     parts = urlsplit(text)
     if parts.scheme or parts.netloc or text.startswith("//"):
-        raise BookmarkInvalid(BOOKMARK_VIEW_ELSEWHERE)
+        raise _Invalid(BOOKMARK_VIEW_ELSEWHERE)
     if text.startswith("/"):
         if parts.path != reverse("experiments:experiment-list", args=[workspace.pk]):
-            raise BookmarkInvalid(BOOKMARK_VIEW_ELSEWHERE)
+            raise _Invalid(BOOKMARK_VIEW_ELSEWHERE)
         query = parts.query
     elif text.startswith("?"):
         query = parts.query
@@ -103,13 +116,13 @@ def bookmark_view_query(*, workspace: Workspace, raw: str) -> str:
         query = text.split("#", 1)[0]
         if "?" in query or "/" in query.split("=", 1)[0]:
             # Something like "w/1/?status=active" or "evil.example/x": not a bare query.
-            raise BookmarkInvalid(BOOKMARK_VIEW_ELSEWHERE)
+            raise _Invalid(BOOKMARK_VIEW_ELSEWHERE)
     # Parsed and re-encoded exactly as the page itself reads its URL, so the
     # bookmark reproduces the filters the page applied; the page number is not
     # part of a view.
     canonical = ExperimentListQuery.from_querystring(query).with_(page=1).querystring()
     if len(canonical) > BOOKMARK_VIEW_QUERY_MAX:
-        raise BookmarkInvalid(BOOKMARK_VIEW_TOO_LONG)
+        raise _Invalid(BOOKMARK_VIEW_TOO_LONG)
     return canonical
 
 
@@ -151,7 +164,7 @@ def _bookmark_audit(*, kind: str, bookmark: Bookmark, user: Any) -> None:
     )
 
 
-def _bookmark_insert(bookmark: Bookmark, *, user: Any, duplicate: Q) -> Bookmark:
+def _bookmark_insert(bookmark: Bookmark, *, user: Any, duplicate: Q, message: str) -> BookmarkOutcome:
     try:
         with transaction.atomic():
             bookmark.save(force_insert=True)
@@ -162,59 +175,111 @@ def _bookmark_insert(bookmark: Bookmark, *, user: Any, duplicate: Q) -> Bookmark
         existing = Bookmark.objects.filter(duplicate, workspace=bookmark.workspace).first()
         if existing is None:
             raise
-        raise BookmarkExists(_exists_message(existing), existing=existing) from None
-    return bookmark
+        starred = existing.kind == BookmarkKind.EXPERIMENT
+        return BookmarkOutcome(False, _exists_message(existing), REFUSED_EXISTS, existing, starred=starred)
+    return BookmarkOutcome(True, message, bookmark=bookmark, starred=bookmark.kind == BookmarkKind.EXPERIMENT)
 
 
 def bookmark_create_experiment(
     *, workspace: Workspace, user: Any, experiment_id: str, experiment_name: str, note: str = ""
-) -> Bookmark:
+) -> BookmarkOutcome:
     """Bookmark an experiment for the workspace's team and record it in the audit trail.
 
-    `experiment_name` is kept as a snapshot so the bookmark reads well if the
-    experiment disappears upstream. Raises BookmarkExists (saying who added it
-    and when) or BookmarkInvalid.
+    The caller has found the experiment in the workspace's list (bookmark_star does);
+    `experiment_name` is kept as a snapshot so the bookmark reads well if the experiment
+    disappears upstream. Refused when the id cannot be kept or the experiment is
+    already bookmarked (the message says by whom and when).
     """
     experiment_id = (experiment_id or "").strip()
     if not experiment_id or len(experiment_id) > Bookmark._meta.get_field("experiment_id").max_length:
-        raise BookmarkInvalid(BOOKMARK_BAD_EXPERIMENT)
+        return BookmarkOutcome(False, BOOKMARK_BAD_EXPERIMENT, REFUSED_INVALID)
+    try:
+        note = _clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG)
+    except _Invalid as exc:
+        return BookmarkOutcome(False, str(exc), REFUSED_INVALID)
     bookmark = Bookmark(
         workspace=workspace,
         kind=BookmarkKind.EXPERIMENT,
         experiment_id=experiment_id,
         experiment_name=(experiment_name or "")[: Bookmark._meta.get_field("experiment_name").max_length],
-        note=_clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG),
+        note=note,
         created_by=user,
         created_by_name=auditlog.display_name(user),
     )
     duplicate = Q(kind=BookmarkKind.EXPERIMENT, experiment_id=experiment_id)
-    return _bookmark_insert(bookmark, user=user, duplicate=duplicate)
+    message = BOOKMARK_ADDED.format(name=bookmark.experiment_name or experiment_id)
+    return _bookmark_insert(bookmark, user=user, duplicate=duplicate, message=message)
 
 
-def bookmark_create_view(*, workspace: Workspace, user: Any, query: str, title: str = "", note: str = "") -> Bookmark:
+def bookmark_star(
+    *, workspace: Workspace, user: Any, experiment_id: str, client_factory: Callable[[], Any], note: str = ""
+) -> BookmarkOutcome:
+    """Bookmark one experiment of the workspace's list: only listed experiments may be bookmarked.
+
+    Looks in the last good copy of the list when the cache holds one (the list the star
+    was shown from), so starring asks Mixpanel nothing; otherwise reads the list through
+    `client_factory()`. When there is no list to look in, nothing is bookmarked and the
+    outcome says why.
+    """
+    experiment_id = (experiment_id or "").strip()
+    try:
+        experiment = bookmark_selectors.experiment_for_bookmark(
+            workspace=workspace, experiment_id=experiment_id, client_factory=client_factory
+        )
+    except (ExperimentListUnavailable, mixpanel.MixpanelError) as exc:
+        return BookmarkOutcome(False, BOOKMARK_UNCHECKED.format(error=exc), REFUSED_INVALID)
+    if experiment is None:
+        return BookmarkOutcome(False, BOOKMARK_NOT_LISTED, REFUSED_INVALID)
+    return bookmark_create_experiment(
+        workspace=workspace, user=user, experiment_id=experiment.id, experiment_name=experiment.name, note=note
+    )
+
+
+def bookmark_toggle(
+    *, workspace: Workspace, user: Any, experiment_id: str, client_factory: Callable[[], Any], is_admin: bool
+) -> BookmarkOutcome:
+    """The star: remove the experiment's team bookmark when there is one (if `user` may), else add one."""
+    existing = bookmark_selectors.bookmark_for_experiment(workspace=workspace, experiment_id=experiment_id)
+    if existing is None:
+        return bookmark_star(workspace=workspace, user=user, experiment_id=experiment_id, client_factory=client_factory)
+    outcome = bookmark_delete(bookmark=existing, user=user, is_admin=is_admin)
+    if outcome.refusal == REFUSED_GONE:
+        # Someone removed it a moment ago: the outcome the person wanted.
+        return BookmarkOutcome(True, BOOKMARK_REMOVED.format(label=existing), bookmark=existing)
+    return outcome
+
+
+def bookmark_create_view(
+    *, workspace: Workspace, user: Any, query: str, title: str = "", note: str = ""
+) -> BookmarkOutcome:
     """Bookmark a view (filters, search, sort) of the workspace's experiments page.
 
-    `query` is what the page had in its URL, or a link to it; only its
-    normalised query string is stored (see bookmark_view_query). A blank title
-    is made from the filters. Raises BookmarkInvalid or BookmarkExists.
+    `query` is what the page had in its URL, or a link to it: only views of this
+    workspace's experiments page may be bookmarked, and only their normalised query
+    string is stored. A blank title is made from the filters.
     """
-    view_query = bookmark_view_query(workspace=workspace, raw=query)
-    title = _clean_text(title, limit=BOOKMARK_TITLE_MAX, message=BOOKMARK_TITLE_TOO_LONG)
+    try:
+        view_query = _view_query(workspace=workspace, raw=query)
+        title = _clean_text(title, limit=BOOKMARK_TITLE_MAX, message=BOOKMARK_TITLE_TOO_LONG)
+        note = _clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG)
+    except _Invalid as exc:
+        return BookmarkOutcome(False, str(exc), REFUSED_INVALID)
     bookmark = Bookmark(
         workspace=workspace,
         kind=BookmarkKind.VIEW,
         view_query=view_query,
         title=title or bookmark_view_title(view_query=view_query),
-        note=_clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG),
+        note=note,
         created_by=user,
         created_by_name=auditlog.display_name(user),
     )
     duplicate = Q(kind=BookmarkKind.VIEW, view_query=view_query)
-    return _bookmark_insert(bookmark, user=user, duplicate=duplicate)
+    message = BOOKMARK_VIEW_ADDED.format(title=bookmark.title)
+    return _bookmark_insert(bookmark, user=user, duplicate=duplicate, message=message)
 
 
 def bookmark_may_change(*, bookmark: Bookmark, user: Any, is_admin: bool | None = None) -> bool:
-    """Whether `user` may edit or remove `bookmark`: its creator, or an admin of its workspace.
+    """Whether `user` may edit or remove `bookmark`: whoever added it, or an admin of its workspace.
 
     Pass `is_admin` when the caller already knows the user's role (no query).
     """
@@ -226,21 +291,29 @@ def bookmark_may_change(*, bookmark: Bookmark, user: Any, is_admin: bool | None 
     return is_admin
 
 
-def _check_may_change(bookmark: Bookmark, user: Any) -> None:
-    if not bookmark_may_change(bookmark=bookmark, user=user):
-        raise BookmarkNotAllowed(BOOKMARK_NOT_ALLOWED.format(who=bookmark.created_by_name or "the person"))
+def _not_allowed(bookmark: Bookmark) -> BookmarkOutcome:
+    message = BOOKMARK_NOT_ALLOWED.format(who=bookmark.created_by_name or "the person")
+    return BookmarkOutcome(False, message, REFUSED_NOT_ALLOWED, bookmark)
 
 
-def bookmark_update(*, bookmark: Bookmark, user: Any, note: str, title: str | None = None) -> Bookmark:
-    """Edit a bookmark's note (and title, when given); creator or workspace admin only.
+def bookmark_update(
+    *, bookmark: Bookmark, user: Any, note: str, title: str | None = None, is_admin: bool | None = None
+) -> BookmarkOutcome:
+    """Edit a bookmark's note (and title, when given): whoever added it or a workspace admin.
 
-    Raises BookmarkNotAllowed, BookmarkInvalid, or BookmarkGone when it was removed meanwhile.
-    A blank title on a view falls back to one made from its filters.
+    Refused when not allowed, when the text is too long, or when the bookmark was
+    removed meanwhile. A blank title on a view falls back to one made from its filters.
     """
-    _check_may_change(bookmark, user)
-    bookmark.note = _clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG)
+    if not bookmark_may_change(bookmark=bookmark, user=user, is_admin=is_admin):
+        return _not_allowed(bookmark)
+    try:
+        note = _clean_text(note, limit=BOOKMARK_NOTE_MAX, message=BOOKMARK_NOTE_TOO_LONG)
+        if title is not None:
+            title = _clean_text(title, limit=BOOKMARK_TITLE_MAX, message=BOOKMARK_TITLE_TOO_LONG)
+    except _Invalid as exc:
+        return BookmarkOutcome(False, str(exc), REFUSED_INVALID, bookmark)
+    bookmark.note = note
     if title is not None:
-        title = _clean_text(title, limit=BOOKMARK_TITLE_MAX, message=BOOKMARK_TITLE_TOO_LONG)
         if not title and bookmark.kind == BookmarkKind.VIEW:
             title = bookmark_view_title(view_query=bookmark.view_query)
         bookmark.title = title
@@ -249,19 +322,21 @@ def bookmark_update(*, bookmark: Bookmark, user: Any, note: str, title: str | No
         note=bookmark.note, title=bookmark.title, updated_at=bookmark.updated_at
     )
     if not updated:
-        raise BookmarkGone(BOOKMARK_GONE)
-    return bookmark
+        return BookmarkOutcome(False, BOOKMARK_GONE, REFUSED_GONE)
+    return BookmarkOutcome(True, BOOKMARK_SAVED, bookmark=bookmark)
 
 
-def bookmark_delete(*, bookmark: Bookmark, user: Any) -> None:
-    """Remove a bookmark (creator or workspace admin only) and record it in the audit trail.
+def bookmark_delete(*, bookmark: Bookmark, user: Any, is_admin: bool | None = None) -> BookmarkOutcome:
+    """Remove a bookmark (whoever added it or a workspace admin) and record it in the audit trail.
 
-    Raises BookmarkNotAllowed, or BookmarkGone when someone removed it first (then
-    no second audit entry is written).
+    When someone removed it first, the outcome says so and no second audit entry is written.
     """
-    _check_may_change(bookmark, user)
+    if not bookmark_may_change(bookmark=bookmark, user=user, is_admin=is_admin):
+        return _not_allowed(bookmark)
     with transaction.atomic():
         deleted, _ = Bookmark.objects.filter(pk=bookmark.pk).delete()
-        if not deleted:
-            raise BookmarkGone(BOOKMARK_GONE)
-        _bookmark_audit(kind=EntryKind.BOOKMARK_REMOVED, bookmark=bookmark, user=user)
+        if deleted:
+            _bookmark_audit(kind=EntryKind.BOOKMARK_REMOVED, bookmark=bookmark, user=user)
+    if not deleted:
+        return BookmarkOutcome(False, BOOKMARK_GONE, REFUSED_GONE)
+    return BookmarkOutcome(True, BOOKMARK_REMOVED.format(label=bookmark), bookmark=bookmark)

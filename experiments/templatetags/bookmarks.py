@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from django import template
 from django.template.context import Context
+from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import SafeString, mark_safe
 
-from experiments.selectors import bookmarks as bookmark_selectors
+from experiments.models import Bookmark, BookmarkKind
 from experiments.selectors import experiment_list as list_selectors
 
 register = template.Library()
@@ -45,7 +47,7 @@ def star_toggle(
     any container of starred experiment ids. An id our URLs cannot carry gets no star.
     """
     experiment_id = _field(experiment, "id")
-    url = bookmark_selectors.bookmark_toggle_url(workspace=context["workspace"], experiment_id=experiment_id)
+    url = _toggle_url(context["workspace"].pk, experiment_id)
     if not url:
         return ""
     state = _ON if starred is not None and experiment_id in starred else _OFF
@@ -72,9 +74,33 @@ def star_kept(context: Context, experiment: Any) -> SafeString | str:
     its state and the page it returns to.
     """
     experiment_id = _field(experiment, "id")
-    if not bookmark_selectors.bookmark_toggle_url(workspace=context["workspace"], experiment_id=experiment_id):
+    if not _toggle_url(context["workspace"].pk, experiment_id):
         return ""
     return mark_safe(f'<form id="{star_dom_id(experiment_id)}" class="star-toggle" hx-preserve></form>')  # noqa: S308 - a hex id
+
+
+@register.filter
+def bookmark_href(bookmark: Bookmark) -> str:
+    """Where a bookmark leads: the experiment's page, or our experiments page with the stored query.
+
+    The link is always built from our own routes, never taken from input.
+    """
+    base = reverse("experiments:experiment-list", args=[bookmark.workspace_id])
+    if bookmark.kind == BookmarkKind.EXPERIMENT:
+        try:
+            return reverse("experiments:experiment-detail", args=[bookmark.workspace_id, bookmark.experiment_id])
+        except NoReverseMatch:
+            # An id our URL cannot carry (a "/" in it): find it by search instead.
+            return f"{base}?{urlencode({'q': bookmark.experiment_id})}"
+    return f"{base}?{bookmark.view_query}" if bookmark.view_query else base
+
+
+def _toggle_url(workspace_pk: int, experiment_id: str) -> str:
+    """The star's POST address for one experiment; "" for an id our URLs cannot carry (it gets no star)."""
+    try:
+        return reverse("experiments:bookmark-toggle", args=[workspace_pk, experiment_id])
+    except NoReverseMatch:
+        return ""
 
 
 def star_dom_id(experiment_id: str) -> str:

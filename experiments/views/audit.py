@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -21,6 +22,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
+from experiments.converters import DB_ID_MAX
 from experiments.models import AttemptState, Workspace
 from experiments.selectors import audit as audit_selectors
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS, AUDIT_PAGE_SIZE, AUDIT_PAGE_SIZES, AuditFilters
@@ -55,28 +57,66 @@ _NUMBER_COLUMNS = ("id", "workspace_id", "actor_id", "http_status", "duration_ms
 _TEXT_COLUMNS = [i for i, name in enumerate(AUDIT_EXPORT_FIELDS) if name not in _NUMBER_COLUMNS]
 EXPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson; charset=utf-8"}
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV
-# injection"); fullwidth forms too in some versions. A leading ' makes it text.
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# injection"); fullwidth forms too in some versions. Some skip leading whitespace
+# first, and a tab, carriage return or line feed can start a formula on import. A
+# leading ' makes the cell text.
+FORMULA_CHARS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+LINE_BREAKS_AND_TABS = ("\t", "\r", "\n")
+# Every cell neutralise_cell changes starts with one of these or with whitespace: the
+# export's loop looks no further at any other cell (it runs a million times).
+_RISKY_FIRST = frozenset("".join(FORMULA_CHARS + LINE_BREAKS_AND_TABS))
 # Rows per chunk written to the socket: fewer, larger writes keep a big export fast.
 EXPORT_BATCH_ROWS = 500
+
+
+# The date filters become datetimes a day or two either side (see the selector's range
+# filter); dates near the calendar's ends would overflow, and no attempt is dated there.
+AUDIT_DATE_MIN = dt.date(1900, 1, 1)
+AUDIT_DATE_MAX = dt.date(2999, 12, 31)
+MSG_DATE_RANGE = "Enter a date between 1900-01-01 and 2999-12-31."
+MSG_WORKSPACE = "Choose a workspace."
+MSG_PERSON_ID = "No one has that user id."
+
+
+def _date_filter(label: str) -> forms.DateField:
+    return forms.DateField(
+        required=False,
+        validators=[
+            MinValueValidator(AUDIT_DATE_MIN, message=MSG_DATE_RANGE),
+            MaxValueValidator(AUDIT_DATE_MAX, message=MSG_DATE_RANGE),
+        ],
+        error_messages={"invalid": f"Enter the {label} date as YYYY-MM-DD."},
+    )
 
 
 class AuditFilterForm(forms.Form):
     """The audit list's filters, read from the URL. Invalid values are reported and ignored."""
 
-    workspace = forms.IntegerField(required=False, min_value=1, error_messages={"invalid": "Choose a workspace."})
+    workspace = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=DB_ID_MAX,
+        error_messages={"invalid": MSG_WORKSPACE, "min_value": MSG_WORKSPACE, "max_value": MSG_WORKSPACE},
+    )
     person = forms.CharField(required=False, max_length=150)
     outcome = forms.ChoiceField(
         required=False,
         choices=[("", "Any outcome"), *AttemptState.choices],
         error_messages={"invalid_choice": "Choose one of the listed outcomes."},
     )
-    date_from = forms.DateField(required=False, error_messages={"invalid": "Enter the From date as YYYY-MM-DD."})
-    date_to = forms.DateField(required=False, error_messages={"invalid": "Enter the To date as YYYY-MM-DD."})
+    date_from = _date_filter("From")
+    date_to = _date_filter("To")
     q = forms.CharField(required=False, max_length=SEARCH_MAX_LENGTH)
     size = forms.TypedChoiceField(
         required=False, coerce=int, empty_value=AUDIT_PAGE_SIZE, choices=[(str(n), str(n)) for n in AUDIT_PAGE_SIZES]
     )
+
+    def clean_person(self) -> str:
+        person = " ".join(self.cleaned_data["person"].split())
+        # Digits are a user id (the selector's rule); one past the database's range is no one.
+        if person.isascii() and person.isdigit() and int(person) > DB_ID_MAX:
+            raise forms.ValidationError(MSG_PERSON_ID)
+        return person
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -91,7 +131,7 @@ class AuditFilterForm(forms.Form):
         data = self.cleaned_data
         return AuditFilters(
             workspace_id=workspace.pk if workspace else data.get("workspace"),
-            person=" ".join((data.get("person") or "").split()),
+            person=data.get("person") or "",
             outcome=data.get("outcome") or "",
             date_from=data.get("date_from"),
             date_to=data.get("date_to"),
@@ -196,7 +236,6 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     response = StreamingHttpResponse(body, content_type=EXPORT_CONTENT_TYPES[fmt])
     stamp = timezone.now().astimezone(dt.UTC).strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="conclusion-audit-{stamp}.{fmt}"'
-    response["Cache-Control"] = "no-store"
     return response
 
 
@@ -211,8 +250,10 @@ class _Echo:
 
 
 def neutralise_cell(value: str) -> str:
-    """Make a text cell inert in spreadsheets (formula injection)."""
-    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+    """Make a text cell inert in spreadsheets (formula injection), whitespace before it included."""
+    if value.startswith(LINE_BREAKS_AND_TABS) or value.lstrip().startswith(FORMULA_CHARS):
+        return "'" + value
+    return value
 
 
 def _batched(lines: Iterable[str]) -> Iterator[str]:
@@ -234,8 +275,8 @@ def _csv_stream(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
         cells = list(row)
         for i in _TEXT_COLUMNS:
             text = cells[i]
-            if text and text.startswith(FORMULA_TRIGGERS):
-                cells[i] = "'" + text
+            if text and (text[0] in _RISKY_FIRST or text[0].isspace()):
+                cells[i] = neutralise_cell(text)
         return writer.writerow(cells)  # None is written as an empty cell
 
     yield writer.writerow(_HEADERS)

@@ -1,16 +1,19 @@
 """Team bookmarks: the Bookmarks page, and adding, editing and removing.
 
-Every view starts with the workspace access check (404 for outsiders). htmx
-requests get the changed fragment back; without JavaScript a POST redirects
-back (to a safe local `next`) with a message.
+Every view starts with the workspace access check (404 for outsiders). The rules
+(what may be bookmarked, who may change one) are the bookmark service's, which
+answers with an outcome: a refusal to change someone else's bookmark is a 403, any
+other answer is the changed fragment for htmx or, without JavaScript, a redirect
+back (to a safe local `next`) with the outcome as a message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -21,14 +24,13 @@ from django_htmx.http import trigger_client_event
 from experiments import mixpanel
 from experiments.models import Bookmark, BookmarkKind
 from experiments.selectors import bookmarks as bookmark_selectors
-from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors.bookmarks import BookmarkItem
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import bookmarks as bookmark_services
+from experiments.services.bookmarks import REFUSED_GONE, REFUSED_NOT_ALLOWED, BookmarkOutcome
 from experiments.views.access import get_workspace_access
 
 TEMPLATE = "experiments/bookmark_list.html"
-EXPERIMENT_UNKNOWN = "This workspace's experiment list has no experiment with that id, so it cannot be bookmarked."
-EXPERIMENT_UNCHECKED = "The experiment could not be checked against Mixpanel, so it was not bookmarked: {error}"
 
 
 def _next_url(request: HttpRequest) -> str:
@@ -41,7 +43,9 @@ def _next_url(request: HttpRequest) -> str:
     return ""
 
 
-def _back(request: HttpRequest, access: WorkspaceAccess) -> HttpResponseRedirect:
+def _back(request: HttpRequest, access: WorkspaceAccess, outcome: BookmarkOutcome) -> HttpResponseRedirect:
+    """Without JavaScript: the outcome as a message, and back where the form was."""
+    (messages.success if outcome.ok else messages.error)(request, outcome.message)
     return HttpResponseRedirect(_next_url(request) or reverse("experiments:bookmark-list", args=[access.workspace.pk]))
 
 
@@ -49,49 +53,57 @@ def _fragment(request: HttpRequest, partial: str, context: dict[str, Any]) -> st
     return render_to_string(f"{TEMPLATE}#{partial}", context, request=request)
 
 
-def _toast(response: HttpResponse, message: str) -> HttpResponse:
-    return trigger_client_event(response, "showToast", {"message": message})
+def _answer(html: str, outcome: BookmarkOutcome) -> HttpResponse:
+    """An htmx answer; a change that was made also says so in a toast."""
+    response = HttpResponse(html)
+    if outcome.ok:
+        trigger_client_event(response, "showToast", {"message": outcome.message})
+    return response
+
+
+def _client_factory(access: WorkspaceAccess) -> Callable[[], Any]:
+    # Through the module attribute (the seam tests replace), and only if the cache cannot answer.
+    return lambda: mixpanel.client_for(access.workspace)
+
+
+def _items(request: HttpRequest, access: WorkspaceAccess, bookmarks: list[Bookmark]) -> list[BookmarkItem]:
+    def may_change(bookmark: Bookmark) -> bool:
+        return bookmark_services.bookmark_may_change(bookmark=bookmark, user=request.user, is_admin=access.is_admin)
+
+    return bookmark_selectors.bookmark_items(
+        bookmarks=bookmarks,
+        experiments_by_id=bookmark_selectors.experiments_by_id(
+            snapshot=bookmark_selectors.experiment_list_peek(workspace=access.workspace)
+        ),
+        may_change=may_change,
+    )
 
 
 def _page_context(request: HttpRequest, access: WorkspaceAccess) -> dict[str, Any]:
-    snapshot = bookmark_selectors.experiment_list_peek(workspace=access.workspace)
-    items = bookmark_selectors.bookmark_items(
-        bookmarks=bookmark_selectors.bookmark_list_for_workspace(workspace=access.workspace),
-        experiments_by_id=bookmark_selectors.experiments_by_id(snapshot=snapshot),
-        user=request.user,
-        is_admin=access.is_admin,
-    )
     return {
         "access": access,
         "workspace": access.workspace,
-        "items": items,
+        "items": _items(request, access, bookmark_selectors.bookmark_list_for_workspace(workspace=access.workspace)),
         "activity": bookmark_selectors.bookmark_activity(workspace=access.workspace),
-        "snapshot": snapshot,
+        "snapshot": bookmark_selectors.experiment_list_peek(workspace=access.workspace),
         "bookmark_next": reverse("experiments:bookmark-list", args=[access.workspace.pk]),
     }
 
 
-def _forbidden(
-    request: HttpRequest, access: WorkspaceAccess, exc: bookmark_services.BookmarkNotAllowed
-) -> HttpResponse:
+def _forbidden(request: HttpRequest, access: WorkspaceAccess, outcome: BookmarkOutcome) -> HttpResponse:
     """403 with the reason: a toast for htmx (which does not swap 4xx), the page otherwise."""
     if request.htmx:
-        response = HttpResponse(str(exc), status=403, content_type="text/plain; charset=utf-8")
-        return _toast(response, str(exc))
-    context = _page_context(request, access) | {"denied_message": str(exc)}
+        response = HttpResponse(outcome.message, status=403, content_type="text/plain; charset=utf-8")
+        return trigger_client_event(response, "showToast", {"message": outcome.message})
+    context = _page_context(request, access) | {"denied_message": outcome.message}
     return render(request, TEMPLATE, context, status=403)
 
 
-def _item_context(request: HttpRequest, access: WorkspaceAccess, bookmark: Bookmark, **extra: Any) -> dict[str, Any]:
-    [item] = bookmark_selectors.bookmark_items(
-        bookmarks=[bookmark],
-        experiments_by_id=bookmark_selectors.experiments_by_id(
-            snapshot=bookmark_selectors.experiment_list_peek(workspace=access.workspace)
-        ),
-        user=request.user,
-        is_admin=access.is_admin,
-    )
-    return {"workspace": access.workspace, "item": item, "bookmark_next": _next_url(request)} | extra
+def _bookmark_or_404(access: WorkspaceAccess, bookmark_pk: int) -> Bookmark:
+    bookmark = bookmark_selectors.bookmark_get(workspace=access.workspace, pk=bookmark_pk)
+    if bookmark is None:
+        raise Http404("No such bookmark.")
+    return bookmark
 
 
 def _strip_html(request: HttpRequest, access: WorkspaceAccess) -> str:
@@ -99,65 +111,32 @@ def _strip_html(request: HttpRequest, access: WorkspaceAccess) -> str:
     if request.POST.get("strip") != "1":
         return ""
     strip = bookmark_selectors.bookmark_strip(
-        access=access,
-        user=request.user,
-        snapshot=bookmark_selectors.experiment_list_peek(workspace=access.workspace),
+        access=access, snapshot=bookmark_selectors.experiment_list_peek(workspace=access.workspace)
     )
     return _fragment(request, "bookmark-strip", {"workspace": access.workspace, "bookmark_strip": strip, "oob": True})
 
 
-@require_GET
-def bookmark_list(request: HttpRequest, workspace_pk: int) -> HttpResponse:
-    """The workspace's bookmarks, newest first, with recent bookmark activity."""
-    access = get_workspace_access(request, workspace_pk)
-    return render(request, TEMPLATE, _page_context(request, access))
-
-
-def _experiment_to_bookmark(access: WorkspaceAccess, experiment_id: str) -> mixpanel.Experiment:
-    """The experiment from the workspace's list; only listed experiments can be bookmarked."""
-    try:
-        experiment = bookmark_selectors.experiment_for_bookmark(
-            workspace=access.workspace,
-            experiment_id=experiment_id,
-            # Through the module attribute (the seam tests replace), and only if the cache cannot answer.
-            client_factory=lambda: mixpanel.client_for(access.workspace),
-        )
-    except (list_selectors.ExperimentListUnavailable, mixpanel.MixpanelError) as exc:
-        raise bookmark_services.BookmarkInvalid(EXPERIMENT_UNCHECKED.format(error=exc)) from None
-    if experiment is None:
-        raise bookmark_services.BookmarkInvalid(EXPERIMENT_UNKNOWN)
-    return experiment
-
-
 def _star_response(
-    request: HttpRequest,
-    access: WorkspaceAccess,
-    *,
-    experiment_id: str,
-    name: str,
-    message: str,
-    starred: bool = False,
-    ok: bool = False,
+    request: HttpRequest, access: WorkspaceAccess, experiment_id: str, outcome: BookmarkOutcome
 ) -> HttpResponse:
+    """The star as it now stands (htmx), or a redirect with the outcome as a message."""
     if not request.htmx:
-        (messages.success if ok else messages.error)(request, message)
-        return _back(request, access)
+        return _back(request, access, outcome)
+    name = (outcome.bookmark.experiment_name if outcome.bookmark else "") or experiment_id
     context = {
         "workspace": access.workspace,
         "experiment": {"id": experiment_id, "name": name},
-        "starred": {experiment_id} if starred else set(),
+        "starred": {experiment_id} if outcome.starred else set(),
         "with_strip": request.POST.get("strip") == "1",
         "bookmark_next": _next_url(request),
-        "star_error": "" if ok else message,
+        "star_error": "" if outcome.ok else outcome.message,
     }
-    html = _fragment(request, "star-toggle", context) + _strip_html(request, access)
-    return _toast(HttpResponse(html), message) if ok else HttpResponse(html)
+    return _answer(_fragment(request, "star-toggle", context) + _strip_html(request, access), outcome)
 
 
-def _view_form_response(request: HttpRequest, access: WorkspaceAccess, *, message: str, ok: bool) -> HttpResponse:
+def _view_form_response(request: HttpRequest, access: WorkspaceAccess, outcome: BookmarkOutcome) -> HttpResponse:
     if not request.htmx:
-        (messages.success if ok else messages.error)(request, message)
-        return _back(request, access)
+        return _back(request, access, outcome)
     # After a success the form is empty again; after a refusal it keeps what was typed.
     context = {
         "workspace": access.workspace,
@@ -165,12 +144,12 @@ def _view_form_response(request: HttpRequest, access: WorkspaceAccess, *, messag
         "show_query_field": request.POST.get("from_location") != "1",
         "with_strip": request.POST.get("strip") == "1",
         "bookmark_next": _next_url(request),
-        "view_form": {} if ok else {k: request.POST.get(k, "") for k in ("query", "title", "note")},
-        "view_form_error": "" if ok else message,
-        "view_form_message": message if ok else "",
+        "view_form": {} if outcome.ok else {k: request.POST.get(k, "") for k in ("query", "title", "note")},
+        "view_form_error": "" if outcome.ok else outcome.message,
+        "view_form_message": outcome.message if outcome.ok else "",
     }
-    html = _fragment(request, "bookmark-view-form", context) + (_strip_html(request, access) if ok else "")
-    return _toast(HttpResponse(html), message) if ok else HttpResponse(html)
+    html = _fragment(request, "bookmark-view-form", context) + (_strip_html(request, access) if outcome.ok else "")
+    return _answer(html, outcome)
 
 
 def _submitted_view_query(request: HttpRequest) -> str:
@@ -182,32 +161,11 @@ def _submitted_view_query(request: HttpRequest) -> str:
     return request.POST.get("query", "")
 
 
-def _star_add(request: HttpRequest, access: WorkspaceAccess, experiment_id: str, note: str = "") -> HttpResponse:
-    """Bookmark one listed experiment and answer with its star (htmx) or a redirect."""
-    try:
-        experiment = _experiment_to_bookmark(access, experiment_id)
-        bookmark_services.bookmark_create_experiment(
-            workspace=access.workspace,
-            user=request.user,
-            experiment_id=experiment.id,
-            experiment_name=experiment.name,
-            note=note,
-        )
-    except bookmark_services.BookmarkExists as exc:
-        # Someone else just added it: the star is on, and the message says who.
-        name = exc.existing.experiment_name or experiment_id
-        return _star_response(request, access, experiment_id=experiment_id, name=name, starred=True, message=str(exc))
-    except bookmark_services.BookmarkError as exc:
-        return _star_response(request, access, experiment_id=experiment_id, name=experiment_id, message=str(exc))
-    return _star_response(
-        request,
-        access,
-        experiment_id=experiment.id,
-        name=experiment.name,
-        starred=True,
-        message=f"Bookmarked “{experiment.name or experiment.id}” for the team.",
-        ok=True,
-    )
+@require_GET
+def bookmark_list(request: HttpRequest, workspace_pk: int) -> HttpResponse:
+    """The workspace's bookmarks, newest first, with recent bookmark activity."""
+    access = get_workspace_access(request, workspace_pk)
+    return render(request, TEMPLATE, _page_context(request, access))
 
 
 @require_POST
@@ -215,98 +173,77 @@ def bookmark_create(request: HttpRequest, workspace_pk: int) -> HttpResponse:
     """Add a bookmark: kind "experiment" (by experiment_id) or "view" (a query of the experiments page)."""
     access = get_workspace_access(request, workspace_pk)
     if request.POST.get("kind") == BookmarkKind.EXPERIMENT:
-        return _star_add(request, access, request.POST.get("experiment_id", "").strip(), request.POST.get("note", ""))
-    try:
-        bookmark = bookmark_services.bookmark_create_view(
+        experiment_id = request.POST.get("experiment_id", "").strip()
+        outcome = bookmark_services.bookmark_star(
             workspace=access.workspace,
             user=request.user,
-            query=_submitted_view_query(request),
-            title=request.POST.get("title", ""),
+            experiment_id=experiment_id,
+            client_factory=_client_factory(access),
             note=request.POST.get("note", ""),
         )
-    except bookmark_services.BookmarkError as exc:
-        return _view_form_response(request, access, message=str(exc), ok=False)
-    return _view_form_response(
-        request, access, message=f"Bookmarked the view “{bookmark.title}” for the team.", ok=True
+        return _star_response(request, access, experiment_id, outcome)
+    outcome = bookmark_services.bookmark_create_view(
+        workspace=access.workspace,
+        user=request.user,
+        query=_submitted_view_query(request),
+        title=request.POST.get("title", ""),
+        note=request.POST.get("note", ""),
     )
+    return _view_form_response(request, access, outcome)
 
 
 @require_POST
 def bookmark_update(request: HttpRequest, workspace_pk: int, bookmark_pk: int) -> HttpResponse:
-    """Edit a bookmark's note and title (its creator or a workspace admin)."""
+    """Edit a bookmark's note and title (whoever added it or a workspace admin)."""
     access = get_workspace_access(request, workspace_pk)
-    bookmark = bookmark_selectors.bookmark_get(workspace=access.workspace, pk=bookmark_pk)
-    try:
-        bookmark_services.bookmark_update(
-            bookmark=bookmark,
-            user=request.user,
-            note=request.POST.get("note", ""),
-            title=request.POST.get("title"),
-        )
-    except bookmark_services.BookmarkNotAllowed as exc:
-        return _forbidden(request, access, exc)
-    except bookmark_services.BookmarkGone as exc:
-        if not request.htmx:
-            messages.error(request, str(exc))
-            return _back(request, access)
-        return _toast(HttpResponse(""), str(exc))
-    except bookmark_services.BookmarkInvalid as exc:
-        if not request.htmx:
-            messages.error(request, str(exc))
-            return _back(request, access)
-        edit = {"title": request.POST.get("title", bookmark.title), "note": request.POST.get("note", "")}
-        bookmark.refresh_from_db(fields=["title", "note"])
-        context = _item_context(request, access, bookmark, edit=edit, edit_open=True, item_error=str(exc))
-        return HttpResponse(_fragment(request, "bookmark-item", context))
-    if not request.htmx:
-        messages.success(request, "Bookmark saved.")
-        return _back(request, access)
-    return _toast(
-        HttpResponse(_fragment(request, "bookmark-item", _item_context(request, access, bookmark))), "Bookmark saved."
+    bookmark = _bookmark_or_404(access, bookmark_pk)
+    outcome = bookmark_services.bookmark_update(
+        bookmark=bookmark,
+        user=request.user,
+        note=request.POST.get("note", ""),
+        title=request.POST.get("title"),
+        is_admin=access.is_admin,
     )
+    if outcome.refusal == REFUSED_NOT_ALLOWED:
+        return _forbidden(request, access, outcome)
+    if not request.htmx:
+        return _back(request, access, outcome)
+    if outcome.refusal == REFUSED_GONE:
+        return trigger_client_event(HttpResponse(""), "showToast", {"message": outcome.message})
+    [item] = _items(request, access, [bookmark])
+    context = {"workspace": access.workspace, "item": item, "bookmark_next": _next_url(request)}
+    if not outcome.ok:
+        # What was typed stays in the open form, next to the reason it was refused.
+        edit = {"title": request.POST.get("title", bookmark.title), "note": request.POST.get("note", "")}
+        context.update(edit=edit, edit_open=True, item_error=outcome.message)
+    return _answer(_fragment(request, "bookmark-item", context), outcome)
 
 
 @require_POST
 def bookmark_delete(request: HttpRequest, workspace_pk: int, bookmark_pk: int) -> HttpResponse:
-    """Remove a bookmark (its creator or a workspace admin); htmx gets an empty fragment."""
+    """Remove a bookmark (whoever added it or a workspace admin); htmx gets an empty fragment."""
     access = get_workspace_access(request, workspace_pk)
-    bookmark = bookmark_selectors.bookmark_get(workspace=access.workspace, pk=bookmark_pk)
-    label = str(bookmark)
-    try:
-        bookmark_services.bookmark_delete(bookmark=bookmark, user=request.user)
-    except bookmark_services.BookmarkNotAllowed as exc:
-        return _forbidden(request, access, exc)
-    except bookmark_services.BookmarkGone as exc:
-        label, message = "", str(exc)
-    else:
-        message = f"Removed the bookmark “{label}”."
+    bookmark = _bookmark_or_404(access, bookmark_pk)
+    outcome = bookmark_services.bookmark_delete(bookmark=bookmark, user=request.user, is_admin=access.is_admin)
+    if outcome.refusal == REFUSED_NOT_ALLOWED:
+        return _forbidden(request, access, outcome)
     if not request.htmx:
-        (messages.success if label else messages.info)(request, message)
-        return _back(request, access)
+        return _back(request, access, outcome)
     # The item is swapped for nothing; the strip follows when the form came from the experiments page.
-    return _toast(HttpResponse(_strip_html(request, access)), message)
+    return trigger_client_event(HttpResponse(_strip_html(request, access)), "showToast", {"message": outcome.message})
 
 
 @require_POST
 def bookmark_toggle(request: HttpRequest, workspace_pk: int, experiment_id: str) -> HttpResponse:
     """The star on an experiment: add the team bookmark if absent, remove it if present (when allowed)."""
     access = get_workspace_access(request, workspace_pk)
-    existing = bookmark_selectors.bookmark_for_experiment(workspace=access.workspace, experiment_id=experiment_id)
-    if existing is not None:
-        name = existing.experiment_name or experiment_id
-        try:
-            bookmark_services.bookmark_delete(bookmark=existing, user=request.user)
-        except bookmark_services.BookmarkNotAllowed as exc:
-            return _forbidden(request, access, exc)
-        except bookmark_services.BookmarkGone:
-            pass  # someone removed it a moment ago: the outcome the person wanted
-        return _star_response(
-            request,
-            access,
-            experiment_id=experiment_id,
-            name=name,
-            starred=False,
-            message=f"Removed the bookmark on “{name}”.",
-            ok=True,
-        )
-    return _star_add(request, access, experiment_id)
+    outcome = bookmark_services.bookmark_toggle(
+        workspace=access.workspace,
+        user=request.user,
+        experiment_id=experiment_id,
+        client_factory=_client_factory(access),
+        is_admin=access.is_admin,
+    )
+    if outcome.refusal == REFUSED_NOT_ALLOWED:
+        return _forbidden(request, access, outcome)
+    return _star_response(request, access, experiment_id, outcome)

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from dashboard import observability
 from experiments import mixpanel
 from experiments.forms import (
     PAGE_SIZE,
@@ -91,7 +92,7 @@ def _render_list(
     query = query.with_(page=page.page)  # a page past the end was clamped to the last one
     list_url = _list_url(access.workspace.pk)
     now = timezone.now()
-    strip = bookmark_selectors.bookmark_strip(access=access, user=request.user, snapshot=snapshot)
+    strip = bookmark_selectors.bookmark_strip(access=access, snapshot=snapshot)
     context = {
         "access": access,
         "workspace": access.workspace,
@@ -354,6 +355,8 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         end_date=form.cleaned_data["end_date"],
         client=mixpanel.client_for(access.workspace),
     )
+    if outcome.attempt is not None:
+        observability.bind(attempt_id=outcome.attempt.pk)  # on this request's log line
     if _wants_fragment(request):
         return _outcome_fragment(request, access, experiment, outcome, back=back, list_query=list_query)
     if outcome.ok:
