@@ -1,5 +1,7 @@
 # Experiment Desk. `make run` serves the dashboard; `make test` lints and tests.
 # Both set themselves up from a fresh clone: find Python 3.12+, make .venv, install.
+# Sign-in settings (OIDC_*, DJANGO_PASSWORD_LOGIN, ...) reach `make run` from the environment
+# or the command line: make run OIDC_ISSUER_URL=https://id.example.com OIDC_CLIENT_ID=...
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -47,6 +49,9 @@ run: $(VENV)/.stamp-base
 	fi; \
 	echo "Starting the task worker (manage.py db_worker): it reconciles open force-conclude attempts."; \
 	$(PY) manage.py db_worker --no-reload & pids="$$pids $$!"; \
+	if [ -n "$$OIDC_ISSUER_URL" ]; then \
+	  echo "Single sign-on through $$OIDC_ISSUER_URL (client $$OIDC_CLIENT_ID); the provider must allow the redirect URI http://127.0.0.1:$(PORT)/accounts/sso/callback/"; \
+	fi; \
 	echo "Serving http://127.0.0.1:$(PORT) (Ctrl-C stops)"; \
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 

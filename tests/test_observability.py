@@ -24,6 +24,9 @@ SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
 def json_lines(settings):
     """Log lines as production writes them: the settings' JSON formatter and context filter on the root logger."""
     options = {k: v for k, v in settings.LOGGING["formatters"]["json"].items() if k != "()"}
+    # A request an earlier test left unfinished (a streamed answer never read to the end)
+    # leaves its request id in this thread's context; start from none.
+    observability._clear_context()
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(**options))
@@ -169,11 +172,29 @@ def test_probes_load_no_user(client, django_assert_num_queries, pm):
         assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.django_db
+def test_a_force_conclude_press_logs_its_attempt_id(pm_client, workspace, json_lines, monkeypatch):
+    from django.utils import timezone
+
+    from experiments.forms import datetime_local_value
+    from experiments.models import ConclusionAttempt
+    from tests.fake_mixpanel import EXP_ID, FakeMixpanel, install
+
+    install(monkeypatch, FakeMixpanel())
+    url = reverse("experiments:experiment-force-conclude", args=[workspace.pk, EXP_ID])
+    form = {"reason_category": "business", "reason_text": "Done.", "end_date": datetime_local_value(timezone.now())}
+    assert pm_client.post(url, form, headers={"HX-Request": "true"}).status_code == 200
+    (line,) = request_lines(json_lines())
+    assert line["attempt_id"] == ConclusionAttempt.objects.get().pk
+    assert line["workspace"] == workspace.pk
+
+
 def test_log_context_reaches_lines_logged_outside_a_request(json_lines):
     with observability.log_context(attempt_id=42):
         logging.getLogger("experiments.tasks").warning("left open")
     logging.getLogger("experiments.tasks").warning("after")
-    first, second = json_lines()
+    # Only these two lines: a server thread of another test (live_server) may log meanwhile.
+    first, second = [line for line in json_lines() if line["logger"] == "experiments.tasks"]
     assert (first["message"], first["attempt_id"], first["request_id"]) == ("left open", 42, None)
     assert second["attempt_id"] is None
 

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from dashboard import observability
 from experiments import mixpanel
 from experiments.forms import (
     PAGE_SIZE,
@@ -352,6 +353,8 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         end_date=form.cleaned_data["end_date"],
         client=mixpanel.client_for(access.workspace),
     )
+    if outcome.attempt is not None:
+        observability.bind(attempt_id=outcome.attempt.pk)  # on this request's log line
     if _wants_fragment(request):
         return _outcome_fragment(request, access, experiment, outcome, back=back, list_query=list_query)
     if outcome.ok:

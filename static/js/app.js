@@ -1,5 +1,16 @@
 // Experiment Desk: the little behaviour htmx does not give us. No inline scripts (CSP).
 "use strict";
+
+// One polite live region (#announcer in base.html) sits outside every block htmx
+// replaces, so what it says is read out; a region swapped in with new content is not.
+function announce(text) {
+  const region = document.getElementById("announcer");
+  if (!region) return;
+  region.textContent = "";
+  // A change a moment after clearing is announced even when the text repeats.
+  setTimeout(() => { region.textContent = text; }, 60);
+}
+
 document.addEventListener("showToast", (event) => {
   // Raised by the server with HX-Trigger: {"showToast": {"message": "..."}}.
   const box = document.getElementById("toasts");
@@ -7,11 +18,11 @@ document.addEventListener("showToast", (event) => {
   if (!box || !text) return;
   const toast = document.createElement("p");
   toast.className = "toast";
-  toast.setAttribute("role", "status");
   toast.textContent = text; // text, never HTML
   box.append(toast);
   setTimeout(() => toast.remove(), 6000);
 });
+
 document.addEventListener("click", (event) => {
   // <button data-open-dialog="ID"> opens <dialog id="ID">; data-close-dialog closes its dialog.
   const opener = event.target.closest("[data-open-dialog]");
@@ -30,5 +41,132 @@ document.addEventListener("click", (event) => {
       event.preventDefault();
       dialog.close();
     }
+    return;
+  }
+  // <button data-fill-now="ID"> puts the current UTC minute into <input id="ID">.
+  const now = event.target.closest("[data-fill-now]");
+  if (now) {
+    const input = document.getElementById(now.dataset.fillNow);
+    if (input) {
+      input.value = new Date().toISOString().slice(0, 16).replace("T", " ");
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+      input.focus();
+    }
   }
 });
+
+// --- Busy states -----------------------------------------------------------------------
+// An element (or an ancestor) with data-busy="Concluding…" has that announced when its
+// request starts. After a second without an answer a visible notice says what we wait
+// for (data-slow on the element or an ancestor, else a plain "Still loading…").
+const SLOW_AFTER_MS = 1000;
+let slowTimer = null;
+
+function showSlow(text) {
+  const notice = document.getElementById("slow-notice");
+  if (!notice) return;
+  notice.querySelector("[data-slow-text]").textContent = text;
+  notice.hidden = false;
+  announce(text);
+}
+
+function hideSlow() {
+  clearTimeout(slowTimer);
+  slowTimer = null;
+  const notice = document.getElementById("slow-notice");
+  if (notice) notice.hidden = true;
+}
+
+function startWaiting(source) {
+  hideSlow();
+  const slow = source && source.closest("[data-slow]");
+  const text = slow ? slow.dataset.slow : "Still loading…";
+  slowTimer = setTimeout(() => showSlow(text), SLOW_AFTER_MS);
+}
+
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const elt = event.detail.elt;
+  const busy = elt.closest("[data-busy]");
+  if (busy) announce(busy.dataset.busy);
+  startWaiting(elt);
+});
+document.addEventListener("htmx:afterRequest", hideSlow);
+
+// A full page load of a screen that reads Mixpanel shows nothing new until Mixpanel
+// answers; the notice says so after a second. Same-origin links and GET forms only.
+const MIXPANEL_PAGE = /^\/w\/\d+\/(experiments\/[^/]+\/)?$/;
+function waitForPage(url) {
+  if (url.origin !== window.location.origin) return;
+  const text = MIXPANEL_PAGE.test(url.pathname) ? "Waiting for Mixpanel… Experiments are read from it when the page opens; this can take a few seconds." : "Still loading…";
+  hideSlow();
+  slowTimer = setTimeout(() => showSlow(text), SLOW_AFTER_MS);
+}
+document.addEventListener("click", (event) => {
+  const link = event.target.closest("a[href]");
+  if (!link || event.defaultPrevented || link.hasAttribute("hx-get") || link.hasAttribute("download")) return;
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey || link.target) return;
+  waitForPage(new URL(link.href, window.location.href));
+});
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (event.defaultPrevented || form.hasAttribute("hx-get") || form.hasAttribute("hx-post")) return;
+  waitForPage(new URL(form.action, window.location.href));
+});
+// Back to a page kept in the browser's memory: nothing is loading any more.
+window.addEventListener("pageshow", hideSlow);
+
+// --- Focus and announcements after a swap ----------------------------------------------
+// Focus goes to the outcome of an action: an element the answer marks with
+// data-focus-after-swap (e.g. "Concluded ..."); else, when the focused control was
+// replaced, to its new copy, so keyboard users never fall back to <body>.
+let lastFocus = null;
+document.addEventListener("htmx:beforeSwap", () => {
+  const active = document.activeElement;
+  if (!active || active === document.body) { lastFocus = null; return; }
+  const holder = active.id ? active : active.closest("[id]");
+  lastFocus = holder ? { id: holder.id, tag: active.tagName, text: active.textContent.trim() } : null;
+});
+
+function focusable(root, tag, text) {
+  const candidates = Array.from(root.querySelectorAll(tag));
+  if (root.tagName === tag) candidates.unshift(root);
+  return candidates.find((el) => el.textContent.trim() === text) || candidates[0] || null;
+}
+
+document.addEventListener("htmx:afterSettle", () => {
+  const outcome = document.querySelector("[data-focus-after-swap]");
+  if (outcome) {
+    outcome.removeAttribute("data-focus-after-swap");
+    if (!outcome.hasAttribute("tabindex")) outcome.setAttribute("tabindex", "-1");
+    outcome.focus();
+  } else if (lastFocus && (document.activeElement === document.body || !document.activeElement)) {
+    const holder = document.getElementById(lastFocus.id);
+    const target = holder && focusable(holder, lastFocus.tag, lastFocus.text);
+    if (target) target.focus();
+  }
+  lastFocus = null;
+  // Text the answer wants read out (e.g. "Showing 1–50 of 120"), through the one live region.
+  const said = document.querySelector("[data-announce]");
+  if (said) {
+    said.removeAttribute("data-announce");
+    announce(said.textContent.trim());
+  }
+});
+
+// --- Dates ------------------------------------------------------------------------------
+// Every date is shown in UTC; hovering one shows it in the reader's own time zone.
+function localTimes(root) {
+  root.querySelectorAll("time[datetime][data-utc]").forEach((el) => {
+    const when = new Date(el.getAttribute("datetime"));
+    if (Number.isNaN(when.getTime())) return;
+    const local = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short", hourCycle: "h23" });
+    el.title = `Your time: ${local}`;
+    el.removeAttribute("data-utc");
+  });
+}
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes(document);
+  // Marks in the first page load are not news: only a swap's answer is announced.
+  document.querySelectorAll("[data-announce]").forEach((el) => el.removeAttribute("data-announce"));
+});
+document.addEventListener("htmx:load", (event) => localTimes(event.detail.elt));

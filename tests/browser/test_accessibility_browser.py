@@ -1,0 +1,210 @@
+"""axe-core on every screen and dialog, for every role, at laptop and phone widths.
+
+axe-core is vendored (tests/browser/vendor/axe.min.js, from npm's axe-core package; see
+the README) and put into each page by Playwright before the page's own scripts run, so
+it needs no CDN and no exception in our Content Security Policy. A serious or critical
+violation fails the test, listed rule by rule with the elements it was found on.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from playwright.sync_api import Browser, Page, expect
+
+from experiments.models import Bookmark, BookmarkKind, Membership, Role
+from tests.factories import make_attempt
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+AXE_PATH = Path(__file__).parent / "vendor" / "axe.min.js"
+TIMEOUT_MS = 10_000
+WIDTHS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+FAILING_IMPACTS = ("serious", "critical")
+# Every WCAG 2.x A/AA rule and axe's best practices; target size (WCAG 2.2 AA) is off by default.
+AXE_OPTIONS = {"rules": {"target-size": {"enabled": True}}, "resultTypes": ["violations"]}
+MISMATCH = "one-page checkout (exposures off the planned split)"
+
+RUN_AXE = """async ([selector, options]) => {
+  const results = await window.axe.run(selector ? document.querySelector(selector) : document, options);
+  return results.violations.map((v) => ({
+    id: v.id, impact: v.impact, help: v.help,
+    nodes: v.nodes.map((n) => ({target: n.target.join(" "), summary: n.failureSummary || ""})),
+  }));
+}"""
+
+
+def describe(violations: list[dict[str, Any]]) -> str:
+    """The violations as a person reads them: rule, impact, help, then each element and why."""
+    lines = []
+    for v in violations:
+        lines.append(f"  [{v['impact']}] {v['id']}: {v['help']}")
+        for node in v["nodes"][:8]:
+            why = " ".join(node["summary"].split())
+            lines.append(f"      {node['target']}\n        {why[:400]}")
+        if len(v["nodes"]) > 8:
+            lines.append(f"      ... and {len(v['nodes']) - 8} more")
+    return "\n".join(lines)
+
+
+class AxeReport:
+    """Collects what axe finds on each screen, so one run reports every failing screen at once."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.checked: list[str] = []
+        self.width = ""
+
+    def check(self, page: Page, label: str, *, within: str | None = None) -> None:
+        page.wait_for_load_state("load")
+        label = f"{label} at {self.width}"
+        violations = page.evaluate(RUN_AXE, [within, AXE_OPTIONS])
+        serious = [v for v in violations if v["impact"] in FAILING_IMPACTS]
+        self.checked.append(label)
+        if serious:
+            self.failures.append(f"{label} ({page.url}):\n{describe(serious)}")
+
+    def assert_clean(self) -> None:
+        assert self.checked, "no screen was checked"
+        if self.failures:
+            pytest.fail(
+                f"axe-core found serious or critical violations on {len(self.failures)} of "
+                f"{len(self.checked)} screens:\n\n" + "\n\n".join(self.failures),
+                pytrace=False,
+            )
+
+
+def make_user(django_user_model: Any, role: str, workspace: Any) -> Any:
+    user = django_user_model.objects.create_user(
+        username=role, password="pw-" + role, first_name=role.title(), last_name="Example"
+    )
+    if role == "auditor":
+        user.user_permissions.add(Permission.objects.get(codename="review_all_conclusions"))
+    else:
+        Membership.objects.create(user=user, workspace=workspace, role=getattr(Role, role.upper()))
+    return user
+
+
+def log_in(page: Page, base_url: str, username: str) -> None:
+    page.goto(base_url + reverse("login"))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("pw-" + username)
+    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
+    expect(page.locator("main h1")).to_be_visible()
+
+
+def check_screens(page: Page, report: AxeReport, base: str, *, role: str, ws: Any, exp: dict, attempt: Any) -> None:
+    """Every screen this role can reach, and every dialog it can open, at the current width."""
+    report.check(page.goto(base + "/") and page, f"{role}: home")
+    report.check(page.goto(base + reverse("experiments:audit-list")) and page, f"{role}: audit list")
+    url = base + reverse("experiments:audit-workspace-list", args=[ws.pk])
+    report.check(page.goto(url) and page, f"{role}: audit of one workspace")
+    report.check(page.goto(base + attempt.get_absolute_url()) and page, f"{role}: attempt detail")
+    report.check(page.goto(base + "/no/such/page/") and page, f"{role}: 404 page")
+    if role == "auditor":
+        return
+    page.goto(base + reverse("experiments:experiment-list", args=[ws.pk]))
+    expect(page.locator("#results")).to_be_visible()
+    report.check(page, f"{role}: experiments list")
+    page.locator("details.bookmark-view > summary").click()
+    report.check(page, f"{role}: bookmark this view (open)")
+
+    page.goto(base + reverse("experiments:bookmark-list", args=[ws.pk]))
+    report.check(page, f"{role}: bookmarks page")
+    edit = page.locator("details.bookmark-edit > summary")
+    if edit.count():
+        edit.first.click()
+        report.check(page, f"{role}: bookmark edit (open)")
+
+    page.goto(base + reverse("experiments:experiment-detail", args=[ws.pk, exp["id"]]))
+    expect(page.locator("article h1")).to_contain_text("checkout")
+    report.check(page, f"{role}: experiment page")
+    opener = page.locator("[data-open-dialog=force-conclude-dialog]")
+    if role in ("concluder", "admin"):
+        opener.first.click()
+        expect(page.locator("#force-conclude-form")).to_be_visible()
+        report.check(page, f"{role}: force-conclude dialog", within="#force-conclude-dialog")
+        page.keyboard.press("Escape")
+        expect(page.locator("#force-conclude-dialog")).to_be_hidden()
+    else:
+        expect(opener).to_have_count(0)
+
+
+@pytest.mark.parametrize("role", ["viewer", "concluder", "admin", "auditor"])
+def test_no_serious_axe_violation_on_any_screen(
+    browser: Browser, live_server, standin, workspace, pm, django_user_model, role
+):
+    exp = next(e for e in standin.experiments(1001) if MISMATCH in e["name"])
+    user = make_user(django_user_model, role, workspace)
+    attempt = make_attempt(workspace=workspace, actor=pm, experiment_id=exp["id"], experiment_name=exp["name"])
+    make_attempt(workspace=workspace, actor=pm, outcome="failed", http_status=503, error="Mixpanel was down.")
+    Bookmark.objects.create(
+        workspace=workspace,
+        kind=BookmarkKind.VIEW,
+        view_query="status=active&q=checkout",
+        title="Live checkout",
+        note="Every morning",
+        created_by=user if role != "auditor" else pm,
+        created_by_name=str(user),
+    )
+    report = AxeReport()
+    context = browser.new_context(viewport=WIDTHS["desktop"])
+    context.add_init_script(path=str(AXE_PATH))
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        for width, size in WIDTHS.items():
+            page.set_viewport_size(size)
+            report.width = width
+            if width == "desktop":
+                page.goto(live_server.url + reverse("login"))
+                report.check(page, "anonymous: login page")
+                log_in(page, live_server.url, role)
+            check_screens(page, report, live_server.url, role=role, ws=workspace, exp=exp, attempt=attempt)
+    finally:
+        context.close()
+    report.assert_clean()
+
+
+def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
+    page: Page, live_server, standin, pm, workspace
+):
+    exp = standin.find(1001, status="active")
+    # A slow PUT keeps "Concluding…" on screen long enough to look at it.
+    standin.set_fault("latency", experiment_id=exp["id"], method="PUT", latency_ms=1500)
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, live_server.url, "pat")
+    page.goto(live_server.url + reverse("experiments:experiment-detail", args=[workspace.pk, exp["id"]]))
+    page.locator("[data-open-dialog=force-conclude-dialog]").click()
+    expect(page.locator("#force-conclude-form")).to_be_visible()
+
+    # Idle indicators are hidden from assistive technology, not merely transparent.
+    progress = page.locator("#force-conclude-progress")
+    assert progress.evaluate("el => getComputedStyle(el).visibility") == "hidden"
+    expect(page.get_by_text("Concluding…")).to_be_hidden()
+    for live in page.locator("[aria-live], [role=status], [role=alert]").all():
+        # No live region sits inside a block htmx replaces wholesale.
+        assert not live.evaluate("el => !!el.closest('#force-conclude-body, #conclude-section, #results')"), (
+            live.evaluate("el => el.outerHTML")
+        )
+
+    page.get_by_label("Reason").select_option("significance")
+    page.get_by_label("In your own words").fill("The treatment won clearly.")
+    page.locator("#force-conclude-submit").click()
+    # While the PUT is on its way: shown, and said once through the page's one live region.
+    expect(progress).to_be_visible()
+    expect(page.locator("#announcer")).to_have_text("Concluding…")
+    # After a second, the person is told what we wait for.
+    expect(page.locator("#slow-notice")).to_contain_text("Waiting for Mixpanel")
+
+    # The outcome takes the focus (not <body>), and the busy notice is gone.
+    outcome = page.locator("#conclude-section p.success")
+    expect(outcome).to_contain_text("Concluded", timeout=TIMEOUT_MS)
+    expect(outcome).to_be_focused()
+    expect(page.locator("#slow-notice")).to_be_hidden()
+    assert progress.count() == 0 or progress.evaluate("el => getComputedStyle(el).visibility") == "hidden"
