@@ -21,27 +21,54 @@ STATUS_TABS: tuple[tuple[str, str], ...] = (
     ("all", "All"),
     ("active", "Active"),
     ("draft", "Draft"),
-    ("concluded", "Concluded"),
-    ("success", "Success"),
-    ("fail", "Fail"),
+    ("concluded", "Ended, not decided"),
+    ("success", "Shipped a variant"),
+    ("fail", "Shipped none"),
+)
+# How the tabs are grouped on the page: Mixpanel's "success" and "fail" are decisions
+# (a variant shipped, or none), not failed attempts, so they sit under "Decided".
+STATUS_TAB_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("", ("all", "active", "draft", "concluded")),
+    ("Decided", ("success", "fail")),
 )
 SORT_CHOICES: tuple[tuple[str, str], ...] = (
     ("-start", "Start date, newest first"),
     ("start", "Start date, oldest first"),
     ("name", "Name, A to Z"),
     ("-name", "Name, Z to A"),
+    ("status", "Status"),
+    ("-status", "Status, reversed"),
+    ("-days", "Days running, most first"),
+    ("days", "Days running, fewest first"),
+    ("-exposures", "Exposures, most first"),
+    ("exposures", "Exposures, fewest first"),
     ("-end", "End date, newest first"),
     ("end", "End date, oldest first"),
-    ("status", "Status"),
+)
+# The sortable column headers: (column, its heading, the direction a first click sorts).
+SORT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("name", "Name", ""),
+    ("status", "Status", ""),
+    ("start", "Start", "-"),
+    ("days", "Days running", "-"),
+    ("exposures", "Exposures", "-"),
 )
 DEFAULT_STATUS = "all"
 DEFAULT_SORT = "-start"
+PAGE_SIZES: tuple[int, ...] = (25, 50, 100)
 PAGE_SIZE = 50
 SEARCH_MAX_LENGTH = 200
 _STATUSES = {value for value, _ in STATUS_TABS}
 # How a saved view's filters are named on the Bookmarks page.
-_PARAM_NAMES = {"status": "Status", "q": "Search", "sort": "Sort", "page": "Page"}
+_PARAM_NAMES = {"status": "Status", "q": "Search", "sort": "Sort", "page": "Page", "size": "Per page"}
 _SORTS = {value for value, _ in SORT_CHOICES}
+
+
+def _whole_number(value: Any, *, default: int) -> int:
+    try:
+        return int(str(value or default).strip())
+    except ValueError:
+        return default
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,22 +84,22 @@ class ExperimentListQuery:
     q: str = ""
     sort: str = DEFAULT_SORT
     page: int = 1
+    size: int = PAGE_SIZE
 
     @classmethod
     def from_querydict(cls, data: QueryDict | dict[str, Any]) -> ExperimentListQuery:
         status = str(data.get("status") or "").strip().lower()
         sort = str(data.get("sort") or "").strip()
         q = " ".join(str(data.get("q") or "").split())[:SEARCH_MAX_LENGTH]
-        try:
-            page = int(str(data.get("page") or "1").strip())
-        except ValueError:
-            page = 1
+        page = _whole_number(data.get("page"), default=1)
+        size = _whole_number(data.get("size"), default=PAGE_SIZE)
         return cls(
             status=status if status in _STATUSES else DEFAULT_STATUS,
             q=q,
             sort=sort if sort in _SORTS else DEFAULT_SORT,
             # An absurd page number is clamped to the last page later, when the count is known.
             page=page if 1 <= page <= 1_000_000 else 1,
+            size=size if size in PAGE_SIZES else PAGE_SIZE,
         )
 
     @classmethod
@@ -93,6 +120,8 @@ class ExperimentListQuery:
             pairs.append(("q", self.q))
         if self.sort != DEFAULT_SORT:
             pairs.append(("sort", self.sort))
+        if self.size != PAGE_SIZE:
+            pairs.append(("size", str(self.size)))
         if self.page != 1:
             pairs.append(("page", str(self.page)))
         return pairs

@@ -726,7 +726,7 @@ def test_a_star_without_a_note_still_stars_and_an_over_long_note_is_refused_read
     [
         ("", []),
         ("status=active", [("Status", "Active")]),
-        ("q=checkout&sort=-start&status=fail", [("Status", "Fail"), ("Search", "checkout")]),
+        ("q=checkout&sort=-start&status=fail", [("Status", "Shipped none"), ("Search", "checkout")]),
         ("sort=name&page=3", [("Sort", "Name, A to Z"), ("Page", "3")]),
         ("status=bogus&sort=nope", []),
     ],

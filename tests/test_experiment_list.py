@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from html import escape
 from urllib.parse import urlsplit
@@ -11,9 +12,10 @@ from django.core.cache import cache
 from django.http import QueryDict
 from django.template import Context, Template
 from django.urls import reverse
+from django.utils import timezone
 
 from experiments import mixpanel
-from experiments.forms import ExperimentListQuery
+from experiments.forms import STATUS_TABS, ExperimentListQuery
 from experiments.selectors import experiment_list as list_selectors
 from tests.factories import session_queries
 from tests.fake_mixpanel import FakeMixpanel, exp_json, install
@@ -32,7 +34,7 @@ def list_url(workspace, query: str = "") -> str:
 
 
 def row_names(html: str) -> list[str]:
-    return re.findall(r'<a href="/w/\d+/experiments/[^"]+/">([^<]*)</a>', html)
+    return re.findall(r'<a href="/w/\d+/experiments/[^"]+/"[^>]*>([^<]*)</a>', html)
 
 
 def page(client, workspace, query: str = "", **headers) -> str:
@@ -54,10 +56,19 @@ def test_list_shows_each_experiments_facts(pm_client, workspace, monkeypatch):
     assert "Experiment 00001" in html
     assert '<span class="badge status-active">active</span>' in html
     assert "2026-01-02 09:00 UTC" in html  # exact start
-    assert re.search(r"<time datetime=\"2026-01-02T09:00:00\+00:00\"[^>]*>\d+ months? ago</time>", html)
+    # One line: the date in the shared style, then its age.
+    assert re.search(
+        r'<time datetime="2026-01-02T09:00:00\+00:00" data-utc>2026-01-02 09:00 UTC</time> '
+        r'<span class="muted">· \d+ months? ago</span>',
+        html,
+    )
     assert '<span class="tag">growth</span><span class="tag">checkout</span>' in html
     assert "Casey Creator" in html
-    assert '<td data-label="Variants">2</td>' in html
+    days = (timezone.now() - dt.datetime(2026, 1, 2, 9, tzinfo=dt.UTC)).days
+    assert f'<td data-label="Days running" class="num">{days}</td>' in html
+    # The id is behind a copy control, not written out in the row.
+    assert 'data-copy="00000000-0000-4000-8000-000000000001"' in html
+    assert ">00000000-0000-4000-8000-000000000001<" not in html
     assert "4,321" in html  # exposures, with a thousands separator
     detail = reverse("experiments:experiment-detail", args=[workspace.pk, "00000000-0000-4000-8000-000000000001"])
     assert f'href="{detail}"' in html
@@ -110,7 +121,7 @@ def test_each_status_tab_shows_only_its_experiments_and_counts(pm_client, worksp
         assert f'<span class="badge status-{other}">' not in html
     # Every tab shows its count; the current one is marked.
     assert re.search(r'aria-current="page">All <span class="count">15</span>', html) is None
-    assert re.search(rf'aria-current="page">{status.title()} <span class="count">3</span>', html)
+    assert re.search(rf'aria-current="page">{dict(STATUS_TABS)[status]} <span class="count">3</span>', html)
     assert '>All <span class="count">15</span>' in html
 
 
@@ -190,7 +201,7 @@ def test_pagination_fifty_a_page(pm_client, workspace, monkeypatch):
     first = page(pm_client, workspace, "sort=name")
     assert len(row_names(first)) == 50
     assert row_names(first)[0] == "Experiment 00000"
-    assert "Page 1 of 3" in first
+    assert "page 1 of 3" in first
     assert f'href="/w/{workspace.pk}/?sort=name&amp;page=2"' in first
     third = page(pm_client, workspace, "sort=name&page=3")
     assert row_names(third) == [f"Experiment {n:05d}" for n in range(100, 120)]
@@ -246,7 +257,7 @@ def test_every_filter_survives_the_url_round_trip(pm_client, workspace, monkeypa
     assert 'name="q" value="shared"' in html
     assert '<option value="-name" selected>' in html
     assert '<input type="hidden" name="status" value="active" form="filters">' in html
-    assert "Page 2 of 2" in html
+    assert "page 2 of 2" in html
     # Tabs keep search and sort, and go back to page 1.
     assert f'href="/w/{workspace.pk}/?status=draft&amp;q=shared&amp;sort=-name"' in html
     # The pager keeps status, search and sort.
@@ -539,7 +550,7 @@ def test_standin_workspace_lists_with_counts_and_inert_awkward_names(pm_client, 
     assert f'>All <span class="count">{len(upstream)}</span>' in html
     for status in ("active", "draft", "concluded", "success", "fail"):
         count = sum(1 for e in upstream if e["status"] == status)
-        assert f'>{status.title()} <span class="count">{count}</span>' in html
+        assert f'>{dict(STATUS_TABS)[status]} <span class="count">{count}</span>' in html
     assert "<script" not in html.split('<div id="results"')[1]
     assert "[demo fault]" in html
     # Search and a second view come from the cache: one list call upstream in all.
@@ -643,3 +654,155 @@ def test_shared_copy_holds_compressed_summaries(workspace, fake):
     summaries = list_selectors._unpack(good["packed"])
     assert all(isinstance(e, mixpanel.ExperimentSummary) for e in summaries)
     assert [e.id for e in summaries] == [e["id"] for e in fake.experiments()]
+
+
+# --- sortable headers, page size, page numbers, tab groups ---------------------------------
+
+
+def header(html: str, label: str) -> re.Match[str]:
+    found = re.search(rf'<th scope="col"[^>]*aria-sort="(\w+)"><a href="([^"]+)"[^>]*>{label}<', html)
+    assert found, f"no sortable header {label}"
+    return found
+
+
+@pytest.mark.django_db
+def test_headers_sort_through_the_url_with_aria_sort(pm_client, workspace, fake):
+    html = page(pm_client, workspace, "q=Experiment")
+    # The default sort (newest start first) marks its header; a click on another sorts by it.
+    assert header(html, "Start").group(1) == "descending"
+    assert header(html, "Start").group(2) == f"/w/{workspace.pk}/?q=Experiment&amp;sort=start"
+    assert header(html, "Name").group(1) == "none"
+    assert header(html, "Name").group(2) == f"/w/{workspace.pk}/?q=Experiment&amp;sort=name"
+    assert header(html, "Days running").group(2) == f"/w/{workspace.pk}/?q=Experiment&amp;sort=-days"
+    by_name = page(pm_client, workspace, "q=Experiment&sort=name")
+    assert header(by_name, "Name").group(1) == "ascending"
+    assert header(by_name, "Name").group(2) == f"/w/{workspace.pk}/?q=Experiment&amp;sort=-name"
+    assert row_names(by_name) == sorted(row_names(by_name))
+    assert row_names(page(pm_client, workspace, "sort=-name")) == sorted(row_names(by_name), reverse=True)
+
+
+@pytest.mark.django_db
+def test_sort_by_days_running_and_exposures_puts_unknowns_last(pm_client, workspace, monkeypatch):
+    install(
+        monkeypatch,
+        FakeMixpanel(
+            [
+                exp_json(1, "active", exposures_cache={"total": 50}),  # started earliest: most days
+                exp_json(2, "active", exposures_cache={"total": 900}),
+                exp_json(3, "draft", exposures_cache={}),  # neither days nor exposures
+                exp_json(4, "concluded", exposures_cache={"total": 7}),  # 14 days, then ended
+            ]
+        ),
+    )
+    assert row_names(page(pm_client, workspace, "sort=-days")) == [
+        "Experiment 00001",
+        "Experiment 00002",
+        "Experiment 00004",
+        "Experiment 00003",
+    ]
+    assert row_names(page(pm_client, workspace, "sort=days"))[:3] == [
+        "Experiment 00004",
+        "Experiment 00002",
+        "Experiment 00001",
+    ]
+    assert row_names(page(pm_client, workspace, "sort=-exposures"))[:3] == [
+        "Experiment 00002",
+        "Experiment 00001",
+        "Experiment 00004",
+    ]
+    assert row_names(page(pm_client, workspace, "sort=exposures"))[-1] == "Experiment 00003"
+    reversed_status = row_names(page(pm_client, workspace, "sort=-status"))
+    assert reversed_status == list(reversed(row_names(page(pm_client, workspace, "sort=status"))))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("asked", "rows"), [("25", 25), ("100", 100), ("50", 50), ("7", 50), ("100000", 50), ("x", 50)]
+)
+def test_page_size_is_chosen_in_the_url_and_bounded(pm_client, workspace, monkeypatch, asked, rows):
+    install(monkeypatch, FakeMixpanel([exp_json(n, "active") for n in range(120)]))
+    html = page(pm_client, workspace, f"size={asked}")
+    assert len(row_names(html)) == rows
+    assert f'<option value="{rows}" selected>{rows}</option>' in html
+    # The choice is kept by the other links (and a default one is left out of them).
+    tab = re.search(r'href="(/w/\d+/\?status=active[^"]*)"', html).group(1)
+    assert ("size=" in tab) == (rows != 50)
+
+
+@pytest.mark.django_db
+def test_page_numbers_at_top_and_bottom_keep_the_view(pm_client, workspace, monkeypatch):
+    install(monkeypatch, FakeMixpanel([exp_json(n, "active") for n in range(300)]))
+    html = page(pm_client, workspace, "sort=name&size=25&page=6")
+    for where in ("top", "bottom"):
+        nav = re.search(rf'<nav class="pagination" id="pages-{where}".*?</nav>', html, re.S).group(0)
+        numbers = re.findall(r'(\d+)(?:<span class="visually-hidden"> \(this page\)</span>)?</a>', nav)
+        assert numbers == ["1", "4", "5", "6", "7", "8", "12"]
+        assert 'aria-current="page" class="current-page">6<' in nav
+        assert f'href="/w/{workspace.pk}/?sort=name&amp;size=25&amp;page=12"' in nav
+        # A new page scrolls the results to their top.
+        assert 'hx-swap="outerHTML show:#results:top"' in nav
+        assert nav.count("…") == 2
+
+
+@pytest.mark.django_db
+def test_result_tabs_are_grouped_so_decisions_read_as_decisions(pm_client, workspace, fake):
+    html = page(pm_client, workspace)
+    assert '>Ended, not decided <span class="count">3</span>' in html
+    decided = re.search(
+        r'<span class="tab-group-label" id="([^"]+)">Decided:</span>\s*'
+        r'<ul class="tabs" aria-labelledby="\1">(.*?)</ul>',
+        html,
+        re.S,
+    )
+    assert decided
+    assert re.findall(r">([A-Z][a-z ]+) <span class=\"count\">", decided.group(2)) == [
+        "Shipped a variant",
+        "Shipped none",
+    ]
+    assert ">Success <" not in html
+    assert ">Fail <" not in html
+
+
+@pytest.mark.django_db
+def test_with_mixpanel_down_and_no_copy_the_counts_are_unknown_not_zero(pm_client, workspace, fake):
+    fake.list_error = mixpanel.MixpanelUnavailable()
+    html = page(pm_client, workspace)
+    assert '<span class="count">0</span>' not in html
+    assert html.count('<span class="visually-hidden">(count unknown)</span>') == 6
+    assert "Try Refresh in a minute" in html
+
+
+@pytest.mark.django_db
+def test_results_are_never_kept_in_the_browsers_history_cache(pm_client, workspace, fake):
+    # Back and Forward then read the page from its URL again, controls included.
+    html = page(pm_client, workspace, "q=Experiment&sort=name&size=25", HTTP_HX_REQUEST="true")
+    assert html.lstrip().startswith('<div id="results"')
+    assert 'hx-history="false"' in html.split(">", 1)[0]
+    assert 'data-view-q="Experiment" data-view-sort="name" data-view-size="25"' in html
+    restored = page(
+        pm_client,
+        workspace,
+        "q=Experiment&sort=name&size=25",
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_HISTORY_RESTORE_REQUEST="true",
+    )
+    assert 'name="q" value="Experiment"' in restored
+    assert '<option value="name" selected>' in restored
+    assert '<option value="25" selected>' in restored
+
+
+@pytest.mark.django_db
+def test_empty_states_say_what_to_do(pm_client, workspace, fake):
+    html = page(pm_client, workspace, "status=active&q=nothing-like-this")
+    assert "No experiments match “nothing-like-this” in this tab." in html
+    assert f'<a href="/w/{workspace.pk}/?q=nothing-like-this">Search all experiments</a>' in html
+    assert f'<a href="/w/{workspace.pk}/?status=active">clear the search</a>' in html
+
+
+@pytest.mark.django_db
+def test_the_row_action_is_quiet_and_named_for_what_it_does(pm_client, workspace, fake):
+    html = page(pm_client, workspace, "status=active")
+    actions = re.findall(r'<a class="button([^"]*)"[^>]*data-open-dialog="force-conclude-dialog"[^>]*>([^<]*)<', html)
+    assert actions
+    assert all(classes == " small" and text == "End analysis…" for classes, text in actions)
+    assert "danger" not in "".join(re.findall(r"<tbody>.*</tbody>", html, re.S))

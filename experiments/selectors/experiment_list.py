@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from experiments import experiment_shapes as shapes
 from experiments import mixpanel
 from experiments.mixpanel import STATUSES, Experiment, ExperimentSummary, MixpanelError
 from experiments.models import AttemptState, ConclusionAttempt, Workspace
@@ -181,18 +182,31 @@ def _sort_order(experiments: tuple[ExperimentSummary, ...], sort: str) -> tuple[
     descending = sort.startswith("-")
     column = sort.lstrip("-")
     if column == "status":
-        return tuple(sorted(indexes, key=lambda i: (_STATUS_RANK.get(experiments[i].status, 99), names[i])))
-    if column in ("start", "end"):
-        attr = "start_date" if column == "start" else "end_date"
-        dates = [getattr(e, attr) for e in experiments]
-        # Experiments without the date go last in either direction.
-        dated = sorted((i for i in indexes if dates[i] is not None), key=lambda i: (dates[i], names[i]))
+        order = sorted(indexes, key=lambda i: (_STATUS_RANK.get(experiments[i].status, 99), names[i]))
+        return tuple(reversed(order) if descending else order)
+    if column in ("start", "end", "days", "exposures"):
+        values = _sort_values(experiments, column)
+        # Experiments without the value go last in either direction.
+        known = sorted((i for i in indexes if values[i] is not None), key=lambda i: (values[i], names[i]))
         if descending:
-            dated.reverse()
-        undated = sorted((i for i in indexes if dates[i] is None), key=names.__getitem__)
-        return tuple(dated + undated)
+            known.reverse()
+        unknown = sorted((i for i in indexes if values[i] is None), key=names.__getitem__)
+        return tuple(known + unknown)
     order = sorted(indexes, key=names.__getitem__, reverse=descending)
     return tuple(order)
+
+
+def _sort_values(experiments: tuple[ExperimentSummary, ...], column: str) -> list[Any]:
+    if column == "start":
+        return [e.start_date for e in experiments]
+    if column == "end":
+        return [e.end_date for e in experiments]
+    if column == "exposures":
+        return [e.exposures_total for e in experiments]
+    # Days running moves with the clock; the order is taken when the list is indexed,
+    # which is at most the list's freshness period old.
+    now = timezone.now()
+    return [shapes.days_running(e, now) for e in experiments]
 
 
 # The indexed lists this process holds, {cache base key: index}, least recently used first.
@@ -473,6 +487,7 @@ class ExperimentRow:
     exp_id: str = ""
     status: str = ""
     variants: int = 0
+    days_running: str = "—"
 
     def __getitem__(self, key: str) -> Any:
         # Django's template lookup tries row[key] before getattr(row, key); answering it
@@ -524,6 +539,7 @@ def experiment_row(
 ) -> ExperimentRow:
     """One row. The button shows for concluders and admins on active experiments nobody has claimed."""
     now = now or timezone.now()
+    running = shapes.days_running(experiment, now)
     # Our routes carry an id as one path segment: an empty one or one with "/" gets no link.
     linkable = bool(experiment.id) and "/" not in experiment.id
     exposures = experiment.exposures_total
@@ -548,6 +564,7 @@ def experiment_row(
         variants=experiment.variants_count,
         creator=experiment.creator_name or "—",
         exposures=str(exposures) if exposures is not None else "—",
+        days_running=str(running) if running is not None else "—",
     )
 
 

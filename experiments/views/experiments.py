@@ -26,9 +26,11 @@ from django_htmx.middleware import HtmxDetails
 from dashboard import observability
 from experiments import mixpanel
 from experiments.forms import (
-    PAGE_SIZE,
+    PAGE_SIZES,
     SEARCH_MAX_LENGTH,
     SORT_CHOICES,
+    SORT_COLUMNS,
+    STATUS_TAB_GROUPS,
     STATUS_TABS,
     ExperimentListQuery,
     ForceConcludeForm,
@@ -82,11 +84,59 @@ def _list_url(workspace_pk: int) -> str:
 # --- Experiments page --------------------------------------------------------------------
 
 
+def _tab_groups(query: ExperimentListQuery, page: Any, list_url: str, counts_known: bool) -> list[dict[str, Any]]:
+    labels = dict(STATUS_TABS)
+    return [
+        {
+            "label": group_label,
+            "tabs": [
+                {
+                    "label": labels[value],
+                    # With no copy of the list at all, a count of 0 would be a lie.
+                    "count": page.counts.get(value, 0) if counts_known else None,
+                    "url": list_url + query.with_(status=value).url_suffix(),
+                    "current": value == query.status,
+                }
+                for value in values
+            ],
+        }
+        for group_label, values in STATUS_TAB_GROUPS
+    ]
+
+
+def _sort_headers(query: ExperimentListQuery, list_url: str) -> dict[str, dict[str, str]]:
+    """Per sortable column: the URL a click goes to and its aria-sort value."""
+    headers = {}
+    for column, label, first in SORT_COLUMNS:
+        if query.sort.lstrip("-") == column:
+            descending = query.sort.startswith("-")
+            state, next_sort = ("descending", column) if descending else ("ascending", "-" + column)
+        else:
+            state, next_sort = "none", first + column
+        headers[column] = {"label": label, "state": state, "url": list_url + query.with_(sort=next_sort).url_suffix()}
+    return headers
+
+
+def _page_links(query: ExperimentListQuery, page: Any, list_url: str) -> list[dict[str, Any]]:
+    """Page numbers: the first, the last, and two either side of the current one; None marks a gap."""
+    wanted = {1, page.num_pages, *range(page.page - 2, page.page + 3)}
+    links: list[dict[str, Any]] = []
+    previous = 0
+    for number in sorted(n for n in wanted if 1 <= n <= page.num_pages):
+        if number > previous + 1:
+            links.append({"gap": True})
+        links.append(
+            {"number": number, "url": list_url + query.with_(page=number).url_suffix(), "current": number == page.page}
+        )
+        previous = number
+    return links
+
+
 def _render_list(
     request: HtmxHttpRequest, access: WorkspaceAccess, query: ExperimentListQuery, snapshot: Any
 ) -> HttpResponse:
     page = list_selectors.experiment_list_page(
-        snapshot=snapshot, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=PAGE_SIZE
+        snapshot=snapshot, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=query.size
     )
     query = query.with_(page=page.page)  # a page past the end was clamped to the last one
     list_url = _list_url(access.workspace.pk)
@@ -103,19 +153,17 @@ def _render_list(
         "starred": strip.starred,
         "list_url": list_url,
         "canonical_url": list_url + query.url_suffix(),
-        "tabs": [
-            {
-                "label": label,
-                "count": page.counts.get(value, 0),
-                "url": list_url + query.with_(status=value).url_suffix(),
-                "current": value == query.status,
-            }
-            for value, label in STATUS_TABS
-        ],
+        "tab_groups": _tab_groups(query, page, list_url, counts_known=snapshot.available),
+        "sort_headers": _sort_headers(query, list_url),
+        "page_links": _page_links(query, page, list_url),
         "sort_choices": SORT_CHOICES,
+        "sort_label": dict(SORT_CHOICES)[query.sort].lower(),
+        "page_sizes": PAGE_SIZES,
         "search_max_length": SEARCH_MAX_LENGTH,
         "previous_url": list_url + query.with_(page=page.page - 1).url_suffix() if page.has_previous else "",
         "next_url": list_url + query.with_(page=page.page + 1).url_suffix() if page.has_next else "",
+        "clear_search_url": list_url + query.with_(q="").url_suffix(),
+        "all_tabs_url": list_url + query.with_(status="all").url_suffix(),
         "age_text": _age_text(snapshot.fetched_at, now),
         "conclude_suffix": "?" + urlencode({"back": "list", "list_query": query.querystring()}),
         "back": "list",

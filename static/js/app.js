@@ -62,6 +62,13 @@ document.addEventListener("click", (event) => {
     }
     return;
   }
+  // <button data-copy="TEXT"> puts TEXT on the clipboard (an experiment's id) and says so.
+  const copy = event.target.closest("[data-copy]");
+  if (copy) {
+    const done = () => announce("Copied the id to the clipboard.");
+    if (navigator.clipboard) navigator.clipboard.writeText(copy.dataset.copy).then(done, () => announce("Could not copy; the id is " + copy.dataset.copy));
+    return;
+  }
   // <button data-fill-now="ID"> puts the current UTC minute into <input id="ID">.
   const now = event.target.closest("[data-fill-now]");
   if (now) {
@@ -144,7 +151,7 @@ document.addEventListener("submit", (event) => {
   waitForPage(new URL(form.action, window.location.href));
 });
 // Back to a page kept in the browser's memory: nothing is loading any more.
-window.addEventListener("pageshow", hideSlow);
+window.addEventListener("pageshow", () => { hideSlow(); followView(); });
 
 // --- Focus and announcements after a swap ----------------------------------------------
 // Focus goes to the outcome of an action: an element the answer marks with
@@ -152,7 +159,10 @@ window.addEventListener("pageshow", hideSlow);
 // replaced, to its new copy, so keyboard users never fall back to <body>.
 let lastFocus = null;
 let focusTimer = null;
-document.addEventListener("htmx:beforeSwap", () => {
+let focusSummary = false;
+document.addEventListener("htmx:beforeSwap", (event) => {
+  // A new page of results: the reader goes on from its first line, at the top.
+  focusSummary = Boolean(event.detail.requestConfig && event.detail.requestConfig.elt.closest("[data-focus-summary]"));
   const active = document.activeElement;
   const holder = active && active !== document.body ? (active.id ? active : active.closest("[id]")) : null;
   lastFocus = holder ? { id: holder.id, tag: active.tagName, text: active.textContent.trim() } : null;
@@ -178,8 +188,13 @@ function focusBlock(el) {
 }
 
 function afterSwap() {
+  followView();
   const outcome = document.querySelector("[data-focus-after-swap]");
-  if (outcome) {
+  const summary = focusSummary && document.getElementById("results-summary");
+  focusSummary = false;
+  if (summary) {
+    summary.focus({ preventScroll: true });
+  } else if (outcome) {
     outcome.removeAttribute("data-focus-after-swap");
     focusBlock(outcome);
   } else if (lastFocus && (document.activeElement === document.body || !document.activeElement)) {
@@ -198,6 +213,20 @@ function afterSwap() {
     said.removeAttribute("data-announce");
     announce(said.textContent.trim());
   }
+}
+
+// The experiments list's controls outside the swapped block follow what it shows
+// (data-view-* on #results), so a header sort or a tab never leaves them saying otherwise.
+// The search box is left alone while someone is typing in it.
+function followView() {
+  const view = document.getElementById("results");
+  if (!view || !("viewSort" in view.dataset)) return;
+  const search = document.getElementById("search-q");
+  if (search && document.activeElement !== search) search.value = view.dataset.viewQ;
+  const sort = document.getElementById("sort");
+  if (sort) sort.value = view.dataset.viewSort;
+  const size = document.getElementById("page-size");
+  if (size) size.value = view.dataset.viewSize;
 }
 
 // --- Dates ------------------------------------------------------------------------------
