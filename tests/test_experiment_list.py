@@ -509,7 +509,7 @@ def test_id_our_routes_cannot_carry_gets_no_link_rather_than_a_500(pm_client, wo
     install(monkeypatch, FakeMixpanel([exp_json(1, "active", id="a/b", name="Slashed")]))
     html = page(pm_client, workspace)
     assert "Slashed" in html
-    assert "Force conclude" not in html.split('<div id="results"')[1].split("</table>")[0]
+    assert "End analysis" not in html.split('<div id="results"')[1].split("</table>")[0]
 
 
 # --- SQL ------------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_button_only_for_concluders_and_admins_and_only_on_active_rows(client, r
         assert 'data-open-dialog="force-conclude-dialog"' in html
     else:
         assert conclude_links(html) == []
-        assert "Force conclude" not in html.split('<div id="results"')[1]
+        assert "End analysis" not in html.split('<div id="results"')[1]
 
 
 @pytest.mark.django_db
