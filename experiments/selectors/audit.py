@@ -300,7 +300,15 @@ def audit_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[tuple[Any
 
 # Attempt detail --------------------------------------------------------------------------
 
-_OUTCOME_KINDS = (EntryKind.CONCLUSION_SUCCEEDED, EntryKind.CONCLUSION_FAILED, EntryKind.CONCLUSION_UNKNOWN)
+_OUTCOME_KINDS = (
+    EntryKind.CONCLUSION_SUCCEEDED,
+    EntryKind.CONCLUSION_FAILED,
+    EntryKind.CONCLUSION_UNKNOWN,
+    EntryKind.DECISION_SUCCEEDED,
+    EntryKind.DECISION_FAILED,
+    EntryKind.DECISION_UNKNOWN,
+)
+_RECONCILED_KINDS = (EntryKind.CONCLUSION_RECONCILED, EntryKind.DECISION_RECONCILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +449,7 @@ def audit_attempt_detail(*, user: Any, pk: int) -> AuditAttemptDetail | None:
     for item in timeline:
         if item.entry.kind in _OUTCOME_KINDS:
             outcome = item.payload
-        elif item.entry.kind == EntryKind.CONCLUSION_RECONCILED:
+        elif item.entry.kind in _RECONCILED_KINDS:
             reconciliation = item.payload
     before, before_raw = _snapshot_parts(outcome.get("before"))
     response = outcome.get("response") or {}
