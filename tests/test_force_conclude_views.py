@@ -453,8 +453,14 @@ def test_htmx_from_the_experiment_page_swaps_its_section(pm_client, workspace, f
     html = pm_client.post(conclude_url(workspace), form_data(back="detail"), **HTMX).content.decode()
     assert html.lstrip().startswith('<section id="conclude-section"')
     assert "Concluded by Pat at" in html
-    assert "Conclusion attempts" in html
-    assert 'hx-swap-oob="true"' in html
+    assert "<h3>Attempts</h3>" in html
+    # In place, out of band: the header with its new status badge, and the end date.
+    header = html[html.index('<header class="experiment-header card" id="experiment-header" hx-swap-oob="true"') :]
+    assert '<span class="badge status-concluded">concluded</span>' in header[: header.index("</header>")]
+    assert '<dd id="experiment-end" hx-swap-oob="true">' in html
+    assert '<dialog id="force-conclude-dialog" class="conclude-dialog"' in html
+    # The next step is offered.
+    assert ">Record the decision</a>" in html
 
 
 @pytest.mark.django_db
