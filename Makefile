@@ -1,5 +1,7 @@
 # Experiment Desk. `make run` serves the dashboard; `make test` lints and tests.
 # Both set themselves up from a fresh clone: find Python 3.12+, make .venv, install.
+# Sign-in settings (OIDC_*, DJANGO_PASSWORD_LOGIN, ...) reach `make run` from the environment
+# or the command line: make run OIDC_ISSUER_URL=https://id.example.com OIDC_CLIENT_ID=...
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -13,13 +15,14 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3 $$(ls -d $$HOME/.pyenv/
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; \
 	done)
 
-.PHONY: help run serve test lint format bench clean
+.PHONY: help run serve test lint format bench screenshots clean
 
 help:
 	@echo "make run    - the dashboard at http://127.0.0.1:$(PORT) (with a local Mixpanel stand-in unless credentials are set)"
 	@echo "make serve  - production mode on PORT: checks, migrations, static files, gunicorn and the task worker"
 	@echo "make test   - lint (ruff) and the whole test suite"
 	@echo "make bench  - benchmarks (QUICK=1 for a short run, ONLY=B1,B4 for some)"
+	@echo "make screenshots - the README's tour, into docs/screenshots/ (needs /usr/bin/chromium)"
 
 $(VENV)/.stamp-base: requirements.txt
 	@if [ -z "$(PYTHON)" ]; then echo "Experiment Desk needs Python 3.12 or newer (python3.13, python3.12, python3 on PATH, or ~/.pyenv/versions/3.12+). None was found." >&2; exit 1; fi
@@ -47,12 +50,19 @@ run: $(VENV)/.stamp-base
 	fi; \
 	echo "Starting the task worker (manage.py db_worker): it reconciles open force-conclude attempts."; \
 	$(PY) manage.py db_worker --no-reload & pids="$$pids $$!"; \
+	if [ -n "$$OIDC_ISSUER_URL" ]; then \
+	  echo "Single sign-on through $$OIDC_ISSUER_URL (client $$OIDC_CLIENT_ID); the provider must allow the redirect URI http://127.0.0.1:$(PORT)/accounts/sso/callback/"; \
+	fi; \
 	echo "Serving http://127.0.0.1:$(PORT) (Ctrl-C stops)"; \
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 # Production mode: see bin/serve and the README's "Deploying".
 serve: $(VENV)/.stamp-base
 	@PORT=$(PORT) PYTHON=$(PY) bin/serve
+
+# A throwaway database, the stand-in and a server of their own; see tests/screenshots.py.
+screenshots: $(VENV)/.stamp-dev
+	$(PY) -m tests.screenshots
 
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check .

@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
     "django_tasks_db",
     "experiments",
 ]
@@ -107,12 +108,17 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "experiments.signin.middleware.TrustedHeaderMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "experiments.signin.middleware.SessionTimeoutMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "experiments.middleware.PrivateResponsesMiddleware",
+    # Last (innermost), so it sees the answer of every login view (the admin's too) and turns
+    # a refused attempt into the cool-off page, which the middleware above still marks private.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -177,9 +183,6 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "home"
-LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
@@ -310,3 +313,65 @@ LOGGING = {
 CSRF_FAILURE_VIEW = "experiments.views.errors.csrf_failure"
 # Probes from a load balancer usually come over plain HTTP: answer them, do not redirect.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+# --- Sign-in: password, OpenID Connect, trusted proxy header, sessions ------------
+# Everything about who may sign in and how lives in this block.
+PASSWORD_LOGIN = env_bool("DJANGO_PASSWORD_LOGIN", True)
+LOGIN_URL = "login" if PASSWORD_LOGIN else "signin"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = LOGIN_URL
+
+# OpenID Connect: endpoints come from the issuer's discovery document at run time.
+# The client secret is read by experiments.signin.oidc when needed, never kept here.
+OIDC_ISSUER_URL = env_str("OIDC_ISSUER_URL").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_SCOPES = " ".join((env_str("OIDC_SCOPES") or "openid email profile").replace(",", " ").split())
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups") or "groups"
+OIDC_AUDITOR_GROUPS = env_list("OIDC_AUDITOR_GROUPS", [])
+if bool(OIDC_ISSUER_URL) != bool(OIDC_CLIENT_ID):
+    raise ImproperlyConfigured("Set both OIDC_ISSUER_URL and OIDC_CLIENT_ID for single sign-on, or neither.")
+if "openid" not in OIDC_SCOPES.split():
+    raise ImproperlyConfigured(f"OIDC_SCOPES must include openid; got {OIDC_SCOPES!r}.")
+# Timeout of each call to the identity provider (discovery, keys, token), seconds.
+OIDC_TIMEOUT = env_float("OIDC_TIMEOUT", 10.0, minimum=0.1)
+# Names mozilla-django-oidc reads for itself.
+OIDC_RP_CLIENT_ID = OIDC_CLIENT_ID
+OIDC_RP_SCOPES = OIDC_SCOPES
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+
+# Sign-in through an authenticating proxy (oauth2-proxy, an identity-aware proxy): off
+# unless a header is named; only honoured from the listed proxy addresses.
+TRUSTED_USER_HEADER = env_str("DJANGO_TRUSTED_USER_HEADER")
+TRUSTED_GROUPS_HEADER = env_str("DJANGO_TRUSTED_GROUPS_HEADER")
+TRUSTED_PROXIES = env_list("DJANGO_TRUSTED_PROXIES", [])
+if TRUSTED_USER_HEADER and not TRUSTED_PROXIES:
+    raise ImproperlyConfigured("DJANGO_TRUSTED_USER_HEADER needs DJANGO_TRUSTED_PROXIES (the proxy addresses).")
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username or address before any password is checked.
+    "experiments.signin.backends.ThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+    "experiments.signin.backends.OIDCBackend",
+    "experiments.signin.backends.TrustedHeaderBackend",
+]
+
+# Password throttle (django-axes): 5 failures for one username or 20 from one address
+# within AXES_COOLOFF_TIME lock that username or address out until the window passes.
+AXES_HANDLER = "experiments.signin.backends.ThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_ADDRESS_LIMIT", 20, minimum=1)
+LOGIN_USERNAME_LIMIT = env_int("DJANGO_LOGIN_USERNAME_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_float("DJANGO_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1) / 60  # hours
+AXES_LOCKOUT_CALLABLE = "experiments.signin.views.locked_out"
+AXES_RESET_ON_SUCCESS = False
+AXES_ENABLE_ADMIN = True
+AXES_VERBOSE = False
+
+# Sessions end after SESSION_IDLE_TIMEOUT without a request, and SESSION_ABSOLUTE_TIMEOUT
+# after sign-in whatever happens; the cookie never outlives the absolute limit.
+SESSION_IDLE_TIMEOUT = env_int("DJANGO_SESSION_IDLE_TIMEOUT", 8 * 3600, minimum=60)
+SESSION_ABSOLUTE_TIMEOUT = env_int("DJANGO_SESSION_ABSOLUTE_TIMEOUT", 7 * 24 * 3600, minimum=60)
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT
+# django-axes logs every attempt at INFO; its warnings (lockouts) are what operators need.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}

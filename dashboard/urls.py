@@ -2,16 +2,26 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
+from experiments.signin import views as signin
 from experiments.views import core
 
 urlpatterns = [
     path("", core.home, name="home"),
     path("healthz", core.healthz, name="healthz"),
     path("readyz", core.readyz, name="readyz"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/login/", signin.password_login, name="login"),
+    path("accounts/signin/", signin.signin, name="signin"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/sso/start/", login_not_required(signin.SSOStartView.as_view()), name="oidc_authentication_init"),
+    path(
+        "accounts/sso/callback/",
+        login_not_required(signin.SSOCallbackView.as_view()),
+        name="oidc_authentication_callback",
+    ),
+    path("admin/login/", signin.admin_login),
     path("admin/", admin.site.urls),
     path("", include("experiments.urls")),
 ]

@@ -3,7 +3,17 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from experiments.models import AuditEntry, Bookmark, ConclusionAttempt, ConclusionClaim, Membership, Workspace
+from experiments.models import (
+    AuditEntry,
+    Bookmark,
+    ConclusionAttempt,
+    ConclusionClaim,
+    ExternalIdentity,
+    GroupRule,
+    Membership,
+    RoleChange,
+    Workspace,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -22,7 +32,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "workspace", "role", "created_at"]
+    list_display = ["user", "workspace", "role", "granted_by_group", "created_at"]
     list_filter = ["role", "workspace__region", "workspace"]
     search_fields = ["user__username", "user__email", "workspace__name"]
     autocomplete_fields = ["user", "workspace"]
@@ -67,3 +77,29 @@ class BookmarkAdmin(admin.ModelAdmin):
     list_display = ["__str__", "kind", "workspace", "created_by_name", "created_at"]
     list_filter = ["kind", "workspace"]
     search_fields = ["title", "experiment_name", "experiment_id", "note"]
+
+
+@admin.register(GroupRule)
+class GroupRuleAdmin(admin.ModelAdmin):
+    """Group-to-role rules, applied to each person at their next sign-in."""
+
+    list_display = ["group", "workspace", "role", "created_at"]
+    list_filter = ["role", "workspace"]
+    search_fields = ["group", "workspace__name"]
+    autocomplete_fields = ["workspace"]
+
+
+@admin.register(RoleChange)
+class RoleChangeAdmin(ReadOnlyAdmin):
+    """Every change of a person's roles made by sign-in: who, which workspace, role, when, which group."""
+
+    list_display = ["created_at", "user_name", "action", "role", "previous_role", "workspace_name", "group", "source"]
+    list_filter = ["action", "source", "role"]
+    search_fields = ["user_name", "workspace_name", "group"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(ExternalIdentity)
+class ExternalIdentityAdmin(ReadOnlyAdmin):
+    list_display = ["user", "issuer", "subject", "created_at", "last_sign_in_at"]
+    search_fields = ["subject", "user__username", "user__email"]

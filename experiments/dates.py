@@ -37,12 +37,15 @@ def parse_iso_datetime(text: str) -> dt.datetime:
         raise ValueError("the date is out of range once converted to UTC") from None
 
 
-def format_utc(value: dt.datetime | None) -> str:
-    """A moment as people read it here: "2026-11-26 09:30 UTC" (minutes)."""
+def format_utc(value: dt.datetime | None, *, seconds: bool = False) -> str:
+    """A moment as people read it here: "2026-11-26 09:30 UTC" (24-hour, minutes).
+
+    The one date style of every page and message; `seconds` adds them where an
+    auditor compares moments ("2026-11-26 09:30:05 UTC").
+    """
     if value is None:
         return "an unknown time"
-    value = value.astimezone(dt.UTC)
-    return f"{value.date().isoformat()} {value:%H:%M} UTC"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
 def end_date_problem(end_date: dt.datetime, *, start: dt.datetime | None, now: dt.datetime) -> str | None:

@@ -40,6 +40,8 @@ DEFAULT_SORT = "-start"
 PAGE_SIZE = 50
 SEARCH_MAX_LENGTH = 200
 _STATUSES = {value for value, _ in STATUS_TABS}
+# How a saved view's filters are named on the Bookmarks page.
+_PARAM_NAMES = {"status": "Status", "q": "Search", "sort": "Sort", "page": "Page"}
 _SORTS = {value for value, _ in SORT_CHOICES}
 
 
@@ -96,6 +98,15 @@ class ExperimentListQuery:
             pairs.append(("page", str(self.page)))
         return pairs
 
+    def describe(self) -> list[tuple[str, str]]:
+        """The view in words, one (name, value) pair per filter that differs from the default:
+        [("Status", "Active"), ("Search", "checkout"), ("Sort", "Name, A to Z")]."""
+        readable = {"status": dict(STATUS_TABS), "sort": dict(SORT_CHOICES)}
+        return [
+            (_PARAM_NAMES.get(key, key.replace("_", " ").capitalize()), readable.get(key, {}).get(value, value))
+            for key, value in self.params()
+        ]
+
     def querystring(self) -> str:
         """Canonical query string without the "?" ("" for the default view)."""
         return urlencode(self.params())
@@ -109,22 +120,25 @@ class ExperimentListQuery:
 # --- Force conclude ---------------------------------------------------------------
 
 REASON_TEXT_MAX_LENGTH = 1000
-DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
+# What the end-time field shows and takes: UTC, 24-hour, minutes ("2026-11-26 09:30").
+# A text field rather than datetime-local, which browsers draw in the reader's own
+# 12- or 24-hour style although the value is UTC.
+END_DATE_INPUT_FORMAT = "%Y-%m-%d %H:%M"
+MSG_END_DATE_FORMAT = "Enter a date and time like 2026-11-26 09:30 (UTC, 24-hour)."
 
 
 def datetime_local_value(value: dt.datetime) -> str:
-    """A UTC datetime as an <input type=datetime-local> value (minutes)."""
-    return value.astimezone(dt.UTC).strftime(DATETIME_LOCAL_FORMAT)
+    """A UTC datetime as the end-time field's value: "2026-11-26 09:30"."""
+    return value.astimezone(dt.UTC).strftime(END_DATE_INPUT_FORMAT)
 
 
 class UTCDateTimeField(forms.DateTimeField):
-    """A datetime-local value read as UTC, whatever timezone is active.
+    """A typed date and time read as UTC, whatever timezone is active.
 
-    The label says "UTC", so the wall-clock value a person types is UTC; an
-    explicit offset (from a script or a test) is honoured and converted.
+    The label says "UTC", so the wall-clock value a person types is UTC; "T" or a
+    space between date and time both do; an explicit offset (from a script or a
+    test) is honoured and converted.
     """
-
-    input_type = "datetime-local"
 
     def to_python(self, value: Any) -> dt.datetime | None:
         if value in self.empty_values:
@@ -134,7 +148,7 @@ class UTCDateTimeField(forms.DateTimeField):
         try:
             return dates.parse_iso_datetime(str(value))
         except ValueError:
-            raise forms.ValidationError("Enter a date and time like 2026-11-26T09:30 (UTC).", code="invalid") from None
+            raise forms.ValidationError(MSG_END_DATE_FORMAT, code="invalid") from None
 
 
 class ForceConcludeForm(forms.Form):

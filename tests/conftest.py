@@ -154,3 +154,35 @@ def standin(standin_server, settings):
     settings.MIXPANEL_RETRY_AFTER_CAP = 0.05
     yield standin_server
     standin_server.reset()
+
+
+# --- A real OpenID Connect provider on a loopback port -----------------------------
+@pytest.fixture(scope="session")
+def oidc_provider_server():
+    """One test identity provider for the session (127.0.0.1, a port chosen at start)."""
+    from tests.oidc_provider import LoopbackProvider
+
+    provider = LoopbackProvider().start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def oidc_provider(oidc_provider_server, settings, monkeypatch):
+    """The test provider, with the dashboard configured for it through settings and the
+    environment exactly as OIDC_ISSUER_URL / OIDC_CLIENT_ID / OIDC_CLIENT_SECRET would."""
+    from experiments.signin import oidc
+
+    provider = oidc_provider_server
+    provider.people.clear()
+    provider.spoil()
+    settings.OIDC_ISSUER_URL = provider.url
+    settings.OIDC_CLIENT_ID = provider.client_id
+    settings.OIDC_RP_CLIENT_ID = provider.client_id
+    settings.OIDC_GROUPS_CLAIM = "groups"
+    settings.OIDC_AUDITOR_GROUPS = ["auditors"]
+    monkeypatch.setenv("OIDC_CLIENT_SECRET", provider.client_secret)
+    monkeypatch.delenv("OIDC_CLIENT_SECRET_FILE", raising=False)
+    oidc.forget_provider_config()
+    yield provider
+    oidc.forget_provider_config()

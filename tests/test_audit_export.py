@@ -241,3 +241,29 @@ def test_a_person_written_with_other_digits_is_a_username_not_an_id(client, audi
     response = client.get(CSV_URL, {"person": "²"})
     assert response.status_code == 200
     assert csv_rows(response) == []  # no user is called "²"
+
+
+@pytest.mark.django_db
+def test_both_exports_carry_the_seq_and_hash_of_each_attempts_latest_entry(client, auditor, workspace, pm):
+    """A row can be found in the hash chain: the seq and hash of the attempt's latest entry."""
+    from experiments.models import AuditEntry
+
+    done = make_attempt(workspace=workspace, actor=pm, experiment_id="exp-done")
+    open_one = make_attempt(workspace=workspace, actor=pm, experiment_id="exp-open", outcome=None)
+    reconciled = make_attempt(
+        workspace=workspace, actor=pm, experiment_id="exp-rec", outcome=AttemptState.UNKNOWN, reconciled="applied"
+    )
+    latest = {a.pk: AuditEntry.objects.filter(attempt=a).order_by("-seq").first() for a in (done, open_one, reconciled)}
+    assert AuditEntry.objects.filter(attempt=reconciled).count() == 3
+    client.force_login(auditor)
+
+    rows = csv_rows(client.get(CSV_URL))
+    assert list(rows[0])[-2:] == ["seq", "hash"]
+    assert {int(r["attempt_id"]): (int(r["seq"]), r["hash"]) for r in rows} == {
+        pk: (entry.seq, entry.hash) for pk, entry in latest.items()
+    }
+    records = [json.loads(line) for line in body_of(client.get(NDJSON_URL)).splitlines()]
+    assert {r["attempt_id"]: (r["seq"], r["hash"]) for r in records} == {
+        pk: (entry.seq, entry.hash) for pk, entry in latest.items()
+    }
+    assert all(isinstance(r["seq"], int) and re.fullmatch(r"[0-9a-f]{64}", r["hash"]) for r in records)

@@ -349,7 +349,7 @@ def test_attempt_page_shows_timeline_request_and_returned_experiment(client, tea
     assert "&quot;end_date&quot;: &quot;" in text
     assert re.search(r"status-active\">active</span> → <span class=\"badge status-concluded\">concluded", text)
     assert "<dt>Variants</dt>\n    <dd>2</dd>" in text
-    assert "<dt>Exposures</dt>\n    <dd>2434</dd>" in text
+    assert "<dt>Exposures</dt>\n    <dd>2,434</dd>" in text
     assert "Full JSON as received" in text
     assert "&quot;exposures_cache&quot;" in text
     assert "Before snapshot" in text

@@ -26,7 +26,7 @@ from experiments.models import (
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
 from tests.factories import session_queries
-from tests.fake_list_client import FakeClient, exp_json, install
+from tests.fake_mixpanel import FakeMixpanel, exp_json, install
 
 ACTIVE = "00000000-0000-4000-8000-000000000001"  # starts 2026-01-02 09:00 UTC
 DRAFT = "00000000-0000-4000-8000-000000000002"
@@ -38,7 +38,7 @@ ACTIVE_TOO = "00000000-0000-4000-8000-000000000004"
 def fake(monkeypatch):
     return install(
         monkeypatch,
-        FakeClient([exp_json(1, "active"), exp_json(2, "draft"), exp_json(3, "concluded"), exp_json(4, "active")]),
+        FakeMixpanel([exp_json(1, "active"), exp_json(2, "draft"), exp_json(3, "concluded"), exp_json(4, "active")]),
     )
 
 
@@ -147,7 +147,7 @@ def test_button_on_the_experiment_page(client, request, workspace, fake, persona
     html = client.get(detail_url(workspace, experiment_id)).content.decode()
     assert (conclude_links(html) == [experiment_id]) is sees
     if persona == "teammate":
-        assert "Only concluders and admins of this workspace can force conclude it." in html
+        assert "Only concluders and admins of this workspace can end its analysis" in html
 
 
 @pytest.mark.django_db
@@ -164,7 +164,8 @@ def test_claimed_experiments_show_who_and_no_button(pm_client, pm, ws_admin, wor
 def test_unknown_outcome_says_it_will_be_reconciled(pm_client, pm, workspace, fake):
     _attempt(workspace, pm, state=AttemptState.UNKNOWN, claim=True)
     html = pm_client.get(detail_url(workspace)).content.decode()
-    assert "the outcome is unknown and will be reconciled" in html
+    assert "we do not know yet whether it worked" in html
+    assert "checks with Mixpanel by itself" in html
     assert conclude_links(html) == []
 
 
@@ -178,7 +179,7 @@ def test_viewer_post_is_refused_readably(client, teammate, workspace, fake, spy,
     response = client.post(conclude_url(workspace), form_data(), **headers)
     assert response.status_code == 403
     body = response.content.decode()
-    assert "Only concluders and admins of Growth can force conclude experiments." in body
+    assert "Only concluders and admins of Growth can end the analysis of an experiment." in body
     assert "You are a viewer here; ask a workspace admin" in body
     assert spy.calls == []
     assert fake.put_calls == []
@@ -223,7 +224,7 @@ def test_dialog_fragment_explains_and_asks(pm_client, workspace, fake):
     assert response.status_code == 200
     assert "<html" not in html
     assert "ends the experiment's analysis now" in html
-    assert "records <strong>no decision</strong>" in html
+    assert "<strong>ships nothing</strong>: it records no decision" in html
     assert "<strong>changes no feature flag</strong>" in html
     assert '<label for="fc-reason-category">Reason</label>' in html
     assert '<label for="fc-reason-text">In your own words</label>' in html
@@ -262,8 +263,8 @@ def test_without_javascript_the_dialog_is_a_page(pm_client, workspace, fake):
 @pytest.mark.django_db
 def test_dialog_for_an_experiment_that_is_not_active_has_no_form(pm_client, workspace, fake):
     html = pm_client.get(conclude_url(workspace, CONCLUDED), **HTMX).content.decode()
-    assert "Nothing to conclude" in html
-    assert "only active experiments can be force concluded" in html
+    assert "Nothing to end" in html
+    assert "only an active experiment's analysis can be ended" in html
     assert "force-conclude-form" not in html
 
 
@@ -452,7 +453,7 @@ def test_without_javascript_failure_redirects_with_an_error(pm_client, workspace
 def test_htmx_from_the_experiment_page_swaps_its_section(pm_client, workspace, fake, spy):
     html = pm_client.post(conclude_url(workspace), form_data(back="detail"), **HTMX).content.decode()
     assert html.lstrip().startswith('<section id="conclude-section"')
-    assert "Concluded by Pat at" in html
+    assert "Analysis ended by Pat at" in html
     assert "<h3>Attempts</h3>" in html
     # In place, out of band: the header with its new status badge, and the end date.
     header = html[html.index('<header class="experiment-header card" id="experiment-header" hx-swap-oob="true"') :]
@@ -541,7 +542,7 @@ def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, work
 
 @pytest.mark.django_db
 def test_real_service_upstream_fault_is_readable_and_retryable(pm_client, workspace, fake):
-    fake.put_error = mixpanel.MixpanelRejected("Mixpanel rejected the request (HTTP 400).", http_status=400)
+    fake.put = mixpanel.MixpanelRejected("Mixpanel rejected the request (HTTP 400).", http_status=400)
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert "HTTP 400" in html
     assert 'class="error small"' in html

@@ -257,6 +257,8 @@ AUDIT_EXPORT_FIELDS = (
     "http_status",
     "duration_ms",
     "finished_at",
+    "seq",
+    "hash",
 )
 
 
@@ -284,7 +286,16 @@ _EXPORT_AS_TEXT = {
     "finished_at": lambda: _UTCTimestampText("finished_at"),
     # The JSON text as stored: no decode and re-encode per row.
     "request_body": lambda: Cast("request_body", output_field=TextField()),
+    # The attempt's latest audit entry (the one that set its outcome, or its intent while
+    # it has none): where the row sits in the hash chain, to check it against verify_audit.
+    # One probe each of entry_attempt_seq_idx per row.
+    "seq": lambda: Subquery(_latest_entry().values("seq")[:1]),
+    "hash": lambda: Subquery(_latest_entry().values("hash")[:1]),
 }
+
+
+def _latest_entry() -> QuerySet[AuditEntry]:
+    return AuditEntry.objects.filter(attempt_id=OuterRef("pk")).order_by("-seq")
 
 
 def audit_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[tuple[Any, ...]]:

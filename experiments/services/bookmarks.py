@@ -236,12 +236,21 @@ def bookmark_star(
 
 
 def bookmark_toggle(
-    *, workspace: Workspace, user: Any, experiment_id: str, client_factory: Callable[[], Any], is_admin: bool
+    *,
+    workspace: Workspace,
+    user: Any,
+    experiment_id: str,
+    client_factory: Callable[[], Any],
+    is_admin: bool,
+    note: str = "",
 ) -> BookmarkOutcome:
-    """The star: remove the experiment's team bookmark when there is one (if `user` may), else add one."""
+    """The star: remove the experiment's team bookmark when there is one (if `user` may), else add
+    one, with `note` (the star's optional note, given in the same step)."""
     existing = bookmark_selectors.bookmark_for_experiment(workspace=workspace, experiment_id=experiment_id)
     if existing is None:
-        return bookmark_star(workspace=workspace, user=user, experiment_id=experiment_id, client_factory=client_factory)
+        return bookmark_star(
+            workspace=workspace, user=user, experiment_id=experiment_id, client_factory=client_factory, note=note
+        )
     outcome = bookmark_delete(bookmark=existing, user=user, is_admin=is_admin)
     if outcome.refusal == REFUSED_GONE:
         # Someone removed it a moment ago: the outcome the person wanted.

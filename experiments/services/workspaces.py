@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
-from experiments.models import Membership, Workspace
+from experiments.models import GroupRule, Membership, Workspace
 
 
 def workspace_ensure(
@@ -33,15 +33,37 @@ def workspace_ensure(
 
 
 def membership_set(*, user: Any, workspace: Workspace, role: str) -> str:
-    """Give `user` `role` in `workspace`; returns "added", "changed" or "unchanged"."""
+    """Give `user` `role` in `workspace` by hand; returns "added", "changed" or "unchanged".
+
+    A membership set by hand is the person's own: sign-in's group rules no longer change it.
+    """
     with transaction.atomic():
         membership, created = Membership.objects.select_for_update().get_or_create(
             user=user, workspace=workspace, defaults={"role": role}
         )
         if created:
             return "added"
-        if membership.role == role:
+        if membership.role == role and not membership.granted_by_group:
             return "unchanged"
         membership.role = role
-        membership.save(update_fields=["role"])
+        membership.granted_by_group = ""
+        membership.save(update_fields=["role", "granted_by_group"])
+        return "changed"
+
+
+def group_rule_set(*, group: str, workspace: Workspace, role: str) -> str:
+    """Members of identity-provider `group` get `role` in `workspace` from their next sign-in on.
+
+    Returns "added", "changed" or "unchanged".
+    """
+    with transaction.atomic():
+        rule, created = GroupRule.objects.select_for_update().get_or_create(
+            group=group, workspace=workspace, defaults={"role": role}
+        )
+        if created:
+            return "added"
+        if rule.role == role:
+            return "unchanged"
+        rule.role = role
+        rule.save(update_fields=["role"])
         return "changed"

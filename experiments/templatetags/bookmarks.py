@@ -17,6 +17,7 @@ from django.template.context import Context
 from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import SafeString, mark_safe
 
+from experiments.forms import ExperimentListQuery
 from experiments.models import Bookmark, BookmarkKind
 from experiments.selectors import experiment_list as list_selectors
 
@@ -28,7 +29,7 @@ _FORM = (
     '<form method="post" id="{dom_id}" class="star-toggle" action="{url}" hx-post="{url}" hx-swap="outerHTML">'
     '<input type="hidden" name="csrfmiddlewaretoken" value="{csrf}">'
     '<input type="hidden" name="next" value="{next}">{strip}'
-    '<button type="submit" class="star-button" aria-pressed="{pressed}" title="{title}">'
+    '<button type="submit" class="star-button" aria-pressed="{pressed}" title="{title}" data-name="{name}">'
     '<span aria-hidden="true">{glyph}</span><span class="visually-hidden">{action} {name}</span>'
     "</button>{error}</form>"
 )
@@ -123,3 +124,9 @@ def _per_render(context: Context) -> tuple[str, str]:
 def _field(experiment: Any, name: str) -> str:
     value = experiment.get(name) if isinstance(experiment, dict) else getattr(experiment, name, "")
     return str(value or "")
+
+
+@register.filter
+def view_filters(view_query: str) -> list[tuple[str, str]]:
+    """A saved view's filters in words, for its chips: [("Status", "Active"), ("Search", "checkout")]."""
+    return ExperimentListQuery.from_querystring(view_query or "").describe()

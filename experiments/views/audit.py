@@ -25,6 +25,7 @@ from django_htmx.http import push_url
 from experiments.converters import DB_ID_MAX
 from experiments.models import AttemptAction, AttemptState, Workspace
 from experiments.selectors import audit as audit_selectors
+from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS, AUDIT_PAGE_SIZE, AUDIT_PAGE_SIZES, AuditFilters
 from experiments.views.access import get_workspace_access
 
@@ -49,12 +50,14 @@ EXPORT_HEADERS = {
     "http_status": "http_status",
     "duration_ms": "duration_ms",
     "finished_at": "finished_at",
+    "seq": "seq",
+    "hash": "hash",
 }
 _HEADERS = [EXPORT_HEADERS[name] for name in AUDIT_EXPORT_FIELDS]
 _JSON_COLUMN = AUDIT_EXPORT_FIELDS.index("request_body")
 # Every text column (all but the numbers: ids, HTTP status, duration) is neutralised,
 # dates and JSON included, though those start with a digit or "{".
-_NUMBER_COLUMNS = ("id", "workspace_id", "actor_id", "http_status", "duration_ms")
+_NUMBER_COLUMNS = ("id", "workspace_id", "actor_id", "http_status", "duration_ms", "seq")
 _TEXT_COLUMNS = [i for i, name in enumerate(AUDIT_EXPORT_FIELDS) if name not in _NUMBER_COLUMNS]
 EXPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson; charset=utf-8"}
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV
@@ -157,6 +160,18 @@ def _audit_workspace(request: HttpRequest, workspace_pk: int) -> Workspace:
     return get_workspace_access(request, workspace_pk).workspace
 
 
+def _may_open(request: HttpRequest, workspace: Workspace) -> bool:
+    """Whether the workspace's own pages (its experiments) open for this user.
+
+    A reviewer of all workspaces reads every audit trail without being a member; for
+    them the audit screens name a workspace they cannot open in plain text, rather
+    than link to a 404. Everyone else only sees the audit of their own workspaces.
+    """
+    if not audit_selectors.audit_can_review_all(user=request.user):
+        return True
+    return workspace_selectors.workspace_access(user=request.user, workspace_pk=workspace.pk) is not None
+
+
 def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: Workspace | None) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     filters = form.filters(workspace=pinned)
@@ -194,6 +209,7 @@ def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: W
         "outcome_choices": AttemptState.choices,
         "action_choices": AttemptAction.choices,
         "page_sizes": AUDIT_PAGE_SIZES,
+        "may_open": pinned is not None and _may_open(request, pinned),
     }
     partial = request.htmx and not request.htmx.history_restore_request
     template = "experiments/audit_list.html#results" if partial else "experiments/audit_list.html"
@@ -223,7 +239,8 @@ def audit_detail(request: HttpRequest, pk: int) -> HttpResponse:
     detail = audit_selectors.audit_attempt_detail(user=request.user, pk=pk)
     if detail is None:
         raise Http404("No such conclusion attempt.")
-    return render(request, "experiments/audit_detail.html", {"detail": detail, "attempt": detail.attempt})
+    context = {"detail": detail, "attempt": detail.attempt, "may_open": _may_open(request, detail.attempt.workspace)}
+    return render(request, "experiments/audit_detail.html", context)
 
 
 @require_GET

@@ -243,6 +243,7 @@ def bookmark_toggle(request: HttpRequest, workspace_pk: int, experiment_id: str)
         experiment_id=experiment_id,
         client_factory=_client_factory(access),
         is_admin=access.is_admin,
+        note=request.POST.get("note", ""),
     )
     if outcome.refusal == REFUSED_NOT_ALLOWED:
         return _forbidden(request, access, outcome)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from dashboard import health
+from experiments.selectors import audit as audit_selectors
 from experiments.selectors import workspaces as workspace_selectors
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
+    """The person's workspaces; an auditor without one lands on the audit trail, and a
+    newcomer without any role is told whom to ask."""
     workspaces = workspace_selectors.workspace_list_for_user(user=request.user)
-    return render(request, "experiments/home.html", {"workspaces": workspaces})
+    if not workspaces and audit_selectors.audit_can_review_all(user=request.user):
+        return redirect("experiments:audit-list")
+    contacts = [] if workspaces else workspace_selectors.workspace_admin_contacts()
+    return render(request, "experiments/home.html", {"workspaces": workspaces, "contacts": contacts})
 
 
 @login_not_required

@@ -19,7 +19,6 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
@@ -52,7 +51,7 @@ DECIDE_TEMPLATE = "experiments/decide.html"
 # Opaque upstream JSON is shown, not stored: past this many characters the rest is cut.
 JSON_DISPLAY_LIMIT = 200_000
 MSG_FORBIDDEN = (
-    "Only concluders and admins of {workspace} can force conclude experiments. You are a {role} here; "
+    "Only concluders and admins of {workspace} can end the analysis of an experiment. You are a {role} here; "
     "ask a workspace admin if you need to."
 )
 MSG_DECIDE_FORBIDDEN = (
@@ -126,7 +125,6 @@ def _render_list(
         push_url(response, context["canonical_url"])
     else:
         response = render(request, LIST_TEMPLATE, context)
-    patch_vary_headers(response, ("HX-Request",))
     return response
 
 

@@ -24,6 +24,25 @@ document.addEventListener("showToast", (event) => {
 });
 
 document.addEventListener("click", (event) => {
+  // An empty star asks for an optional note first (#star-note-dialog), then stars with it.
+  const star = event.target.closest(".star-toggle .star-button[aria-pressed=false]");
+  const noteDialog = document.getElementById("star-note-dialog");
+  if (star && noteDialog && typeof noteDialog.showModal === "function") {
+    event.preventDefault();
+    const starForm = star.closest("form");
+    const form = noteDialog.querySelector("form");
+    form.action = starForm.action;
+    form.dataset.star = starForm.id;
+    for (const name of ["next", "strip"]) {
+      const source = starForm.querySelector(`input[name=${name}]`);
+      form.querySelector(`input[name=${name}]`).value = source ? source.value : "";
+    }
+    noteDialog.querySelector("[data-star-name]").textContent = star.dataset.name || "";
+    form.querySelector("textarea").value = "";
+    noteDialog.showModal();
+    form.querySelector("textarea").focus();
+    return;
+  }
   // <button data-open-dialog="ID"> opens <dialog id="ID">; data-close-dialog closes its dialog.
   const opener = event.target.closest("[data-open-dialog]");
   if (opener) {
@@ -95,9 +114,12 @@ document.addEventListener("htmx:afterRequest", hideSlow);
 // A full page load of a screen that reads Mixpanel shows nothing new until Mixpanel
 // answers; the notice says so after a second. Same-origin links and GET forms only.
 const MIXPANEL_PAGE = /^\/w\/\d+\/(experiments\/[^/]+\/)?$/;
+const MIXPANEL_WAIT = "Waiting for Mixpanel… Experiments are read from it as the page opens; this can take a few seconds.";
 function waitForPage(url) {
   if (url.origin !== window.location.origin) return;
-  const text = MIXPANEL_PAGE.test(url.pathname) ? "Waiting for Mixpanel… Experiments are read from it when the page opens; this can take a few seconds." : "Still loading…";
+  // A link to a place on this same page (the skip link) loads nothing.
+  if (url.pathname === window.location.pathname && url.search === window.location.search && url.hash) return;
+  const text = MIXPANEL_PAGE.test(url.pathname) ? MIXPANEL_WAIT : "Still loading…";
   hideSlow();
   slowTimer = setTimeout(() => showSlow(text), SLOW_AFTER_MS);
 }
@@ -109,6 +131,15 @@ document.addEventListener("click", (event) => {
 });
 document.addEventListener("submit", (event) => {
   const form = event.target;
+  if (form.matches("[data-star-note]") && form.dataset.star && window.htmx) {
+    // The star with its note, through htmx like the star itself: the star swaps in place.
+    event.preventDefault();
+    const target = document.getElementById(form.dataset.star);
+    form.closest("dialog").close();
+    if (target) target.querySelector("button").focus();
+    window.htmx.ajax("POST", form.action, { source: form, target: target, swap: "outerHTML" });
+    return;
+  }
   if (event.defaultPrevented || form.hasAttribute("hx-get") || form.hasAttribute("hx-post")) return;
   waitForPage(new URL(form.action, window.location.href));
 });
@@ -120,11 +151,19 @@ window.addEventListener("pageshow", hideSlow);
 // data-focus-after-swap (e.g. "Concluded ..."); else, when the focused control was
 // replaced, to its new copy, so keyboard users never fall back to <body>.
 let lastFocus = null;
+let focusTimer = null;
 document.addEventListener("htmx:beforeSwap", () => {
   const active = document.activeElement;
-  if (!active || active === document.body) { lastFocus = null; return; }
-  const holder = active.id ? active : active.closest("[id]");
+  const holder = active && active !== document.body ? (active.id ? active : active.closest("[id]")) : null;
   lastFocus = holder ? { id: holder.id, tag: active.tagName, text: active.textContent.trim() } : null;
+  // htmx does not tell the document when the swapped block was removed outright (its
+  // events fire on the detached element): look again once the swap has settled.
+  clearTimeout(focusTimer);
+  focusTimer = setTimeout(afterSwap, 150);
+});
+document.addEventListener("htmx:afterSettle", () => {
+  clearTimeout(focusTimer);
+  afterSwap();
 });
 
 function focusable(root, tag, text) {
@@ -133,16 +172,24 @@ function focusable(root, tag, text) {
   return candidates.find((el) => el.textContent.trim() === text) || candidates[0] || null;
 }
 
-document.addEventListener("htmx:afterSettle", () => {
+function focusBlock(el) {
+  if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "-1");
+  el.focus();
+}
+
+function afterSwap() {
   const outcome = document.querySelector("[data-focus-after-swap]");
   if (outcome) {
     outcome.removeAttribute("data-focus-after-swap");
-    if (!outcome.hasAttribute("tabindex")) outcome.setAttribute("tabindex", "-1");
-    outcome.focus();
+    focusBlock(outcome);
   } else if (lastFocus && (document.activeElement === document.body || !document.activeElement)) {
     const holder = document.getElementById(lastFocus.id);
     const target = holder && focusable(holder, lastFocus.tag, lastFocus.text);
     if (target) target.focus();
+    // The control is gone or hidden now (a closed edit form): the block that holds it.
+    if (holder && document.activeElement !== target) focusBlock(holder);
+    // The block itself went away (a removed bookmark): the page's main region.
+    if (document.activeElement === document.body) document.getElementById("main")?.focus();
   }
   lastFocus = null;
   // Text the answer wants read out (e.g. "Showing 1–50 of 120"), through the one live region.
@@ -151,7 +198,7 @@ document.addEventListener("htmx:afterSettle", () => {
     said.removeAttribute("data-announce");
     announce(said.textContent.trim());
   }
-});
+}
 
 // --- Dates ------------------------------------------------------------------------------
 // Every date is shown in UTC; hovering one shows it in the reader's own time zone.

@@ -8,6 +8,7 @@ violation fails the test, listed rule by rule with the elements it was found on.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,11 @@ def check_screens(page: Page, report: AxeReport, base: str, *, role: str, ws: An
     page.goto(base + reverse("experiments:experiment-detail", args=[ws.pk, exp["id"]]))
     expect(page.locator("article h1")).to_contain_text("checkout")
     report.check(page, f"{role}: experiment page")
+    page.locator("article button.star-button").click()
+    expect(page.locator("#star-note-dialog")).to_be_visible()
+    report.check(page, f"{role}: star note dialog", within="#star-note-dialog")
+    page.keyboard.press("Escape")
+    expect(page.locator("#star-note-dialog")).to_be_hidden()
     opener = page.locator("[data-open-dialog=force-conclude-dialog]")
     if role in ("concluder", "admin"):
         opener.first.click()
@@ -133,6 +139,9 @@ def check_screens(page: Page, report: AxeReport, base: str, *, role: str, ws: An
         expect(page.locator("#force-conclude-dialog")).to_be_hidden()
     else:
         expect(opener).to_have_count(0)
+    # Without JavaScript the action is a page of its own (a 403 page for a viewer).
+    page.goto(base + reverse("experiments:experiment-force-conclude", args=[ws.pk, exp["id"]]))
+    report.check(page, f"{role}: end-analysis page without JavaScript")
 
 
 @pytest.mark.parametrize("role", ["viewer", "concluder", "admin", "auditor"])
@@ -166,6 +175,16 @@ def test_no_serious_axe_violation_on_any_screen(
                 report.check(page, "anonymous: login page")
                 log_in(page, live_server.url, role)
             check_screens(page, report, live_server.url, role=role, ws=workspace, exp=exp, attempt=attempt)
+        page.goto(live_server.url + reverse("experiments:audit-list"))
+        page.get_by_role("button", name="Log out").click()
+        expect(page.locator("main h1")).to_be_visible()
+        report.check(page, "anonymous: logged out")
+        page.goto(live_server.url + reverse("login"))
+        page.get_by_label("Username").fill(role)
+        page.get_by_label("Password").fill("wrong")
+        page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
+        expect(page.get_by_role("alert")).to_be_visible()
+        report.check(page, "anonymous: login refused")
     finally:
         context.close()
     report.assert_clean()
@@ -175,7 +194,7 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     page: Page, live_server, standin, pm, workspace
 ):
     exp = standin.find(1001, status="active")
-    # A slow PUT keeps "Concluding…" on screen long enough to look at it.
+    # A slow PUT keeps "Ending the analysis…" on screen long enough to look at it.
     standin.set_fault("latency", experiment_id=exp["id"], method="PUT", latency_ms=1500)
     page.set_default_timeout(TIMEOUT_MS)
     log_in(page, live_server.url, "pat")
@@ -186,19 +205,28 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     # Idle indicators are hidden from assistive technology, not merely transparent.
     progress = page.locator("#force-conclude-progress")
     assert progress.evaluate("el => getComputedStyle(el).visibility") == "hidden"
-    expect(page.get_by_text("Concluding…")).to_be_hidden()
+    expect(page.get_by_text("Ending the analysis…")).to_be_hidden()
     for live in page.locator("[aria-live], [role=status], [role=alert]").all():
         # No live region sits inside a block htmx replaces wholesale.
         assert not live.evaluate("el => !!el.closest('#force-conclude-body, #conclude-section, #results')"), (
             live.evaluate("el => el.outerHTML")
         )
 
+    # The end time is typed as 24-hour UTC text; "Now" fills in the current UTC minute.
+    end = page.get_by_label("End of the analysis window (UTC)")
+    expect(end).to_have_attribute("type", "text")
+    end.fill("")
+    page.get_by_role("button", name=re.compile("^Now")).click()
+    expect(end).to_be_focused()
+    typed = dt.datetime.strptime(end.input_value(), "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC)
+    assert abs(typed - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=2)
+
     page.get_by_label("Reason").select_option("significance")
     page.get_by_label("In your own words").fill("The treatment won clearly.")
     page.locator("#force-conclude-submit").click()
     # While the PUT is on its way: shown, and said once through the page's one live region.
     expect(progress).to_be_visible()
-    expect(page.locator("#announcer")).to_have_text("Concluding…")
+    expect(page.locator("#announcer")).to_have_text("Ending the analysis…")
     # After a second, the person is told what we wait for.
     expect(page.locator("#slow-notice")).to_contain_text("Waiting for Mixpanel")
 
@@ -208,3 +236,27 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     expect(outcome).to_be_focused()
     expect(page.locator("#slow-notice")).to_be_hidden()
     assert progress.count() == 0 or progress.evaluate("el => getComputedStyle(el).visibility") == "hidden"
+
+
+def test_a_slow_mixpanel_page_says_what_it_waits_for(page: Page, live_server, standin, pm, workspace, settings):
+    settings.MIXPANEL_READ_TIMEOUT = settings.MIXPANEL_DEADLINE = 10.0
+    standin.set_fault("latency", latency_ms=4000)
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, live_server.url, "pat")
+    # Playwright waits for a navigation before it looks at a page again, so the old page is
+    # read from inside: click, let a second and a half pass there, report the notice.
+    seen = page.evaluate(
+        """() => new Promise((done) => {
+            document.querySelector("main a[href^='/w/']").click();
+            setTimeout(() => {
+                const notice = document.getElementById("slow-notice");
+                const said = document.getElementById("announcer").textContent;
+                done({hidden: notice.hidden, text: notice.textContent, said: said});
+            }, 1500);
+        })"""
+    )
+    assert seen["hidden"] is False
+    assert "Waiting for Mixpanel" in seen["text"]
+    assert "Waiting for Mixpanel" in seen["said"]
+    expect(page.locator("h1.workspace-title")).to_have_text("Growth", timeout=TIMEOUT_MS)
+    expect(page.locator("#slow-notice")).to_be_hidden()

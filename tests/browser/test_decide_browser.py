@@ -51,7 +51,7 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     expect(page.get_by_role("link", name="Record the decision")).to_have_count(0)
 
     # Force conclude from the page.
-    page.get_by_role("link", name="Force conclude").click()
+    page.get_by_role("link", name=re.compile("^End analysis")).click()
     expect(page.locator("#force-conclude-form")).to_be_visible()
     page.get_by_label("Reason").select_option("significance")
     page.get_by_label("In your own words").fill("Treatment won clearly.")
@@ -61,7 +61,7 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     expect(header.locator(".badge")).to_have_text("concluded")
     expect(page.locator("#experiment-end")).not_to_have_text("—")
     notice = page.locator("#conclude-section p.success")
-    expect(notice).to_contain_text("Concluded")
+    expect(notice).to_contain_text(re.compile("ended|concluded", re.IGNORECASE))
     expect(notice).to_be_focused()
     assert page.evaluate("window.__noReload") is True
 
@@ -92,7 +92,8 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     page.goto(live_server.url + reverse("experiments:audit-list") + "?action=decision")
     rows = page.locator("table tbody tr")
     expect(rows).to_have_count(1)
-    expect(rows.first).to_contain_text("Record the decision")
+    expect(rows.first).to_contain_text("Decision")
+    expect(rows.first).to_contain_text("Ship variant treatment")
     page.goto(live_server.url + reverse("experiments:audit-list"))
     expect(page.locator("table tbody tr")).to_have_count(2)
     out = StringIO()
@@ -108,5 +109,5 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     for exp_id in (other["id"], an_active_experiment_with_a_treatment(standin)["id"]):
         page.goto(live_server.url + reverse("experiments:experiment-detail", args=[workspace.pk, exp_id]))
         expect(page.locator("#experiment-header")).to_be_visible()
-        expect(page.get_by_role("link", name="Force conclude")).to_have_count(0)
+        expect(page.get_by_role("link", name=re.compile("^End analysis"))).to_have_count(0)
         expect(page.get_by_role("link", name="Record the decision")).to_have_count(0)

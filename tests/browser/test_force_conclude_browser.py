@@ -63,6 +63,7 @@ def test_force_conclude_in_the_browser(page: Page, live_server, standin, pm, wor
     expect(row.locator(".badge")).to_have_text("active")
     # Star it first: the redrawn row must keep the page's own star.
     row.locator("button.star-button").click()
+    page.locator("#star-note-dialog").get_by_role("button", name="Bookmark").click()  # no note
     expect(row.locator("button.star-button")).to_have_attribute("aria-pressed", "true")
     open_dialog(page, row)
     fill_dialog(page)

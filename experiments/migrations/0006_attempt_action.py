@@ -10,7 +10,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("experiments", "0004_entry_kind_late_answer"),
+        ("experiments", "0005_signin"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
             model_name="conclusionattempt",
             name="action",
             field=models.CharField(
-                choices=[("conclusion", "Force conclude"), ("decision", "Record the decision")],
+                choices=[("conclusion", "End analysis"), ("decision", "Decision")],
                 default="conclusion",
                 max_length=10,
             ),
@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
             model_name="conclusionclaim",
             name="action",
             field=models.CharField(
-                choices=[("conclusion", "Force conclude"), ("decision", "Record the decision")],
+                choices=[("conclusion", "End analysis"), ("decision", "Decision")],
                 default="conclusion",
                 max_length=10,
             ),

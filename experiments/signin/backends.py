@@ -1,0 +1,179 @@
+"""Authentication backends: the password throttle, OpenID Connect, and the trusted proxy header."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from axes.attempts import get_cool_off_threshold
+from axes.backends import AxesStandaloneBackend
+from axes.handlers.database import AxesDatabaseHandler
+from axes.helpers import get_client_username
+from axes.models import AccessAttempt
+from axes.signals import user_locked_out
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend, RemoteUserBackend
+from django.db.models import Sum
+from django.http import HttpRequest
+from django.urls import reverse
+from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+from mozilla_django_oidc.utils import absolutify
+
+from experiments.services import signin as signin_services
+from experiments.signin import oidc
+
+logger = logging.getLogger(__name__)
+
+PROXY_ISSUER = "trusted-proxy-header"
+
+
+class ThrottleBackend(AxesStandaloneBackend):
+    """Refuses a password sign-in while its username or address is locked out.
+
+    Only password attempts are throttled: SSO and the proxy header have no password to
+    guess. Calls without a request (the test client's login(), scripts) are not web
+    sign-ins and pass through.
+    """
+
+    def authenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> None:
+        if request is None or password is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+class ThrottleHandler(AxesDatabaseHandler):
+    """django-axes with two limits: LOGIN_USERNAME_LIMIT per username, AXES_FAILURE_LIMIT per address.
+
+    Axes compares one count with one limit. It counts per address here (AXES_LOCKOUT_PARAMETERS),
+    and this handler adds the per-username count over the same attempt rows. Failures for
+    unknown usernames are counted exactly like those for known ones.
+    """
+
+    def _username_failures(self, request: HttpRequest, credentials: dict | None) -> int:
+        username = get_client_username(request, credentials)
+        if not username:
+            return 0
+        attempts = AccessAttempt.objects.filter(username=username, attempt_time__gte=get_cool_off_threshold(request))
+        return attempts.aggregate(n=Sum("failures_since_start"))["n"] or 0
+
+    def is_locked(self, request: HttpRequest, credentials: dict | None = None) -> bool:
+        if super().is_locked(request, credentials):
+            return True
+        return self._username_failures(request, credentials) >= settings.LOGIN_USERNAME_LIMIT
+
+    def user_login_failed(
+        self, sender: Any, credentials: dict, request: HttpRequest | None = None, **kwargs: Any
+    ) -> None:
+        if "password" not in (credentials or {}):
+            return  # not a password attempt (a failed SSO callback): nothing to guess, nothing to count
+        super().user_login_failed(sender, credentials, request, **kwargs)
+        if request is None or getattr(request, "axes_locked_out", False):
+            return
+        if self._username_failures(request, credentials) >= settings.LOGIN_USERNAME_LIMIT:
+            request.axes_locked_out = True
+            request.axes_credentials = credentials
+            username = get_client_username(request, credentials)
+            user_locked_out.send("axes", request=request, username=username, ip_address=request.axes_ip_address)
+
+
+class OIDCBackend(OIDCAuthenticationBackend):
+    """OpenID Connect sign-in with mozilla-django-oidc's code flow, checked and mapped our way.
+
+    The library exchanges the code; the ID token is then verified by experiments.signin.oidc
+    (the library alone checks neither issuer nor audience), the user is found by
+    (issuer, sub), and the person's roles are brought in line with their groups.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The library's own __init__ wants every endpoint in settings; ours come from discovery.
+        self.UserModel = get_user_model()
+
+    def get_user(self, user_id: int) -> Any:
+        # The library's get_user forgets is_active; a deactivated person's session must end.
+        return ModelBackend.get_user(self, user_id)
+
+    def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> Any:
+        if request is None or "nonce" not in kwargs or not oidc.is_configured():
+            return None  # not an SSO callback
+        code, state = request.GET.get("code"), request.GET.get("state")
+        if not code or not state:
+            return None
+        self.request = request
+        config = oidc.provider_config()
+        self.OIDC_OP_TOKEN_ENDPOINT = config.token_endpoint
+        self.OIDC_RP_CLIENT_ID = settings.OIDC_CLIENT_ID
+        self.OIDC_RP_CLIENT_SECRET = oidc.client_secret()
+        payload = {
+            "client_id": settings.OIDC_CLIENT_ID,
+            "client_secret": self.OIDC_RP_CLIENT_SECRET,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": absolutify(request, reverse("oidc_authentication_callback")),
+        }
+        if kwargs.get("code_verifier"):
+            payload["code_verifier"] = kwargs["code_verifier"]
+        try:
+            token_info = self.get_token(payload)
+        except Exception as exc:  # requests errors and the library's HTTPError with the answer's body
+            raise oidc.SignInFailed(
+                oidc.MSG_PROVIDER_DOWN, reason=f"token exchange failed: {type(exc).__name__}"
+            ) from None
+        id_token = token_info.get("id_token") if isinstance(token_info, dict) else None
+        if not isinstance(id_token, str):
+            raise oidc.SignInFailed(oidc.MSG_INVALID, reason="token answer has no id_token")
+        claims = oidc.verify_id_token(id_token, nonce=kwargs["nonce"], config=config)
+        return sign_in_user(issuer=config.issuer, claims=claims, groups=oidc.groups_from_claims(claims), source="sso")
+
+
+def trusted_groups(request: HttpRequest) -> list[str]:
+    """Group names from DJANGO_TRUSTED_GROUPS_HEADER (comma-separated), when one is configured."""
+    if not settings.TRUSTED_GROUPS_HEADER:
+        return []
+    raw = request.headers.get(settings.TRUSTED_GROUPS_HEADER, "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def sign_in_user(*, issuer: str, claims: dict[str, Any], groups: list[str], source: str) -> Any:
+    """The user for these verified claims, with roles brought in line with `groups`."""
+    try:
+        profile = signin_services.profile_from_claims(issuer=issuer, claims=claims)
+        user = signin_services.identity_user_get_or_create(profile=profile)
+    except signin_services.IdentityRefused as exc:
+        raise oidc.SignInFailed(str(exc), reason=f"identity refused: {exc}") from None
+    signin_services.roles_sync_from_groups(
+        user=user, groups=groups, source=source, auditor_groups=settings.OIDC_AUDITOR_GROUPS
+    )
+    return user
+
+
+class TrustedHeaderBackend(RemoteUserBackend):
+    """The user named by the trusted proxy's header (Django's remote-user support).
+
+    The header's value is the identity (kept as an ExternalIdentity, like an SSO subject)
+    and the username. A local account with that username that did not come from the proxy
+    is refused, so a proxy account can never take over a password account.
+    """
+
+    def authenticate(self, request: HttpRequest | None, remote_user: str | None = None, **kwargs: Any) -> Any:
+        if request is None or not remote_user or not settings.TRUSTED_USER_HEADER:
+            return None
+        user_model = get_user_model()
+        existing = user_model.objects.filter(**{user_model.USERNAME_FIELD: remote_user}).first()
+        if existing is not None and not signin_services.identity_matches(
+            user=existing, issuer=PROXY_ISSUER, subject=remote_user
+        ):
+            logger.warning("Trusted header names %r, a local account; refused.", remote_user)
+            return None
+        claims = {"sub": remote_user, "preferred_username": remote_user}
+        if "@" in remote_user:
+            claims["email"] = remote_user
+        try:
+            return sign_in_user(
+                issuer=PROXY_ISSUER, claims=claims, groups=trusted_groups(request), source="proxy header"
+            )
+        except oidc.SignInFailed as exc:
+            logger.warning("Trusted header sign-in of %r refused: %s", remote_user, exc.reason)
+            return None

@@ -1,0 +1,73 @@
+"""Signing in, in a real browser: through the test OpenID provider, and the password throttle.
+
+Alice belongs to the identity provider's "growth-pms" group, which a rule maps to
+concluder of Growth: she clicks "Sign in with SSO", signs in at the provider, and lands on
+her workspaces. An attacker typing 60 wrong passwords sees the cool-off after the limit.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from experiments.models import GroupRule, Role
+from experiments.signin.views import MSG_LOCKED_OUT
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+TIMEOUT_MS = 10_000
+
+
+def test_sso_sign_in_lands_on_the_workspaces_the_groups_grant(
+    page: Page, live_server, oidc_provider, workspace, other_workspace
+):
+    GroupRule.objects.create(group="growth-pms", workspace=workspace, role=Role.CONCLUDER)
+    GroupRule.objects.create(group="payments", workspace=other_workspace, role=Role.VIEWER)
+    oidc_provider.add_person("alice", sub="00u-alice", email="alice@example.com", name="Alice", groups=["growth-pms"])
+    page.set_default_timeout(TIMEOUT_MS)
+
+    page.goto(live_server.url + "/")  # sent to the sign-in page
+    page.get_by_role("link", name="Sign in with SSO").click()
+    expect(page.get_by_role("heading", name="Test identity provider")).to_be_visible()
+    assert page.url.startswith(oidc_provider.url + "/authorize")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_role("button", name="Continue").click()
+
+    expect(page.get_by_role("heading", name="Your workspaces")).to_be_visible()
+    assert page.url == live_server.url + "/"
+    cards = page.locator(".workspace-card")
+    expect(cards).to_have_count(1)
+    expect(cards.first).to_contain_text("Growth")
+    expect(cards.first).to_contain_text("You are concluder")
+    expect(page.locator(".account-name")).to_have_text("Alice")
+
+    # Signing out ends the session: the next page asks to sign in again.
+    page.get_by_role("button", name="Log out").click()
+    page.goto(live_server.url + "/")
+    expect(page.get_by_role("link", name="Sign in with SSO")).to_be_visible()
+
+
+def test_sixty_wrong_passwords_in_the_browser_meet_the_cool_off(page: Page, live_server, pm):
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(live_server.url + "/accounts/login/")
+    locked = MSG_LOCKED_OUT.format(minutes=15)
+    for attempt in range(1, 61):
+        if attempt > 1:
+            page.goto(live_server.url + "/accounts/login/")
+        page.get_by_label("Username").fill("pat")
+        page.get_by_label("Password").fill(f"guess-{attempt}")
+        page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
+        alert = page.get_by_role("alert")
+        if attempt < 5:
+            expect(alert).to_contain_text("correct username and password")
+        else:
+            expect(alert).to_have_text(locked)
+    # Even the right password is refused during the cool-off.
+    page.goto(live_server.url + "/accounts/login/")
+    page.get_by_label("Username").fill("pat")
+    page.get_by_label("Password").fill("pw-pat")
+    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
+    expect(page.get_by_role("alert")).to_have_text(locked)
+    expect(page.get_by_role("heading", name="Your workspaces")).to_have_count(0)
