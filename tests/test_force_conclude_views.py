@@ -575,3 +575,27 @@ def test_standin_fault_row_is_reported_readably(pm_client, workspace, standin):
     assert 'class="error small" role="alert"' in html
     assert standin.experiment(1001, exp["id"])["status"] == "active"
     assert "CANARY" not in html
+
+
+@pytest.mark.django_db
+def test_concluding_from_the_list_moves_its_tab_counts_in_place(pm_client, workspace, fake):
+    page = pm_client.get(list_url(workspace) + "?status=active").content.decode()
+    assert 'Active <span class="count">2</span>' in page
+    assert 'Concluded <span class="count">1</span>' in page
+
+    html = pm_client.post(conclude_url(workspace), form_data(list_query="status=active"), **HTMX).content.decode()
+
+    assert fake.status_of(exp_id=ACTIVE) == "concluded"
+    tabs = html[html.index('<nav id="status-tabs" aria-label="Status" hx-swap-oob="true">') :]
+    tabs = tabs[: tabs.index("</nav>")]
+    assert 'Active <span class="count">1</span>' in tabs
+    assert 'Concluded <span class="count">2</span>' in tabs
+    assert 'aria-current="page">Active' in tabs  # the tab on screen stays the current one
+
+
+@pytest.mark.django_db
+def test_a_failed_conclude_sends_no_tab_counts(pm_client, workspace, fake):
+    fake.put = mixpanel.MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400)
+    html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
+    assert 'id="status-tabs"' not in html
+    assert 'id="experiment-header"' not in html

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from experiments import mixpanel
@@ -254,3 +256,20 @@ def test_simultaneous_presses_send_one_patch(standin, workspace, pm):
     assert sum(1 for o in outcomes if o is not None and o.state == conclusion_services.STATE_BLOCKED) == presses - 1
     assert AuditEntry.objects.filter(kind=EntryKind.DECISION_REQUESTED).count() == presses
     assert_chain_valid()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("column", "value", "named"),
+    [
+        ("action", "conclusion", "its first entry is decision_requested"),
+        ("reason_text", "Edited afterwards.", "reason_text is"),
+        ("request_body", {"success": False, "variant": "", "message": NOTE}, "request_body is"),
+    ],
+)
+def test_verify_audit_names_an_edited_decision(workspace, pm, column, value, named):
+    outcome = decide(workspace, pm, concluded_fake())
+    ConclusionAttempt.objects.filter(pk=outcome.attempt.pk).update(**{column: value})
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_audit", stdout=StringIO())
+    assert named in str(caught.value)
