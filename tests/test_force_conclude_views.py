@@ -599,3 +599,18 @@ def test_a_failed_conclude_sends_no_tab_counts(pm_client, workspace, fake):
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert 'id="status-tabs"' not in html
     assert 'id="experiment-header"' not in html
+
+
+@pytest.mark.django_db
+def test_after_concluding_from_the_list_its_row_offers_the_decision(pm_client, workspace, fake):
+    html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
+    row = html[: html.index("</tr>")]
+    assert f'href="{detail_url(workspace)}#conclude-section">Record the decision' in row
+
+
+@pytest.mark.django_db
+def test_a_viewer_is_offered_no_decision_on_the_list(client, teammate, workspace, fake):
+    client.force_login(teammate)
+    page = client.get(list_url(workspace) + "?status=concluded").content.decode()
+    assert "Not decided yet" in page
+    assert "Record the decision" not in page

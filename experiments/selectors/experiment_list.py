@@ -477,6 +477,8 @@ class ExperimentRow:
     # The decision on a concluded experiment, in words ("" when there is none to make).
     decision_text: str = ""
     decision: ConclusionAttempt | None = None
+    # The next step after a conclusion, offered to those who may take it.
+    show_decide: bool = False
 
     def __getitem__(self, key: str) -> Any:
         # Django's template lookup tries row[key] before getattr(row, key); answering it
@@ -496,7 +498,7 @@ class ExperimentRow:
 
     @property
     def has_actions(self) -> bool:
-        return bool(self.notice) or self.claim is not None or self.show_conclude
+        return bool(self.notice) or self.claim is not None or self.show_conclude or self.show_decide
 
     @property
     def status_class(self) -> str:
@@ -560,6 +562,7 @@ def experiment_row(
         days_running=str(running) if running is not None else "—",
         decision=decision,
         decision_text=decision_text(experiment.status, decision),
+        show_decide=linkable and access.can_conclude and experiment.status == "concluded" and decision is None,
     )
 
 
