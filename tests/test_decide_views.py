@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import pytest
 from django.urls import reverse
 
 from experiments.models import AttemptAction, ConclusionAttempt
+from experiments.services import decisions
 from tests import fake_mixpanel
+from tests.factories import make_attempt
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -115,3 +121,46 @@ def test_the_list_shows_days_running_and_the_decision(pm_client, workspace, fake
     assert '<td data-label="Decision">Ship variant green</td>' in page
     # Started 2026-11-01, concluded 2026-11-20: 19 days.
     assert '<td data-label="Days running" class="num">19</td>' in page
+
+
+def _body(response) -> str:
+    return b"".join(response.streaming_content).decode("utf-8")
+
+
+@pytest.mark.django_db
+def test_decisions_are_in_the_audit_list_filter_detail_and_both_exports(client, pm, auditor, workspace, fake):
+    make_attempt(workspace=workspace, actor=pm, experiment_id="other-exp")  # a conclusion
+    decided = decisions.experiment_decide(
+        workspace=workspace,
+        user=pm,
+        experiment_id=EXP_ID,
+        experiment_name="Checkout",
+        variant="green",
+        note=NOTE,
+        client=fake,
+    ).attempt
+    client.force_login(auditor)
+    audit = reverse("experiments:audit-list")
+
+    everything = client.get(audit).content.decode()
+    assert "End analysis" in everything
+    assert "Ship variant green" in everything
+    only = client.get(audit, {"action": "decision"}).content.decode()
+    assert f'href="/audit/{decided.pk}/"' in only
+    assert "other-exp" not in only
+    assert "other-exp" in client.get(audit, {"action": "conclusion"}).content.decode()
+    assert client.get(audit, {"action": "bogus"}).status_code == 200  # a readable answer, not a 500
+
+    detail = client.get(reverse("experiments:audit-detail", args=[decided.pk])).content.decode()
+    assert "Decision on Checkout" in detail
+    assert "Ship variant <code>green</code>" in detail
+    assert NOTE in detail
+    assert "Decision requested" in detail
+    assert "Decision succeeded" in detail
+
+    export = reverse("experiments:audit-export", args=["csv"])
+    rows = list(csv.DictReader(io.StringIO(_body(client.get(export, {"action": "decision"})), newline="")))
+    assert [(r["attempt_id"], r["action"]) for r in rows] == [(str(decided.pk), "decision")]
+    assert json.loads(rows[0]["request_body"]) == {"success": True, "variant": "green", "message": NOTE}
+    lines = _body(client.get(reverse("experiments:audit-export", args=["ndjson"]))).splitlines()
+    assert sorted(json.loads(line)["action"] for line in lines) == ["conclusion", "decision"]
