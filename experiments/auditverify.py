@@ -296,7 +296,7 @@ def _attempt_problems(attempt: Any, entries: list[Any]) -> Iterator[str]:
     # The requested entry's kind is hashed: it vouches for the attempt's action.
     requested_kind = audit_payloads.ENTRY_KINDS.get(attempt.action, {}).get(AttemptState.REQUESTED)
     if first.kind != requested_kind:
-        yield f"its first entry is {first.kind}, not the requested entry of a {_shown(attempt.action)} attempt"
+        yield f"action is {_shown(attempt.action)}, its first entry is {first.kind}"
     for name in audit_payloads.ENTRY_COLUMNS:
         if getattr(first, name) != getattr(attempt, name):
             yield f"{name} is {_shown(getattr(attempt, name))}, its entries say {_shown(getattr(first, name))}"

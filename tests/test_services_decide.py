@@ -262,7 +262,7 @@ def test_simultaneous_presses_send_one_patch(standin, workspace, pm):
 @pytest.mark.parametrize(
     ("column", "value", "named"),
     [
-        ("action", "conclusion", "its first entry is decision_requested"),
+        ("action", "conclusion", "action is 'conclusion', its first entry is decision_requested"),
         ("reason_text", "Edited afterwards.", "reason_text is"),
         ("request_body", {"success": False, "variant": "", "message": NOTE}, "request_body is"),
     ],
