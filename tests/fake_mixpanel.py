@@ -1,12 +1,14 @@
-"""An in-memory Mixpanel for service tests: experiments per workspace, scripted faults.
+"""The one in-memory Mixpanel for tests: experiments per workspace, scripted faults.
 
-Duck-types experiments.mixpanel.MixpanelClient (the services' seam). It keeps
-upstream state, so a PUT that is "applied" changes what the next read returns,
-which is what reconciling depends on.
+Duck-types experiments.mixpanel.MixpanelClient (the seam services and selectors take,
+and views reach through mixpanel.client_for; see install). It keeps upstream state,
+so a PUT that is "applied" changes what the next read returns, which is what
+reconciling depends on. Experiments are raw JSON, parsed with the real parsers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -37,6 +39,34 @@ def raw_experiment(exp_id: str = EXP_ID, status: str = "active", **extra: Any) -
     return data
 
 
+def exp_json(n: int, status: str = "active", **extra: Any) -> dict[str, Any]:
+    """A plausible experiment; `n` makes id, name and dates distinct and sortable."""
+    start = dt.datetime(2026, 1, 1, 9, 0, tzinfo=dt.UTC) + dt.timedelta(days=n)
+    data: dict[str, Any] = {
+        "id": f"00000000-0000-4000-8000-{n:012d}",
+        "name": f"Experiment {n:05d}",
+        "status": status,
+        "start_date": None if status == "draft" else start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "end_date": (start + dt.timedelta(days=14)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if status in ("concluded", "success", "fail")
+        else None,
+        "created": "2025-12-20T10:00:00Z",
+        "modified": "2025-12-21T10:00:00Z",
+        "creator_name": "Casey Creator",
+        "creator_email": "casey@example.com",
+        "last_modified_by_name": "Morgan Modifier",
+        "tags": ["growth"],
+        "hypothesis": "Green buttons convert better",
+        "description": "A test of the checkout button",
+        "variants": [{"key": "control"}, {"key": "green"}],
+        "metrics": [{"name": "Checkout rate"}],
+        "exposures_cache": {"control": 100, "green": 110},
+        "feature_flag": {"key": "checkout-green"},
+    }
+    data.update(extra)
+    return data
+
+
 class ProcessDied(BaseException):
     """Stands for the server process dying mid-call: nothing after it runs."""
 
@@ -44,15 +74,19 @@ class ProcessDied(BaseException):
 class FakeMixpanel:
     """Upstream state plus scripted behaviour of the next calls.
 
+    experiments: raw JSON per Mixpanel workspace id, or a plain list for workspace 1001
+    (the `workspace` fixture's).
     get: None (serve the state), an exception to raise, or a callable returning raw JSON.
     put: "apply" (conclude and answer), "answer:<status>" (200 returning that status,
     state unchanged), an exception (raised, nothing applied), ("apply", exc) (applied,
     then the exception), or a callable(self, ws, exp_id, end_date).
+    list_error: an exception the list call raises (None: serve the state).
+    details: what get_experiment answers for an id instead of its state (a fuller read).
     """
 
     def __init__(
         self,
-        experiments: dict[int, list[dict[str, Any]]] | None = None,
+        experiments: dict[int, list[dict[str, Any]]] | list[dict[str, Any]] | None = None,
         *,
         get: Any = None,
         put: Any = "apply",
@@ -60,11 +94,17 @@ class FakeMixpanel:
         check_no_transaction: bool = False,
     ) -> None:
         self.state: dict[tuple[int, str], dict[str, Any]] = {}
-        for ws, items in (experiments if experiments is not None else {1001: [raw_experiment()]}).items():
+        if experiments is None:
+            experiments = {1001: [raw_experiment()]}
+        elif isinstance(experiments, list):
+            experiments = {1001: experiments}
+        for ws, items in experiments.items():
             for item in items:
                 self.state[(ws, item["id"])] = dict(item)
         self.get = get
         self.put = put
+        self.list_error: BaseException | None = None
+        self.details: dict[str, dict[str, Any]] = {}
         self.put_delay = put_delay
         self.check_no_transaction = check_no_transaction
         self.calls: list[tuple[str, int, str]] = []
@@ -77,8 +117,29 @@ class FakeMixpanel:
     def puts(self) -> list[tuple[str, int, str]]:
         return [c for c in self.calls if c[0] == "put"]
 
+    @property
+    def put_calls(self) -> list[str]:
+        return [exp_id for kind, _, exp_id in self.calls if kind == "put"]
+
+    @property
+    def get_calls(self) -> list[str]:
+        return [exp_id for kind, _, exp_id in self.calls if kind == "get"]
+
+    @property
+    def list_calls(self) -> int:
+        return sum(1 for kind, _, _ in self.calls if kind == "list")
+
     def status_of(self, ws: int = 1001, exp_id: str = EXP_ID) -> str:
         return self.state[(ws, exp_id)]["status"]
+
+    def add(self, item: dict[str, Any], ws: int = 1001) -> None:
+        """A new experiment upstream (made outside the dashboard)."""
+        with self._lock:
+            self.state[(ws, item["id"])] = dict(item)
+
+    def experiments(self, ws: int = 1001) -> list[dict[str, Any]]:
+        """The workspace's experiments as Mixpanel holds them now, in list order."""
+        return [dict(item) for (w, _), item in self.state.items() if w == ws]
 
     def _record(self, kind: str, ws: int, exp_id: str) -> None:
         with self._lock:
@@ -97,6 +158,8 @@ class FakeMixpanel:
     # -- the client interface --------------------------------------------------------
     def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
         self._record("list", workspace_id, "")
+        if self.list_error is not None:
+            raise self.list_error
         return [mixpanel.summarize_experiment(dict(v)) for (ws, _), v in self.state.items() if ws == workspace_id]
 
     def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
@@ -105,7 +168,7 @@ class FakeMixpanel:
             raise self.get
         if callable(self.get):
             return mixpanel.parse_experiment(self.get(workspace_id, experiment_id))
-        item = self.state.get((workspace_id, experiment_id))
+        item = self.details.get(experiment_id) or self.state.get((workspace_id, experiment_id))
         if item is None:
             raise mixpanel.MixpanelNotFound("Mixpanel has no such experiment or workspace (HTTP 404).", http_status=404)
         return mixpanel.parse_experiment(dict(item))

@@ -18,6 +18,7 @@ from experiments.selectors import experiment_list as list_selectors
 from experiments.services import bookmarks as bookmark_services
 from experiments.templatetags.bookmarks import bookmark_href
 from tests.factories import session_queries
+from tests.fake_mixpanel import FakeMixpanel, install
 
 EXP = "0b9c4b8e-4a57-4c1e-9a55-5b0d1f6b7a01"
 GONE = "5f1e0000-dead-4bee-8000-000000000000"
@@ -28,36 +29,14 @@ def _raw(exp_id: str, name: str, status: str = "active") -> dict:
     return {"id": exp_id, "name": name, "status": status, "start_date": "2026-11-01T09:00:00Z"}
 
 
-class FakeClient:
-    """The Mixpanel seam: a fixed list of experiments, counting reads."""
-
-    def __init__(self, experiments: list[dict]) -> None:
-        self.raw = experiments
-        self.experiments = [mixpanel.summarize_experiment(e) for e in experiments]
-        self.reads = 0
-
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
-        self.reads += 1
-        return list(self.experiments)
-
-    def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
-        for raw in self.raw:
-            if raw["id"] == experiment_id:
-                return mixpanel.parse_experiment(raw)
-        raise mixpanel.MixpanelNotFound()
-
-
 @pytest.fixture
 def fake(monkeypatch):
-    client = FakeClient(
-        [
-            _raw(EXP, "Checkout button <b>colour</b>"),
-            _raw("e-2", "Pricing page", status="success"),
-            _raw("e-3", "Onboarding tour", status="draft"),
-        ]
-    )
-    monkeypatch.setattr(mixpanel, "client_for", lambda workspace: client)
-    return client
+    experiments = [
+        _raw(EXP, "Checkout button <b>colour</b>"),
+        _raw("e-2", "Pricing page", status="success"),
+        _raw("e-3", "Onboarding tour", status="draft"),
+    ]
+    return install(monkeypatch, FakeMixpanel(experiments))
 
 
 def _client_for(user) -> Client:
@@ -290,10 +269,10 @@ def test_bookmark_of_a_vanished_experiment_renders_with_its_snapshot_and_gone(wo
     )
     # The experiments page has read the list (the bookmarks page itself never asks Mixpanel).
     list_selectors.experiment_list_cached(workspace=workspace, client=fake)
-    reads = fake.reads
+    reads = fake.list_calls
     page = _client_for(pm).get(_url("bookmark-list", workspace))
     assert page.status_code == 200
-    assert fake.reads == reads
+    assert fake.list_calls == reads
     html = page.content.decode()
     assert "Old &lt;i&gt;banner&lt;/i&gt; test" in html
     assert "bookmark-gone" in html
@@ -309,7 +288,7 @@ def test_bookmarks_page_without_a_cached_list_shows_no_status_and_does_not_call_
     )
     page = _client_for(pm).get(_url("bookmark-list", workspace))
     assert page.status_code == 200
-    assert fake.reads == 0
+    assert fake.list_calls == 0
     assert ">gone<" not in page.content.decode()  # unknown is not the same as gone
 
 
@@ -440,11 +419,8 @@ def test_only_listed_experiments_can_be_starred(workspace, pm, fake):
 
 @pytest.mark.django_db
 def test_star_when_mixpanel_is_down_with_no_copy_says_so(workspace, pm, monkeypatch):
-    class Down(FakeClient):
-        def list_experiments(self, workspace_id):
-            raise mixpanel.MixpanelUnavailable()
-
-    monkeypatch.setattr(mixpanel, "client_for", lambda workspace: Down([]))
+    down = install(monkeypatch, FakeMixpanel([]))
+    down.list_error = mixpanel.MixpanelUnavailable()
     response = _star(_client_for(pm), workspace, EXP, **HX)
     assert response.status_code == 200
     assert "could not be checked against Mixpanel" in response.content.decode()

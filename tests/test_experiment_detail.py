@@ -13,7 +13,7 @@ from django.utils import timezone
 from experiments import mixpanel
 from experiments.models import AttemptState, ConclusionAttempt, ReasonCategory, Region, Workspace
 from tests.factories import session_queries
-from tests.fake_list_client import FakeClient, exp_json, install
+from tests.fake_mixpanel import FakeMixpanel, exp_json, install
 
 EXP = "00000000-0000-4000-8000-000000000001"
 CONCLUDE_BUTTON = 'data-open-dialog="force-conclude-dialog"'
@@ -21,7 +21,7 @@ CONCLUDE_BUTTON = 'data-open-dialog="force-conclude-dialog"'
 
 @pytest.fixture
 def fake(monkeypatch):
-    return install(monkeypatch, FakeClient([exp_json(1, "active"), exp_json(2, "concluded")]))
+    return install(monkeypatch, FakeMixpanel([exp_json(1, "active"), exp_json(2, "concluded")]))
 
 
 def detail_url(workspace, experiment_id: str = EXP) -> str:
@@ -36,7 +36,7 @@ def get(client, workspace, experiment_id: str = EXP, status: int = 200) -> str:
 
 def show(client, workspace, monkeypatch, **fields) -> str:
     """The page of one active experiment whose fields are replaced by `fields`."""
-    install(monkeypatch, FakeClient([exp_json(1, "active", **fields)]))
+    install(monkeypatch, FakeMixpanel([exp_json(1, "active", **fields)]))
     return get(client, workspace)
 
 
@@ -245,7 +245,7 @@ def test_null_and_unexpected_shapes_never_crash_the_page(pm_client, workspace, m
         "feature_flag": 7,
         "unexpected_extra_field": {"whatever": True},
     }
-    install(monkeypatch, FakeClient([weird]))
+    install(monkeypatch, FakeMixpanel([weird]))
     page = get(pm_client, workspace)
     text = text_of(page)
     assert "(no name)" in page
@@ -259,7 +259,7 @@ def test_null_and_unexpected_shapes_never_crash_the_page(pm_client, workspace, m
 
 @pytest.mark.django_db
 def test_failed_read_is_a_readable_page_not_a_500(pm_client, workspace, fake):
-    fake.get_error = mixpanel.MixpanelUnavailable("Mixpanel timed out.")
+    fake.get = mixpanel.MixpanelUnavailable("Mixpanel timed out.")
     page = get(pm_client, workspace, status=503)
     assert "This experiment cannot be shown right now" in page
     assert "Mixpanel timed out." in page
@@ -342,7 +342,7 @@ def test_eu_workspace_links_to_the_eu_host(client, pm, monkeypatch):
     from experiments.models import Membership, Role
 
     Membership.objects.create(user=pm, workspace=eu, role=Role.VIEWER)
-    install(monkeypatch, FakeClient([exp_json(1, "active")]))
+    install(monkeypatch, FakeMixpanel({3003: [exp_json(1, "active")]}))
     client.force_login(pm)
     assert "https://eu.mixpanel.com/project/9/view/3003/app/experiments/" in get(client, eu)
 

@@ -16,7 +16,7 @@ from experiments import mixpanel
 from experiments.forms import ExperimentListQuery
 from experiments.selectors import experiment_list as list_selectors
 from tests.factories import session_queries
-from tests.fake_list_client import FakeClient, exp_json, install
+from tests.fake_mixpanel import FakeMixpanel, exp_json, install
 
 STATUS_CYCLE = ["active", "draft", "concluded", "success", "fail"]
 
@@ -24,7 +24,7 @@ STATUS_CYCLE = ["active", "draft", "concluded", "success", "fail"]
 @pytest.fixture
 def fake(monkeypatch):
     # 15 experiments: 3 of each status, numbered 0..14.
-    return install(monkeypatch, FakeClient([exp_json(n, STATUS_CYCLE[n % 5]) for n in range(15)]))
+    return install(monkeypatch, FakeMixpanel([exp_json(n, STATUS_CYCLE[n % 5]) for n in range(15)]))
 
 
 def list_url(workspace, query: str = "") -> str:
@@ -48,7 +48,7 @@ def page(client, workspace, query: str = "", **headers) -> str:
 def test_list_shows_each_experiments_facts(pm_client, workspace, monkeypatch):
     install(
         monkeypatch,
-        FakeClient([exp_json(1, "active", tags=["growth", "checkout"], exposures_cache={"total": 4321})]),
+        FakeMixpanel([exp_json(1, "active", tags=["growth", "checkout"], exposures_cache={"total": 4321})]),
     )
     html = page(pm_client, workspace)
     assert "Experiment 00001" in html
@@ -135,7 +135,7 @@ def test_all_tab_is_the_default(pm_client, workspace, fake):
 def test_search_matches_name_id_tags_creator_and_hypothesis(pm_client, workspace, monkeypatch, q, field):
     items = [exp_json(n, "active") for n in range(5)]
     items.append(exp_json(99, "active", **field))
-    install(monkeypatch, FakeClient(items))
+    install(monkeypatch, FakeMixpanel(items))
     html = page(pm_client, workspace, "q=" + q.replace(" ", "+"))
     names = row_names(html)
     assert len(names) == 1
@@ -145,7 +145,7 @@ def test_search_matches_name_id_tags_creator_and_hypothesis(pm_client, workspace
 @pytest.mark.django_db
 def test_search_counts_tabs_within_the_search(pm_client, workspace, monkeypatch):
     items = [exp_json(n, STATUS_CYCLE[n % 5], tags=["pricing"] if n < 5 else []) for n in range(15)]
-    install(monkeypatch, FakeClient(items))
+    install(monkeypatch, FakeMixpanel(items))
     html = page(pm_client, workspace, "q=pricing")
     assert '>All <span class="count">5</span>' in html
     assert '>Active <span class="count">1</span>' in html
@@ -180,13 +180,13 @@ def test_sort_orders(pm_client, workspace, monkeypatch, sort, expected):
         exp_json(1, "success", name="Charlie", end_date="2026-03-01T00:00:00Z"),
         exp_json(4, "draft", name="Delta (draft)"),
     ]
-    install(monkeypatch, FakeClient(items))
+    install(monkeypatch, FakeMixpanel(items))
     assert row_names(page(pm_client, workspace, f"sort={sort}")) == expected
 
 
 @pytest.mark.django_db
 def test_pagination_fifty_a_page(pm_client, workspace, monkeypatch):
-    install(monkeypatch, FakeClient([exp_json(n, "active") for n in range(120)]))
+    install(monkeypatch, FakeMixpanel([exp_json(n, "active") for n in range(120)]))
     first = page(pm_client, workspace, "sort=name")
     assert len(row_names(first)) == 50
     assert row_names(first)[0] == "Experiment 00000"
@@ -201,7 +201,7 @@ def test_pagination_fifty_a_page(pm_client, workspace, monkeypatch):
 
 @pytest.mark.django_db
 def test_page_past_the_end_shows_the_last_page(pm_client, workspace, monkeypatch):
-    install(monkeypatch, FakeClient([exp_json(n, "active") for n in range(60)]))
+    install(monkeypatch, FakeMixpanel([exp_json(n, "active") for n in range(60)]))
     html = page(pm_client, workspace, "sort=name&page=99")
     assert row_names(html) == [f"Experiment {n:05d}" for n in range(50, 60)]
 
@@ -241,7 +241,7 @@ def test_query_parsing_falls_back_and_round_trips():
 @pytest.mark.django_db
 def test_every_filter_survives_the_url_round_trip(pm_client, workspace, monkeypatch):
     """A shared URL shows the same view, and every link on it keeps the other filters."""
-    install(monkeypatch, FakeClient([exp_json(n, "active", tags=["shared"]) for n in range(70)]))
+    install(monkeypatch, FakeMixpanel([exp_json(n, "active", tags=["shared"]) for n in range(70)]))
     html = page(pm_client, workspace, "status=active&q=shared&sort=-name&page=2")
     assert 'name="q" value="shared"' in html
     assert '<option value="-name" selected>' in html
@@ -314,7 +314,7 @@ def test_cache_is_shared_with_other_processes(pm_client, workspace, fake):
 @pytest.mark.django_db
 def test_refresh_reads_mixpanel_again(pm_client, workspace, fake):
     page(pm_client, workspace)
-    fake.raw.append(exp_json(50, "active", name="Brand new"))
+    fake.add(exp_json(50, "active", name="Brand new"))
     assert "Brand new" not in page(pm_client, workspace)
     refresh = reverse("experiments:experiment-list-refresh", args=[workspace.pk])
     response = pm_client.post(refresh, {"list_query": "status=active&q=brand"})
@@ -332,7 +332,7 @@ def test_refresh_in_one_process_is_seen_by_others(pm_client, workspace, fake):
     page(pm_client, workspace)
     # Another process refreshes: a new token and copy land in the shared cache.
     other_index = dict(list_selectors._LIST_INDEXES)
-    fake.raw.append(exp_json(51, "active", name="From the other process"))
+    fake.add(exp_json(51, "active", name="From the other process"))
     pm_client.post(reverse("experiments:experiment-list-refresh", args=[workspace.pk]))
     # Back in "this" process, holding the old index: the next request notices the new token.
     list_selectors._LIST_INDEXES.clear()
@@ -464,7 +464,7 @@ def test_script_tag_names_are_rendered_inert(pm_client, workspace, monkeypatch):
     evil = "<script>alert('x')</script>"
     install(
         monkeypatch,
-        FakeClient(
+        FakeMixpanel(
             [
                 exp_json(
                     1,
@@ -487,7 +487,7 @@ def test_script_tag_names_are_rendered_inert(pm_client, workspace, monkeypatch):
 
 @pytest.mark.django_db
 def test_unknown_status_gets_a_neutral_badge_class(pm_client, workspace, monkeypatch):
-    install(monkeypatch, FakeClient([exp_json(1, 'archived" onclick="x')]))
+    install(monkeypatch, FakeMixpanel([exp_json(1, 'archived" onclick="x')]))
     html = page(pm_client, workspace)
     assert 'class="badge status-unknown"' in html
     assert 'onclick="x' not in html
@@ -495,7 +495,7 @@ def test_unknown_status_gets_a_neutral_badge_class(pm_client, workspace, monkeyp
 
 @pytest.mark.django_db
 def test_id_our_routes_cannot_carry_gets_no_link_rather_than_a_500(pm_client, workspace, monkeypatch):
-    install(monkeypatch, FakeClient([exp_json(1, "active", id="a/b", name="Slashed")]))
+    install(monkeypatch, FakeMixpanel([exp_json(1, "active", id="a/b", name="Slashed")]))
     html = page(pm_client, workspace)
     assert "Slashed" in html
     assert "Force conclude" not in html.split('<div id="results"')[1].split("</table>")[0]
@@ -507,7 +507,7 @@ def test_id_our_routes_cannot_carry_gets_no_link_rather_than_a_500(pm_client, wo
 @pytest.mark.django_db
 @pytest.mark.parametrize("size", [3, 400])
 def test_query_count_is_fixed(client, pm, workspace, monkeypatch, django_assert_num_queries, size):
-    install(monkeypatch, FakeClient([exp_json(n, STATUS_CYCLE[n % 5]) for n in range(size)]))
+    install(monkeypatch, FakeMixpanel([exp_json(n, STATUS_CYCLE[n % 5]) for n in range(size)]))
     client.force_login(pm)
     page(client, workspace)  # warm the cache
     # user, membership, claims of the page's rows, team bookmarks (strip and stars) (+ the session without Redis)
@@ -623,6 +623,8 @@ def test_an_upstream_id_with_a_nul_is_dropped_not_a_500(pm_client, workspace, st
 def test_process_keeps_lists_up_to_a_bound_least_recently_used_out(workspace, other_workspace, settings, fake):
     settings.EXPERIMENT_LIST_MEMORY_EXPERIMENTS = 20  # one list of 15 fits, two do not
     list_selectors._LIST_INDEXES.clear()
+    for item in fake.experiments(1001):
+        fake.add(item, ws=other_workspace.mixpanel_workspace_id)
     for ws in (workspace, other_workspace):
         list_selectors.experiment_list_cached(workspace=ws, client=fake)
     assert list(list_selectors._LIST_INDEXES) == [list_selectors._list_cache_base(other_workspace)]
@@ -640,4 +642,4 @@ def test_shared_copy_holds_compressed_summaries(workspace, fake):
     assert isinstance(good["packed"], bytes)
     summaries = list_selectors._unpack(good["packed"])
     assert all(isinstance(e, mixpanel.ExperimentSummary) for e in summaries)
-    assert [e.id for e in summaries] == [e["id"] for e in fake.raw]
+    assert [e.id for e in summaries] == [e["id"] for e in fake.experiments()]

@@ -26,7 +26,7 @@ from experiments.models import (
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
 from tests.factories import session_queries
-from tests.fake_list_client import FakeClient, exp_json, install
+from tests.fake_mixpanel import FakeMixpanel, exp_json, install
 
 ACTIVE = "00000000-0000-4000-8000-000000000001"  # starts 2026-01-02 09:00 UTC
 DRAFT = "00000000-0000-4000-8000-000000000002"
@@ -38,7 +38,7 @@ ACTIVE_TOO = "00000000-0000-4000-8000-000000000004"
 def fake(monkeypatch):
     return install(
         monkeypatch,
-        FakeClient([exp_json(1, "active"), exp_json(2, "draft"), exp_json(3, "concluded"), exp_json(4, "active")]),
+        FakeMixpanel([exp_json(1, "active"), exp_json(2, "draft"), exp_json(3, "concluded"), exp_json(4, "active")]),
     )
 
 
@@ -536,7 +536,7 @@ def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, work
 
 @pytest.mark.django_db
 def test_real_service_upstream_fault_is_readable_and_retryable(pm_client, workspace, fake):
-    fake.put_error = mixpanel.MixpanelRejected("Mixpanel rejected the request (HTTP 400).", http_status=400)
+    fake.put = mixpanel.MixpanelRejected("Mixpanel rejected the request (HTTP 400).", http_status=400)
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert "HTTP 400" in html
     assert 'class="error small"' in html

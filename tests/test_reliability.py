@@ -184,7 +184,7 @@ def test_reconcile_in_another_process_during_a_stalled_put(standin, workspace, p
     settings.MIXPANEL_WRITE_DEADLINE = 30.0
     settings.MIXPANEL_READ_TIMEOUT = 30.0
     experiment = standin.find(1001, status="active")
-    standin.set_fault("stall", experiment_id=experiment["id"], method="PUT", stall_seconds=10)
+    standin.set_fault("stall", experiment_id=experiment["id"], method="PUT", stall_seconds=60)
     outcomes = []
 
     def first_press() -> None:
@@ -214,16 +214,18 @@ def test_reconcile_in_another_process_during_a_stalled_put(standin, workspace, p
             timeout=60,
         )
         assert reconcile.returncode == 0, reconcile.stderr
+        assert pressing.is_alive()  # the PUT was still in flight all along
         assert ConclusionAttempt.objects.get().state == AttemptState.REQUESTED
         assert ConclusionClaim.objects.count() == 1
 
         second = press(workspace, pm, mixpanel.client_for(workspace), experiment["id"])
         assert second.state == conclusion_services.STATE_BLOCKED
+        assert len(standin.requests(method="PUT")) == 1
     finally:
+        standin.reset()  # ends the stall: the PUT's connection closes without an answer
         pressing.join(timeout=60)
-    assert len(standin.requests(method="PUT")) == 1
     first = ConclusionAttempt.objects.get(pk=outcomes[0].attempt.pk)
-    assert first.state == AttemptState.UNKNOWN  # the stall ended without an answer
+    assert first.state == AttemptState.UNKNOWN  # the connection closed without an answer
     assert ConclusionClaim.objects.get().attempt_id == first.pk
     assert_chain_valid()
 

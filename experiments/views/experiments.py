@@ -19,7 +19,6 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
@@ -127,7 +126,6 @@ def _render_list(
         push_url(response, context["canonical_url"])
     else:
         response = render(request, LIST_TEMPLATE, context)
-    patch_vary_headers(response, ("HX-Request",))
     return response
 
 
