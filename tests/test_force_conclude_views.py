@@ -525,12 +525,12 @@ def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, work
     # htmx puts the page's own star (hx-preserve, same id) where this placeholder is.
     assert f'<form id="{star_id}" class="star-toggle" hx-preserve></form>' in html
     # The session (without Redis), the user, the view's membership read and the service's own;
-    # the intent: attempt, claim, chain head, entry; the outcome: the attempt's compare-and-set
+    # the intent: attempt, claim, chain head, entry, reconcile task; the outcome: the attempt's compare-and-set
     # update, chain head, entry. PostgreSQL also takes the append lock before each head read.
     # (The test's own transaction turns each atomic block into a savepoint: not counted.)
     statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
     locks = 2 if connection.vendor == "postgresql" else 0
-    assert len(statements) == 10 + locks + session_queries(), statements
+    assert len(statements) == 11 + locks + session_queries(), statements
     assert not any("bookmark" in sql for sql in statements)
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 
 import pytest
+from django.db import DatabaseError
 from django.db.models import F
 from django.tasks import TaskResultStatus
 from django.utils import timezone
@@ -66,15 +67,49 @@ def waiting() -> list[DBTaskResult]:
 
 
 @pytest.mark.django_db
-def test_unknown_outcome_is_resolved_by_the_task_with_one_read(monkeypatch, workspace, pm):
+def test_a_press_queues_its_reconcile_task_with_its_intent_for_when_its_put_cannot_be_in_flight(workspace, pm):
+    outcome = press(workspace, pm, FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown())))
+
+    (queued,) = waiting()
+    assert queued.task_path == "experiments.tasks.reconcile_attempt"
+    assert queued.args_kwargs["args"] == [outcome.attempt.pk, 1]
+    assert queued.run_after == conclusion_services.attempt_judgeable_at(outcome.attempt)
+
+
+@pytest.mark.django_db
+def test_a_refused_press_queues_nothing(workspace, pm):
+    press(workspace, pm, FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown())))
+    blocked = press(workspace, pm, FakeMixpanel())  # the first attempt holds the claim
+    assert blocked.state == conclusion_services.STATE_BLOCKED
+    assert len(waiting()) == 1
+
+
+@pytest.mark.django_db
+def test_the_task_is_queued_in_the_intent_transaction(monkeypatch, workspace, pm):
+    """One commit holds the intent and its task: never an attempt with nothing to resolve it."""
+
+    def queue_down(**kwargs):
+        raise DatabaseError("the task table refused the insert")
+
+    monkeypatch.setattr(tasks, "reconcile_attempt_when_judgeable", queue_down)
+    fake = FakeMixpanel()
+    with pytest.raises(DatabaseError):
+        press(workspace, pm, fake)
+    assert not ConclusionAttempt.objects.exists()
+    assert not ConclusionClaim.objects.exists()
+    assert not AuditEntry.objects.exists()
+    assert fake.calls == []  # nothing was sent
+
+
+@pytest.mark.django_db
+def test_unknown_outcome_is_resolved_by_the_task_queued_at_the_press_with_one_read(monkeypatch, workspace, pm):
     fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown()))  # applied, answer lost
     with made_long_ago():
-        outcome = press(workspace, pm, fake)
+        outcome = press(workspace, pm, fake)  # its task is due now
     assert outcome.state == AttemptState.UNKNOWN
     install(monkeypatch, fake)
     fake.calls.clear()
 
-    tasks.reconcile_attempt_when_judgeable(attempt=outcome.attempt)  # made long ago: due now
     ran = run_ready_tasks()
 
     assert [(r.status, r.return_value) for r in ran] == [(TaskResultStatus.SUCCESSFUL, "applied")]
@@ -95,8 +130,7 @@ def test_attempt_left_requested_by_a_crash_is_resolved_and_its_claim_released(mo
     assert attempt.state == AttemptState.REQUESTED
     fake = install(monkeypatch, FakeMixpanel())
 
-    tasks.reconcile_attempt.enqueue(attempt.pk)
-    ran = run_ready_tasks()
+    ran = run_ready_tasks()  # the task queued with its intent: nobody enqueued anything since
 
     assert [r.return_value for r in ran] == ["not_applied"]
     attempt.refresh_from_db()
@@ -116,7 +150,6 @@ def test_an_attempt_whose_put_may_be_in_flight_is_queued_for_when_it_cannot_be(m
     judgeable_at = conclusion_services.attempt_judgeable_at(outcome.attempt)
     assert judgeable_at > timezone.now()
 
-    tasks.reconcile_attempt_when_judgeable(attempt=outcome.attempt)
     assert run_ready_tasks() == []  # not due yet
     (queued,) = waiting()
     assert queued.run_after == judgeable_at
@@ -145,7 +178,8 @@ def test_a_final_attempt_is_left_alone(monkeypatch, workspace, pm):
     fake = install(monkeypatch, FakeMixpanel())
     entries = AuditEntry.objects.count()
 
-    tasks.reconcile_attempt.enqueue(outcome.attempt.pk)
+    (queued,) = waiting()
+    make_due(queued)
 
     assert [r.return_value for r in run_ready_tasks()] == ["already succeeded"]
     assert fake.calls == []
@@ -153,7 +187,7 @@ def test_a_final_attempt_is_left_alone(monkeypatch, workspace, pm):
 
 
 @pytest.mark.django_db
-def test_an_attempt_that_does_not_exist_is_a_no_op(monkeypatch):
+def test_an_attempt_that_does_not_exist_is_a_no_op(monkeypatch, db):
     fake = install(monkeypatch, FakeMixpanel())
     tasks.reconcile_attempt.enqueue(987654)
     assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_MISSING]
@@ -171,7 +205,6 @@ def stuck(workspace, pm):
 def test_while_mixpanel_is_unreachable_the_task_backs_off_then_resolves(monkeypatch, settings, stuck):
     settings.RECONCILE_TASK_BACKOFF_SECONDS = 15
     fake = install(monkeypatch, FakeMixpanel(get=UNREACHABLE))
-    tasks.reconcile_attempt.enqueue(stuck.pk)
 
     delays = []
     for try_number in (1, 2, 3):
@@ -203,7 +236,6 @@ def test_while_mixpanel_is_unreachable_the_task_backs_off_then_resolves(monkeypa
 def test_after_the_last_try_the_attempt_is_left_to_the_cron_safety_net(monkeypatch, settings, stuck, caplog):
     settings.RECONCILE_TASK_MAX_TRIES = 3
     install(monkeypatch, FakeMixpanel(get=UNREACHABLE))
-    tasks.reconcile_attempt.enqueue(stuck.pk)
 
     results = []
     with caplog.at_level(logging.INFO, logger="experiments.tasks"):
@@ -228,7 +260,6 @@ def test_a_misconfigured_client_is_retried_like_an_unreachable_mixpanel(monkeypa
         raise mixpanel.MixpanelConfigError()
 
     monkeypatch.setattr(mixpanel, "client_for", broken)
-    tasks.reconcile_attempt.enqueue(stuck.pk)
     assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_RETRY]
     assert len(waiting()) == 1
 
@@ -268,7 +299,8 @@ def test_the_db_worker_command_resolves_a_crashed_attempt_from_the_queue(standin
     ConclusionAttempt.objects.update(created_at=F("created_at") - dt.timedelta(hours=1))
     attempt = ConclusionAttempt.objects.get()
     standin.clear_requests()
-    tasks.reconcile_attempt.enqueue(attempt.pk)
+    (queued,) = waiting()  # queued with the intent, before the process died
+    make_due(queued)
 
     env = {
         **os.environ,

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog, mixpanel
+from experiments import audit_payloads, auditlog, mixpanel, tasks
 from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim, EntryKind
 
 CLAIM_TRIES = 3
@@ -31,8 +31,8 @@ def attempt_claim(
     *,
     request: dict[str, Any],
 ) -> tuple[ConclusionAttempt | None, ConclusionClaim | None]:
-    """Insert the attempt, its claim and its "requested" entry in one committed
-    transaction: (attempt, None). The unique claim is the cross-process lock; a
+    """Insert the attempt, its claim, its "requested" entry and its reconcile task in one
+    committed transaction: (attempt, None). The unique claim is the cross-process lock; a
     press that loses it gets (None, the claim that holds the experiment)."""
     holder = None
     for _ in range(CLAIM_TRIES):
@@ -42,6 +42,12 @@ def attempt_claim(
                 ConclusionClaim.objects.create(
                     workspace=attempt.workspace, experiment_id=attempt.experiment_id, attempt=attempt
                 )
+                # Queued with the intent, in its transaction (the queue is this database),
+                # so no attempt is ever left open with nothing to resolve it: if this
+                # process dies before the outcome, or the outcome is unknown, the worker
+                # reads the experiment once the PUT cannot be in flight. An attempt that
+                # got its outcome is final by then, and the task does nothing.
+                tasks.reconcile_attempt_when_judgeable(attempt=attempt)
             return attempt, None
         except IntegrityError:
             claims = ConclusionClaim.objects.select_related("attempt")
