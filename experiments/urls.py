@@ -23,6 +23,7 @@ urlpatterns = [
         exp.experiment_force_conclude,
         name="experiment-force-conclude",
     ),
+    path(W + "experiments/<experiment:experiment_id>/decide/", exp.experiment_decide, name="experiment-decide"),
     # Audit review: read-only, for members and reviewers of all workspaces
     path("audit/", audit.audit_list, name="audit-list"),
     path("audit/<id:pk>/", audit.audit_detail, name="audit-detail"),
