@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 
 from experiments.converters import ExperimentIdConverter, RowIdConverter
-from experiments.views import audit, bookmarks
+from experiments.views import attempts, audit, bookmarks
 from experiments.views import experiments as exp
 
 app_name = "experiments"
@@ -23,6 +23,9 @@ urlpatterns = [
         exp.experiment_force_conclude,
         name="experiment-force-conclude",
     ),
+    # An open conclusion attempt: its waiting line (polled) and "Check Mixpanel now"
+    path(W + "attempts/<id:attempt_pk>/status/", attempts.attempt_status, name="attempt-status"),
+    path(W + "attempts/<id:attempt_pk>/check/", attempts.attempt_check, name="attempt-check"),
     # Audit review: read-only, for members and reviewers of all workspaces
     path("audit/", audit.audit_list, name="audit-list"),
     path("audit/<id:pk>/", audit.audit_detail, name="audit-detail"),

@@ -93,6 +93,8 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
         "GET": [({}, ["back", "list_query"])],
         "POST": [(CONCLUDE_FORM, ["reason_category", "reason_text", "end_date", "back", "list_query"])],
     },
+    "experiments:attempt-status": {"GET": [({}, ["back", "list_query"])]},
+    "experiments:attempt-check": {"POST": [({}, ["back", "list_query"])]},
     "experiments:audit-list": {"GET": [({}, [*AUDIT_FILTERS, "cursor"])]},
     "experiments:audit-workspace-list": {"GET": [({}, [*AUDIT_FILTERS, "cursor"])]},
     "experiments:audit-export": {"GET": [({}, AUDIT_FILTERS)]},
