@@ -36,7 +36,8 @@ def test_an_unknown_outcome_resolves_in_the_browser_by_itself(page: Page, live_s
     page.locator("#force-conclude-submit").click()
 
     waiting_line = row.locator("p.claim[data-poll]")
-    expect(waiting_line).to_contain_text(re.compile(r"Sent at [\d-]+ \d\d:\d\d UTC by Pat \(pat\), waiting for Mixpanel"))
+    sent = re.compile(r"Sent at [\d-]+ \d\d:\d\d UTC by Pat \(pat\), waiting for Mixpanel")
+    expect(waiting_line).to_contain_text(sent)
     expect(row.get_by_role("button", name="Check Mixpanel now")).to_be_visible()
     attempt = ConclusionAttempt.objects.get()
     assert attempt.state == AttemptState.UNKNOWN
