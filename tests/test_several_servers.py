@@ -261,9 +261,9 @@ def test_twenty_presses_split_across_two_servers_send_one_put(servers, standin, 
     assert_chain_valid()
 
 
-def run_db_worker() -> subprocess.CompletedProcess:
+def run_db_worker(standin_url: str) -> subprocess.CompletedProcess:
     """`manage.py db_worker`, as make run and make serve start it, until the queue has nothing due."""
-    env = {**os.environ, "DATABASE_URL": shared_test_database_url()}
+    env = {**os.environ, "DATABASE_URL": shared_test_database_url(), "MIXPANEL_API_BASE_URL": standin_url}
     command = [sys.executable, "manage.py", "db_worker", "--batch", "--no-reload", "--no-startup-delay"]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
@@ -312,7 +312,7 @@ def test_a_press_whose_worker_is_killed_mid_put_is_resolved_by_the_task_with_no_
 
     # While the PUT may still be in flight the worker leaves the task alone.
     reads = len(standin.requests(method="GET", path_contains=experiment["id"]))
-    early = run_db_worker()
+    early = run_db_worker(standin.url)
     assert early.returncode == 0, early.stderr[-2000:]
     attempt.refresh_from_db()
     assert attempt.state == AttemptState.REQUESTED
@@ -321,10 +321,10 @@ def test_a_press_whose_worker_is_killed_mid_put_is_resolved_by_the_task_with_no_
     # Past the in-flight limit (moved back an hour rather than waited for), the task reads once.
     ConclusionAttempt.objects.update(created_at=F("created_at") - dt.timedelta(hours=1))
     DBTaskResult.objects.update(run_after=timezone.now())
-    worker = run_db_worker()
+    worker = run_db_worker(standin.url)
     assert worker.returncode == 0, worker.stderr[-2000:]
     task.refresh_from_db()
-    assert (task.status, task.return_value) == (TaskResultStatus.SUCCESSFUL, "applied")
+    assert (task.status, task.return_value) == (TaskResultStatus.SUCCESSFUL, "applied"), worker.stderr[-2000:]
     attempt.refresh_from_db()
     assert attempt.state == AttemptState.RECONCILED_APPLIED
     kinds = list(AuditEntry.objects.filter(attempt=attempt).order_by("seq").values_list("kind", flat=True))
@@ -336,7 +336,7 @@ def test_a_press_whose_worker_is_killed_mid_put_is_resolved_by_the_task_with_no_
     assert again.status_code == 200
     assert "already concluded" in again.text
     assert len(standin.requests(method="PUT", path_contains=experiment["id"])) == 1
-    assert_chain_valid()
+    # (No verify_audit here: moving created_at back is exactly the edit it reports.)
 
 
 def _answer_or_error(browser: requests.Session, url: str, form: dict) -> requests.Response | Exception:
