@@ -257,7 +257,7 @@ MIXPANEL_RETRY_AFTER_CAP = env_float("MIXPANEL_RETRY_AFTER_CAP", 5.0)
 # How long a workspace's experiment list is reused before Mixpanel is asked again.
 EXPERIMENT_LIST_CACHE_SECONDS = env_int("EXPERIMENT_LIST_CACHE_SECONDS", 60)
 # Experiments each process keeps parsed and indexed, over all workspaces' lists; the least
-# recently used list goes first (~1.2 KB each: the default is ~60 MB per process).
+# recently used list goes first (~1.4 KB each with the indexes: the default is ~70 MB per process).
 EXPERIMENT_LIST_MEMORY_EXPERIMENTS = env_int("EXPERIMENT_LIST_MEMORY_EXPERIMENTS", 50_000, minimum=1)
 # How long the experiment page reuses its read of one experiment (0: read it every time).
 EXPERIMENT_DETAIL_CACHE_SECONDS = env_int("EXPERIMENT_DETAIL_CACHE_SECONDS", 15)

@@ -809,20 +809,18 @@ class MixpanelClient:
     def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: dt.datetime) -> ConcludeResult:
         """PUT .../force_conclude with {"end_date": ...}; sent at most once, never retried.
 
-        It has MIXPANEL_WRITE_DEADLINE to answer (see write_deadline_seconds), and a
-        redirect is never followed. Definite failures raise MixpanelUnavailable (nothing
-        was sent), RateLimited, AuthError, NotFound or Rejected. Anything that leaves the
-        outcome open after the request may have been sent (timeout, reset, 5xx,
-        unreadable 200) raises MixpanelOutcomeUnknown. Whether the returned experiment is
-        really concluded is for the caller to judge (Mixpanel may answer 200 and change nothing).
+        It has write_deadline_seconds() to answer and never follows a redirect. Definite
+        failures raise MixpanelUnavailable (nothing was sent), RateLimited, AuthError,
+        NotFound or Rejected; anything that leaves the outcome open after the request may
+        have been sent (timeout, reset, 5xx, unreadable 200) raises MixpanelOutcomeUnknown.
+        Whether the experiment is really concluded is for the caller to judge.
         """
         path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}/force_conclude"
         body = {"end_date": format_end_date(end_date)}
         started = self._clock()
         deadline = started + write_deadline_seconds()
         try:
-            # A write waits for its answer as long as its deadline allows: cutting it off
-            # between bytes sooner would only turn an answer into "unknown".
+            # No shorter wait between bytes: cutting a write off early only makes its outcome unknown.
             answer = self._send(
                 "PUT", self.base_url + path, body, deadline=deadline, started=started, read_timeout=None
             )
@@ -985,24 +983,8 @@ class MixpanelClient:
             logger.warning("Mixpanel %s %s failed after %d ms: %s", method, path, self._ms_since(started), message)
             raise _Transport(message, sent=sent) from None
 
-        streaming = stream is not None and response.status_code == 200
-        setting = "MIXPANEL_MAX_LIST_BYTES" if streaming else "MIXPANEL_MAX_RESPONSE_BYTES"
-        reader = _Body(
-            self, response, deadline=deadline, read_timeout=read_timeout, limit=int(_setting(setting)), setting=setting
-        )
-        streamed = None
         try:
-            try:
-                declared = int(response.headers.get("Content-Length", "0") or 0)
-            except ValueError:
-                declared = 0
-            if declared > reader.limit:
-                raise reader.too_large()
-            if streaming:
-                streamed = stream(reader, self)
-                data = reader.head
-            else:
-                data = b"".join(iter(reader.read, b""))
+            data, streamed = self._receive(response, deadline=deadline, read_timeout=read_timeout, stream=stream)
         except _Transport as exc:
             logger.warning("Mixpanel %s %s failed after %d ms: %s", method, path, self._ms_since(started), exc.message)
             raise
@@ -1017,6 +999,23 @@ class MixpanelClient:
         )
         logger.debug("Mixpanel %s %s -> %d in %d ms", method, path, answer.status, answer.duration_ms)
         return answer
+
+    def _receive(self, response: Any, *, deadline: float, read_timeout: float | None, stream: Any) -> tuple[bytes, Any]:
+        """The body (or, streamed, its head) and what `stream` made of it, under the cap that applies."""
+        streaming = stream is not None and response.status_code == 200
+        setting = "MIXPANEL_MAX_LIST_BYTES" if streaming else "MIXPANEL_MAX_RESPONSE_BYTES"
+        limit = int(_setting(setting))
+        reader = _Body(self, response, deadline=deadline, read_timeout=read_timeout, limit=limit, setting=setting)
+        try:
+            declared = int(response.headers.get("Content-Length", "0") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            raise reader.too_large()
+        if streaming:
+            streamed = stream(reader, self)
+            return reader.head, streamed
+        return b"".join(iter(reader.read, b"")), None
 
     @staticmethod
     def _bound_socket_wait(raw: Any, seconds: float) -> None:

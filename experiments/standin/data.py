@@ -374,10 +374,41 @@ def _filler(rng: random.Random, today: dt.datetime, index: int) -> dict[str, Any
     return exp
 
 
+def results_of_size(rng: random.Random, size: int) -> dict[str, Any]:
+    """A results cache of about `size` bytes of JSON: per metric, per variant, the usual statistics.
+
+    Mixpanel's results caches are unpublished; real ones run to a few kilobytes per
+    experiment, which is what makes a large workspace's list tens of megabytes.
+    """
+    metrics: list[dict[str, Any]] = []
+    used = 40
+    while used < size:
+        lift = round(rng.uniform(-0.1, 0.1), 4)
+        metric = {
+            "name": f"Metric {len(metrics) + 1}",
+            "variants": {
+                key: {
+                    "lift": lift if key == "treatment" else 0.0,
+                    "p_value": round(rng.random(), 4),
+                    "confidence_interval": [round(lift - 0.02, 4), round(lift + 0.02, 4)],
+                    "mean": round(rng.uniform(0, 50), 3),
+                    "users": rng.randint(100, 50_000),
+                }
+                for key in ("control", "treatment")
+            },
+        }
+        metrics.append(metric)
+        used += 330  # about what one metric serialises to
+    return {"computed_at": "2026-11-26T09:00:00Z", "metrics": metrics}
+
+
 def build_workspace(
-    ws: DemoWorkspace, *, seed: int, count: int, today: dt.datetime
+    ws: DemoWorkspace, *, seed: int, count: int, today: dt.datetime, results_bytes: int = 0
 ) -> tuple[list[dict[str, Any]], dict[str, tuple[str, dict]]]:
-    """The first `count` experiments of a demo workspace, and its built-in faults by experiment id."""
+    """The first `count` experiments of a demo workspace, and its built-in faults by experiment id.
+
+    `results_bytes` gives every generated experiment a results cache of about that size.
+    """
     rng = random.Random(f"{seed}:{ws.mixpanel_workspace_id}")
     rows = _showcase(ws, rng, today)
     faults: dict[str, tuple[str, dict]] = {}
@@ -388,6 +419,9 @@ def build_workspace(
     index = len(rows)
     while len(rows) < count:
         index += 1
-        rows.append(_filler(rng, today, index))
+        row = _filler(rng, today, index)
+        if results_bytes:
+            row["results_cache"] = results_of_size(rng, results_bytes)
+        rows.append(row)
     kept = {row["id"] for row in rows}
     return rows, {exp_id: fault for exp_id, fault in faults.items() if exp_id in kept}

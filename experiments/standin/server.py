@@ -217,6 +217,7 @@ class StandIn:
         host: str = "127.0.0.1",
         port: int = 0,
         experiments_per_workspace: int = 48,
+        results_bytes: int = 0,
         seed: int = 1,
         latency_ms: int = 0,
         username: str | None = None,
@@ -227,6 +228,7 @@ class StandIn:
         self.host = host
         self.port = port
         self.experiments_per_workspace = max(0, int(experiments_per_workspace))
+        self.results_bytes = max(0, int(results_bytes))  # per generated experiment; 0: the demo's small caches
         self.seed = seed
         self._initial_latency_ms = max(0, int(latency_ms))
         self.latency_ms = self._initial_latency_ms
@@ -343,7 +345,11 @@ class StandIn:
             ws = _Workspace(info)
             if workspace_id not in self._extra_workspaces:
                 rows, faults = build_workspace(
-                    info, seed=self.seed, count=self.experiments_per_workspace, today=self.today
+                    info,
+                    seed=self.seed,
+                    count=self.experiments_per_workspace,
+                    today=self.today,
+                    results_bytes=self.results_bytes,
                 )
                 for row in rows:
                     ws.order.append(row["id"])
@@ -395,6 +401,18 @@ class StandIn:
         with self._lock:
             self._extra_workspaces[workspace_id] = DemoWorkspace(workspace_id, name, region, None)
             self._workspaces.pop(workspace_id, None)
+            self._denied.discard(workspace_id)
+
+    def mirror_workspace(self, workspace_id: int, source_id: int) -> None:
+        """A workspace that answers with another's experiments, sharing them (and their list body).
+
+        Benchmarks need many large workspaces; holding each one's 10,000 experiments in
+        the stand-in would cost it gigabytes without making the dashboard's work any different.
+        """
+        with self._lock:
+            source = self._require_ws(source_id)
+            self._extra_workspaces[workspace_id] = DemoWorkspace(workspace_id, f"Mirror of {source_id}", "us", None)
+            self._workspaces[workspace_id] = source
             self._denied.discard(workspace_id)
 
     def set_access(self, workspace_id: int, *, allowed: bool) -> None:

@@ -29,6 +29,8 @@ class Plan:
     b6_concurrency: int = 8
     warmup: int = 5
     b2_warmup: int = 2
+    b8_requests: int = 10
+    b8_warmup: int = 1
 
     @classmethod
     def for_mode(cls, *, quick: bool) -> Plan:
@@ -44,6 +46,7 @@ class Plan:
             b6_seconds=3.0,
             warmup=3,
             b2_warmup=1,
+            b8_requests=3,
         )
 
 

@@ -18,10 +18,9 @@ from tests.bench import common, data
 # Which stand-in demo workspace carries which list size (the stand-in gives every workspace the
 # same number of experiments, so each size gets its own stand-in and its own Django workspace).
 SIZE_WORKSPACES = {100: (1001, "us"), 1_000: (2002, "eu"), 10_000: (3003, "in")}
-# B3 and B6 use the 1,000-experiment workspace: a typical size.
+# B3 and B6 use the 1,000-experiment workspace: a typical size; B7 and B8 the large one.
 TYPICAL_SIZE = 1_000
-# The stand-in's 10,000-experiment list is ~12 MB; the default cap (5 MB) would refuse it.
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+LARGE_SIZE = 10_000
 
 TITLES = {
     "B1": "experiments page, warm cache",
@@ -30,6 +29,8 @@ TITLES = {
     "B4": "audit list",
     "B5": "audit export (CSV)",
     "B6": "served throughput (gunicorn gthread)",
+    "B7": "worker memory after many large workspaces",
+    "B8": "large list (~30 MB) read cold",
 }
 GOALS = {
     "B1": "p95 at 10,000 <= 2x p95 at 100; p95 at 1,000 <= 20x hello-world",
@@ -38,6 +39,8 @@ GOALS = {
     "B4": "each page <= 1.5x its 1,000-entry value; same query count",
     "B5": ">= 25,000 rows/s; peak RSS <= 150 MB",
     "B6": "report req/s and p95, ratio to hello-world",
+    "B7": "peak RSS <= 300 MB after the first page of 20 workspaces of 10,000",
+    "B8": "cold first page <= 3x the raw download and parse, default settings",
 }
 
 
@@ -53,7 +56,7 @@ class BenchContext:
 
     # --- dispatch ----------------------------------------------------------------------
     def run(self, bench: str) -> list[common.Result]:
-        from tests.bench import audit_bench, experiments_bench, served_bench
+        from tests.bench import audit_bench, experiments_bench, large_bench, served_bench
 
         runner = {
             "B1": experiments_bench.b1_warm,
@@ -62,6 +65,8 @@ class BenchContext:
             "B4": audit_bench.b4_audit_list,
             "B5": audit_bench.b5_export,
             "B6": served_bench.b6_served,
+            "B7": large_bench.b7_worker_memory,
+            "B8": large_bench.b8_large_cold,
         }[bench]
         return runner(self)
 
@@ -108,7 +113,7 @@ class BenchContext:
     def upstream(self, size: int) -> Iterator[Any]:
         """Point the dashboard (in this process) at the stand-in of this size."""
         standin = self.standin(size)
-        with override_settings(MIXPANEL_API_BASE_URL=standin.url, MIXPANEL_MAX_RESPONSE_BYTES=MAX_RESPONSE_BYTES):
+        with override_settings(MIXPANEL_API_BASE_URL=standin.url):
             yield standin
 
     def workspace(self, size: int) -> Any:

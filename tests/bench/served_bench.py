@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.urls import reverse
 
 from tests.bench import common
-from tests.bench.context import MAX_RESPONSE_BYTES, TYPICAL_SIZE, BenchContext
+from tests.bench.context import TYPICAL_SIZE, BenchContext
 from tests.bench.servers import Gunicorn, load, session_cookie
 
 
@@ -35,7 +35,7 @@ def b6_served(ctx: BenchContext) -> list[common.Result]:
     server = Gunicorn(
         workers=2,
         threads=4,
-        env={"MIXPANEL_API_BASE_URL": standin.url, "MIXPANEL_MAX_RESPONSE_BYTES": str(MAX_RESPONSE_BYTES)},
+        env={"MIXPANEL_API_BASE_URL": standin.url},
     ).start()
     ctx.on_close(server.stop)
     stats = {}
