@@ -1,4 +1,4 @@
-"""An open attempt on the page: "Sent at HH:MM UTC, waiting for Mixpanel", polled until its outcome lands,
+"""An open attempt on the page: "Sent at <date> HH:MM UTC, waiting for Mixpanel", polled until its outcome lands,
 and "Check Mixpanel now", which reads and never sends."""
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ def entry_kinds(attempt) -> list[str]:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("state", [AttemptState.REQUESTED, AttemptState.UNKNOWN])
-@pytest.mark.parametrize("page", ["list", "detail"])
-def test_an_open_attempt_shows_when_it_was_sent_and_polls(pm_client, pm, workspace, fake, state, page):
+@pytest.mark.parametrize("where", ["list", "detail"])  # not "page": that is Playwright's fixture
+def test_an_open_attempt_shows_when_it_was_sent_and_polls(pm_client, pm, workspace, fake, state, where):
     attempt = open_attempt(workspace, pm, fake, state=state)
-    if page == "list":
+    if where == "list":
         url = reverse("experiments:experiment-list", args=[workspace.pk])
     else:
         url = reverse("experiments:experiment-detail", args=[workspace.pk, ACTIVE])
@@ -86,7 +86,7 @@ def test_an_open_attempt_shows_when_it_was_sent_and_polls(pm_client, pm, workspa
     sent = timezone.localtime(attempt.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M")
     assert re.search(rf"Sent at <time [^>]*>{sent} UTC</time> by Pat \(pat\), waiting for Mixpanel", html)
     assert html.count(POLL) == 1
-    assert f'hx-get="{status_url(attempt, page)}' in html
+    assert f'hx-get="{status_url(attempt, where)}' in html
     assert "Check Mixpanel now" in html
     assert ("its answer was lost" in html) is (state == AttemptState.UNKNOWN)
 
