@@ -359,6 +359,7 @@ AUTHENTICATION_BACKENDS = [
 # Password throttle (django-axes): 5 failures for one username or 20 from one address
 # within AXES_COOLOFF_TIME lock that username or address out until the window passes.
 AXES_HANDLER = "experiments.signin.backends.ThrottleHandler"
+AXES_USERNAME_CALLABLE = "experiments.signin.backends.throttle_username"
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_ADDRESS_LIMIT", 20, minimum=1)
 LOGIN_USERNAME_LIMIT = env_int("DJANGO_LOGIN_USERNAME_LIMIT", 5, minimum=1)

@@ -1,4 +1,4 @@
-"""The one payload shape of each force-conclude audit entry kind.
+"""The one payload shape of each attempt's audit entry kind (force conclude and decision).
 
 The service writes these, the attempt page reads them, verify_audit checks the
 ConclusionAttempt rows against them, and the test factories write through the
@@ -20,6 +20,7 @@ from typing import Any
 
 from experiments.auditlog import canonical_json, format_timestamp
 from experiments.mixpanel import Experiment, MixpanelError
+from experiments.models import AttemptAction, AttemptState, EntryKind
 
 ATTEMPT = "attempt"
 # Columns the requested entry sets (they never change after insert).
@@ -33,6 +34,33 @@ ENTRY_COLUMNS = ("workspace_id", "actor_id", "actor_name", "experiment_id", "exp
 # the audit table; a cut value says so ("truncated": true).
 SNAPSHOT_MAX_BYTES = 256 * 1024
 MSG_UNEXPECTED = "an unexpected error ({kind})"
+
+
+# The entry kind of each step, per action; the step names are AttemptState values plus
+# "requested", "reconciled" and "late".
+ENTRY_KINDS = {
+    AttemptAction.CONCLUSION: {
+        AttemptState.REQUESTED: EntryKind.CONCLUSION_REQUESTED,
+        AttemptState.SUCCEEDED: EntryKind.CONCLUSION_SUCCEEDED,
+        AttemptState.FAILED: EntryKind.CONCLUSION_FAILED,
+        AttemptState.UNKNOWN: EntryKind.CONCLUSION_UNKNOWN,
+        "reconciled": EntryKind.CONCLUSION_RECONCILED,
+        "late": EntryKind.CONCLUSION_LATE_ANSWER,
+    },
+    AttemptAction.DECISION: {
+        AttemptState.REQUESTED: EntryKind.DECISION_REQUESTED,
+        AttemptState.SUCCEEDED: EntryKind.DECISION_SUCCEEDED,
+        AttemptState.FAILED: EntryKind.DECISION_FAILED,
+        AttemptState.UNKNOWN: EntryKind.DECISION_UNKNOWN,
+        "reconciled": EntryKind.DECISION_RECONCILED,
+        "late": EntryKind.DECISION_LATE_ANSWER,
+    },
+}
+
+
+def entry_kind(action: str, step: str) -> str:
+    """The audit entry kind of `step` for an attempt of `action`."""
+    return ENTRY_KINDS[action][step]
 
 
 def as_json(value: Any) -> Any:

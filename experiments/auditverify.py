@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from experiments import audit_payloads
 from experiments.auditlog import GENESIS_HASH, format_timestamp, hash_of
-from experiments.models import AuditEntry, EntryKind
+from experiments.models import AttemptState, AuditEntry
 
 BREAK_EDITED = "edited content"
 BREAK_MISSING = "missing entry"
@@ -277,7 +277,7 @@ class ProjectionMismatch:
 
 # The attempt columns verify_projections reads: identity, then everything entries set.
 _CHECKED_COLUMNS = tuple(dict.fromkeys(audit_payloads.REQUEST_COLUMNS + audit_payloads.OUTCOME_COLUMNS))
-ATTEMPT_FIELDS = ("id", *audit_payloads.ENTRY_COLUMNS, *_CHECKED_COLUMNS)
+ATTEMPT_FIELDS = ("id", "action", *audit_payloads.ENTRY_COLUMNS, *_CHECKED_COLUMNS)
 # The entry fields it reads, in (attempt_id, seq) order.
 ENTRY_FIELDS = ("attempt_id", "kind", "payload", *audit_payloads.ENTRY_COLUMNS)
 # What an attempt holds before any outcome is recorded.
@@ -293,8 +293,10 @@ def _shown(value: Any) -> str:
 def _attempt_problems(attempt: Any, entries: list[Any]) -> Iterator[str]:
     """How one attempt row differs from what its entries (in seq order) wrote."""
     first = entries[0]
-    if first.kind != EntryKind.CONCLUSION_REQUESTED:
-        yield f"its first entry is {first.kind}, not conclusion_requested"
+    # The requested entry's kind is hashed: it vouches for the attempt's action.
+    requested_kind = audit_payloads.ENTRY_KINDS.get(attempt.action, {}).get(AttemptState.REQUESTED)
+    if first.kind != requested_kind:
+        yield f"action is {_shown(attempt.action)}, its first entry is {first.kind}"
     for name in audit_payloads.ENTRY_COLUMNS:
         if getattr(first, name) != getattr(attempt, name):
             yield f"{name} is {_shown(getattr(attempt, name))}, its entries say {_shown(getattr(first, name))}"

@@ -395,6 +395,18 @@ def metric_rows(metrics: Any) -> tuple[MetricRow, ...]:
 # --- Timing -------------------------------------------------------------------------------
 
 
+def days_running(experiment: Any, now: dt.datetime) -> int | None:
+    """Whole days from start to end (a concluded one) or to now; None before it starts.
+
+    Takes an Experiment or the list's ExperimentSummary, so the page and the list agree.
+    """
+    start = experiment.start_date
+    if start is None or start > now:
+        return None
+    end = experiment.end_date if experiment.is_concluded and experiment.end_date is not None else now
+    return max(0, (min(end, now) - start).days)
+
+
 def planned_days(settings: Any) -> int | None:
     """The planned length in whole days, when settings say it: a number of days or weeks,
     or {"value": n, "unit": "days" | "weeks"}."""

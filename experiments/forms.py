@@ -14,6 +14,7 @@ from django.utils import timezone
 from experiments import dates
 from experiments.mixpanel import Experiment
 from experiments.models import ReasonCategory
+from experiments.services.decisions import NOTE_MAX_LENGTH
 
 # --- Experiments list query -------------------------------------------------------
 
@@ -200,3 +201,43 @@ class ForceConcludeForm(forms.Form):
     def clean_list_query(self) -> str:
         # Re-encoded from parsed values: never echoes anything but our own parameters.
         return ExperimentListQuery.from_querystring(self.cleaned_data.get("list_query") or "").querystring()
+
+
+SHIP_NONE = "none"
+
+
+class DecisionForm(forms.Form):
+    """The decision dialog: which variant to ship (or none), and a required note.
+
+    `variant_keys` are the experiment's variants as the page lists them; the choice
+    values are "variant:<key>" or "none", so no key can pass for "ship none".
+    """
+
+    decision = forms.ChoiceField(
+        label="Decision",
+        widget=forms.RadioSelect,
+        error_messages={
+            "required": "Choose a variant to ship, or ship none.",
+            "invalid_choice": "Choose one of the listed options.",
+        },
+    )
+    note = forms.CharField(
+        label="Note (sent to Mixpanel with the decision)",
+        max_length=NOTE_MAX_LENGTH,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        error_messages={
+            "required": "Write a note saying why; it is sent to Mixpanel and kept in the audit trail.",
+            "max_length": f"Keep it under {NOTE_MAX_LENGTH} characters.",
+        },
+    )
+
+    def __init__(self, *args: Any, variant_keys: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(f"variant:{key}", f"Ship variant {key}") for key in variant_keys]
+        self.fields["decision"].choices = [*choices, (SHIP_NONE, "Ship none")]
+
+    def variant(self) -> str | None:
+        """The key of the variant to ship, or None for "ship none" (after is_valid())."""
+        value = self.cleaned_data["decision"]
+        return None if value == SHIP_NONE else value.removeprefix("variant:")

@@ -40,6 +40,8 @@ from experiments.dates import parse_iso_datetime
 
 STATUSES = ("draft", "active", "concluded", "success", "fail")
 CONCLUDED_STATUSES = frozenset({"concluded", "success", "fail"})
+# A decided experiment: "success" (a variant shipped) or "fail" (none shipped).
+DECIDED_STATUSES = frozenset({"success", "fail"})
 
 
 # --- Errors ------------------------------------------------------------------
@@ -222,7 +224,7 @@ class ExperimentSummary:
 
 @dataclass(frozen=True, slots=True)
 class ConcludeResult:
-    """What a successful force conclude returned."""
+    """What a successful force conclude or decide returned."""
 
     experiment: Experiment
     http_status: int
@@ -816,20 +818,36 @@ class MixpanelClient:
         Whether the experiment is really concluded is for the caller to judge.
         """
         path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}/force_conclude"
-        body = {"end_date": format_end_date(end_date)}
+        return self._write_once("PUT", path, {"end_date": format_end_date(end_date)})
+
+    def decide(
+        self, workspace_id: int, experiment_id: str, *, success: bool, variant: str, message: str
+    ) -> ConcludeResult:
+        """PATCH .../decide with {"success", "variant", "message"}; sent at most once, never retried.
+
+        Answered like force_conclude, with the same deadline, the same refusal to
+        follow a redirect and the same exception families (definite failures versus
+        MixpanelOutcomeUnknown). Whether the returned experiment is really decided
+        (success or fail) is for the caller to judge.
+        """
+        path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}/decide"
+        return self._write_once("PATCH", path, {"success": bool(success), "variant": variant, "message": message})
+
+    def _write_once(self, method: str, path: str, body: dict[str, Any]) -> ConcludeResult:
+        """Send one write, once, and sort its answer into a result or an exception family."""
         started = self._clock()
         deadline = started + write_deadline_seconds()
         try:
             # No shorter wait between bytes: cutting a write off early only makes its outcome unknown.
             answer = self._send(
-                "PUT", self.base_url + path, body, deadline=deadline, started=started, read_timeout=None
+                method, self.base_url + path, body, deadline=deadline, started=started, read_timeout=None
             )
         except _Transport as exc:
             elapsed = self._ms_since(started)
             if exc.sent:
                 raise MixpanelOutcomeUnknown(MSG_UNKNOWN_PREFIX + exc.message, duration_ms=elapsed) from None
             raise MixpanelUnavailable(exc.message, duration_ms=elapsed) from None
-        except MixpanelBadResponse as exc:  # too large: the PUT was sent and read in part
+        except MixpanelBadResponse as exc:  # too large: the write was sent and read in part
             raise MixpanelOutcomeUnknown(
                 MSG_UNKNOWN_PREFIX + exc.message, http_status=exc.http_status, duration_ms=exc.duration_ms
             ) from None
@@ -860,7 +878,7 @@ class MixpanelClient:
                 truncated=len(text) > RAW_BODY_CHARS,
             )
         if answer.status >= 500 or 200 <= answer.status < 300:
-            # A server error or an unexpected 2xx after the PUT arrived: it may have been applied.
+            # A server error or an unexpected 2xx after the write arrived: it may have been applied.
             reason = MSG_SERVER_ERROR if answer.status >= 500 else MSG_BAD_SHAPE
             raise MixpanelOutcomeUnknown(
                 MSG_UNKNOWN_PREFIX + reason.format(status=answer.status), **self._facts(answer)

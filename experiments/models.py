@@ -84,8 +84,18 @@ class AttemptState(models.TextChoices):
     RECONCILED_NOT_APPLIED = "reconciled_not_applied", "Reconciled: not applied"
 
 
+class AttemptAction(models.TextChoices):
+    """What an attempt asks Mixpanel to do to one experiment."""
+
+    CONCLUSION = "conclusion", "End analysis"
+    DECISION = "decision", "Decision"
+
+
 class ConclusionAttempt(models.Model):
-    """One press of "Force conclude", from request to final outcome.
+    """One press of "Force conclude" or "Record the decision", from request to final outcome.
+
+    A decision keeps its note in `reason_text` and its PATCH body (success,
+    variant, message) in `request_body`; it has no reason category or end date.
 
     The truth is the append-only AuditEntry chain; this row is its per-attempt
     projection so that the audit list can filter and page a million attempts by
@@ -94,14 +104,15 @@ class ConclusionAttempt(models.Model):
     """
 
     workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="attempts")
+    action = models.CharField(max_length=10, choices=AttemptAction.choices, default=AttemptAction.CONCLUSION)
     experiment_id = models.CharField(max_length=100)
     # Snapshots, like admin LogEntry.object_repr: the record reads well after renames.
     experiment_name = models.CharField(max_length=500, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     actor_name = models.CharField(max_length=300)
-    reason_category = models.CharField(max_length=20, choices=ReasonCategory.choices)
+    reason_category = models.CharField(max_length=20, choices=ReasonCategory.choices, blank=True)
     reason_text = models.TextField(blank=True)
-    end_date = models.DateTimeField()
+    end_date = models.DateTimeField(null=True, blank=True)
     request_body = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -131,6 +142,8 @@ class ConclusionAttempt(models.Model):
             models.Index(fields=["workspace", "state", "-id"], name="attempt_ws_state_id_idx"),
             # Audit list filtered by person and outcome ("what failed for Pat").
             models.Index(fields=["actor", "state", "-id"], name="attempt_actor_state_id_idx"),
+            # Audit list filtered by action ("decisions", newest first).
+            models.Index(fields=["action", "-id"], name="attempt_action_id_idx"),
         ]
 
     def __str__(self) -> str:
@@ -141,21 +154,25 @@ class ConclusionAttempt(models.Model):
 
 
 class ConclusionClaim(models.Model):
-    """The one mutable lock that makes a force conclude happen once.
+    """The one mutable lock that makes a force conclude (or a decision) happen once.
 
-    At most one row per (workspace, experiment): inserting it is the claim, and
-    the unique constraint is what makes two clicks in two processes safe. It is
-    deleted when an attempt definitely failed, so a person may try again.
+    At most one row per (workspace, experiment, action): inserting it is the claim,
+    and the unique constraint is what makes two clicks in two processes safe. It is
+    deleted when an attempt definitely failed, so a person may try again. The
+    conclusion's claim stays after success, so a decision takes its own.
     """
 
     workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=10, choices=AttemptAction.choices, default=AttemptAction.CONCLUSION)
     experiment_id = models.CharField(max_length=100)
     attempt = models.OneToOneField(ConclusionAttempt, on_delete=models.PROTECT, related_name="claim")
     claimed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["workspace", "experiment_id"], name="claim_unique_ws_experiment"),
+            models.UniqueConstraint(
+                fields=["workspace", "experiment_id", "action"], name="claim_unique_ws_experiment_action"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -170,6 +187,12 @@ class EntryKind(models.TextChoices):
     CONCLUSION_RECONCILED = "conclusion_reconciled", "Conclusion reconciled"
     # An outcome that came back after the attempt was already resolved: evidence only.
     CONCLUSION_LATE_ANSWER = "conclusion_late_answer", "Late answer after reconciling"
+    DECISION_REQUESTED = "decision_requested", "Decision requested"
+    DECISION_SUCCEEDED = "decision_succeeded", "Decision succeeded"
+    DECISION_FAILED = "decision_failed", "Decision failed"
+    DECISION_UNKNOWN = "decision_unknown", "Decision outcome unknown"
+    DECISION_RECONCILED = "decision_reconciled", "Decision reconciled"
+    DECISION_LATE_ANSWER = "decision_late_answer", "Late decision answer after reconciling"
     BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
 

@@ -23,6 +23,7 @@ urlpatterns = [
         exp.experiment_force_conclude,
         name="experiment-force-conclude",
     ),
+    path(W + "experiments/<experiment:experiment_id>/decide/", exp.experiment_decide, name="experiment-decide"),
     # An open conclusion attempt: its waiting line (polled) and "Check Mixpanel now"
     path(W + "attempts/<id:attempt_pk>/status/", attempts.attempt_status, name="attempt-status"),
     path(W + "attempts/<id:attempt_pk>/check/", attempts.attempt_check, name="attempt-check"),

@@ -82,6 +82,8 @@ class FakeMixpanel:
     then the exception), or a callable(self, ws, exp_id, end_date).
     list_error: an exception the list call raises (None: serve the state).
     details: what get_experiment answers for an id instead of its state (a fuller read).
+    patch (decide): "apply" (decide and answer), "answer:<status>", an exception, or
+    ("apply", exc), as for put.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class FakeMixpanel:
         get: Any = None,
         put: Any = "apply",
         put_delay: float = 0.0,
+        patch: Any = "apply",
         check_no_transaction: bool = False,
     ) -> None:
         self.state: dict[tuple[int, str], dict[str, Any]] = {}
@@ -106,6 +109,8 @@ class FakeMixpanel:
         self.list_error: BaseException | None = None
         self.details: dict[str, dict[str, Any]] = {}
         self.put_delay = put_delay
+        self.patch = patch
+        self.patch_bodies: list[dict[str, Any]] = []
         self.check_no_transaction = check_no_transaction
         self.calls: list[tuple[str, int, str]] = []
         self.atomic_during_calls: list[bool] = []
@@ -116,6 +121,10 @@ class FakeMixpanel:
     @property
     def puts(self) -> list[tuple[str, int, str]]:
         return [c for c in self.calls if c[0] == "put"]
+
+    @property
+    def patches(self) -> list[tuple[str, int, str]]:
+        return [c for c in self.calls if c[0] == "patch"]
 
     @property
     def put_calls(self) -> list[str]:
@@ -193,6 +202,31 @@ class FakeMixpanel:
         else:
             raise AssertionError(f"unknown put behaviour {put!r}")
         return self._answer(returned, started)
+
+    def decide(
+        self, workspace_id: int, experiment_id: str, *, success: bool, variant: str, message: str
+    ) -> mixpanel.ConcludeResult:
+        self._record("patch", workspace_id, experiment_id)
+        self.patch_bodies.append({"success": success, "variant": variant, "message": message})
+        started = time.monotonic()
+        patch = self.patch
+        if isinstance(patch, BaseException):
+            raise patch
+        if isinstance(patch, tuple):
+            self._decide(workspace_id, experiment_id, success)
+            raise patch[1]
+        if patch == "apply":
+            return self._answer(self._decide(workspace_id, experiment_id, success), started)
+        if isinstance(patch, str) and patch.startswith("answer:"):
+            returned = dict(self.state[(workspace_id, experiment_id)], status=patch.split(":", 1)[1])
+            return self._answer(returned, started)
+        raise AssertionError(f"unknown patch behaviour {patch!r}")
+
+    def _decide(self, ws: int, exp_id: str, success: bool) -> dict[str, Any]:
+        with self._lock:
+            item = self.state[(ws, exp_id)]
+            item["status"] = "success" if success else "fail"
+            return dict(item)
 
     def applied(
         self, workspace_id: int, experiment_id: str, end_date: Any, *, started: float | None = None

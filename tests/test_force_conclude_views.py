@@ -456,8 +456,14 @@ def test_htmx_from_the_experiment_page_swaps_its_section(pm_client, workspace, f
     html = pm_client.post(conclude_url(workspace), form_data(back="detail"), **HTMX).content.decode()
     assert html.lstrip().startswith('<section id="conclude-section"')
     assert "Analysis ended by Pat at" in html
-    assert "Attempts to end it" in html
-    assert 'hx-swap-oob="true"' in html
+    assert "<h3>Attempts</h3>" in html
+    # In place, out of band: the header with its new status badge, and the end date.
+    header = html[html.index('<header class="experiment-header card" id="experiment-header" hx-swap-oob="true"') :]
+    assert '<span class="badge status-concluded">concluded</span>' in header[: header.index("</header>")]
+    assert '<dd id="experiment-end" hx-swap-oob="true">' in html
+    assert '<dialog id="force-conclude-dialog" class="conclude-dialog"' in html
+    # The next step is offered.
+    assert ">Record the decision</a>" in html
 
 
 @pytest.mark.django_db
@@ -571,3 +577,42 @@ def test_standin_fault_row_is_reported_readably(pm_client, workspace, standin):
     assert 'class="error small" role="alert"' in html
     assert standin.experiment(1001, exp["id"])["status"] == "active"
     assert "CANARY" not in html
+
+
+@pytest.mark.django_db
+def test_concluding_from_the_list_moves_its_tab_counts_in_place(pm_client, workspace, fake):
+    page = pm_client.get(list_url(workspace) + "?status=active").content.decode()
+    assert 'Active <span class="count">2</span>' in page
+    assert 'Concluded <span class="count">1</span>' in page
+
+    html = pm_client.post(conclude_url(workspace), form_data(list_query="status=active"), **HTMX).content.decode()
+
+    assert fake.status_of(exp_id=ACTIVE) == "concluded"
+    tabs = html[html.index('<nav id="status-tabs" aria-label="Status" hx-swap-oob="true">') :]
+    tabs = tabs[: tabs.index("</nav>")]
+    assert 'Active <span class="count">1</span>' in tabs
+    assert 'Concluded <span class="count">2</span>' in tabs
+    assert 'aria-current="page">Active' in tabs  # the tab on screen stays the current one
+
+
+@pytest.mark.django_db
+def test_a_failed_conclude_sends_no_tab_counts(pm_client, workspace, fake):
+    fake.put = mixpanel.MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400)
+    html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
+    assert 'id="status-tabs"' not in html
+    assert 'id="experiment-header"' not in html
+
+
+@pytest.mark.django_db
+def test_after_concluding_from_the_list_its_row_offers_the_decision(pm_client, workspace, fake):
+    html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
+    row = html[: html.index("</tr>")]
+    assert f'href="{detail_url(workspace)}#conclude-section">Record the decision' in row
+
+
+@pytest.mark.django_db
+def test_a_viewer_is_offered_no_decision_on_the_list(client, teammate, workspace, fake):
+    client.force_login(teammate)
+    page = client.get(list_url(workspace) + "?status=concluded").content.decode()
+    assert "Not decided yet" in page
+    assert "Record the decision" not in page

@@ -764,3 +764,43 @@ def test_writes_have_their_own_deadline(mocked, client, fake_time, settings):
     mocked.put(PUT_URL, json=ok(experiment("concluded")))
     client.force_conclude(WS, EXP, end_date=END)
     assert mocked.calls[0].request.req_kwargs["timeout"] == (3.05, 45.0)
+
+
+# --- Decide ---------------------------------------------------------------------------------------------
+DECIDE_URL = PUT_URL.removesuffix("/force_conclude") + "/decide"
+
+
+def test_decide_sends_one_patch_with_its_json_body(mocked, client):
+    mocked.patch(DECIDE_URL, json=ok(experiment("success")))
+    result = client.decide(WS, EXP, success=True, variant="treatment", message="Lift held for 3 weeks.")
+    request = mocked.calls[0].request
+    assert request.method == "PATCH"
+    assert request.url == DECIDE_URL
+    assert json.loads(request.body) == {"success": True, "variant": "treatment", "message": "Lift held for 3 weeks."}
+    assert result.experiment.status == "success"
+    assert len(mocked.calls) == 1
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_decide_is_never_retried_and_a_5xx_is_outcome_unknown(mocked, client, status):
+    mocked.patch(DECIDE_URL, status=status, body="busy")
+    mocked.patch(DECIDE_URL, json=ok(experiment("fail")))
+    with pytest.raises(MixpanelOutcomeUnknown):
+        client.decide(WS, EXP, success=False, variant="", message="none")
+    assert len(mocked.calls) == 1
+
+
+def test_decide_never_follows_a_redirect(mocked, client):
+    mocked.patch(DECIDE_URL, status=307, headers={"Location": DECIDE_URL + "/"})
+    mocked.patch(DECIDE_URL + "/", json=ok(experiment("success")))
+    with pytest.raises(MixpanelBadResponse, match="redirect"):
+        client.decide(WS, EXP, success=True, variant="a", message="m")
+    assert len(mocked.calls) == 1
+
+
+def test_decide_refused_with_400_is_definite(mocked, client):
+    mocked.patch(DECIDE_URL, status=400, json={"status": "error", "error": "only a concluded experiment"})
+    with pytest.raises(mixpanel.MixpanelError) as caught:
+        client.decide(WS, EXP, success=True, variant="a", message="m")
+    assert caught.value.outcome_unknown is False
+    assert len(mocked.calls) == 1

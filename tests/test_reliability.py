@@ -241,6 +241,7 @@ def _wait_for(condition, seconds: float = 20) -> None:
 # --- 3. verify_audit sees every field an auditor reads ------------------------------------
 
 FORGERIES = {
+    "action": "decision",
     "reason_text": "Forged reason",
     "actor_name": "Mallory (mallory)",
     "experiment_name": "Some other experiment",

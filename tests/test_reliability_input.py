@@ -78,7 +78,7 @@ PARAM_VALUES: list[Any] = [
 ]
 NOW = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M")
 CONCLUDE_FORM = {"reason_category": ReasonCategory.OTHER.value, "reason_text": "Fuzzing the dialog", "end_date": NOW}
-AUDIT_FILTERS = ["workspace", "person", "outcome", "date_from", "date_to", "q", "size"]
+AUDIT_FILTERS = ["workspace", "person", "action", "outcome", "date_from", "date_to", "q", "size"]
 # Route name -> method -> [(valid parameters sent along, parameters fuzzed one at a time)].
 PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
     "login": {
@@ -92,6 +92,10 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
     "experiments:experiment-force-conclude": {
         "GET": [({}, ["back", "list_query"])],
         "POST": [(CONCLUDE_FORM, ["reason_category", "reason_text", "end_date", "back", "list_query"])],
+    },
+    "experiments:experiment-decide": {
+        "GET": [({}, [])],
+        "POST": [({"decision": "none", "note": "Fuzzing the decision"}, ["decision", "note"])],
     },
     "experiments:attempt-status": {"GET": [({}, ["back", "list_query"])]},
     "experiments:attempt-check": {"POST": [({}, ["back", "list_query"])]},

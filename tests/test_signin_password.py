@@ -64,6 +64,20 @@ def test_sixty_wrong_passwords_in_a_row_are_refused_after_the_limit(client, pm):
     assert hashing.call_count == 0  # refused before any password is even checked
 
 
+@pytest.mark.parametrize("url", [LOGIN, ADMIN_LOGIN])
+def test_an_overlong_username_is_a_wrong_password_not_a_500(client, pm, url):
+    # Axes records the posted username in a 255-character column; PostgreSQL refused longer ones.
+    response = _post(client, "x" * 300, "wrong", url=url)
+    assert response.status_code == 200
+    assert "_auth_user_id" not in client.session
+
+
+def test_overlong_usernames_are_still_counted_towards_the_limit(client, pm):
+    for i in range(4):
+        assert _post(client, "y" * 300, "wrong", address=f"10.0.5.{i}").status_code == 200
+    assert _locked(_post(client, "y" * 300, "wrong", address="10.0.5.9"))
+
+
 def test_admin_login_is_throttled_the_same_way(client, pm):
     for i in range(5):
         response = _post(client, "pat", "wrong", address=f"10.0.5.{i}", url=ADMIN_LOGIN)

@@ -17,8 +17,9 @@ from django_tasks_db.models import DBTaskResult
 from experiments import mixpanel, tasks
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.services import conclusions as conclusion_services
+from experiments.services import decisions
 from tests.factories import assert_chain_valid, made_long_ago
-from tests.fake_mixpanel import FakeMixpanel, ProcessDied, install
+from tests.fake_mixpanel import FakeMixpanel, ProcessDied, install, raw_experiment
 from tests.test_reconcile import press
 
 REQUESTED = EntryKind.CONCLUSION_REQUESTED
@@ -324,3 +325,31 @@ def test_the_db_worker_command_resolves_a_crashed_attempt_from_the_queue(standin
     assert kinds(attempt) == [REQUESTED, RECONCILED]
     assert standin.requests(method="PUT") == []
     assert len(standin.requests(method="GET", path_contains=exp_id)) == 1
+
+
+@pytest.mark.django_db
+def test_a_decision_with_an_unknown_outcome_is_resolved_by_its_task(monkeypatch, workspace, pm):
+    concluded = raw_experiment(status="concluded", end_date="2026-11-20T10:00:00Z")
+    fake = FakeMixpanel([concluded], patch=("apply", mixpanel.MixpanelOutcomeUnknown()))  # applied, answer lost
+    with made_long_ago():
+        outcome = decisions.experiment_decide(
+            workspace=workspace,
+            user=pm,
+            experiment_id=concluded["id"],
+            experiment_name="x",
+            variant=None,
+            note="Neither variant moved the metric.",
+            client=fake,
+        )
+    assert outcome.state == AttemptState.UNKNOWN
+    install(monkeypatch, fake)
+    fake.calls.clear()
+
+    ran = run_ready_tasks()
+
+    assert [(r.status, r.return_value) for r in ran] == [(TaskResultStatus.SUCCESSFUL, "applied")]
+    attempt = ConclusionAttempt.objects.get()
+    assert attempt.state == AttemptState.RECONCILED_APPLIED
+    assert kinds(attempt) == [EntryKind.DECISION_REQUESTED, EntryKind.DECISION_UNKNOWN, EntryKind.DECISION_RECONCILED]
+    assert [c[0] for c in fake.calls] == ["get"]  # read once, never sent again
+    assert_chain_valid()

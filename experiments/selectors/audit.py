@@ -43,6 +43,8 @@ class AuditFilters:
     workspace_id: int | None = None
     # An actor's user id ("42") or username.
     person: str = ""
+    # "conclusion" or "decision" (AttemptAction).
+    action: str = ""
     outcome: str = ""
     # Inclusive UTC calendar dates.
     date_from: dt.date | None = None
@@ -59,6 +61,7 @@ class AuditFilters:
         pairs = [
             ("workspace", str(self.workspace_id) if self.workspace_id else ""),
             ("person", self.person),
+            ("action", self.action),
             ("outcome", self.outcome),
             ("date_from", self.date_from.isoformat() if self.date_from else ""),
             ("date_to", self.date_to.isoformat() if self.date_to else ""),
@@ -120,6 +123,8 @@ def _apply_audit_filters(qs: QuerySet[ConclusionAttempt], filters: AuditFilters)
             # scans attempt_actor_id_idx with the result, as for an id.
             user_id = get_user_model().objects.filter(username=filters.person).values("pk")[:1]
             qs = qs.filter(actor_id=Subquery(user_id))
+    if filters.action:
+        qs = qs.filter(action=filters.action)  # attempt_action_id_idx
     if filters.outcome:
         qs = qs.filter(state=filters.outcome)  # attempt_state_id_idx
     if filters.date_from or filters.date_to:
@@ -235,6 +240,7 @@ def audit_attempt_page(
 
 AUDIT_EXPORT_FIELDS = (
     "id",
+    "action",
     "created_at",
     "workspace_id",
     "workspace__name",
@@ -311,7 +317,15 @@ def audit_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[tuple[Any
 
 # Attempt detail --------------------------------------------------------------------------
 
-_OUTCOME_KINDS = (EntryKind.CONCLUSION_SUCCEEDED, EntryKind.CONCLUSION_FAILED, EntryKind.CONCLUSION_UNKNOWN)
+_OUTCOME_KINDS = (
+    EntryKind.CONCLUSION_SUCCEEDED,
+    EntryKind.CONCLUSION_FAILED,
+    EntryKind.CONCLUSION_UNKNOWN,
+    EntryKind.DECISION_SUCCEEDED,
+    EntryKind.DECISION_FAILED,
+    EntryKind.DECISION_UNKNOWN,
+)
+_RECONCILED_KINDS = (EntryKind.CONCLUSION_RECONCILED, EntryKind.DECISION_RECONCILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +466,7 @@ def audit_attempt_detail(*, user: Any, pk: int) -> AuditAttemptDetail | None:
     for item in timeline:
         if item.entry.kind in _OUTCOME_KINDS:
             outcome = item.payload
-        elif item.entry.kind == EntryKind.CONCLUSION_RECONCILED:
+        elif item.entry.kind in _RECONCILED_KINDS:
             reconciliation = item.payload
     before, before_raw = _snapshot_parts(outcome.get("before"))
     response = outcome.get("response") or {}

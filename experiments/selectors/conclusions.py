@@ -9,15 +9,33 @@ from typing import Any
 from django.utils import timezone
 
 from experiments.mixpanel import Experiment
-from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
+from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 
 
-def claim_for_experiments(*, workspace: Workspace, experiment_ids: list[str]) -> dict[str, ConclusionAttempt]:
-    """The attempt holding each experiment's claim (in flight, unknown or succeeded), in one query."""
+def claim_for_experiments(
+    *, workspace: Workspace, experiment_ids: list[str], action: str = AttemptAction.CONCLUSION
+) -> dict[str, ConclusionAttempt]:
+    """The attempt holding each experiment's claim for `action` (in flight, unknown or succeeded), in one query."""
+    claims = ConclusionClaim.objects.filter(
+        workspace=workspace, experiment_id__in=experiment_ids, action=action
+    ).select_related("attempt")
+    return {claim.experiment_id: claim.attempt for claim in claims}
+
+
+def claims_for_experiments_by_action(
+    *, workspace: Workspace, experiment_ids: list[str]
+) -> dict[tuple[str, str], ConclusionAttempt]:
+    """The attempts holding the claims of several experiments, keyed (experiment id, action), in one query."""
     claims = ConclusionClaim.objects.filter(workspace=workspace, experiment_id__in=experiment_ids).select_related(
         "attempt"
     )
-    return {claim.experiment_id: claim.attempt for claim in claims}
+    return {(claim.experiment_id, claim.action): claim.attempt for claim in claims}
+
+
+def claims_by_action(*, workspace: Workspace, experiment_id: str) -> dict[str, ConclusionAttempt]:
+    """The attempts holding one experiment's claims, by action (conclusion, decision), in one query."""
+    claims = ConclusionClaim.objects.filter(workspace=workspace, experiment_id=experiment_id).select_related("attempt")
+    return {claim.action: claim.attempt for claim in claims}
 
 
 def attempt_in_workspace(*, workspace: Workspace, attempt_pk: int) -> ConclusionAttempt | None:

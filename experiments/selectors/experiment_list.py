@@ -17,9 +17,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from experiments import experiment_shapes as shapes
 from experiments import mixpanel
 from experiments.mixpanel import STATUSES, Experiment, ExperimentSummary, MixpanelError
-from experiments.models import AttemptState, ConclusionAttempt, Workspace
+from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, Workspace
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 
@@ -473,6 +474,12 @@ class ExperimentRow:
     exp_id: str = ""
     status: str = ""
     variants: int = 0
+    days_running: str = "—"
+    # The decision on a concluded experiment, in words ("" when there is none to make).
+    decision_text: str = ""
+    decision: ConclusionAttempt | None = None
+    # The next step after a conclusion, offered to those who may take it.
+    show_decide: bool = False
 
     def __getitem__(self, key: str) -> Any:
         # Django's template lookup tries row[key] before getattr(row, key); answering it
@@ -492,7 +499,7 @@ class ExperimentRow:
 
     @property
     def has_actions(self) -> bool:
-        return bool(self.notice) or self.claim is not None or self.show_conclude
+        return bool(self.notice) or self.claim is not None or self.show_conclude or self.show_decide
 
     @property
     def status_class(self) -> str:
@@ -521,9 +528,14 @@ def experiment_row(
     now: dt.datetime | None = None,
     notice: str = "",
     notice_ok: bool = False,
+    decision: ConclusionAttempt | None = None,
 ) -> ExperimentRow:
-    """One row. The button shows for concluders and admins on active experiments nobody has claimed."""
+    """One row. The button shows for concluders and admins on active experiments nobody has claimed.
+
+    `decision` is the attempt holding the experiment's decision claim, if any.
+    """
     now = now or timezone.now()
+    running = shapes.days_running(experiment, now)
     # Our routes carry an id as one path segment: an empty one or one with "/" gets no link.
     linkable = bool(experiment.id) and "/" not in experiment.id
     exposures = experiment.exposures_total
@@ -548,17 +560,45 @@ def experiment_row(
         variants=experiment.variants_count,
         creator=experiment.creator_name or "—",
         exposures=str(exposures) if exposures is not None else "—",
+        days_running=str(running) if running is not None else "—",
+        decision=decision,
+        decision_text=decision_text(experiment.status, decision),
+        show_decide=linkable and access.can_conclude and experiment.status == "concluded" and decision is None,
     )
 
 
+def decision_text(status: str, decision: ConclusionAttempt | None) -> str:
+    """A concluded experiment's decision in a product manager's words; "" before it concludes."""
+    if decision is not None and decision.state in _DONE_STATES:
+        body = decision.request_body
+        return f"Ship variant {body.get('variant')}" if body.get("success") else "Ship none"
+    if decision is not None:
+        return "Being recorded"
+    if status in mixpanel.DECIDED_STATUSES:
+        return f"{status.capitalize()} (decided in Mixpanel)"
+    if status == "concluded":
+        return "Not decided yet"
+    return ""
+
+
 def experiment_rows(*, access: WorkspaceAccess, experiments: tuple[ExperimentSummary, ...]) -> list[ExperimentRow]:
-    """Rows for one page of experiments, with their claims in one query."""
+    """Rows for one page of experiments, with their claims (conclusion and decision) in one query."""
     claims = (
-        conclusion_selectors.claim_for_experiments(
+        conclusion_selectors.claims_for_experiments_by_action(
             workspace=access.workspace, experiment_ids=[e.id for e in experiments]
         )
         if experiments
         else {}
     )
+    conclusion, decision = AttemptAction.CONCLUSION, AttemptAction.DECISION
     now = timezone.now()
-    return [experiment_row(access=access, experiment=e, claim=claims.get(e.id), now=now) for e in experiments]
+    return [
+        experiment_row(
+            access=access,
+            experiment=e,
+            claim=claims.get((e.id, conclusion)),
+            now=now,
+            decision=claims.get((e.id, decision)),
+        )
+        for e in experiments
+    ]

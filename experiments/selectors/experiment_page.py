@@ -123,14 +123,6 @@ def mixpanel_ui_url(workspace: Workspace, experiment_id: str) -> str:
     )
 
 
-def _days_running(experiment: Experiment, now: dt.datetime) -> int | None:
-    start = experiment.start_date
-    if start is None or start > now:
-        return None
-    end = experiment.end_date if experiment.is_concluded and experiment.end_date is not None else now
-    return max(0, (min(end, now) - start).days)
-
-
 def _days_left(experiment: Experiment, running: int | None, planned: int | None, now: dt.datetime) -> int | None:
     # Only an active experiment has days left; a planned length counts from its start.
     if not experiment.is_active:
@@ -162,7 +154,7 @@ def experiment_overview(
     Never fails on an unexpected shape: what cannot be read is left out or shown as text.
     """
     now = now or timezone.now()
-    running = _days_running(experiment, now)
+    running = shapes.days_running(experiment, now)
     planned = shapes.planned_days(experiment.settings)
     table = shapes.variant_table(experiment.variants, experiment.exposures_cache)
     srm, srm_note = _srm(table)

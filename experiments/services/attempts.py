@@ -16,15 +16,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from experiments import audit_payloads, auditlog, mixpanel, tasks
-from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim, EntryKind
+from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim
 
 CLAIM_TRIES = 3
 RECONCILER_NAME = "reconcile_conclusions"
-_OUTCOME_KINDS = {
-    AttemptState.SUCCEEDED: EntryKind.CONCLUSION_SUCCEEDED,
-    AttemptState.FAILED: EntryKind.CONCLUSION_FAILED,
-    AttemptState.UNKNOWN: EntryKind.CONCLUSION_UNKNOWN,
-}
 
 
 def attempt_claim(
@@ -32,15 +27,16 @@ def attempt_claim(
     request: dict[str, Any],
 ) -> tuple[ConclusionAttempt | None, ConclusionClaim | None]:
     """Insert the attempt, its claim, its "requested" entry and its reconcile task in one
-    committed transaction: (attempt, None). The unique claim is the cross-process lock; a
-    press that loses it gets (None, the claim that holds the experiment)."""
+    committed transaction: (attempt, None). The unique claim (per experiment and action)
+    is the cross-process lock; a press that loses it gets (None, the claim that holds it)."""
+    action = request.get("action", AttemptAction.CONCLUSION)
     holder = None
     for _ in range(CLAIM_TRIES):
         try:
             with transaction.atomic():
                 attempt = attempt_record_intent(request=request)
                 ConclusionClaim.objects.create(
-                    workspace=attempt.workspace, experiment_id=attempt.experiment_id, attempt=attempt
+                    workspace=attempt.workspace, experiment_id=attempt.experiment_id, action=action, attempt=attempt
                 )
                 # Queued with the intent, in its transaction (the queue is this database),
                 # so no attempt is ever left open with nothing to resolve it: if this
@@ -51,7 +47,9 @@ def attempt_claim(
             return attempt, None
         except IntegrityError:
             claims = ConclusionClaim.objects.select_related("attempt")
-            holder = claims.filter(workspace=request["workspace"], experiment_id=request["experiment_id"]).first()
+            holder = claims.filter(
+                workspace=request["workspace"], experiment_id=request["experiment_id"], action=action
+            ).first()
             if holder is not None:
                 break
             # The holder released its claim between our insert and our read: try again.
@@ -68,7 +66,7 @@ def attempt_record_intent(*, request: dict[str, Any]) -> ConclusionAttempt:
         payload = audit_payloads.requested(
             attempt, mixpanel_workspace_id=workspace.mixpanel_workspace_id, region=workspace.region
         )
-        attempt_append_entry(attempt, EntryKind.CONCLUSION_REQUESTED, payload)
+        attempt_append_entry(attempt, audit_payloads.entry_kind(attempt.action, AttemptState.REQUESTED), payload)
     return attempt
 
 
@@ -108,14 +106,14 @@ def attempt_record_outcome(
             payload = audit_payloads.late_answer(
                 reported_state=state, reason=message, **_late_evidence(columns, evidence)
             )
-            attempt_append_entry(attempt, EntryKind.CONCLUSION_LATE_ANSWER, payload)
+            attempt_append_entry(attempt, audit_payloads.entry_kind(attempt.action, "late"), payload)
             return False
         for field_name, value in columns.items():
             setattr(attempt, field_name, value)
         if release_claim:
             ConclusionClaim.objects.filter(attempt=attempt).delete()
         payload = audit_payloads.outcome(attempt, claim_released=release_claim, **evidence)
-        attempt_append_entry(attempt, _OUTCOME_KINDS[state], payload)
+        attempt_append_entry(attempt, audit_payloads.entry_kind(attempt.action, state), payload)
     return True
 
 
@@ -138,7 +136,7 @@ def attempt_record_reconciled(
     previous = attempt.state
     released = state == AttemptState.RECONCILED_NOT_APPLIED
     columns = {"state": state, "failure_reason": message if released else "", "finished_at": timezone.now()}
-    sent_end = attempt.request_body.get("end_date")
+    sent_end = attempt.request_body.get("end_date") if attempt.action == AttemptAction.CONCLUSION else None
     with transaction.atomic():
         moved = ConclusionAttempt.objects.filter(pk=attempt.pk, state=previous).update(**columns)
         if not moved:
@@ -157,5 +155,6 @@ def attempt_record_reconciled(
                 sent_end and current.end_date and mixpanel.format_end_date(current.end_date) == sent_end
             ),
         )
-        attempt_append_entry(attempt, EntryKind.CONCLUSION_RECONCILED, payload, actor=None, actor_name=RECONCILER_NAME)
+        kind = audit_payloads.entry_kind(attempt.action, "reconciled")
+        attempt_append_entry(attempt, kind, payload, actor=None, actor_name=RECONCILER_NAME)
     return True

@@ -14,7 +14,14 @@ from django.utils import timezone
 
 from experiments import audit_payloads, auditlog, mixpanel
 from experiments.dates import end_date_problem, format_utc
-from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim, ReasonCategory, Workspace
+from experiments.models import (
+    AttemptAction,
+    AttemptState,
+    ConclusionAttempt,
+    ConclusionClaim,
+    ReasonCategory,
+    Workspace,
+)
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services import attempts
@@ -84,7 +91,7 @@ MSG_UNKNOWN = (
 MSG_ANSWERED_OTHER = "Mixpanel answered with a different experiment than the one concluded."
 MSG_UNEXPECTED = audit_payloads.MSG_UNEXPECTED
 MSG_NOT_RECORDED = (
-    "The outcome of concluding {name} could not be saved here. This attempt stays open and will be "
+    "The outcome of this request on {name} could not be saved here. This attempt stays open and will be "
     "reconciled by reading the experiment from Mixpanel; do not retry."
 )
 MSG_LATE = "Mixpanel's answer for {name} came after the attempt was reconciled ({state}); it was kept as evidence."
@@ -123,7 +130,7 @@ class ConclusionOutcome:
         return None
 
 
-def _quoted(name: str, experiment_id: str) -> str:
+def quoted_name(name: str, experiment_id: str) -> str:
     return f"“{name}”" if name else f"experiment {experiment_id}"
 
 
@@ -154,21 +161,21 @@ def experiment_force_conclude(
     if refusal:
         return _refused(refusal)
     request = _request(workspace, user, experiment_id, experiment_name, reason_category, reason_text, end_date)
-    name = _quoted(request["experiment_name"], experiment_id)
+    name = quoted_name(request["experiment_name"], experiment_id)
 
     # 1. Claim and intent, committed before anything is sent.
     attempt, holder = attempts.attempt_claim(request=request)
     if attempt is None:
-        return _record_blocked(request, holder=holder, name=name)
+        return record_blocked(request, holder=holder, message=_blocked_message(holder, name))
 
     # 2. The read: proves the experiment is this one, in this workspace, and active.
     try:
         before = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
     except Exception as exc:
-        return _finish(attempt, AttemptState.FAILED, _read_failure(exc, attempt), release_claim=True, error=exc)
+        return finish_attempt(attempt, AttemptState.FAILED, read_failure(exc, attempt), release_claim=True, error=exc)
     problem = _not_concludable(before, attempt, name)
     if problem:
-        return _finish(attempt, AttemptState.FAILED, problem, release_claim=True, before=before)
+        return finish_attempt(attempt, AttemptState.FAILED, problem, release_claim=True, before=before)
 
     # 3. The PUT, once. Whatever it raises is recorded; nothing is retried.
     started = time.monotonic()
@@ -180,7 +187,7 @@ def experiment_force_conclude(
     # 4. An answer came: record what it says.
     outcome = _put_answered(attempt, result, name=name, before=before, started=started)
     if outcome.ok:
-        _invalidate_list(workspace)
+        invalidate_list(workspace)
     return outcome
 
 
@@ -189,15 +196,16 @@ def _put_failed(
 ) -> ConclusionOutcome:
     """Record a PUT that raised. The client's exception family says whether Mixpanel may
     have applied it (outcome_unknown); anything else we did not expect may have, too."""
-    timing = {"duration_ms": _ms_since(started), "http_status": getattr(exc, "http_status", None)}
+    timing = {"duration_ms": ms_since(started), "http_status": getattr(exc, "http_status", None)}
     if isinstance(exc, mixpanel.MixpanelError) and not exc.outcome_unknown:
         message = MSG_PUT_FAILED.format(name=name, error=exc.message)
         sent = exc.http_status is not None
-        return _finish(attempt, AttemptState.FAILED, message, True, before=before, error=exc, sent=sent, **timing)
+        evidence = {"before": before, "error": exc, "sent": sent, **timing}
+        return finish_attempt(attempt, AttemptState.FAILED, message, True, **evidence)
     if not isinstance(exc, mixpanel.MixpanelError):
-        _log_unexpected(exc, attempt=attempt, step="force conclude")
+        log_unexpected(exc, attempt=attempt, step="force conclude")
     message = MSG_UNKNOWN.format(name=name, error=audit_payloads.error_data(exc)["message"])
-    return _finish(attempt, AttemptState.UNKNOWN, message, False, before=before, error=exc, sent=True, **timing)
+    return finish_attempt(attempt, AttemptState.UNKNOWN, message, False, before=before, error=exc, sent=True, **timing)
 
 
 def _put_answered(
@@ -215,7 +223,7 @@ def _put_answered(
         "before": before,
         "sent": True,
         "http_status": result.http_status,
-        "duration_ms": _ms_since(started),
+        "duration_ms": ms_since(started),
         "response": audit_payloads.answer(
             http_status=result.http_status,
             body=result.raw_body or auditlog.canonical_json(dict(returned.raw)),
@@ -225,13 +233,13 @@ def _put_answered(
     }
     if returned.id != attempt.experiment_id:
         message = MSG_UNKNOWN.format(name=name, error=MSG_ANSWERED_OTHER)
-        return _finish(attempt, AttemptState.UNKNOWN, message, release_claim=False, **evidence)
+        return finish_attempt(attempt, AttemptState.UNKNOWN, message, release_claim=False, **evidence)
     if not returned.is_concluded:
         message = MSG_NOT_APPLIED.format(name=name, status=returned.status)
-        return _finish(attempt, AttemptState.FAILED, message, release_claim=True, shown=returned, **evidence)
+        return finish_attempt(attempt, AttemptState.FAILED, message, release_claim=True, shown=returned, **evidence)
     end = format_utc(returned.end_date or attempt.end_date)
     message = MSG_SUCCEEDED.format(name=name, status=returned.status, end=end)
-    return _finish(attempt, AttemptState.SUCCEEDED, message, release_claim=False, shown=returned, **evidence)
+    return finish_attempt(attempt, AttemptState.SUCCEEDED, message, release_claim=False, shown=returned, **evidence)
 
 
 def _request(
@@ -286,11 +294,10 @@ def _blocked_message(holder: ConclusionClaim | None, name: str) -> str:
     return MSG_BLOCKED_IN_FLIGHT.format(name=name, who=held.actor_name, when=format_utc(held.created_at))
 
 
-def _record_blocked(request: dict[str, Any], *, holder: ConclusionClaim | None, name: str) -> ConclusionOutcome:
+def record_blocked(request: dict[str, Any], *, holder: ConclusionClaim | None, message: str) -> ConclusionOutcome:
     """A refused press is an attempt too: it gets its own requested and failed entries
     (never a claim), so the trail shows every press, including the losing half of a
     double click. Nothing is sent upstream."""
-    message = _blocked_message(holder, name)
     blocked_by = holder.attempt if holder else None
     with transaction.atomic():
         attempt = attempts.attempt_record_intent(request=request)
@@ -304,12 +311,12 @@ def _record_blocked(request: dict[str, Any], *, holder: ConclusionClaim | None, 
     return ConclusionOutcome(attempt, STATE_BLOCKED, ok=False, message=message, blocked_by=blocked_by)
 
 
-def _read_failure(exc: BaseException, attempt: ConclusionAttempt) -> str:
+def read_failure(exc: BaseException, attempt: ConclusionAttempt) -> str:
     """The message for a read that failed. A read changes nothing, so any failure is definite."""
     if isinstance(exc, mixpanel.MixpanelNotFound):
         return MSG_NOT_FOUND.format(experiment_id=attempt.experiment_id)
     if not isinstance(exc, mixpanel.MixpanelError):
-        _log_unexpected(exc, attempt=attempt, step="read")
+        log_unexpected(exc, attempt=attempt, step="read")
     return MSG_READ_FAILED.format(error=audit_payloads.error_data(exc)["message"])
 
 
@@ -327,7 +334,7 @@ def _not_concludable(before: mixpanel.Experiment, attempt: ConclusionAttempt, na
     return MSG_BAD_END_DATE.format(problem=problem) if problem else None
 
 
-def _finish(
+def finish_attempt(
     attempt: ConclusionAttempt,
     state: str,
     message: str,
@@ -349,21 +356,21 @@ def _finish(
             attempt.refresh_from_db()
         except DatabaseError:
             attempt.state = AttemptState.REQUESTED
-        message = MSG_NOT_RECORDED.format(name=_quoted(attempt.experiment_name, attempt.experiment_id))
+        message = MSG_NOT_RECORDED.format(name=quoted_name(attempt.experiment_name, attempt.experiment_id))
         return ConclusionOutcome(attempt, attempt.state, ok=False, message=message)
     if not recorded:
-        message = MSG_LATE.format(name=_quoted(attempt.experiment_name, attempt.experiment_id), state=attempt.state)
+        message = MSG_LATE.format(name=quoted_name(attempt.experiment_name, attempt.experiment_id), state=attempt.state)
         return ConclusionOutcome(attempt, attempt.state, ok=False, message=message)
     if state == AttemptState.FAILED and shown is None:
         shown = evidence.get("before")
     return ConclusionOutcome(attempt, state, ok=state == AttemptState.SUCCEEDED, message=message, experiment=shown)
 
 
-def _ms_since(started: float) -> int:
+def ms_since(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
 
 
-def _log_unexpected(exc: BaseException, *, attempt: ConclusionAttempt, step: str) -> None:
+def log_unexpected(exc: BaseException, *, attempt: ConclusionAttempt, step: str) -> None:
     # Frames only: the exception's own text could quote a header or a URL, and
     # secrets are never logged.
     logger.error(
@@ -375,7 +382,7 @@ def _log_unexpected(exc: BaseException, *, attempt: ConclusionAttempt, step: str
     )
 
 
-def _invalidate_list(workspace: Workspace) -> None:
+def invalidate_list(workspace: Workspace) -> None:
     """Drop the workspace's cached experiment list so every process shows the new status."""
     try:
         list_selectors.invalidate_experiment_list(workspace=workspace)
@@ -390,12 +397,19 @@ def _invalidate_list(workspace: Workspace) -> None:
 # PUT is never sent again. Each resolution is a new audit entry saying why.
 
 RECONCILABLE_STATES = (AttemptState.REQUESTED, AttemptState.UNKNOWN)
-# Statuses that say the PUT did not land: the experiment is still running (or was never started).
+# Per action, the statuses that say its request landed, and those that say it did not:
+# a conclusion did not land while the experiment still runs (or never started); a
+# decision did not land while the experiment is still only concluded.
 NOT_CONCLUDED_STATUSES = frozenset({"active", "draft"})
+LANDED_STATUSES = {
+    AttemptAction.CONCLUSION: (mixpanel.CONCLUDED_STATUSES, NOT_CONCLUDED_STATUSES),
+    AttemptAction.DECISION: (mixpanel.DECIDED_STATUSES, frozenset({"concluded"})),
+}
+ACTION_NOUNS = {AttemptAction.CONCLUSION: "force conclude", AttemptAction.DECISION: "decision"}
 
-MSG_RECONCILED_APPLIED = "Mixpanel shows {name} as {status}: the force conclude was applied."
+MSG_RECONCILED_APPLIED = "Mixpanel shows {name} as {status}: the {action} was applied."
 MSG_RECONCILED_NOT_APPLIED = (
-    "Mixpanel shows {name} as still {status}: the force conclude was not applied. "
+    "Mixpanel shows {name} as still {status}: the {action} was not applied. "
     "The claim is released, so a person may try again."
 )
 MSG_RECONCILE_READ_FAILED = "Could not read {name} from Mixpanel ({error}); left open, run again later."
@@ -439,14 +453,17 @@ class ReconcileResult:
 
 
 def conclusion_reconcile(*, attempt: ConclusionAttempt, client: mixpanel.MixpanelClient) -> ReconcileResult:
-    """Resolve one "requested" or "unknown" attempt by reading its experiment.
+    """Resolve one "requested" or "unknown" attempt (a conclusion or a decision) by reading its experiment.
+
+    A decision counts as applied when Mixpanel shows success or fail, and as not
+    applied while the experiment is still only concluded; otherwise as below.
 
     Concluded, success or fail upstream: "reconciled: applied", the claim stays.
     Still active or draft: "reconciled: not applied", the claim is released. A read
     failure or an unexpected status leaves the attempt open, and so does an attempt
     younger than attempt_judgeable_at, whatever the caller asked. Never sends the PUT.
     """
-    name = _quoted(attempt.experiment_name, attempt.experiment_id)
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     previous = attempt.state
     if previous not in RECONCILABLE_STATES:
         return ReconcileResult(attempt, "skipped", previous, None, MSG_RECONCILE_DONE.format(state=previous))
@@ -458,22 +475,23 @@ def conclusion_reconcile(*, attempt: ConclusionAttempt, client: mixpanel.Mixpane
         current = client.get_experiment(attempt.workspace.mixpanel_workspace_id, attempt.experiment_id)
     except Exception as exc:
         if not isinstance(exc, mixpanel.MixpanelError):
-            _log_unexpected(exc, attempt=attempt, step="reconcile read")
+            log_unexpected(exc, attempt=attempt, step="reconcile read")
         message = MSG_RECONCILE_READ_FAILED.format(name=name, error=audit_payloads.error_data(exc)["message"])
         return ReconcileResult(attempt, "unresolved", previous, None, message)
     if current.id != attempt.experiment_id:
         return ReconcileResult(attempt, "unresolved", previous, current.status, MSG_RECONCILE_WRONG.format(name=name))
-    if current.is_concluded:
+    landed, not_landed = LANDED_STATUSES[attempt.action]
+    if current.status in landed:
         outcome, state, message = "applied", AttemptState.RECONCILED_APPLIED, MSG_RECONCILED_APPLIED
-    elif current.status in NOT_CONCLUDED_STATUSES:
+    elif current.status in not_landed:
         outcome, state, message = "not_applied", AttemptState.RECONCILED_NOT_APPLIED, MSG_RECONCILED_NOT_APPLIED
     else:
         message = MSG_RECONCILE_ODD.format(name=name, status=current.status)
         return ReconcileResult(attempt, "unresolved", previous, current.status, message)
-    message = message.format(name=name, status=current.status)
+    message = message.format(name=name, status=current.status, action=ACTION_NOUNS[attempt.action])
     if not attempts.attempt_record_reconciled(attempt=attempt, state=state, message=message, current=current):
         done = MSG_RECONCILE_DONE.format(state=attempt.state)
         return ReconcileResult(attempt, "skipped", previous, current.status, done)
     if outcome == "applied":
-        _invalidate_list(attempt.workspace)
+        invalidate_list(attempt.workspace)
     return ReconcileResult(attempt, outcome, previous, current.status, message)

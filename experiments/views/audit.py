@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
 from experiments.converters import DB_ID_MAX
-from experiments.models import AttemptState, Workspace
+from experiments.models import AttemptAction, AttemptState, Workspace
 from experiments.selectors import audit as audit_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS, AUDIT_PAGE_SIZE, AUDIT_PAGE_SIZES, AuditFilters
@@ -33,6 +33,7 @@ SEARCH_MAX_LENGTH = 200
 # Export column headers, in the order of AUDIT_EXPORT_FIELDS (the selector's tuples).
 EXPORT_HEADERS = {
     "id": "attempt_id",
+    "action": "action",
     "created_at": "created_at",
     "workspace_id": "workspace_id",
     "workspace__name": "workspace",
@@ -102,6 +103,11 @@ class AuditFilterForm(forms.Form):
         error_messages={"invalid": MSG_WORKSPACE, "min_value": MSG_WORKSPACE, "max_value": MSG_WORKSPACE},
     )
     person = forms.CharField(required=False, max_length=150)
+    action = forms.ChoiceField(
+        required=False,
+        choices=[("", "Any action"), *AttemptAction.choices],
+        error_messages={"invalid_choice": "Choose one of the listed actions."},
+    )
     outcome = forms.ChoiceField(
         required=False,
         choices=[("", "Any outcome"), *AttemptState.choices],
@@ -135,6 +141,7 @@ class AuditFilterForm(forms.Form):
         return AuditFilters(
             workspace_id=workspace.pk if workspace else data.get("workspace"),
             person=data.get("person") or "",
+            action=data.get("action") or "",
             outcome=data.get("outcome") or "",
             date_from=data.get("date_from"),
             date_to=data.get("date_to"),
@@ -200,6 +207,7 @@ def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: W
         + ("?" + export_query if export_query else ""),
         "approximate_total": f"{page.approximate_total:,}" if page.approximate_total else "",
         "outcome_choices": AttemptState.choices,
+        "action_choices": AttemptAction.choices,
         "page_sizes": AUDIT_PAGE_SIZES,
         "may_open": pinned is not None and _may_open(request, pinned),
     }

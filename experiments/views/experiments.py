@@ -30,25 +30,32 @@ from experiments.forms import (
     SEARCH_MAX_LENGTH,
     SORT_CHOICES,
     STATUS_TABS,
+    DecisionForm,
     ExperimentListQuery,
     ForceConcludeForm,
 )
-from experiments.models import AttemptState
+from experiments.models import AttemptAction, AttemptState
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
+from experiments.services import decisions as decision_services
 from experiments.views.access import get_workspace_access
 
 LIST_TEMPLATE = "experiments/experiment_list.html"
 DETAIL_TEMPLATE = "experiments/experiment_detail.html"
 CONCLUDE_TEMPLATE = "experiments/force_conclude.html"
+DECIDE_TEMPLATE = "experiments/decide.html"
 # Opaque upstream JSON is shown, not stored: past this many characters the rest is cut.
 JSON_DISPLAY_LIMIT = 200_000
 MSG_FORBIDDEN = (
     "Only concluders and admins of {workspace} can end the analysis of an experiment. You are a {role} here; "
+    "ask a workspace admin if you need to."
+)
+MSG_DECIDE_FORBIDDEN = (
+    "Only concluders and admins of {workspace} can record decisions on experiments. You are a {role} here; "
     "ask a workspace admin if you need to."
 )
 MSG_REFRESHED = "The experiment list was read again from Mixpanel."
@@ -103,15 +110,7 @@ def _render_list(
         "starred": strip.starred,
         "list_url": list_url,
         "canonical_url": list_url + query.url_suffix(),
-        "tabs": [
-            {
-                "label": label,
-                "count": page.counts.get(value, 0),
-                "url": list_url + query.with_(status=value).url_suffix(),
-                "current": value == query.status,
-            }
-            for value, label in STATUS_TABS
-        ],
+        "tabs": _tabs(list_url, query, page.counts),
         "sort_choices": SORT_CHOICES,
         "search_max_length": SEARCH_MAX_LENGTH,
         "previous_url": list_url + query.with_(page=page.page - 1).url_suffix() if page.has_previous else "",
@@ -127,6 +126,18 @@ def _render_list(
     else:
         response = render(request, LIST_TEMPLATE, context)
     return response
+
+
+def _tabs(list_url: str, query: ExperimentListQuery, counts: dict[str, int]) -> list[dict[str, Any]]:
+    return [
+        {
+            "label": label,
+            "count": counts.get(value, 0),
+            "url": list_url + query.with_(status=value).url_suffix(),
+            "current": value == query.status,
+        }
+        for value, label in STATUS_TABS
+    ]
 
 
 @require_GET
@@ -190,9 +201,15 @@ def _row_for(
 def _conclude_section_context(
     access: WorkspaceAccess, experiment: mixpanel.Experiment, *, notice: str = "", notice_ok: bool = False
 ) -> dict[str, Any]:
-    """The experiment page's force-conclude section: its row state and every attempt."""
+    """The experiment page's conclusion section: its row state, its decision, and every attempt."""
+    claims = conclusion_selectors.claims_by_action(workspace=access.workspace, experiment_id=experiment.id)
+    decision = claims.get(AttemptAction.DECISION)
+    claim = claims.get(AttemptAction.CONCLUSION)
     return {
-        "row": _row_for(access, experiment, notice=notice, notice_ok=notice_ok),
+        "row": _row_for(access, experiment, notice=notice, notice_ok=notice_ok, claim=claim),
+        "decision": decision,
+        "decision_text": list_selectors.decision_text(experiment.status, decision),
+        "show_decide": access.can_conclude and experiment.status == "concluded" and decision is None,
         "attempts": conclusion_selectors.attempt_list_for_experiment(
             workspace=access.workspace, experiment_id=experiment.id
         ),
@@ -284,8 +301,10 @@ def _outcome_fragment(
     *,
     back: str,
     list_query: str,
+    dialog: str = CONCLUDE_TEMPLATE + "#dialog",
 ) -> HttpResponse:
-    """The updated row (or page section) in place, and a fresh closed dialog out of band."""
+    """The updated row (or page section) in place, a fresh closed dialog out of band, and,
+    when the experiment changed, what else on the page shows its status (out of band)."""
     shown = outcome.experiment if outcome.experiment is not None else experiment
     if back == "detail":
         context = _conclude_section_context(access, shown, notice=outcome.message, notice_ok=outcome.ok)
@@ -297,12 +316,43 @@ def _outcome_fragment(
         template = LIST_TEMPLATE + "#row"
     context.update(access=access, workspace=access.workspace)
     html = render_to_string(template, context, request=request)
+    if outcome.ok:
+        html += _changed_elsewhere(request, access, shown, back=back, list_query=list_query)
     # Replacing the open <dialog> element closes it: no script needed.
-    html += render_to_string(CONCLUDE_TEMPLATE + "#dialog", {"oob": True}, request=request)
+    html += render_to_string(dialog, {"oob": True}, request=request)
     response = HttpResponse(html)
     if outcome.ok:
         trigger_client_event(response, "showToast", {"message": outcome.message})
     return response
+
+
+def _changed_elsewhere(
+    request: HtmxHttpRequest, access: WorkspaceAccess, experiment: Any, *, back: str, list_query: str
+) -> str:
+    """Out-of-band swaps for an experiment whose status just changed: on its page the
+    header (status badge, days running) and the end date; on the list the tab counts."""
+    context: dict[str, Any] = {"access": access, "workspace": access.workspace, "oob": True}
+    if back == "detail":
+        context.update(
+            experiment=experiment,
+            row=_row_for(access, experiment),
+            overview=page_selectors.experiment_overview(workspace=access.workspace, experiment=experiment),
+            starred=bookmark_selectors.bookmark_ids_for_experiments(
+                workspace=access.workspace, experiment_ids=[experiment.id]
+            ),
+        )
+        html = render_to_string(DETAIL_TEMPLATE + "#experiment-header", context, request=request)
+        return html + render_to_string(DETAIL_TEMPLATE + "#experiment-end", context, request=request)
+    # The list was invalidated by the service: this reads it again, once, for fresh counts.
+    query = ExperimentListQuery.from_querystring(list_query)
+    snapshot = list_selectors.experiment_list_cached(workspace=access.workspace)
+    if snapshot.error:
+        return ""  # the counts stay as they were; the next page load shows them
+    page = list_selectors.experiment_list_page(
+        snapshot=snapshot, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=PAGE_SIZE
+    )
+    context["tabs"] = _tabs(_list_url(access.workspace.pk), query, page.counts)
+    return render_to_string(LIST_TEMPLATE + "#status-tabs", context, request=request)
 
 
 @require_http_methods(["GET", "POST"])
@@ -364,3 +414,71 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
     else:
         messages.error(request, outcome.message)
     return redirect(context["back_url"])
+
+
+# --- Record the decision ----------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id: str) -> HttpResponse:
+    """GET: the decision dialog (or, without JavaScript, its page). POST: record the decision once."""
+    access = get_workspace_access(request, workspace_pk)
+    back_url = reverse("experiments:experiment-detail", args=[access.workspace.pk, experiment_id])
+    context: dict[str, Any] = {"access": access, "workspace": access.workspace, "back_url": back_url}
+    if not access.can_conclude:
+        # 403 even for htmx: the button is never shown to viewers, so only a hand-made request gets here.
+        context["forbidden"] = MSG_DECIDE_FORBIDDEN.format(
+            workspace=access.workspace.name, role=access.role_label.lower()
+        )
+        template = DECIDE_TEMPLATE + "#body" if _wants_fragment(request) else DECIDE_TEMPLATE
+        return render(request, template, context, status=403)
+    try:
+        read = page_selectors.experiment_read(workspace=access.workspace, experiment_id=experiment_id)
+    except page_selectors.ExperimentNotFound as exc:
+        raise Http404(str(exc)) from None
+    if read.experiment is None:
+        context["unavailable"] = read.error
+        return _decide_form_response(request, context)
+    experiment = read.experiment
+    section = _conclude_section_context(access, experiment)
+    context.update(experiment=experiment, decide_url=request.path, show_decide=section["show_decide"])
+    context["decision_text"] = section["decision_text"]
+    keys = decision_services.variant_keys(experiment)
+    form = DecisionForm(request.POST or None, variant_keys=keys)
+    if request.method == "GET" or not form.is_valid():
+        context["form"] = form
+        return _decide_form_response(request, context)
+
+    outcome = decision_services.experiment_decide(
+        workspace=access.workspace,
+        user=request.user,
+        experiment_id=experiment.id,
+        experiment_name=experiment.name,
+        variant=form.variant(),
+        note=form.cleaned_data["note"],
+        client=mixpanel.client_for(access.workspace),
+    )
+    if outcome.attempt is not None:
+        observability.bind(attempt_id=outcome.attempt.pk)
+    if _wants_fragment(request):
+        dialog = DECIDE_TEMPLATE + "#dialog"
+        return _outcome_fragment(request, access, experiment, outcome, back="detail", list_query="", dialog=dialog)
+    if outcome.ok:
+        messages.success(request, outcome.message)
+    elif outcome.state in (AttemptState.UNKNOWN, AttemptState.REQUESTED, conclusion_services.STATE_BLOCKED):
+        messages.warning(request, outcome.message)
+    else:
+        messages.error(request, outcome.message)
+    return redirect(back_url)
+
+
+def _decide_form_response(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpResponse:
+    """The decision dialog's content (htmx) or its no-JavaScript page."""
+    if _wants_fragment(request):
+        response = render(request, DECIDE_TEMPLATE + "#body", context)
+        if request.method == "POST":
+            # The form targets the section; errors belong in the dialog, which stays open.
+            retarget(response, "#decide-body")
+            reswap(response, "innerHTML")
+        return response
+    return render(request, DECIDE_TEMPLATE, context)

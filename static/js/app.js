@@ -237,9 +237,18 @@ function localTimes(root) {
     el.removeAttribute("data-utc");
   });
 }
+// Controls that only work with this script stay hidden without it.
+function enhance(root) {
+  root.querySelectorAll("[data-fill-now][hidden]").forEach((el) => { el.hidden = false; });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
+  enhance(document);
   // Marks in the first page load are not news: only a swap's answer is announced.
   document.querySelectorAll("[data-announce]").forEach((el) => el.removeAttribute("data-announce"));
 });
-document.addEventListener("htmx:load", (event) => localTimes(event.detail.elt));
+document.addEventListener("htmx:load", (event) => {
+  localTimes(event.detail.elt);
+  enhance(event.detail.elt);
+});
