@@ -36,9 +36,10 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-base requirements-dev.txt
 
 # The stand-in (without credentials) and the task worker run beside the server; the
 # trap stops them when the server stops, however it stops. With the stand-in, shorter
-# deadlines (10 s a read, 15 s the PUT) bound how long an attempt's PUT may be in flight,
-# so the worker resolves a demo fault's unknown outcome within a minute (10 + 15 + the
-# 30 s margin); real Mixpanel keeps the defaults.
+# deadlines (5 s a read, 10 s the PUT) bound how long an attempt's PUT may be in flight,
+# so the worker resolves a demo fault's unknown outcome within a minute (5 + 10 + the
+# 30 s margin, then the worker's 1 s poll and the page's 3 s one); real Mixpanel keeps
+# the defaults.
 run: $(VENV)/.stamp-base
 	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1}; \
 	$(PY) manage.py migrate --noinput -v 0 || exit 1; \
@@ -46,7 +47,7 @@ run: $(VENV)/.stamp-base
 	if [ -z "$$MIXPANEL_SERVICE_ACCOUNT_USERNAME$$MIXPANEL_SERVICE_ACCOUNT_USERNAME_FILE" ]; then \
 	  echo "No Mixpanel credentials set: starting the local Mixpanel stand-in on 127.0.0.1:$(STANDIN_PORT) with demo data."; \
 	  export MIXPANEL_API_BASE_URL=http://127.0.0.1:$(STANDIN_PORT) MIXPANEL_SERVICE_ACCOUNT_USERNAME=demo.stand-in MIXPANEL_SERVICE_ACCOUNT_SECRET=demo-stand-in-not-a-secret; \
-	  export MIXPANEL_DEADLINE=$${MIXPANEL_DEADLINE:-10} MIXPANEL_WRITE_DEADLINE=$${MIXPANEL_WRITE_DEADLINE:-15}; \
+	  export MIXPANEL_DEADLINE=$${MIXPANEL_DEADLINE:-5} MIXPANEL_WRITE_DEADLINE=$${MIXPANEL_WRITE_DEADLINE:-10}; \
 	  $(PY) manage.py mixpanel_standin --port $(STANDIN_PORT) & pids="$$pids $$!"; \
 	  $(PY) manage.py seed_demo || exit 1; \
 	else \

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 
 from experiments.converters import ExperimentIdConverter, RowIdConverter
-from experiments.views import audit, bookmarks
+from experiments.views import attempts, audit, bookmarks
 from experiments.views import experiments as exp
 
 app_name = "experiments"
@@ -24,6 +24,9 @@ urlpatterns = [
         name="experiment-force-conclude",
     ),
     path(W + "experiments/<experiment:experiment_id>/decide/", exp.experiment_decide, name="experiment-decide"),
+    # An open conclusion attempt: its waiting line (polled) and "Check Mixpanel now"
+    path(W + "attempts/<id:attempt_pk>/status/", attempts.attempt_status, name="attempt-status"),
+    path(W + "attempts/<id:attempt_pk>/check/", attempts.attempt_check, name="attempt-check"),
     # Audit review: read-only, for members and reviewers of all workspaces
     path("audit/", audit.audit_list, name="audit-list"),
     path("audit/<id:pk>/", audit.audit_detail, name="audit-detail"),

@@ -86,6 +86,7 @@ def route_values(*, standin: Any, workspace: Any, owner: Any) -> dict[str, Calla
         "workspace_pk": lambda: str(workspace.pk),
         "experiment_id": lambda: experiment_id,
         "pk": lambda: str(attempt.pk),
+        "attempt_pk": lambda: str(attempt.pk),
         "bookmark_pk": bookmark_pk,
         "fmt": lambda: "csv",
         "object_id": lambda: str(workspace.pk),

@@ -156,7 +156,7 @@ def test_claimed_experiments_show_who_and_no_button(pm_client, pm, ws_admin, wor
     _attempt(workspace, ws_admin, experiment_id=ACTIVE_TOO, state=AttemptState.SUCCEEDED, claim=True)
     html = pm_client.get(list_url(workspace)).content.decode()
     assert conclude_links(html) == []
-    assert "Being concluded by Ada since" in html
+    assert re.search(r"Sent at <time [^>]*>[\d-]+ \d\d:\d\d UTC</time> by Ada, waiting for Mixpanel\.", html)
     assert "Concluded by Ada at" in html
 
 
@@ -166,6 +166,8 @@ def test_unknown_outcome_says_it_will_be_reconciled(pm_client, pm, workspace, fa
     html = pm_client.get(detail_url(workspace)).content.decode()
     assert "we do not know yet whether it worked" in html
     assert "checks with Mixpanel by itself" in html
+    assert "waiting for Mixpanel: its answer was lost" in html
+    assert "it is never sent twice" in html
     assert conclude_links(html) == []
 
 
@@ -421,7 +423,7 @@ def test_htmx_blocked_shows_who_holds_it(pm_client, pm, ws_admin, workspace, fak
     monkeypatch.setattr(conclusion_services, "experiment_force_conclude", ServiceSpy(blocked))
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert "Not sent: “Experiment 00001” is already being concluded by Ada" in html
-    assert "Being concluded by Ada since" in html
+    assert "by Ada, waiting for Mixpanel." in html
     assert conclude_links(html) == []
 
 

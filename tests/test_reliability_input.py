@@ -97,6 +97,8 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
         "GET": [({}, [])],
         "POST": [({"decision": "none", "note": "Fuzzing the decision"}, ["decision", "note"])],
     },
+    "experiments:attempt-status": {"GET": [({}, ["back", "list_query"])]},
+    "experiments:attempt-check": {"POST": [({}, ["back", "list_query"])]},
     "experiments:audit-list": {"GET": [({}, [*AUDIT_FILTERS, "cursor"])]},
     "experiments:audit-workspace-list": {"GET": [({}, [*AUDIT_FILTERS, "cursor"])]},
     "experiments:audit-export": {"GET": [({}, AUDIT_FILTERS)]},

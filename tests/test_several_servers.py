@@ -2,8 +2,10 @@
 
 Two gunicorn servers (production settings, dashboard/gunicorn_conf.py: threaded workers)
 on two ports share the test database (PostgreSQL), Redis and the Mixpanel stand-in.
-A sign-in on one is valid on the other, a Refresh on one is seen by the other, and
-twenty presses of Force conclude split across both send exactly one PUT.
+A sign-in on one is valid on the other, a Refresh on one is seen by the other,
+twenty presses of Force conclude split across both send exactly one PUT, and a press
+whose worker is killed (kill -9) while Mixpanel holds its PUT is resolved by the
+reconcile task in a real `db_worker` process, with no second PUT.
 
 PostgreSQL with Redis only: SQLite's in-memory test database cannot be shared with
 other processes, and without Redis each process keeps its own cache.
@@ -11,6 +13,7 @@ other processes, and without Redis each process keeps its own cache.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -25,10 +28,21 @@ import pytest
 import requests
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
+from django.db.models import F
+from django.tasks import TaskResultStatus
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from experiments.forms import datetime_local_value
-from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, EntryKind, Membership, Role
+from experiments.models import (
+    AttemptState,
+    AuditEntry,
+    ConclusionAttempt,
+    ConclusionClaim,
+    EntryKind,
+    Membership,
+    Role,
+)
 from tests.factories import assert_chain_valid
 from tests.processes import shared_test_database_url
 
@@ -79,6 +93,11 @@ class Server:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"gunicorn at {self.url} was not ready within {timeout} s")
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers: the master's children, as Linux's /proc lists them."""
+        pid = self.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -240,3 +259,88 @@ def test_twenty_presses_split_across_two_servers_send_one_put(servers, standin, 
     assert len(set(ids)) == PRESSES
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     assert_chain_valid()
+
+
+def run_db_worker(standin_url: str) -> subprocess.CompletedProcess:
+    """`manage.py db_worker`, as make run and make serve start it, until the queue has nothing due."""
+    env = {**os.environ, "DATABASE_URL": shared_test_database_url(), "MIXPANEL_API_BASE_URL": standin_url}
+    command = [sys.executable, "manage.py", "db_worker", "--batch", "--no-reload", "--no-startup-delay"]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def wait_for(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_press_whose_worker_is_killed_mid_put_is_resolved_by_the_task_with_no_second_put(
+    servers, standin, workspace, concluder
+):
+    one, two = servers
+    on_one = sign_in(one.url, "casey")
+    experiment = standin.find(1001, status="active")
+    # The stand-in applies the PUT and holds its answer: the process dies before hearing it.
+    standin.set_fault("latency", experiment_id=experiment["id"], method="PUT", latency_ms=5000)
+    url_path = f"/w/{workspace.pk}/experiments/{experiment['id']}/force-conclude/"
+    form = {
+        "reason_category": "business",
+        "reason_text": "The server died under this press.",
+        "end_date": datetime_local_value(timezone.now()),
+        "back": "list",
+    }
+    answer: list = []
+    pressing = threading.Thread(
+        target=lambda: answer.append(_answer_or_error(on_one, one.url + url_path, form)), daemon=True
+    )
+    pressing.start()
+    wait_for(lambda: standin.requests(method="PUT", path_contains=experiment["id"]), "the PUT to reach Mixpanel")
+    for pid in one.worker_pids():  # whichever of them serves the press
+        os.kill(pid, signal.SIGKILL)
+    pressing.join(timeout=30)
+    assert isinstance(answer[0], requests.RequestException)  # no answer: the worker is gone
+
+    attempt = ConclusionAttempt.objects.get()
+    assert attempt.state == AttemptState.REQUESTED
+    assert ConclusionClaim.objects.filter(attempt=attempt).exists()  # still blocks a second PUT
+    (task,) = DBTaskResult.objects.all()  # queued with the intent, before the PUT left
+    assert task.args_kwargs["args"] == [attempt.pk, 1]
+    assert task.run_after > attempt.created_at
+
+    # While the PUT may still be in flight the worker leaves the task alone.
+    reads = len(standin.requests(method="GET", path_contains=experiment["id"]))
+    early = run_db_worker(standin.url)
+    assert early.returncode == 0, early.stderr[-2000:]
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.REQUESTED
+    assert len(standin.requests(method="GET", path_contains=experiment["id"])) == reads
+
+    # Past the in-flight limit (moved back an hour rather than waited for), the task reads once.
+    ConclusionAttempt.objects.update(created_at=F("created_at") - dt.timedelta(hours=1))
+    DBTaskResult.objects.update(run_after=timezone.now())
+    worker = run_db_worker(standin.url)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    task.refresh_from_db()
+    assert (task.status, task.return_value) == (TaskResultStatus.SUCCESSFUL, "applied"), worker.stderr[-2000:]
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.RECONCILED_APPLIED
+    kinds = list(AuditEntry.objects.filter(attempt=attempt).order_by("seq").values_list("kind", flat=True))
+    assert kinds == [EntryKind.CONCLUSION_REQUESTED, EntryKind.CONCLUSION_RECONCILED]
+    assert len(standin.requests(method="GET", path_contains=experiment["id"])) == reads + 1
+
+    # A press on the other server now sends nothing: the experiment is concluded.
+    again = post(with_cookies_of(on_one), two.url + url_path, data=form, headers={"HX-Request": "true"})
+    assert again.status_code == 200
+    assert "already concluded" in again.text
+    assert len(standin.requests(method="PUT", path_contains=experiment["id"])) == 1
+    # (No verify_audit here: moving created_at back is exactly the edit it reports.)
+
+
+def _answer_or_error(browser: requests.Session, url: str, form: dict) -> requests.Response | Exception:
+    try:
+        return post(browser, url, data=form, headers={"HX-Request": "true"})
+    except requests.RequestException as exc:
+        return exc

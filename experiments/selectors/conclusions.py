@@ -38,6 +38,11 @@ def claims_by_action(*, workspace: Workspace, experiment_id: str) -> dict[str, C
     return {claim.action: claim.attempt for claim in claims}
 
 
+def attempt_in_workspace(*, workspace: Workspace, attempt_pk: int) -> ConclusionAttempt | None:
+    """One conclusion attempt of `workspace`, or None (also for another workspace's)."""
+    return ConclusionAttempt.objects.filter(workspace=workspace, pk=attempt_pk).first()
+
+
 def attempt_list_for_experiment(*, workspace: Workspace, experiment_id: str) -> list[ConclusionAttempt]:
     """Every conclusion attempt on one experiment, newest first (index attempt_ws_exp_idx)."""
     return list(ConclusionAttempt.objects.filter(workspace=workspace, experiment_id=experiment_id).order_by("-id"))

@@ -59,6 +59,7 @@ document.addEventListener("click", (event) => {
     if (dialog) {
       event.preventDefault();
       dialog.close();
+      showPressOnItsWay(closer.closest("form[data-sending]"));
     }
     return;
   }
@@ -73,6 +74,28 @@ document.addEventListener("click", (event) => {
     }
   }
 });
+
+// --- A press that is already on its way ------------------------------------------------
+// A force conclude cannot be called back once sent. While its request is in flight the
+// dialog's Cancel says it only closes; closing then shows, where the answer will land
+// (the form's hx-target), that the press is on its way. The answer replaces that line.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const labels = event.detail.elt.querySelectorAll("[data-in-flight-text]");
+  if (!labels.length) return;
+  event.detail.elt.setAttribute("data-sending", "");
+  labels.forEach((el) => { el.textContent = el.dataset.inFlightText; });
+});
+document.addEventListener("htmx:afterRequest", (event) => event.detail.elt.removeAttribute("data-sending"));
+
+function showPressOnItsWay(form) {
+  if (!form) return;
+  const target = document.querySelector(form.getAttribute("hx-target"));
+  const line = target && target.querySelector("[data-press-on-its-way]");
+  if (line) {
+    line.hidden = false;
+    announce(line.textContent.trim());
+  }
+}
 
 // --- Busy states -----------------------------------------------------------------------
 // An element (or an ancestor) with data-busy="Concluding…" has that announced when its
@@ -105,11 +128,14 @@ function startWaiting(source) {
 
 document.addEventListener("htmx:beforeRequest", (event) => {
   const elt = event.detail.elt;
+  if (elt.hasAttribute("data-poll")) return; // a background check, nobody is waiting on it
   const busy = elt.closest("[data-busy]");
   if (busy) announce(busy.dataset.busy);
   startWaiting(elt);
 });
-document.addEventListener("htmx:afterRequest", hideSlow);
+document.addEventListener("htmx:afterRequest", (event) => {
+  if (!event.detail.elt.hasAttribute("data-poll")) hideSlow();
+});
 
 // A full page load of a screen that reads Mixpanel shows nothing new until Mixpanel
 // answers; the notice says so after a second. Same-origin links and GET forms only.

@@ -1,0 +1,171 @@
+"""An open force-conclude attempt on the page: its "waiting for Mixpanel" line, and "Check Mixpanel now".
+
+The line polls a cheap URL (one read of the attempt) every few seconds while the attempt
+is open. Once it is final the answer is the experiment's row (or the experiment page's
+conclusion section) drawn again with the outcome; that has no polling line, so polling
+stops by itself. "Check Mixpanel now" reads the experiment through the same reconcile
+code as the worker and the cron job: it never sends the PUT again.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget
+
+from dashboard import observability
+from experiments import mixpanel
+from experiments.forms import ExperimentListQuery
+from experiments.models import AttemptState, ConclusionAttempt
+from experiments.selectors import conclusions as conclusion_selectors
+from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors.workspaces import WorkspaceAccess
+from experiments.services import conclusions as conclusion_services
+from experiments.views import errors
+from experiments.views.access import get_workspace_access
+from experiments.views.experiments import (
+    DETAIL_TEMPLATE,
+    LIST_TEMPLATE,
+    HtmxHttpRequest,
+    _back_url,
+    _conclude_section_context,
+    _row_for,
+    _wants_fragment,
+)
+
+STATUS_TEMPLATE = "experiments/attempt_status.html"
+OPEN_STATES = (AttemptState.REQUESTED, AttemptState.UNKNOWN)
+APPLIED_STATES = (AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED)
+
+MSG_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was applied."
+MSG_NOT_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was not applied."
+MSG_CHECK_FORBIDDEN = "Only concluders and admins of this workspace can check an attempt with Mixpanel."
+MSG_CHECK_TOO_EARLY = (
+    "Too early to tell: the request may still be on its way to Mixpanel for another {seconds} s, and reading "
+    "the experiment before then could mislead. Nothing was changed; this line updates by itself."
+)
+MSG_CHECK_UNRESOLVED = "Checked Mixpanel; nothing was changed. {detail}"
+
+
+def _attempt_or_404(access: WorkspaceAccess, attempt_pk: int) -> ConclusionAttempt:
+    attempt = conclusion_selectors.attempt_in_workspace(workspace=access.workspace, attempt_pk=attempt_pk)
+    if attempt is None:
+        raise Http404("This workspace has no such conclusion attempt.")
+    observability.bind(attempt_id=attempt.pk)
+    return attempt
+
+
+def _place(request: HtmxHttpRequest) -> tuple[str, str]:
+    """Where the line is shown ("list" or "detail") and, on the list, the list's query."""
+    back = "detail" if request.GET.get("back") == "detail" else "list"
+    return back, ExperimentListQuery.from_querystring(request.GET.get("list_query", "")).querystring()
+
+
+def _suffix(back: str, list_query: str) -> str:
+    if back == "detail":
+        return "?back=detail"
+    return "?" + urlencode({"back": "list", "list_query": list_query})
+
+
+def _final_notice(attempt: ConclusionAttempt) -> tuple[str, bool]:
+    name = f"“{attempt.experiment_name}”" if attempt.experiment_name else f"experiment {attempt.experiment_id}"
+    if attempt.state in APPLIED_STATES:
+        return MSG_APPLIED.format(name=name), True
+    return attempt.failure_reason or MSG_NOT_APPLIED.format(name=name), False
+
+
+def _render_final(
+    request: HtmxHttpRequest, access: WorkspaceAccess, attempt: ConclusionAttempt, notice: str, ok: bool
+) -> HttpResponse:
+    """The row (or conclusion section) drawn again with the outcome, in place of the waiting line."""
+    back, list_query = _place(request)
+    if attempt.state in APPLIED_STATES:
+        # The process that resolved it dropped the shared list; a per-process cache (no
+        # Redis) may still hold the experiment as active here.
+        list_selectors.invalidate_experiment_list(workspace=access.workspace)
+    listed = list_selectors.experiment_lookup(workspace=access.workspace, experiment_id=attempt.experiment_id)
+    context: dict[str, Any] = {"access": access, "workspace": access.workspace, "attempt": attempt}
+    if listed.experiment is None:
+        # The list cannot be read just now: say the outcome where the line was.
+        context.update(notice=notice, notice_ok=ok)
+        return render(request, STATUS_TEMPLATE + "#final", context)
+    if back == "detail":
+        context.update(_conclude_section_context(access, listed.experiment, notice=notice, notice_ok=ok))
+        response = render(request, DETAIL_TEMPLATE + "#conclude-section", context)
+        target = "#conclude-section"
+    else:
+        row = _row_for(access, listed.experiment, notice=notice, notice_ok=ok)
+        context.update(row=row, conclude_suffix=_suffix(back, list_query), keep_star=True)
+        response = render(request, LIST_TEMPLATE + "#row", context)
+        target = "#" + row.dom_id
+    retarget(response, target)
+    reswap(response, "outerHTML")
+    return response
+
+
+def _render_waiting(
+    request: HtmxHttpRequest, access: WorkspaceAccess, attempt: ConclusionAttempt, *, part: str, message: str = ""
+) -> HttpResponse:
+    back, list_query = _place(request)
+    context = {
+        "access": access,
+        "workspace": access.workspace,
+        "attempt": attempt,
+        "conclude_suffix": _suffix(back, list_query),
+        "check_message": message,
+    }
+    return render(request, f"{STATUS_TEMPLATE}#{part}", context)
+
+
+@require_GET
+def attempt_status(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) -> HttpResponse:
+    """Polled by an open attempt's line: the same line while open, the outcome once final."""
+    access = get_workspace_access(request, workspace_pk)
+    attempt = _attempt_or_404(access, attempt_pk)
+    if not _wants_fragment(request):
+        back, list_query = _place(request)
+        return redirect(_back_url(access, attempt.experiment_id, back, list_query))
+    if attempt.state in OPEN_STATES:
+        return _render_waiting(request, access, attempt, part="line")
+    return _render_final(request, access, attempt, *_final_notice(attempt))
+
+
+@require_POST
+def attempt_check(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) -> HttpResponse:
+    """ "Check Mixpanel now": read the experiment and record what it shows; never sends anything."""
+    access = get_workspace_access(request, workspace_pk)
+    if not access.can_conclude:
+        # The button is not shown to viewers: only a hand-made request gets here.
+        return errors.error_page(request, 403, title="You cannot check this attempt", explanation=[MSG_CHECK_FORBIDDEN])
+    attempt = _attempt_or_404(access, attempt_pk)
+    result = conclusion_services.conclusion_reconcile(attempt=attempt, client=mixpanel.client_for(access.workspace))
+    if result.resolved:
+        # Resolved now, or already by the worker or someone else: show the outcome either way.
+        notice, ok = _final_notice(attempt)
+        if _wants_fragment(request):
+            return _render_final(request, access, attempt, notice, ok)
+        return _redirect_with(request, access, attempt, notice, ok)
+    if result.outcome == "too_early":
+        left = conclusion_services.attempt_judgeable_at(attempt) - timezone.now()
+        message = MSG_CHECK_TOO_EARLY.format(seconds=max(1, math.ceil(left.total_seconds())))
+    else:
+        message = MSG_CHECK_UNRESOLVED.format(detail=result.message)
+    if _wants_fragment(request):
+        return _render_waiting(request, access, attempt, part="waiting", message=message)
+    return _redirect_with(request, access, attempt, message, False)
+
+
+def _redirect_with(
+    request: HtmxHttpRequest, access: WorkspaceAccess, attempt: ConclusionAttempt, message: str, ok: bool
+) -> HttpResponse:
+    """Without JavaScript: back to the page, with what was found as a message."""
+    (messages.success if ok else messages.info)(request, message)
+    back, list_query = _place(request)
+    return redirect(_back_url(access, attempt.experiment_id, back, list_query))
