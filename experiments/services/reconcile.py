@@ -39,7 +39,7 @@ ACTION_NOUNS = {AttemptAction.CONCLUSION: "force conclude", AttemptAction.DECISI
 MSG_RECONCILED_APPLIED = "Mixpanel shows {name} as {status}: the {action} was applied."
 MSG_RECONCILED_NOT_APPLIED = (
     "Mixpanel shows {name} as still {status}: the {action} was not applied. "
-    "The claim is released, so a person may try again."
+    "Nothing was changed, so it may be tried again."
 )
 MSG_RECONCILE_READ_FAILED = "Could not read {name} from Mixpanel ({error}); left open, run again later."
 MSG_RECONCILE_ODD = "Mixpanel shows {name} with status {status!r}; left open for a person to check."
