@@ -447,12 +447,20 @@ MSG_FORBIDDEN = (
 MSG_NOT_FOUND = "Mixpanel has no such experiment or workspace (HTTP 404)."
 MSG_RATE_LIMITED = "Mixpanel is rate limiting us (HTTP 429). Try again in {wait}."
 MSG_REJECTED = "Mixpanel rejected the request (HTTP {status}): {detail}"
-MSG_SERVER_ERROR = "Mixpanel had a server error (HTTP {status}). Try again later."
-MSG_REFUSED = "Mixpanel could not be reached (no connection could be made). Nothing was sent. Try again later."
-MSG_TIMEOUT = "Mixpanel did not answer in time. Try again later."
-MSG_CONNECTION_LOST = "The connection to Mixpanel broke before a full answer arrived. Try again later."
+# Advice for reads and for writes that surely never arrived. After a write was sent,
+# trying again is the wrong advice, so unknown outcomes state the fact without it.
+RETRY_ADVICE = " Try again later."
+MSG_SERVER_ERROR = "Mixpanel had a server error (HTTP {status})." + RETRY_ADVICE
+MSG_REFUSED = "Mixpanel could not be reached (no connection could be made). Nothing was sent." + RETRY_ADVICE
+MSG_TIMEOUT = "Mixpanel did not answer in time." + RETRY_ADVICE
+MSG_CONNECTION_LOST = "The connection to Mixpanel broke before a full answer arrived." + RETRY_ADVICE
 MSG_UNKNOWN_PREFIX = "We do not know whether Mixpanel applied the change: "
 MSG_ECHOED_CREDENTIALS = "[redacted: Mixpanel's answer echoed our credentials in an encoded form]"
+
+
+def _unknown_message(fact: str) -> str:
+    """A failure after a write was sent: the fact, without advice to send it again."""
+    return MSG_UNKNOWN_PREFIX + fact.removesuffix(RETRY_ADVICE)
 
 
 class _Transport(Exception):
@@ -845,11 +853,11 @@ class MixpanelClient:
         except _Transport as exc:
             elapsed = self._ms_since(started)
             if exc.sent:
-                raise MixpanelOutcomeUnknown(MSG_UNKNOWN_PREFIX + exc.message, duration_ms=elapsed) from None
+                raise MixpanelOutcomeUnknown(_unknown_message(exc.message), duration_ms=elapsed) from None
             raise MixpanelUnavailable(exc.message, duration_ms=elapsed) from None
         except MixpanelBadResponse as exc:  # too large: the write was sent and read in part
             raise MixpanelOutcomeUnknown(
-                MSG_UNKNOWN_PREFIX + exc.message, http_status=exc.http_status, duration_ms=exc.duration_ms
+                _unknown_message(exc.message), http_status=exc.http_status, duration_ms=exc.duration_ms
             ) from None
 
         if answer.status == 200:
@@ -868,7 +876,7 @@ class MixpanelClient:
                     experiment = None
             if experiment is None:
                 reason = MSG_NOT_JSON if payload is _NOT_JSON else MSG_BAD_SHAPE
-                raise MixpanelOutcomeUnknown(MSG_UNKNOWN_PREFIX + reason.format(status=200), **self._facts(answer))
+                raise MixpanelOutcomeUnknown(_unknown_message(reason.format(status=200)), **self._facts(answer))
             text = self._scrub(answer.body.decode("utf-8", errors="replace"))
             return ConcludeResult(
                 experiment=experiment,
@@ -880,9 +888,7 @@ class MixpanelClient:
         if answer.status >= 500 or 200 <= answer.status < 300:
             # A server error or an unexpected 2xx after the write arrived: it may have been applied.
             reason = MSG_SERVER_ERROR if answer.status >= 500 else MSG_BAD_SHAPE
-            raise MixpanelOutcomeUnknown(
-                MSG_UNKNOWN_PREFIX + reason.format(status=answer.status), **self._facts(answer)
-            )
+            raise MixpanelOutcomeUnknown(_unknown_message(reason.format(status=answer.status)), **self._facts(answer))
         raise self._definite_error(answer)
 
     # -- internals ------------------------------------------------------------

@@ -19,7 +19,7 @@ from django.utils import timezone
 from dashboard.observability import log_context
 from experiments import mixpanel
 from experiments.models import AttemptState, ConclusionAttempt
-from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def reconcile_attempt_when_judgeable(*, attempt: ConclusionAttempt) -> None:
     Enqueue it once the attempt is committed (transaction.on_commit), so the worker
     finds the row it is asked about.
     """
-    reconcile_attempt_later(attempt_id=attempt.pk, run_after=conclusion_services.attempt_judgeable_at(attempt))
+    reconcile_attempt_later(attempt_id=attempt.pk, run_after=reconcile_services.attempt_judgeable_at(attempt))
 
 
 def retry_delay(try_number: int) -> dt.timedelta:
@@ -79,13 +79,13 @@ def reconcile_attempt(attempt_id: int, try_number: int = 1) -> str:
         except mixpanel.MixpanelError as exc:
             why = exc.message
         else:
-            result = conclusion_services.conclusion_reconcile(attempt=attempt, client=client)
+            result = reconcile_services.conclusion_reconcile(attempt=attempt, client=client)
             if result.resolved:
                 logger.info("Reconcile task: attempt #%s %s. %s", attempt_id, result.outcome, result.message)
                 return result.outcome
             if result.outcome == TOO_EARLY:
                 # Not a failed try: come back when the service will judge it.
-                when = conclusion_services.attempt_judgeable_at(attempt)
+                when = reconcile_services.attempt_judgeable_at(attempt)
                 reconcile_attempt_later(attempt_id=attempt_id, run_after=when, try_number=try_number)
                 return RESULT_TOO_EARLY
             why = result.message

@@ -15,7 +15,7 @@ from django.utils import timezone
 from experiments import audit_payloads, auditlog, mixpanel
 from experiments.models import AttemptState, ConclusionAttempt, ReasonCategory
 from experiments.services import attempts as attempt_services
-from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 
 
 def experiment_json(experiment_id: str, name: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -116,12 +116,12 @@ def _clock_shifted(shift: dt.timedelta) -> Iterator[None]:
 def past_the_in_flight_limit() -> contextlib.AbstractContextManager[None]:
     """Run the block with Django's clock moved past the in-flight limit, as a reconcile
     run would see every attempt made so far once their PUTs can no longer be on their way."""
-    return _clock_shifted(conclusion_services.in_flight_limit() + dt.timedelta(seconds=1))
+    return _clock_shifted(reconcile_services.in_flight_limit() + dt.timedelta(seconds=1))
 
 
 def made_long_ago() -> contextlib.AbstractContextManager[None]:
     """Attempts made in the block are already past their in-flight limit when it ends."""
-    return _clock_shifted(-conclusion_services.in_flight_limit() - dt.timedelta(seconds=1))
+    return _clock_shifted(-reconcile_services.in_flight_limit() - dt.timedelta(seconds=1))
 
 
 def assert_chain_valid() -> None:

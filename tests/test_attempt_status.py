@@ -15,6 +15,7 @@ from experiments import mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 from tests.factories import assert_chain_valid, made_long_ago
 from tests.fake_mixpanel import FakeMixpanel, ProcessDied, exp_json, install
 
@@ -118,7 +119,7 @@ def test_polling_an_open_attempt_answers_the_same_line_and_reads_nothing_upstrea
 def test_once_the_worker_resolved_it_the_poll_answers_the_final_row_without_a_trigger(pm_client, pm, workspace, fake):
     attempt = open_attempt(workspace, pm, fake)
     concluded_upstream(fake)
-    conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)  # as the worker does
+    reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)  # as the worker does
 
     response = pm_client.get(status_url(attempt), **HTMX)
     html = response.content.decode()
@@ -133,7 +134,7 @@ def test_once_the_worker_resolved_it_the_poll_answers_the_final_row_without_a_tr
 @pytest.mark.django_db
 def test_a_not_applied_outcome_gives_the_button_back_on_the_experiment_page(pm_client, pm, workspace, fake):
     attempt = open_attempt(workspace, pm, fake, state=AttemptState.REQUESTED)
-    conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)  # still active upstream
+    reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)  # still active upstream
 
     response = pm_client.get(status_url(attempt, "detail"), **HTMX)
     html = response.content.decode()
@@ -147,7 +148,7 @@ def test_a_not_applied_outcome_gives_the_button_back_on_the_experiment_page(pm_c
 def test_a_final_outcome_while_the_list_is_unavailable_is_said_in_place(pm_client, pm, workspace, fake):
     attempt = open_attempt(workspace, pm, fake)
     concluded_upstream(fake)
-    conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+    reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
     list_selectors.invalidate_experiment_list(workspace=workspace)
     fake.list_error = mixpanel.MixpanelUnavailable("Mixpanel did not answer in time.")
 
@@ -254,7 +255,7 @@ def test_check_now_while_mixpanel_cannot_be_read_leaves_it_open(pm_client, pm, w
 def test_check_now_on_an_attempt_already_resolved_shows_its_outcome_and_reads_nothing(pm_client, pm, workspace, fake):
     attempt = open_attempt(workspace, pm, fake)
     concluded_upstream(fake)
-    conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+    reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
     fake.calls.clear()
     entries = AuditEntry.objects.count()
 

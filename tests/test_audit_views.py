@@ -513,7 +513,7 @@ def test_attempt_page_for_a_service_success(pm_client, workspace, pm):
 @pytest.mark.django_db
 def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, workspace, pm):
     from experiments import mixpanel
-    from experiments.services import conclusions as conclusion_services
+    from experiments.services import reconcile as reconcile_services
     from tests.factories import past_the_in_flight_limit
     from tests.fake_mixpanel import FakeMixpanel
 
@@ -527,7 +527,7 @@ def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, 
     unknown = _conclude(workspace, pm, fake)
     assert unknown.state == AttemptState.UNKNOWN
     with past_the_in_flight_limit():
-        conclusion_services.conclusion_reconcile(attempt=unknown.attempt, client=fake)
+        reconcile_services.conclusion_reconcile(attempt=unknown.attempt, client=fake)
     text = pm_client.get(detail(unknown.attempt)).content.decode()
     assert "Conclusion outcome unknown" in text
     assert "Conclusion reconciled" in text

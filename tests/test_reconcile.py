@@ -14,6 +14,7 @@ from experiments import mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 from tests.factories import assert_chain_valid, past_the_in_flight_limit
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, ProcessDied, install, raw_experiment
 
@@ -242,7 +243,7 @@ def test_workspace_filter_leaves_other_workspaces_alone(monkeypatch, stuck, othe
 def test_resolved_attempts_are_skipped(workspace, pm):
     fake = FakeMixpanel()
     outcome = press(workspace, pm, fake)
-    result = conclusion_services.conclusion_reconcile(attempt=outcome.attempt, client=fake)
+    result = reconcile_services.conclusion_reconcile(attempt=outcome.attempt, client=fake)
     assert result.outcome == "skipped"
     assert kinds(outcome.attempt) == [REQUESTED, EntryKind.CONCLUSION_SUCCEEDED]
     assert [c[0] for c in fake.calls] == ["get", "put"]
@@ -254,8 +255,8 @@ def test_a_late_outcome_does_not_get_reconciled_twice(workspace, pm, stuck):
     fake = FakeMixpanel()
     stale_copy = ConclusionAttempt.objects.get(pk=stuck.pk)
     with past_the_in_flight_limit():
-        first = conclusion_services.conclusion_reconcile(attempt=stuck, client=fake)
-        second = conclusion_services.conclusion_reconcile(attempt=stale_copy, client=fake)
+        first = reconcile_services.conclusion_reconcile(attempt=stuck, client=fake)
+        second = reconcile_services.conclusion_reconcile(attempt=stale_copy, client=fake)
     assert (first.outcome, second.outcome) == ("not_applied", "skipped")
     assert kinds(stuck) == [REQUESTED, RECONCILED]
 

@@ -32,6 +32,7 @@ from experiments.forms import datetime_local_value
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS
 from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 from tests.factories import assert_chain_valid, make_attempt, past_the_in_flight_limit
 from tests.fake_mixpanel import FakeMixpanel, raw_experiment
 
@@ -108,7 +109,7 @@ def test_an_attempt_is_not_judged_before_its_put_could_have_finished(workspace, 
     assert attempt.state == AttemptState.UNKNOWN
     reads = len(fake.calls)
 
-    result = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+    result = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
 
     assert result.outcome == "too_early"
     assert not result.resolved
@@ -116,8 +117,8 @@ def test_an_attempt_is_not_judged_before_its_put_could_have_finished(workspace, 
     attempt.refresh_from_db()
     assert attempt.state == AttemptState.UNKNOWN
     assert ConclusionClaim.objects.get().attempt_id == attempt.pk
-    limit = conclusion_services.in_flight_limit()
-    assert conclusion_services.attempt_judgeable_at(attempt) == attempt.created_at + limit
+    limit = reconcile_services.in_flight_limit()
+    assert reconcile_services.attempt_judgeable_at(attempt) == attempt.created_at + limit
     assert limit > dt.timedelta(seconds=mixpanel.write_deadline_seconds())
 
 
@@ -145,7 +146,7 @@ def test_a_late_answer_after_a_reconciliation_changes_nothing_else(workspace, pm
     def put_outliving_its_limit(fake, ws, exp_id, end_date):
         attempt = ConclusionAttempt.objects.get()
         with past_the_in_flight_limit():
-            seen["reconciled"] = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+            seen["reconciled"] = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
         return fake.applied(ws, exp_id, end_date)
 
     fake = FakeMixpanel(put=put_outliving_its_limit)

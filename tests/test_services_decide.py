@@ -22,6 +22,7 @@ from experiments.models import (
 )
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions
+from experiments.services import reconcile as reconcile_services
 from tests.factories import assert_chain_valid, past_the_in_flight_limit
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 
@@ -183,10 +184,10 @@ def test_an_unknown_outcome_keeps_the_claim_and_is_reconciled_by_reading(workspa
     assert len(fake.patches) == 1
 
     attempt = ConclusionAttempt.objects.select_related("workspace").get(pk=outcome.attempt.pk)
-    early = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+    early = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
     assert early.outcome == "too_early"
     with past_the_in_flight_limit():
-        result = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+        result = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
     assert result.outcome == "applied"
     assert "the decision was applied" in result.message
     assert len(fake.patches) == 1  # reading only
@@ -201,7 +202,7 @@ def test_an_unknown_outcome_that_did_not_land_is_released_by_reconcile(workspace
     outcome = decide(workspace, pm, fake)
     attempt = ConclusionAttempt.objects.select_related("workspace").get(pk=outcome.attempt.pk)
     with past_the_in_flight_limit():
-        result = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+        result = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
     assert result.outcome == "not_applied"
     assert attempt.state == AttemptState.RECONCILED_NOT_APPLIED
     assert decision_claim() is None

@@ -15,6 +15,7 @@ from experiments import audit_payloads, dates, mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 from tests.factories import assert_chain_valid, past_the_in_flight_limit
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 
@@ -370,7 +371,7 @@ def test_applied_then_no_answer_is_unknown_then_reconciled_as_applied(workspace,
     assert fake.status_of() == "concluded"
 
     with past_the_in_flight_limit():
-        result = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+        result = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
 
     assert result.outcome == "applied"
     attempt.refresh_from_db()
@@ -419,7 +420,7 @@ def test_outcome_that_cannot_be_saved_leaves_the_attempt_for_reconcile(workspace
     assert claim_holder() == attempt.pk
 
     with past_the_in_flight_limit():
-        result = conclusion_services.conclusion_reconcile(attempt=attempt, client=fake)
+        result = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
     assert result.outcome == "applied"
     assert len(fake.puts) == 1
 

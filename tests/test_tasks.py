@@ -18,6 +18,7 @@ from experiments import mixpanel, tasks
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions
+from experiments.services import reconcile as reconcile_services
 from tests.factories import assert_chain_valid, made_long_ago
 from tests.fake_mixpanel import FakeMixpanel, ProcessDied, install, raw_experiment
 from tests.test_reconcile import press
@@ -74,7 +75,7 @@ def test_a_press_queues_its_reconcile_task_with_its_intent_for_when_its_put_cann
     (queued,) = waiting()
     assert queued.task_path == "experiments.tasks.reconcile_attempt"
     assert queued.args_kwargs["args"] == [outcome.attempt.pk, 1]
-    assert queued.run_after == conclusion_services.attempt_judgeable_at(outcome.attempt)
+    assert queued.run_after == reconcile_services.attempt_judgeable_at(outcome.attempt)
 
 
 @pytest.mark.django_db
@@ -148,7 +149,7 @@ def test_an_attempt_whose_put_may_be_in_flight_is_queued_for_when_it_cannot_be(m
     outcome = press(workspace, pm, fake)  # just now: its PUT may still be on its way
     install(monkeypatch, fake)
     fake.calls.clear()
-    judgeable_at = conclusion_services.attempt_judgeable_at(outcome.attempt)
+    judgeable_at = reconcile_services.attempt_judgeable_at(outcome.attempt)
     assert judgeable_at > timezone.now()
 
     assert run_ready_tasks() == []  # not due yet

@@ -51,7 +51,7 @@ def attempt_list_for_experiment(*, workspace: Workspace, experiment_id: str) -> 
 def attempt_list_to_reconcile(*, older_than: dt.timedelta, workspace_pk: int | None = None) -> list[ConclusionAttempt]:
     """Attempts left open that reconcile_conclusions should resolve, oldest first.
 
-    The caller keeps `older_than` at least services.conclusions.in_flight_limit():
+    The caller keeps `older_than` at least services.reconcile.in_flight_limit():
     younger attempts may still have their PUT on its way (and the reconcile service
     refuses to judge them anyway). Served by attempt_state_id_idx.
     """

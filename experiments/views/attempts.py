@@ -27,7 +27,7 @@ from experiments.models import AttemptState, ConclusionAttempt
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
-from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 from experiments.views import errors
 from experiments.views.access import get_workspace_access
 from experiments.views.experiments import (
@@ -145,7 +145,7 @@ def attempt_check(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) 
         # The button is not shown to viewers: only a hand-made request gets here.
         return errors.error_page(request, 403, title="You cannot check this attempt", explanation=[MSG_CHECK_FORBIDDEN])
     attempt = _attempt_or_404(access, attempt_pk)
-    result = conclusion_services.conclusion_reconcile(attempt=attempt, client=mixpanel.client_for(access.workspace))
+    result = reconcile_services.conclusion_reconcile(attempt=attempt, client=mixpanel.client_for(access.workspace))
     if result.resolved:
         # Resolved now, or already by the worker or someone else: show the outcome either way.
         notice, ok = _final_notice(attempt)
@@ -153,7 +153,7 @@ def attempt_check(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) 
             return _render_final(request, access, attempt, notice, ok)
         return _redirect_with(request, access, attempt, notice, ok)
     if result.outcome == "too_early":
-        left = conclusion_services.attempt_judgeable_at(attempt) - timezone.now()
+        left = reconcile_services.attempt_judgeable_at(attempt) - timezone.now()
         message = MSG_CHECK_TOO_EARLY.format(seconds=max(1, math.ceil(left.total_seconds())))
     else:
         message = MSG_CHECK_UNRESOLVED.format(detail=result.message)

@@ -12,7 +12,7 @@ from django.db.models import F
 from playwright.sync_api import Page, expect
 
 from experiments.models import AttemptState, ConclusionAttempt
-from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 from tests.browser.test_force_conclude_browser import (
     TIMEOUT_MS,
     fill_dialog,
@@ -49,7 +49,7 @@ def test_an_unknown_outcome_resolves_in_the_browser_by_itself(page: Page, live_s
     assert len(standin.requests(method="GET", path_contains=exp["id"])) == reads
 
     # Time passes (the in-flight limit), and the worker runs the task queued with the press.
-    limit = conclusion_services.in_flight_limit() + dt.timedelta(seconds=1)
+    limit = reconcile_services.in_flight_limit() + dt.timedelta(seconds=1)
     ConclusionAttempt.objects.update(created_at=F("created_at") - limit)
     (queued,) = waiting()
     make_due(queued)

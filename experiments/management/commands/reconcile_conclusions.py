@@ -24,7 +24,7 @@ from experiments.dates import format_utc
 from experiments.management.text import table_cell
 from experiments.models import Workspace
 from experiments.selectors import conclusions as conclusion_selectors
-from experiments.services import conclusions as conclusion_services
+from experiments.services import reconcile as reconcile_services
 
 _DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhd])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -75,7 +75,7 @@ class Command(BaseCommand):
     # -- reconcile ---------------------------------------------------------------
     def _reconcile(self, older_than: dt.timedelta, workspace_pk: int | None) -> None:
         # An attempt whose PUT may still be in flight is never judged, whatever was asked.
-        older_than = max(older_than, conclusion_services.in_flight_limit())
+        older_than = max(older_than, reconcile_services.in_flight_limit())
         attempts = conclusion_selectors.attempt_list_to_reconcile(older_than=older_than, workspace_pk=workspace_pk)
         if not attempts:
             self.stdout.write(f"No open attempts older than {older_than}.")
@@ -89,7 +89,7 @@ class Command(BaseCommand):
                 rows.append((attempt, attempt.state, "left open", "-", client.message))
                 left_open += 1
                 continue
-            result = conclusion_services.conclusion_reconcile(attempt=attempt, client=client)
+            result = reconcile_services.conclusion_reconcile(attempt=attempt, client=client)
             left_open += 0 if result.resolved else 1
             label = {
                 "applied": "applied",
