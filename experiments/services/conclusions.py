@@ -177,7 +177,7 @@ def experiment_force_conclude(
     try:
         result = client.force_conclude(workspace.mixpanel_workspace_id, experiment_id, end_date=end_date)
     except Exception as exc:
-        return _put_failed(attempt, exc, name=name, before=before, started=started)
+        return write_failed(attempt, exc, before=before, started=started, failed=MSG_PUT_FAILED, unknown=MSG_UNKNOWN)
 
     # 4. An answer came: record what it says.
     outcome = _put_answered(attempt, result, name=name, before=before, started=started)
@@ -186,21 +186,45 @@ def experiment_force_conclude(
     return outcome
 
 
-def _put_failed(
-    attempt: ConclusionAttempt, exc: BaseException, *, name: str, before: mixpanel.Experiment, started: float
+def write_failed(
+    attempt: ConclusionAttempt,
+    exc: BaseException,
+    *,
+    before: mixpanel.Experiment,
+    started: float,
+    failed: str,
+    unknown: str,
 ) -> ConclusionOutcome:
-    """Record a PUT that raised. The client's exception family says whether Mixpanel may
-    have applied it (outcome_unknown); anything else we did not expect may have, too."""
+    """Record a PUT or PATCH that raised. The client's exception family says whether Mixpanel
+    may have applied it (outcome_unknown); anything else we did not expect may have, too.
+    `failed` and `unknown` are the action's messages, formatted with the error."""
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     timing = {"duration_ms": ms_since(started), "http_status": getattr(exc, "http_status", None)}
     if isinstance(exc, mixpanel.MixpanelError) and not exc.outcome_unknown:
-        message = MSG_PUT_FAILED.format(name=name, error=exc.message)
+        message = failed.format(name=name, error=exc.message)
         sent = exc.http_status is not None
         evidence = {"before": before, "error": exc, "sent": sent, **timing}
         return finish_attempt(attempt, AttemptState.FAILED, message, True, **evidence)
     if not isinstance(exc, mixpanel.MixpanelError):
-        log_unexpected(exc, attempt=attempt, step="force conclude")
-    message = MSG_UNKNOWN.format(name=name, error=audit_payloads.error_data(exc)["message"])
+        log_unexpected(exc, attempt=attempt, step=attempt.action)
+    message = unknown.format(name=name, error=audit_payloads.error_data(exc)["message"])
     return finish_attempt(attempt, AttemptState.UNKNOWN, message, False, before=before, error=exc, sent=True, **timing)
+
+
+def answer_evidence(result: mixpanel.ConcludeResult, *, before: mixpanel.Experiment, started: float) -> dict[str, Any]:
+    """What a PUT or PATCH that answered leaves in the trail: the experiment before, and the answer as received."""
+    return {
+        "before": before,
+        "sent": True,
+        "http_status": result.http_status,
+        "duration_ms": ms_since(started),
+        "response": audit_payloads.answer(
+            http_status=result.http_status,
+            body=result.raw_body or auditlog.canonical_json(dict(result.experiment.raw)),
+            truncated=bool(result.truncated),
+            returned=result.experiment,
+        ),
+    }
 
 
 def _put_answered(
@@ -214,18 +238,7 @@ def _put_answered(
     """Record a PUT that answered. It counts as applied only if the experiment it returns
     is this one and is now concluded, success or fail."""
     returned = result.experiment
-    evidence = {
-        "before": before,
-        "sent": True,
-        "http_status": result.http_status,
-        "duration_ms": ms_since(started),
-        "response": audit_payloads.answer(
-            http_status=result.http_status,
-            body=result.raw_body or auditlog.canonical_json(dict(returned.raw)),
-            truncated=bool(result.truncated),
-            returned=returned,
-        ),
-    }
+    evidence = answer_evidence(result, before=before, started=started)
     if returned.id != attempt.experiment_id:
         message = MSG_UNKNOWN.format(name=name, error=MSG_ANSWERED_OTHER)
         return finish_attempt(attempt, AttemptState.UNKNOWN, message, release_claim=False, **evidence)

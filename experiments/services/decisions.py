@@ -12,7 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog, mixpanel
+from experiments import auditlog, mixpanel
 from experiments.dates import format_utc
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 from experiments.selectors import workspaces as workspace_selectors
@@ -21,13 +21,13 @@ from experiments.services.conclusions import (
     MSG_NO_EXPERIMENT,
     MSG_WRONG_EXPERIMENT,
     ConclusionOutcome,
+    answer_evidence,
     finish_attempt,
     invalidate_list,
-    log_unexpected,
-    ms_since,
     quoted_name,
     read_failure,
     record_blocked,
+    write_failed,
 )
 
 # The note goes upstream as the decision's message and into the audit trail.
@@ -128,29 +128,13 @@ def experiment_decide(
             message=body["message"],
         )
     except Exception as exc:
-        return _patch_failed(attempt, exc, name=name, before=before, started=started)
+        return write_failed(attempt, exc, before=before, started=started, failed=MSG_PATCH_FAILED, unknown=MSG_UNKNOWN)
 
     # 4. An answer came: record what it says.
     outcome = _patch_answered(attempt, result, name=name, before=before, started=started)
     if outcome.ok:
         invalidate_list(workspace)
     return outcome
-
-
-def _patch_failed(
-    attempt: ConclusionAttempt, exc: BaseException, *, name: str, before: mixpanel.Experiment, started: float
-) -> ConclusionOutcome:
-    """Record a PATCH that raised: the client's exception family says definite or unknown."""
-    timing = {"duration_ms": ms_since(started), "http_status": getattr(exc, "http_status", None)}
-    if isinstance(exc, mixpanel.MixpanelError) and not exc.outcome_unknown:
-        message = MSG_PATCH_FAILED.format(name=name, error=exc.message)
-        sent = exc.http_status is not None
-        evidence = {"before": before, "error": exc, "sent": sent, **timing}
-        return finish_attempt(attempt, AttemptState.FAILED, message, True, **evidence)
-    if not isinstance(exc, mixpanel.MixpanelError):
-        log_unexpected(exc, attempt=attempt, step="decide")
-    message = MSG_UNKNOWN.format(name=name, error=audit_payloads.error_data(exc)["message"])
-    return finish_attempt(attempt, AttemptState.UNKNOWN, message, False, before=before, error=exc, sent=True, **timing)
 
 
 def _patch_answered(
@@ -163,18 +147,7 @@ def _patch_answered(
 ) -> ConclusionOutcome:
     """Record a PATCH that answered: applied only if the returned experiment is this one, decided."""
     returned = result.experiment
-    evidence = {
-        "before": before,
-        "sent": True,
-        "http_status": result.http_status,
-        "duration_ms": ms_since(started),
-        "response": audit_payloads.answer(
-            http_status=result.http_status,
-            body=result.raw_body or auditlog.canonical_json(dict(returned.raw)),
-            truncated=bool(result.truncated),
-            returned=returned,
-        ),
-    }
+    evidence = answer_evidence(result, before=before, started=started)
     if returned.id != attempt.experiment_id:
         message = MSG_UNKNOWN.format(name=name, error=MSG_ANSWERED_OTHER)
         return finish_attempt(attempt, AttemptState.UNKNOWN, message, False, **evidence)
