@@ -99,7 +99,9 @@ def log_in(page: Page, base_url: str, username: str) -> None:
     expect(page.locator("main h1")).to_be_visible()
 
 
-def check_screens(page: Page, report: AxeReport, base: str, *, role: str, ws: Any, exp: dict, attempt: Any) -> None:
+def check_screens(
+    page: Page, report: AxeReport, base: str, *, role: str, ws: Any, exp: dict, ended: dict, attempt: Any
+) -> None:
     """Every screen this role can reach, and every dialog it can open, at the current width."""
     report.check(page.goto(base + "/") and page, f"{role}: home")
     report.check(page.goto(base + reverse("experiments:audit-list")) and page, f"{role}: audit list")
@@ -139,6 +141,13 @@ def check_screens(page: Page, report: AxeReport, base: str, *, role: str, ws: An
         expect(page.locator("#force-conclude-dialog")).to_be_hidden()
     else:
         expect(opener).to_have_count(0)
+    if role in ("concluder", "admin"):
+        page.goto(base + reverse("experiments:experiment-detail", args=[ws.pk, ended["id"]]))
+        page.get_by_role("link", name="Record the decision").click()
+        expect(page.locator("#decide-form")).to_be_visible()
+        report.check(page, f"{role}: record-the-decision dialog", within="#decide-dialog")
+        page.keyboard.press("Escape")
+        expect(page.locator("#decide-dialog")).to_be_hidden()
     # Without JavaScript the action is a page of its own (a 403 page for a viewer).
     page.goto(base + reverse("experiments:experiment-force-conclude", args=[ws.pk, exp["id"]]))
     report.check(page, f"{role}: end-analysis page without JavaScript")
@@ -149,6 +158,7 @@ def test_no_serious_axe_violation_on_any_screen(
     browser: Browser, live_server, standin, workspace, pm, django_user_model, role
 ):
     exp = next(e for e in standin.experiments(1001) if MISMATCH in e["name"])
+    ended = next(e for e in standin.experiments(1001) if e["status"] == "concluded" and e["variants"])
     user = make_user(django_user_model, role, workspace)
     attempt = make_attempt(workspace=workspace, actor=pm, experiment_id=exp["id"], experiment_name=exp["name"])
     make_attempt(workspace=workspace, actor=pm, outcome="failed", http_status=503, error="Mixpanel was down.")
@@ -174,7 +184,7 @@ def test_no_serious_axe_violation_on_any_screen(
                 page.goto(live_server.url + reverse("login"))
                 report.check(page, "anonymous: login page")
                 log_in(page, live_server.url, role)
-            check_screens(page, report, live_server.url, role=role, ws=workspace, exp=exp, attempt=attempt)
+            check_screens(page, report, live_server.url, role=role, ws=workspace, exp=exp, ended=ended, attempt=attempt)
         page.goto(live_server.url + reverse("experiments:audit-list"))
         page.get_by_role("button", name="Log out").click()
         expect(page.locator("main h1")).to_be_visible()
