@@ -3,9 +3,6 @@
 Contract: ../shared/mixpanel-experiments-api.md. Everything received is untrusted:
 it is parsed here, at the boundary, into frozen dataclasses, and the full JSON is
 kept alongside as opaque data for the audit trail.
-
-INTERFACE FROZEN FOR PARALLEL WORK: the names below are used by selectors,
-services and views; new names may be added, none removed or changed.
 """
 
 from __future__ import annotations
