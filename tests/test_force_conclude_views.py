@@ -585,9 +585,12 @@ def test_concluding_from_the_list_moves_its_tab_counts_in_place(pm_client, works
     assert 'Active <span class="count">2</span>' in page
     assert 'Ended, not decided <span class="count">1</span>' in page
 
+    lists_before = fake.list_calls
     html = pm_client.post(conclude_url(workspace), form_data(list_query="status=active"), **HTMX).content.decode()
 
     assert fake.status_of(exp_id=ACTIVE) == "concluded"
+    # The counts come from the copy read before the press: no second read of the whole list.
+    assert fake.list_calls == lists_before
     tabs = html[html.index('<nav id="status-tabs" aria-label="Status" class="tab-groups" hx-swap-oob="true">') :]
     tabs = tabs[: tabs.index("</nav>")]
     assert 'Active <span class="count">1</span>' in tabs

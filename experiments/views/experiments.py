@@ -8,6 +8,7 @@ swap 4xx/5xx); without JavaScript, POSTs redirect with a message.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -346,6 +347,7 @@ def _outcome_fragment(
     back: str,
     list_query: str,
     dialog: str = CONCLUDE_TEMPLATE + "#dialog",
+    before: Any = None,
 ) -> HttpResponse:
     """The updated row (or page section) in place, a fresh closed dialog out of band, and,
     when the experiment changed, what else on the page shows its status (out of band)."""
@@ -361,7 +363,7 @@ def _outcome_fragment(
     context.update(access=access, workspace=access.workspace)
     html = render_to_string(template, context, request=request)
     if outcome.ok:
-        html += _changed_elsewhere(request, access, shown, back=back, list_query=list_query)
+        html += _changed_elsewhere(request, access, shown, back=back, list_query=list_query, before=before)
     # Replacing the open <dialog> element closes it: no script needed.
     html += render_to_string(dialog, {"oob": True}, request=request)
     response = HttpResponse(html)
@@ -371,7 +373,13 @@ def _outcome_fragment(
 
 
 def _changed_elsewhere(
-    request: HtmxHttpRequest, access: WorkspaceAccess, experiment: Any, *, back: str, list_query: str
+    request: HtmxHttpRequest,
+    access: WorkspaceAccess,
+    experiment: Any,
+    *,
+    back: str,
+    list_query: str,
+    before: Any = None,
 ) -> str:
     """Out-of-band swaps for an experiment whose status just changed: on its page the
     header (status badge, days running) and the end date; on the list the tab counts."""
@@ -387,14 +395,21 @@ def _changed_elsewhere(
         )
         html = render_to_string(DETAIL_TEMPLATE + "#experiment-header", context, request=request)
         return html + render_to_string(DETAIL_TEMPLATE + "#experiment-end", context, request=request)
-    # The list was invalidated by the service: this reads it again, once, for fresh counts.
-    query = ExperimentListQuery.from_querystring(list_query)
-    snapshot = list_selectors.experiment_list_cached(workspace=access.workspace)
-    if snapshot.error:
+    # The service dropped the cached list, and reading it again would cost every press a
+    # second call to Mixpanel. The copy read before the press, with this experiment moved
+    # to its new status, gives the same counts.
+    if before is None or before.index is None:
         return ""  # the counts stay as they were; the next page load shows them
+    query = ExperimentListQuery.from_querystring(list_query)
     page = list_selectors.experiment_list_page(
-        snapshot=snapshot, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=query.size
+        snapshot=before, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=query.size
     )
+    counts = dict(page.counts)
+    was = before.index.get(experiment.id)
+    if was is not None and was.status != experiment.status and counts.get(was.status, 0) > 0:
+        counts[was.status] -= 1
+        counts[experiment.status] = counts.get(experiment.status, 0) + 1
+    page = dataclasses.replace(page, counts=counts)
     context["tab_groups"] = _tab_groups(query, page, _list_url(access.workspace.pk), counts_known=True)
     return render_to_string(LIST_TEMPLATE + "#status-tabs", context, request=request)
 
@@ -415,6 +430,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         "back_url": _back_url(access, experiment_id, back, list_query),
         "hx_target": "#conclude-section" if back == "detail" else "#" + list_selectors.experiment_dom_id(experiment_id),
     }
+    before = list_selectors.experiment_list_cached(workspace=access.workspace)
     listed = list_selectors.experiment_lookup(workspace=access.workspace, experiment_id=experiment_id)
     if listed.unavailable:
         context["unavailable"] = listed.unavailable
@@ -450,7 +466,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
     if outcome.attempt is not None:
         observability.bind(attempt_id=outcome.attempt.pk)  # on this request's log line
     if _wants_fragment(request):
-        return _outcome_fragment(request, access, experiment, outcome, back=back, list_query=list_query)
+        return _outcome_fragment(request, access, experiment, outcome, back=back, list_query=list_query, before=before)
     if outcome.ok:
         messages.success(request, outcome.message)
     elif outcome.state in (AttemptState.UNKNOWN, AttemptState.REQUESTED, "blocked"):
