@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.tasks import TaskResultStatus
 from django.utils import timezone
@@ -47,8 +47,14 @@ def run_ready_tasks() -> list[DBTaskResult]:
         excluded_queue_names=[],
     )
     ran = []
-    while (row := DBTaskResult.objects.ready().get_locked()) is not None:
-        row.claim(worker.worker_id)
+    while True:
+        # Claimed in a transaction, as the worker does: get_locked() is SELECT ... FOR UPDATE,
+        # which PostgreSQL refuses outside one (a live-server test has no outer transaction).
+        with transaction.atomic():
+            row = DBTaskResult.objects.ready().get_locked()
+            if row is None:
+                break
+            row.claim(worker.worker_id)
         worker.run_task(row)
         row.refresh_from_db()
         ran.append(row)
