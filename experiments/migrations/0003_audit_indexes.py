@@ -1,4 +1,4 @@
-"""Indexes for the audit list's combined filters (issue 6).
+"""Indexes for the audit list's combined filters.
 
 Each serves one query of experiments.selectors.audit_attempt_page, newest first by id:
 - attempt_ws_state_id_idx: a workspace's attempts with one outcome ("failures in Growth").
