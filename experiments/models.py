@@ -33,6 +33,23 @@ class Workspace(models.Model):
     mixpanel_project_id = models.PositiveBigIntegerField("Mixpanel project id", null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # Two-person approval: when on, a concluder's press becomes a request that another
+    # concluder or admin approves (which sends the PUT) or rejects within the window.
+    requires_approval = models.BooleanField(
+        "requires two-person approval",
+        default=False,
+        help_text="A press of Force conclude becomes a request a second concluder or admin must approve.",
+    )
+    approval_window_hours = models.PositiveSmallIntegerField(
+        default=24, help_text="How long a request waits for approval before it expires."
+    )
+    # Notifications. The webhook URL is a secret: only its sealed form (encrypted with a
+    # key derived from SECRET_KEY, see experiments.services.notifications) and a short
+    # hint are stored; neither is ever the URL in clear.
+    webhook_url_sealed = models.TextField(blank=True)
+    webhook_url_hint = models.CharField(max_length=80, blank=True)
+    email_bookmarkers = models.BooleanField("email the people who bookmarked the experiment", default=False)
+
     class Meta:
         ordering = ["name", "id"]
         constraints = [
@@ -82,6 +99,11 @@ class AttemptState(models.TextChoices):
     UNKNOWN = "unknown", "Outcome unknown"
     RECONCILED_APPLIED = "reconciled_applied", "Reconciled: applied"
     RECONCILED_NOT_APPLIED = "reconciled_not_applied", "Reconciled: not applied"
+    # Two-person approval: a request waits for a second person; an approval moves it to
+    # REQUESTED (and the PUT is sent), a rejection or the end of its window closes it.
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired"
 
 
 class AttemptAction(models.TextChoices):
@@ -121,6 +143,16 @@ class ConclusionAttempt(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Two-person approval (blank for a press in a workspace that does not require it):
+    # when the request expires, and who approved or rejected it, when and why.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reviewer_name = models.CharField(max_length=300, blank=True)
+    review_note = models.TextField(blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -193,6 +225,10 @@ class EntryKind(models.TextChoices):
     DECISION_UNKNOWN = "decision_unknown", "Decision outcome unknown"
     DECISION_RECONCILED = "decision_reconciled", "Decision reconciled"
     DECISION_LATE_ANSWER = "decision_late_answer", "Late decision answer after reconciling"
+    APPROVAL_REQUESTED = "approval_requested", "Approval requested"
+    APPROVAL_APPROVED = "approval_approved", "Request approved"
+    APPROVAL_REJECTED = "approval_rejected", "Request rejected"
+    APPROVAL_EXPIRED = "approval_expired", "Request expired"
     BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
 
@@ -369,3 +405,55 @@ class RoleChange(models.Model):
     def __str__(self) -> str:
         where = self.workspace_name or "all workspaces"
         return f"{self.user_name}: {self.action} {self.role} in {where}"
+
+
+class DeliveryChannel(models.TextChoices):
+    WEBHOOK = "webhook", "Webhook"
+    EMAIL = "email", "Email"
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed, will retry"
+    GAVE_UP = "gave_up", "Gave up"
+
+
+class NotificationDelivery(models.Model):
+    """One message about one audit entry (an outcome or an approval step) to one place.
+
+    Created with the entry, in its transaction, and sent by a background task with
+    bounded retries; a delivery never changes the attempt it tells about. `recipient`
+    is an email address or the webhook URL's hint, never the URL itself.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="deliveries")
+    entry = models.ForeignKey(AuditEntry, on_delete=models.PROTECT, related_name="deliveries")
+    attempt = models.ForeignKey(
+        ConclusionAttempt, on_delete=models.PROTECT, null=True, blank=True, related_name="deliveries"
+    )
+    channel = models.CharField(max_length=10, choices=DeliveryChannel.choices)
+    recipient = models.CharField(max_length=254)
+    subject = models.CharField(max_length=300, blank=True)
+    body = models.TextField(blank=True)
+    state = models.CharField(max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING)
+    tries = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "notification deliveries"
+        constraints = [
+            # One message per entry and place, however often the hook runs.
+            models.UniqueConstraint(fields=["entry", "channel", "recipient"], name="delivery_unique_entry_place"),
+        ]
+        indexes = [
+            # The workspace settings page: its deliveries, newest first.
+            models.Index(fields=["workspace", "-id"], name="delivery_ws_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} to {self.recipient} about entry #{self.entry_id}"
