@@ -41,7 +41,8 @@ from experiments.selectors.workspaces import WorkspaceAccess
 
 LIST_GOOD_COPY_SECONDS = 7 * 24 * 3600
 LIST_FAILURE_BACKOFF_SECONDS = 15
-LIST_CACHE_PREFIX = "experiment-list:v2"
+# Its version changes with the shape of ExperimentSummary: an older pickled copy would lack the new fields.
+LIST_CACHE_PREFIX = "experiment-list:v3"
 NO_COPY_MESSAGE = "The experiment list could not be read from Mixpanel and no earlier copy is available."
 # Order of the "status" sort: the lifecycle, then anything unexpected.
 _STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
