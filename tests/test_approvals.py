@@ -15,7 +15,7 @@ from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, Conc
 from experiments.services import approvals
 from experiments.services import conclusions as conclusion_services
 from tests.factories import _clock_shifted, assert_chain_valid
-from tests.fake_mixpanel import EXP_ID, FakeMixpanel
+from tests.fake_mixpanel import FakeMixpanel
 from tests.test_services_force_conclude import conclude, kinds
 from tests.test_tasks import make_due, run_ready_tasks, waiting
 
@@ -55,13 +55,15 @@ def test_a_press_in_a_workspace_that_requires_approval_sends_nothing_and_holds_t
     attempt = ConclusionAttempt.objects.get()
     assert outcome.state == attempt.state == AttemptState.AWAITING_APPROVAL
     assert "waits for another concluder or admin" in outcome.message
-    assert fake.puts == [] and fake.get_calls == []
+    assert fake.puts == []
+    assert fake.get_calls == []
     assert kinds(attempt) == [EntryKind.APPROVAL_REQUESTED]
     assert ConclusionClaim.objects.get().attempt_id == attempt.pk
     assert attempt.expires_at == attempt.created_at + dt.timedelta(hours=24)
     # Its one queued task is the expiry, at the end of the window; no reconcile of a PUT never sent.
     [task] = waiting()
-    assert task.task_path.endswith("expire_request") and task.run_after == attempt.expires_at
+    assert task.task_path.endswith("expire_request")
+    assert task.run_after == attempt.expires_at
     assert_chain_valid()
 
 
@@ -70,16 +72,20 @@ def test_a_second_person_approves_and_exactly_one_put_is_sent(approving, pm, sec
     attempt = request_it(approving, pm, fake)
     outcome = review(attempt, second, approvals.APPROVE, "Looks right.", fake)
     attempt.refresh_from_db()
-    assert outcome.ok and attempt.state == AttemptState.SUCCEEDED
+    assert outcome.ok
+    assert attempt.state == AttemptState.SUCCEEDED
     assert len(fake.puts) == 1
     assert kinds(attempt) == [EntryKind.APPROVAL_REQUESTED, EntryKind.APPROVAL_APPROVED, EntryKind.CONCLUSION_SUCCEEDED]
     # The press stays the requester's; the approval is the second person's, with their note.
-    assert attempt.actor == pm and attempt.reviewer == second and attempt.review_note == "Looks right."
+    assert attempt.actor == pm
+    assert attempt.reviewer == second
+    assert attempt.review_note == "Looks right."
     approved = AuditEntry.objects.get(kind=EntryKind.APPROVAL_APPROVED)
     assert approved.actor == second
     # A second approval (or a double click) sends nothing more.
     again = review(attempt, second, approvals.APPROVE, "", fake)
-    assert not again.ok and "already approved" in again.message
+    assert not again.ok
+    assert "already approved" in again.message
     assert len(fake.puts) == 1
     assert_chain_valid()
 
@@ -90,7 +96,8 @@ def test_nobody_approves_their_own_request(approving, pm):
     outcome = review(attempt, pm, approvals.APPROVE, "", fake)
     assert outcome.message == approvals.MSG_SELF_APPROVAL
     attempt.refresh_from_db()
-    assert attempt.state == AttemptState.AWAITING_APPROVAL and fake.puts == []
+    assert attempt.state == AttemptState.AWAITING_APPROVAL
+    assert fake.puts == []
     assert kinds(attempt) == [EntryKind.APPROVAL_REQUESTED]
 
 
@@ -109,7 +116,8 @@ def test_viewers_and_outsiders_cannot_review(approving, pm, teammate, outsider):
         for decision in (approvals.APPROVE, approvals.REJECT):
             assert review(attempt, person, decision, "no", fake).message == approvals.MSG_FORBIDDEN
     attempt.refresh_from_db()
-    assert attempt.state == AttemptState.AWAITING_APPROVAL and fake.puts == []
+    assert attempt.state == AttemptState.AWAITING_APPROVAL
+    assert fake.puts == []
 
 
 def test_a_rejection_needs_a_note_closes_the_request_and_frees_the_experiment(approving, pm, second):
@@ -118,7 +126,8 @@ def test_a_rejection_needs_a_note_closes_the_request_and_frees_the_experiment(ap
     assert review(attempt, second, approvals.REJECT, "  ").message.startswith("Say why you reject it")
     outcome = review(attempt, second, approvals.REJECT, "Wait for the holiday traffic to pass.")
     attempt.refresh_from_db()
-    assert attempt.state == AttemptState.REJECTED and "Wait for the holiday" in attempt.failure_reason
+    assert attempt.state == AttemptState.REJECTED
+    assert "Wait for the holiday" in attempt.failure_reason
     assert outcome.message.startswith("Rejected")
     assert not ConclusionClaim.objects.exists()
     assert review(attempt, second, approvals.APPROVE, "", fake).message.startswith("This request was already rejected")
@@ -133,7 +142,8 @@ def test_the_requester_may_withdraw_without_a_note(approving, pm):
     outcome = review(attempt, pm, approvals.REJECT, "")
     assert outcome.message.startswith("Withdrawn")
     attempt.refresh_from_db()
-    assert attempt.state == AttemptState.REJECTED and attempt.reviewer == pm
+    assert attempt.state == AttemptState.REJECTED
+    assert attempt.reviewer == pm
 
 
 def test_an_expired_request_sends_nothing_and_is_closed_once(approving, pm, second):
@@ -147,7 +157,8 @@ def test_an_expired_request_sends_nothing_and_is_closed_once(approving, pm, seco
         make_due(task)
         assert [r.return_value for r in run_ready_tasks()] == [f"already {AttemptState.EXPIRED}"]
     attempt.refresh_from_db()
-    assert attempt.state == AttemptState.EXPIRED and fake.puts == []
+    assert attempt.state == AttemptState.EXPIRED
+    assert fake.puts == []
     assert kinds(attempt) == [EntryKind.APPROVAL_REQUESTED, EntryKind.APPROVAL_EXPIRED]
     assert not ConclusionClaim.objects.exists()
     assert_chain_valid()
@@ -170,7 +181,8 @@ def test_the_expiry_task_closes_an_unanswered_request_when_its_window_ends(appro
     assert attempt.state == AttemptState.EXPIRED
     assert "within 2 h" in attempt.failure_reason
     entry = AuditEntry.objects.get(kind=EntryKind.APPROVAL_EXPIRED)
-    assert entry.actor is None and entry.actor_name == conclusion_services.EXPIRY_NAME
+    assert entry.actor is None
+    assert entry.actor_name == conclusion_services.EXPIRY_NAME
 
 
 def test_a_press_that_finds_an_overdue_request_closes_it_and_asks_anew(approving, pm, second):
@@ -178,7 +190,8 @@ def test_a_press_that_finds_an_overdue_request_closes_it_and_asks_anew(approving
     first = request_it(approving, pm, fake)
     with _clock_shifted(dt.timedelta(hours=25)):
         outcome = conclude(approving, second, fake)
-    assert outcome.state == AttemptState.AWAITING_APPROVAL and outcome.attempt.pk != first.pk
+    assert outcome.state == AttemptState.AWAITING_APPROVAL
+    assert outcome.attempt.pk != first.pk
     first.refresh_from_db()
     assert first.state == AttemptState.EXPIRED
 
@@ -200,7 +213,8 @@ def test_an_approval_for_someone_who_lost_the_role_is_refused(approving, pm, sec
     attempt = request_it(approving, pm, fake)
     Membership.objects.filter(user=pm).update(role=Role.VIEWER)
     outcome = review(attempt, second, approvals.APPROVE, "", fake)
-    assert "may no longer end analyses" in outcome.message and fake.puts == []
+    assert "may no longer end analyses" in outcome.message
+    assert fake.puts == []
 
 
 def test_an_approved_request_is_reconciled_from_its_approval_not_its_asking(approving, pm, second, monkeypatch):
@@ -219,7 +233,8 @@ def test_an_approved_request_is_reconciled_from_its_approval_not_its_asking(appr
             == attempt.reviewed_at + reconcile_services.in_flight_limit()
         )
         result = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
-        assert result.outcome == "too_early" and fake.get_calls == []
+        assert result.outcome == "too_early"
+        assert fake.get_calls == []
     # Its reconcile task is queued for then, beside the (now pointless) expiry task.
     paths = sorted(task.task_path.rsplit(".", 1)[1] for task in waiting())
     assert paths == ["expire_request", "reconcile_attempt"]
