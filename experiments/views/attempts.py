@@ -164,9 +164,12 @@ def attempt_review(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int)
             return _render_waiting(request, access, attempt, part="waiting", message=outcome.message)
         return _redirect_with(request, access, attempt, outcome.message, False)
     ok = outcome.ok or attempt.state in OPEN_STATES
+    message = outcome.message
+    if attempt.reviewer_id == request.user.pk and decision == approval_services.APPROVE:
+        message = f"You approved {attempt.actor_name}'s request. {message}"
     if _wants_fragment(request):
-        return _render_final(request, access, attempt, outcome.message, ok)
-    return _redirect_with(request, access, attempt, outcome.message, ok)
+        return _render_final(request, access, attempt, message, ok)
+    return _redirect_with(request, access, attempt, message, ok)
 
 
 @require_POST
