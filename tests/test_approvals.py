@@ -276,3 +276,17 @@ def test_two_approvers_at_once_send_one_put(workspace, pm, second, ws_admin):
     assert len(fake.puts) == 1
     assert sorted(o.ok for o in outcomes) == [False, True]
     assert AuditEntry.objects.filter(kind=EntryKind.APPROVAL_APPROVED).count() == 1
+
+
+def test_reconcile_conclusions_closes_requests_whose_expiry_task_never_ran(approving, pm):
+    attempt = request_it(approving, pm, FakeMixpanel())
+    out = StringIO()
+    call_command("reconcile_conclusions", stdout=out)
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.AWAITING_APPROVAL
+    with _clock_shifted(dt.timedelta(hours=24, seconds=1)):
+        call_command("reconcile_conclusions", stdout=out)
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.EXPIRED
+    assert f"Request #{attempt.pk} on Checkout button colour (Growth) expired unapproved." in out.getvalue()
+    assert_chain_valid()
