@@ -133,3 +133,35 @@ def test_posting_to_a_webhook_logs_nothing_of_its_url_even_at_debug(caplog, webh
     finally:
         logging.getLogger("urllib3").setLevel(logging.NOTSET)
     assert any(r.name.startswith("urllib3") and "/other" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db
+def test_the_saved_webhook_is_nowhere_in_the_workspace_its_deliveries_or_the_admin(
+    client, workspace, pm, django_user_model
+):
+    from django.urls import reverse
+
+    from experiments.models import NotificationDelivery
+    from experiments.services import workspaces
+    from tests.factories import make_attempt
+
+    workspaces.workspace_settings_update(
+        workspace=workspace,
+        user=pm,
+        webhook_url=URL,
+        remove_webhook=False,
+        email_bookmarkers=False,
+        requires_approval=False,
+        approval_window_hours=24,
+    )
+    make_attempt(workspace=workspace, actor=pm)
+    delivery = NotificationDelivery.objects.get()
+    texts = [str(workspace), repr(workspace), str(delivery), repr(delivery), delivery.body, delivery.subject]
+    texts += [delivery.recipient, workspace.webhook_url_hint, workspace.webhook_url_sealed]
+    assert not [t for t in texts if TOKEN in t]
+    root = django_user_model.objects.create_superuser("root", password="x")
+    client.force_login(root)
+    page = client.get(reverse("admin:experiments_workspace_change", args=[workspace.pk])).content.decode()
+    assert workspace.webhook_url_hint in page
+    assert workspace.webhook_url_sealed not in page
+    assert 'name="webhook_url_sealed"' not in page
