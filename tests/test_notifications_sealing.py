@@ -62,6 +62,7 @@ def test_garbage_in_the_sealed_column_is_unreadable_not_an_error(garbage):
         ("HTTPS://Hooks.Example.com:8443/a/very/long/path/x9Qz", "https://hooks.example.com:8443/…x9Qz"),
         # A short rest would be mostly given away by its last characters: none shown.
         ("https://example.com/hook", "https://example.com/…"),
+        ("http://[::1]:8080/services/abcdefghijklmnop", "http://[::1]:8080/…mnop"),
         # A user name and password in the URL are never part of the hint.
         ("https://alice:pa55word@hooks.example.com/services/abcdefghijklmnop", "https://hooks.example.com/…mnop"),
     ],

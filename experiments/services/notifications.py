@@ -200,6 +200,8 @@ def webhook_hint(url: str) -> str:
     host = parts.hostname or ""
     if len(host) > HINT_HOST_MAX:
         host = host[:HINT_HOST_MAX] + "…"
+    if ":" in host:  # an IPv6 address keeps its brackets, so a port after it reads as one
+        host = f"[{host}]"
     if parts.port:
         host += f":{parts.port}"
     rest = url.split(parts.netloc, 1)[1] if parts.netloc else ""
