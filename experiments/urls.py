@@ -28,6 +28,8 @@ urlpatterns = [
     # An open conclusion attempt: its waiting line (polled) and "Check Mixpanel now"
     path(W + "attempts/<id:attempt_pk>/status/", attempts.attempt_status, name="attempt-status"),
     path(W + "attempts/<id:attempt_pk>/check/", attempts.attempt_check, name="attempt-check"),
+    # A request waiting for a second person's approval: approve, reject or withdraw
+    path(W + "attempts/<id:attempt_pk>/review/", attempts.attempt_review, name="attempt-review"),
     # Audit review: read-only, for members and reviewers of all workspaces
     path("audit/", audit.audit_list, name="audit-list"),
     path("audit/<id:pk>/", audit.audit_detail, name="audit-detail"),

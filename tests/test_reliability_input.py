@@ -97,7 +97,10 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
         "GET": [({}, [])],
         "POST": [({"decision": "none", "note": "Fuzzing the decision"}, ["decision", "note"])],
     },
-    "experiments:attempt-status": {"GET": [({}, ["back", "list_query"])]},
+    "experiments:attempt-status": {"GET": [({}, ["back", "list_query", "was"])]},
+    "experiments:attempt-review": {
+        "POST": [({"decision": "reject", "note": "Fuzzing the review"}, ["decision", "note", "back", "list_query"])]
+    },
     "experiments:attempt-check": {"POST": [({}, ["back", "list_query"])]},
     "experiments:audit-list": {"GET": [({}, [*AUDIT_FILTERS, "cursor"])]},
     "experiments:audit-workspace-list": {"GET": [({}, [*AUDIT_FILTERS, "cursor"])]},

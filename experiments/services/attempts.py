@@ -44,7 +44,11 @@ def attempt_claim(
                 # process dies before the outcome, or the outcome is unknown, the worker
                 # reads the experiment once the PUT cannot be in flight. An attempt that
                 # got its outcome is final by then, and the task does nothing.
-                tasks.reconcile_attempt_when_judgeable(attempt=attempt)
+                # A request for approval sends nothing yet: it is looked at when it lapses.
+                if attempt.state == AttemptState.AWAITING_APPROVAL:
+                    tasks.expire_request_when_due(attempt=attempt)
+                else:
+                    tasks.reconcile_attempt_when_judgeable(attempt=attempt)
             return attempt, None
         except IntegrityError:
             claims = ConclusionClaim.objects.select_related("attempt")
@@ -67,7 +71,7 @@ def attempt_record_intent(*, request: dict[str, Any]) -> ConclusionAttempt:
         payload = audit_payloads.requested(
             attempt, mixpanel_workspace_id=workspace.mixpanel_workspace_id, region=workspace.region
         )
-        attempt_append_entry(attempt, audit_payloads.entry_kind(attempt.action, AttemptState.REQUESTED), payload)
+        attempt_append_entry(attempt, audit_payloads.entry_kind(attempt.action, attempt.state), payload)
     return attempt
 
 
