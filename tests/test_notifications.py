@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core import mail
 from django.db import connection
 from django.tasks import TaskResultStatus
@@ -250,19 +249,20 @@ def approval_entry(attempt, kind, **by):
 
 @pytest.fixture
 def crew(django_user_model, workspace):
-    """The requester, a second concluder, an admin, a viewer, and an inactive concluder."""
-    return {
+    """The requester, a second concluder, an admin, a viewer, an inactive concluder, and an
+    admin without an email address."""
+    crew = {
         "requester": person(django_user_model, workspace, "rita", Role.CONCLUDER),
         "concluder": person(django_user_model, workspace, "carl", Role.CONCLUDER),
         "admin": person(django_user_model, workspace, "adam", Role.ADMIN),
         "viewer": person(django_user_model, workspace, "vera", Role.VIEWER),
         "gone": person(django_user_model, workspace, "gus", Role.CONCLUDER, is_active=False),
-        "no_email": person(django_user_model, workspace, "nell", Role.ADMIN),
+        "no_email": with_address(person(django_user_model, workspace, "nell", Role.ADMIN), ""),
     }
+    return crew
 
 
 def test_a_request_for_approval_emails_the_requester_and_every_possible_approver(workspace, crew):
-    get_user_model().objects.filter(username="nell").update(email="")
     email_on(workspace)
     attempt = make_attempt(workspace=workspace, actor=crew["requester"], outcome=None)
     attempt.expires_at = timezone.now() + dt.timedelta(hours=24)
@@ -576,3 +576,105 @@ def test_webhook_and_email_together_are_two_deliveries_sent_independently(worksp
     assert len(mail.outbox) == 1
     by_channel = {d.channel: d.state for d in deliveries()}
     assert by_channel == {DeliveryChannel.WEBHOOK: DeliveryState.FAILED, DeliveryChannel.EMAIL: DeliveryState.SENT}
+
+
+# --- Through the real two-person approval ------------------------------------------------------
+
+
+@pytest.fixture
+def approving(workspace, crew):
+    workspace.requires_approval = True
+    workspace.email_bookmarkers = True
+    workspace.save()
+    webhook_on(workspace, "https://hooks.example.com/services/abcdefghijklmnopqrstuvwx")
+    return workspace
+
+
+def ask(workspace, requester, fake):
+    from tests.test_services_force_conclude import conclude
+
+    outcome = conclude(workspace, requester, fake)
+    assert outcome.state == AttemptState.AWAITING_APPROVAL
+    return ConclusionAttempt.objects.get(pk=outcome.attempt.pk)
+
+
+def told(kind) -> list[tuple[str, str]]:
+    return sorted((d.channel, d.recipient) for d in deliveries(entry__kind=kind))
+
+
+def test_an_approved_request_tells_each_step_and_the_outcome(approving, crew):
+    from experiments.services import approvals
+
+    fake = FakeMixpanel()
+    bookmark(approving, crew["viewer"])
+    attempt = ask(approving, crew["requester"], fake)
+    hook = ("webhook", approving.webhook_url_hint)
+    assert told(EntryKind.APPROVAL_REQUESTED) == [
+        ("email", "adam@example.com"),
+        ("email", "carl@example.com"),
+        ("email", "rita@example.com"),
+        hook,
+    ]
+
+    outcome = approvals.conclusion_review(
+        attempt=attempt, user=crew["concluder"], decision=approvals.APPROVE, note="Looks right.", client=fake
+    )
+    assert outcome.ok, outcome.message
+    assert told(EntryKind.APPROVAL_APPROVED) == [("email", "rita@example.com"), hook]
+    assert told(EntryKind.CONCLUSION_SUCCEEDED) == [("email", "vera@example.com"), hook]
+    approved = deliveries(entry__kind=EntryKind.APPROVAL_APPROVED, channel=DeliveryChannel.EMAIL)[0].body
+    assert "Carl (carl) approved Rita (rita)'s request to force conclude" in approved
+    assert "Reviewer's note: Looks right." in approved
+    succeeded = deliveries(entry__kind=EntryKind.CONCLUSION_SUCCEEDED, channel=DeliveryChannel.EMAIL)[0].body
+    assert "Pressed by: Rita (rita)" in succeeded
+    assert "Approved by: Carl (carl)" in succeeded
+    assert len(fake.puts) == 1
+    assert_chain_valid()
+
+
+def test_a_rejected_and_a_withdrawn_request_are_told_to_the_requester(approving, crew):
+    from experiments.services import approvals
+
+    fake = FakeMixpanel()
+    attempt = ask(approving, crew["requester"], fake)
+    approvals.conclusion_review(
+        attempt=attempt, user=crew["admin"], decision=approvals.REJECT, note="Too early to tell.", client=fake
+    )
+    (rejected,) = deliveries(entry__kind=EntryKind.APPROVAL_REJECTED, channel=DeliveryChannel.EMAIL)
+    assert rejected.recipient == "rita@example.com"
+    assert "Adam (adam) rejected Rita (rita)'s request" in rejected.body
+    assert "Reviewer's note: Too early to tell." in rejected.body
+
+    attempt = ask(approving, crew["requester"], fake)
+    approvals.conclusion_review(
+        attempt=attempt, user=crew["requester"], decision=approvals.REJECT, note="", client=fake
+    )
+    withdrawn = deliveries(entry__kind=EntryKind.APPROVAL_REJECTED, channel=DeliveryChannel.EMAIL)[-1]
+    assert "Rita (rita) withdrew their request to force conclude" in withdrawn.body
+    assert fake.puts == []
+
+
+def test_an_expired_request_is_told_to_the_requester_and_sends_nothing(approving, crew):
+    from tests.factories import _clock_shifted
+
+    fake = FakeMixpanel()
+    ask(approving, crew["requester"], fake)
+    with _clock_shifted(dt.timedelta(hours=24, seconds=1)):
+        (expiry,) = [t for t in waiting() if t.task_path.endswith("expire_request")]
+        make_due(expiry)
+        results = {r.task_path.rsplit(".", 1)[1]: r.return_value for r in run_ready_tasks()}
+    assert results["expire_request"] == "expired"
+    assert told(EntryKind.APPROVAL_EXPIRED) == [("email", "rita@example.com"), ("webhook", approving.webhook_url_hint)]
+    (email,) = deliveries(entry__kind=EntryKind.APPROVAL_EXPIRED, channel=DeliveryChannel.EMAIL)
+    assert "expired without approval; nothing was sent" in email.body
+    assert fake.puts == []
+
+
+def test_a_press_refused_while_a_request_waits_is_not_told(approving, crew):
+    fake = FakeMixpanel()
+    ask(approving, crew["requester"], fake)
+    from tests.test_services_force_conclude import conclude
+
+    refused = conclude(approving, crew["concluder"], fake)
+    assert refused.state == "blocked"
+    assert deliveries(attempt=refused.attempt) == []

@@ -369,6 +369,8 @@ def _headline(entry: AuditEntry, attempt: ConclusionAttempt, name: str, where: s
     if kind == EntryKind.APPROVAL_APPROVED:
         return f"{who} approved {requester}'s request to {action} {name} in {where}; it is being sent to Mixpanel."
     if kind == EntryKind.APPROVAL_REJECTED:
+        if entry.actor_id is not None and entry.actor_id == attempt.actor_id:
+            return f"{requester} withdrew their request to {action} {name} in {where}; nothing was sent."
         return f"{who} rejected {requester}'s request to {action} {name} in {where}; nothing was sent."
     return f"{requester}'s request to {action} {name} in {where} expired without approval; nothing was sent."
 
@@ -384,6 +386,8 @@ def _facts(entry: AuditEntry, attempt: ConclusionAttempt) -> list[tuple[str, str
         facts.append(("Reason", ": ".join(part for part in (category, attempt.reason_text) if part)))
         if attempt.end_date:
             facts.append(("End of the analysis window", format_utc(attempt.end_date)))
+    if entry.kind in OUTCOME_KINDS and attempt.reviewer_name:
+        facts.append(("Approved by", attempt.reviewer_name))
     if entry.kind in OUTCOME_KINDS and attempt.failure_reason:
         facts.append(("What happened", attempt.failure_reason))
     if entry.kind in (EntryKind.APPROVAL_APPROVED, EntryKind.APPROVAL_REJECTED) and attempt.review_note:
