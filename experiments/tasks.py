@@ -1,5 +1,8 @@
 """Background tasks, run by `manage.py db_worker` (django-tasks-db: the database is the queue).
 
+Three kinds: reconciling an open attempt, closing a request for approval whose window
+ended, and delivering one notification.
+
 The reconcile task resolves one force-conclude attempt left open by reading its
 experiment from Mixpanel, exactly as `reconcile_conclusions` does (it calls the same
 service function), so the two never disagree. The task is the quick path, enqueued
@@ -20,6 +23,7 @@ from dashboard.observability import log_context
 from experiments import mixpanel
 from experiments.models import AttemptState, ConclusionAttempt
 from experiments.services import conclusions as conclusion_services
+from experiments.services import notifications as notification_services
 from experiments.services import reconcile as reconcile_services
 
 logger = logging.getLogger(__name__)
@@ -132,3 +136,25 @@ def reconcile_attempt(attempt_id: int, try_number: int = 1) -> str:
         logger.info("Reconcile task: attempt #%s left open (%s); trying again in %s.", attempt_id, why, delay)
         reconcile_attempt_later(attempt_id=attempt_id, run_after=timezone.now() + delay, try_number=try_number + 1)
         return RESULT_RETRY
+
+
+def deliver_notification_later(*, delivery_id: int, run_after: dt.datetime | None = None) -> None:
+    """Queue the sending of one notification delivery, now or no sooner than `run_after`.
+
+    Called inside the transaction that wrote the delivery (or its failed try), so the
+    worker finds the row, and a row that rolled back leaves no task behind.
+    """
+    queued = deliver_notification if run_after is None else deliver_notification.using(run_after=run_after)
+    queued.enqueue(delivery_id)
+
+
+@task()
+def deliver_notification(delivery_id: int) -> str:
+    """Send one notification (a webhook post or an email) and record how it went.
+
+    A failed try queues the next one itself, after a doubling delay, up to
+    NOTIFY_MAX_TRIES tries (see notifications.delivery_send). Returns the delivery's
+    new state, kept in the task's result row: "sent", "failed", "gave_up", "already
+    <state>" or "missing". Never touches the attempt the message is about.
+    """
+    return notification_services.delivery_send(delivery_id=delivery_id)

@@ -5,6 +5,7 @@ from django.urls import path, register_converter
 from experiments.converters import ExperimentIdConverter, RowIdConverter
 from experiments.views import attempts, audit, bookmarks
 from experiments.views import experiments as exp
+from experiments.views import settings as workspace_settings
 
 app_name = "experiments"
 register_converter(RowIdConverter, "id")
@@ -40,4 +41,6 @@ urlpatterns = [
     path(W + "bookmarks/<id:bookmark_pk>/edit/", bookmarks.bookmark_update, name="bookmark-update"),
     path(W + "bookmarks/<id:bookmark_pk>/delete/", bookmarks.bookmark_delete, name="bookmark-delete"),
     path(W + "experiments/<experiment:experiment_id>/star/", bookmarks.bookmark_toggle, name="bookmark-toggle"),
+    # The workspace's settings: notifications and two-person approval (admins only)
+    path(W + "settings/", workspace_settings.workspace_settings, name="workspace-settings"),
 ]

@@ -30,7 +30,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import resolve
 
-from experiments.forms import ExperimentListQuery, ForceConcludeForm
+from experiments.forms import ExperimentListQuery, ForceConcludeForm, WorkspaceSettingsForm
 from experiments.models import ReasonCategory
 from experiments.views.audit import AuditFilterForm
 from tests.routes import ROUTES, Route, route_path, route_values
@@ -115,6 +115,15 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
     "experiments:bookmark-update": {"POST": [({"note": "n", "title": "t"}, ["note", "title", "next", "strip"])]},
     "experiments:bookmark-delete": {"POST": [({}, ["next", "strip"])]},
     "experiments:bookmark-toggle": {"POST": [({}, ["next", "strip"])]},
+    "experiments:workspace-settings": {
+        "GET": [({}, ["page"])],
+        "POST": [
+            (
+                {"approval_window_hours": "24"},
+                ["webhook_url", "remove_webhook", "email_bookmarkers", "requires_approval", "approval_window_hours"],
+            )
+        ],
+    },
 }
 # The admin's changelists read these; the rest of the admin is Django's own.
 ADMIN_CHANGELIST_PARAMS = ["q", "o", "p", "e", "all", "_to_field", "_popup", "_changelist_filters"]
@@ -251,6 +260,7 @@ def test_every_parameter_a_view_reads_is_fuzzed():
     for source in (ROOT / "experiments" / "views").glob("*.py"):
         read |= set(re.findall(r"""(?:GET|POST|data)\.get\(\s*["'](\w+)["']""", source.read_text()))
     read |= set(AuditFilterForm.base_fields) | set(ForceConcludeForm.base_fields)
+    read |= set(WorkspaceSettingsForm.base_fields)
     read |= {"status", "q", "sort", "page"} | set(ExperimentListQuery.__slots__)
     fuzzed = {name for methods in PARAMS.values() for cases in methods.values() for _, names in cases for name in names}
     fuzzed |= {name for methods in PARAMS.values() for cases in methods.values() for base, _ in cases for name in base}

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from experiments import audit_payloads, auditlog, mixpanel, tasks
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim
+from experiments.services import notifications
 
 CLAIM_TRIES = 3
 RECONCILER_NAME = "reconcile_conclusions"
@@ -76,7 +77,7 @@ def attempt_record_intent(*, request: dict[str, Any]) -> ConclusionAttempt:
 
 def attempt_append_entry(attempt: ConclusionAttempt, kind: str, payload: dict[str, Any], **by: Any) -> None:
     """One audit entry of `attempt`: where, who and which experiment, as the attempt has them."""
-    auditlog.append_entry(
+    entry = auditlog.append_entry(
         kind=kind,
         workspace=attempt.workspace,
         actor=by.get("actor", attempt.actor),
@@ -86,6 +87,7 @@ def attempt_append_entry(attempt: ConclusionAttempt, kind: str, payload: dict[st
         experiment_name=attempt.experiment_name,
         payload=payload,
     )
+    notifications.entry_recorded(entry=entry, attempt=attempt)
 
 
 def attempt_record_outcome(

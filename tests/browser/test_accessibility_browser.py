@@ -19,6 +19,7 @@ from django.urls import reverse
 from playwright.sync_api import Browser, Page, expect
 
 from experiments.models import Bookmark, BookmarkKind, Membership, Role
+from experiments.services import notifications
 from tests.factories import make_attempt
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -148,6 +149,15 @@ def check_screens(
         report.check(page, f"{role}: record-the-decision dialog", within="#decide-dialog")
         page.keyboard.press("Escape")
         expect(page.locator("#decide-dialog")).to_be_hidden()
+    if role == "admin":
+        page.goto(base + reverse("experiments:workspace-settings", args=[ws.pk]))
+        expect(page.locator(".deliveries-table")).to_be_visible()
+        report.check(page, f"{role}: workspace settings")
+        page.get_by_label("Webhook address").fill("ftp://not-a-webhook")
+        page.get_by_label("Approval window (hours)").fill("0")
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.locator("[aria-invalid=true]")).to_have_count(2)
+        report.check(page, f"{role}: workspace settings with errors")
     # Without JavaScript the action is a page of its own (a 403 page for a viewer).
     page.goto(base + reverse("experiments:experiment-force-conclude", args=[ws.pk, exp["id"]]))
     report.check(page, f"{role}: end-analysis page without JavaScript")
@@ -160,6 +170,10 @@ def test_no_serious_axe_violation_on_any_screen(
     exp = next(e for e in standin.experiments(1001) if MISMATCH in e["name"])
     ended = next(e for e in standin.experiments(1001) if e["status"] == "concluded" and e["variants"])
     user = make_user(django_user_model, role, workspace)
+    if role == "admin":  # the settings page then lists a delivery about each attempt
+        workspace.webhook_url_sealed = notifications.webhook_seal("https://hooks.example.com/services/T0/B0/abcdef")
+        workspace.webhook_url_hint = notifications.webhook_hint("https://hooks.example.com/services/T0/B0/abcdef")
+        workspace.save()
     attempt = make_attempt(workspace=workspace, actor=pm, experiment_id=exp["id"], experiment_name=exp["name"])
     make_attempt(workspace=workspace, actor=pm, outcome="failed", http_status=503, error="Mixpanel was down.")
     Bookmark.objects.create(
