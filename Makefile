@@ -41,7 +41,7 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-base requirements-dev.txt
 # 30 s margin, then the worker's 1 s poll and the page's 3 s one); real Mixpanel keeps
 # the defaults.
 run: $(VENV)/.stamp-base
-	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1}; \
+	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1} DESK_BASE_URL=$${DESK_BASE_URL:-http://127.0.0.1:$(PORT)}; \
 	$(PY) manage.py migrate --noinput -v 0 || exit 1; \
 	pids=""; trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
 	if [ -z "$$MIXPANEL_SERVICE_ACCOUNT_USERNAME$$MIXPANEL_SERVICE_ACCOUNT_USERNAME_FILE" ]; then \
@@ -53,7 +53,7 @@ run: $(VENV)/.stamp-base
 	else \
 	  $(PY) manage.py bootstrap_dev || exit 1; \
 	fi; \
-	echo "Starting the task worker (manage.py db_worker): it reconciles open force-conclude attempts."; \
+	echo "Starting the task worker (manage.py db_worker): it reconciles open force-conclude attempts and sends notifications."; \
 	$(PY) manage.py db_worker --no-reload & pids="$$pids $$!"; \
 	if [ -n "$$OIDC_ISSUER_URL" ]; then \
 	  echo "Single sign-on through $$OIDC_ISSUER_URL (client $$OIDC_CLIENT_ID); the provider must allow the redirect URI http://127.0.0.1:$(PORT)/accounts/sso/callback/"; \

@@ -63,6 +63,19 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def env_secret(name: str) -> str:
+    """A secret from NAME, or from the file NAME_FILE names (a mounted secret); "" if neither."""
+    value, file_name = os.environ.get(name, ""), os.environ.get(name + "_FILE", "")
+    if value and file_name:
+        raise ImproperlyConfigured(f"Set {name} or {name}_FILE, not both.")
+    if not file_name:
+        return value
+    try:
+        return Path(file_name).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"The file named by {name}_FILE cannot be read ({exc.strerror}).") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:
@@ -272,6 +285,44 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["d
 # (reconcile_conclusions) is left to resolve the attempt.
 RECONCILE_TASK_MAX_TRIES = env_int("RECONCILE_TASK_MAX_TRIES", 6, minimum=1)
 RECONCILE_TASK_BACKOFF_SECONDS = env_float("RECONCILE_TASK_BACKOFF_SECONDS", 15.0, minimum=0.0)
+
+# --- Notifications: a workspace's webhook and email -------------------------
+# The dashboard's address as people reach it, for the links in messages
+# ("https://desk.example.com"); without it a message carries the page's path only.
+DESK_BASE_URL = env_str("DESK_BASE_URL").strip().rstrip("/")
+if DESK_BASE_URL and not DESK_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"DESK_BASE_URL must start with http:// or https://; got {DESK_BASE_URL!r}.")
+# A message that could not be delivered is tried again after 30 s, 60 s, 120 s, ...
+# (doubling), at most NOTIFY_MAX_TRIES times in all; then it is marked "gave up".
+NOTIFY_MAX_TRIES = env_int("NOTIFY_MAX_TRIES", 5, minimum=1)
+NOTIFY_BACKOFF_SECONDS = env_float("NOTIFY_BACKOFF_SECONDS", 30.0, minimum=0.0)
+# Seconds to connect to a webhook, and again to wait for its answer.
+NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+# Email goes through Django's default mailer: printed to the console in development
+# unless EMAIL_HOST names a mail server, SMTP otherwise. Tests use Django's in-memory
+# outbox whatever is set here.
+_email_host = env_str("EMAIL_HOST")
+if _email_host or not DEBUG:
+    _email_tls, _email_ssl = env_bool("EMAIL_USE_TLS", False), env_bool("EMAIL_USE_SSL", False)
+    if _email_tls and _email_ssl:
+        raise ImproperlyConfigured("Set EMAIL_USE_TLS (STARTTLS) or EMAIL_USE_SSL, not both.")
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {
+                "host": _email_host or "localhost",
+                "port": env_int("EMAIL_PORT", 25, minimum=1),
+                "username": env_str("EMAIL_HOST_USER"),
+                "password": env_secret("EMAIL_HOST_PASSWORD"),
+                "use_tls": _email_tls,
+                "use_ssl": _email_ssl,
+                "timeout": env_float("EMAIL_TIMEOUT", 10.0, minimum=0.1),
+            },
+        }
+    }
+else:
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "Experiment Desk <experiment-desk@localhost>"
 
 # --- Logging, request ids, error pages --------------------------------------
 # Production writes one JSON object per line (python-json-logger: a formatter for the

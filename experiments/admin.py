@@ -28,6 +28,9 @@ class WorkspaceAdmin(admin.ModelAdmin):
     list_filter = ["region"]
     search_fields = ["name", "mixpanel_workspace_id"]
     inlines = [MembershipInline]
+    # The webhook is set on the workspace's settings page, which seals it; here only its hint shows.
+    exclude = ["webhook_url_sealed"]
+    readonly_fields = ["webhook_url_hint"]
 
 
 @admin.register(Membership)

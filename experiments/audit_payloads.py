@@ -24,9 +24,20 @@ from experiments.models import AttemptAction, AttemptState, EntryKind
 
 ATTEMPT = "attempt"
 # Columns the requested entry sets (they never change after insert).
-REQUEST_COLUMNS = ("created_at", "reason_category", "reason_text", "end_date", "request_body", "state")
+REQUEST_COLUMNS = (
+    "created_at",
+    "reason_category",
+    "reason_text",
+    "end_date",
+    "request_body",
+    "state",
+    "expires_at",
+)
 # Columns an outcome or a reconciliation sets.
 OUTCOME_COLUMNS = ("state", "failure_reason", "http_status", "duration_ms", "finished_at")
+# Columns an approval, a rejection or an expiry of a request sets (a rejection and an
+# expiry close the attempt, so they set OUTCOME_COLUMNS too).
+REVIEW_COLUMNS = ("state", "reviewer_id", "reviewer_name", "review_note", "reviewed_at")
 # Columns every entry of an attempt carries as its own (hashed) fields.
 ENTRY_COLUMNS = ("workspace_id", "actor_id", "actor_name", "experiment_id", "experiment_name")
 
@@ -46,6 +57,11 @@ ENTRY_KINDS = {
         AttemptState.UNKNOWN: EntryKind.CONCLUSION_UNKNOWN,
         "reconciled": EntryKind.CONCLUSION_RECONCILED,
         "late": EntryKind.CONCLUSION_LATE_ANSWER,
+        # Two-person approval: a press that waits for a second person, and how that ends.
+        AttemptState.AWAITING_APPROVAL: EntryKind.APPROVAL_REQUESTED,
+        "approved": EntryKind.APPROVAL_APPROVED,
+        AttemptState.REJECTED: EntryKind.APPROVAL_REJECTED,
+        AttemptState.EXPIRED: EntryKind.APPROVAL_EXPIRED,
     },
     AttemptAction.DECISION: {
         AttemptState.REQUESTED: EntryKind.DECISION_REQUESTED,
@@ -165,6 +181,14 @@ def outcome(
         "response": response,
         "error": error_data(error),
     }
+
+
+def reviewed(attempt: Any, *, closed: bool, claim_released: bool) -> dict[str, Any]:
+    """approval_approved / _rejected / _expired: who decided on a waiting request, when and
+    why. An approval moves the attempt on to "requested" (its PUT follows); a rejection or
+    an expiry closes it, so it carries the outcome columns too."""
+    names = REVIEW_COLUMNS + OUTCOME_COLUMNS if closed else REVIEW_COLUMNS
+    return {ATTEMPT: columns(attempt, dict.fromkeys(names)), "claim_released": claim_released}
 
 
 def late_answer(*, reported_state: str, reason: str, **evidence: Any) -> dict[str, Any]:

@@ -276,12 +276,25 @@ class ProjectionMismatch:
 
 
 # The attempt columns verify_projections reads: identity, then everything entries set.
-_CHECKED_COLUMNS = tuple(dict.fromkeys(audit_payloads.REQUEST_COLUMNS + audit_payloads.OUTCOME_COLUMNS))
+_CHECKED_COLUMNS = tuple(
+    dict.fromkeys(audit_payloads.REQUEST_COLUMNS + audit_payloads.OUTCOME_COLUMNS + audit_payloads.REVIEW_COLUMNS)
+)
 ATTEMPT_FIELDS = ("id", "action", *audit_payloads.ENTRY_COLUMNS, *_CHECKED_COLUMNS)
 # The entry fields it reads, in (attempt_id, seq) order.
 ENTRY_FIELDS = ("attempt_id", "kind", "payload", *audit_payloads.ENTRY_COLUMNS)
 # What an attempt holds before any outcome is recorded.
-_NO_OUTCOME = {"failure_reason": "", "http_status": None, "duration_ms": None, "finished_at": None}
+# (Entries written before two-person approval existed carry no expiry or review columns.)
+_NO_OUTCOME = {
+    "failure_reason": "",
+    "http_status": None,
+    "duration_ms": None,
+    "finished_at": None,
+    "expires_at": None,
+    "reviewer_id": None,
+    "reviewer_name": "",
+    "review_note": "",
+    "reviewed_at": None,
+}
 _SHOWN_CHARS = 60
 
 
@@ -293,9 +306,10 @@ def _shown(value: Any) -> str:
 def _attempt_problems(attempt: Any, entries: list[Any]) -> Iterator[str]:
     """How one attempt row differs from what its entries (in seq order) wrote."""
     first = entries[0]
-    # The requested entry's kind is hashed: it vouches for the attempt's action.
-    requested_kind = audit_payloads.ENTRY_KINDS.get(attempt.action, {}).get(AttemptState.REQUESTED)
-    if first.kind != requested_kind:
+    # The requested entry's kind is hashed: it vouches for the attempt's action. A press
+    # that needed a second person's approval starts with the approval request instead.
+    kinds = audit_payloads.ENTRY_KINDS.get(attempt.action, {})
+    if first.kind not in (kinds.get(AttemptState.REQUESTED), kinds.get(AttemptState.AWAITING_APPROVAL, "-")):
         yield f"action is {_shown(attempt.action)}, its first entry is {first.kind}"
     for name in audit_payloads.ENTRY_COLUMNS:
         if getattr(first, name) != getattr(attempt, name):

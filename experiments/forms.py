@@ -1,4 +1,5 @@
-"""Forms: the experiments page's and the home page's query strings, and the force-conclude dialog."""
+"""Forms: the experiments page's and the home page's query strings, the force-conclude and decision dialogs,
+and workspace settings."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from django.utils import timezone
 from experiments import dates
 from experiments.mixpanel import Experiment
 from experiments.models import ReasonCategory
+from experiments.services import notifications
 from experiments.services.decisions import NOTE_MAX_LENGTH
+from experiments.services.notifications import MSG_URL_INVALID
 
 # --- Experiments list query -------------------------------------------------------
 
@@ -319,3 +322,56 @@ class DecisionForm(forms.Form):
         """The key of the variant to ship, or None for "ship none" (after is_valid())."""
         value = self.cleaned_data["decision"]
         return None if value == SHIP_NONE else value.removeprefix("variant:")
+
+
+# --- Workspace settings -------------------------------------------------------------
+
+APPROVAL_WINDOW_MIN_HOURS = 1
+APPROVAL_WINDOW_MAX_HOURS = 168
+MSG_WINDOW = (
+    f"Give the approval window in whole hours, from {APPROVAL_WINDOW_MIN_HOURS} to {APPROVAL_WINDOW_MAX_HOURS}."
+)
+MSG_SET_AND_REMOVE = "Either paste a new webhook address or remove the webhook, not both."
+
+
+class WorkspaceSettingsForm(forms.Form):
+    """A workspace's notification and approval settings (its admins' settings page).
+
+    The webhook address is write-only: blank keeps the current one, and a typed one is
+    never drawn back into the page, not even next to its error.
+    """
+
+    webhook_url = forms.CharField(
+        label="Webhook address",
+        required=False,
+        strip=True,
+        max_length=notifications.WEBHOOK_URL_MAX_LENGTH,
+        error_messages={"max_length": notifications.MSG_URL_TOO_LONG, "null_characters_not_allowed": MSG_URL_INVALID},
+    )
+    remove_webhook = forms.BooleanField(label="Remove the webhook", required=False)
+    email_bookmarkers = forms.BooleanField(label="Email", required=False)
+    requires_approval = forms.BooleanField(label="Require two-person approval", required=False)
+    approval_window_hours = forms.IntegerField(
+        label="Approval window (hours)",
+        min_value=APPROVAL_WINDOW_MIN_HOURS,
+        max_value=APPROVAL_WINDOW_MAX_HOURS,
+        error_messages={
+            "required": MSG_WINDOW,
+            "invalid": MSG_WINDOW,
+            "min_value": MSG_WINDOW,
+            "max_value": MSG_WINDOW,
+        },
+    )
+
+    def clean_webhook_url(self) -> str:
+        url: str = self.cleaned_data["webhook_url"]
+        problem = notifications.webhook_url_problem(url) if url else None
+        if problem:
+            raise forms.ValidationError(problem, code="webhook_url")
+        return url
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("webhook_url") and cleaned.get("remove_webhook"):
+            raise forms.ValidationError(MSG_SET_AND_REMOVE, code="set_and_remove")
+        return cleaned

@@ -5,6 +5,7 @@ from django.urls import path, register_converter
 from experiments.converters import ExperimentIdConverter, RowIdConverter
 from experiments.views import attempts, audit, bookmarks
 from experiments.views import experiments as exp
+from experiments.views import settings as workspace_settings
 
 app_name = "experiments"
 register_converter(RowIdConverter, "id")
@@ -27,6 +28,8 @@ urlpatterns = [
     # An open conclusion attempt: its waiting line (polled) and "Check Mixpanel now"
     path(W + "attempts/<id:attempt_pk>/status/", attempts.attempt_status, name="attempt-status"),
     path(W + "attempts/<id:attempt_pk>/check/", attempts.attempt_check, name="attempt-check"),
+    # A request waiting for a second person's approval: approve, reject or withdraw
+    path(W + "attempts/<id:attempt_pk>/review/", attempts.attempt_review, name="attempt-review"),
     # Audit review: read-only, for members and reviewers of all workspaces
     path("audit/", audit.audit_list, name="audit-list"),
     path("audit/<id:pk>/", audit.audit_detail, name="audit-detail"),
@@ -38,4 +41,6 @@ urlpatterns = [
     path(W + "bookmarks/<id:bookmark_pk>/edit/", bookmarks.bookmark_update, name="bookmark-update"),
     path(W + "bookmarks/<id:bookmark_pk>/delete/", bookmarks.bookmark_delete, name="bookmark-delete"),
     path(W + "experiments/<experiment:experiment_id>/star/", bookmarks.bookmark_toggle, name="bookmark-toggle"),
+    # The workspace's settings: notifications and two-person approval (admins only)
+    path(W + "settings/", workspace_settings.workspace_settings, name="workspace-settings"),
 ]

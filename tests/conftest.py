@@ -186,3 +186,22 @@ def oidc_provider(oidc_provider_server, settings, monkeypatch):
     oidc.forget_provider_config()
     yield provider
     oidc.forget_provider_config()
+
+
+# --- A local webhook receiver (notifications) ------------------------------------------
+@pytest.fixture(scope="session")
+def webhook_receiver_server():
+    """One webhook receiver for the session (127.0.0.1, a port chosen at start)."""
+    from tests.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def webhook_receiver(webhook_receiver_server):
+    """The receiver with nothing received, answering 200 (`answer_with(500)`, `delay`)."""
+    webhook_receiver_server.reset()
+    yield webhook_receiver_server
+    webhook_receiver_server.reset()

@@ -76,6 +76,18 @@ def test_seed_demo_is_idempotent(settings):
 
 
 @pytest.mark.django_db
+def test_seed_demo_turns_on_approval_in_one_workspace_once(settings):
+    settings.DEBUG = True
+    output = run("seed_demo")
+    assert [w.name for w in Workspace.objects.filter(requires_approval=True)] == ["Search & Discovery"]
+    assert "Two-person approval is on in Search & Discovery" in output
+    # An admin turned it off: seeding again leaves their choice alone.
+    Workspace.objects.update(requires_approval=False)
+    run("seed_demo")
+    assert not Workspace.objects.filter(requires_approval=True).exists()
+
+
+@pytest.mark.django_db
 def test_seed_demo_restores_a_demoted_or_changed_demo_user(settings):
     settings.DEBUG = True
     run("seed_demo")

@@ -256,6 +256,10 @@ FORGERIES = {
     "http_status": 500,
     "duration_ms": 1,
     "finished_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+    "expires_at": dt.datetime(2020, 1, 2, tzinfo=dt.UTC),
+    "reviewer_name": "Mallory (mallory)",
+    "review_note": "Forged approval note",
+    "reviewed_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
 }
 
 
@@ -263,7 +267,8 @@ def test_every_exported_attempt_column_is_checked():
     # seq and hash are read from the attempt's entries, the chain verify_audit walks itself.
     exported = {name for name in AUDIT_EXPORT_FIELDS if "__" not in name} - {"id", "seq", "hash"}
     assert exported <= set(auditverify.ATTEMPT_FIELDS)
-    assert exported <= set(FORGERIES) | {"workspace_id", "actor_id"}
+    # Ids of other rows: forging those is covered by the checked columns' own tests.
+    assert exported <= set(FORGERIES) | {"workspace_id", "actor_id", "reviewer_id"}
 
 
 @pytest.mark.django_db

@@ -30,7 +30,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import resolve
 
-from experiments.forms import ExperimentListQuery, ForceConcludeForm, HomeQuery
+from experiments.forms import ExperimentListQuery, ForceConcludeForm, HomeQuery, WorkspaceSettingsForm
 from experiments.models import ReasonCategory
 from experiments.views.audit import AuditFilterForm
 from tests.routes import ROUTES, Route, route_path, route_values
@@ -98,7 +98,10 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
         "GET": [({}, [])],
         "POST": [({"decision": "none", "note": "Fuzzing the decision"}, ["decision", "note"])],
     },
-    "experiments:attempt-status": {"GET": [({}, ["back", "list_query"])]},
+    "experiments:attempt-status": {"GET": [({}, ["back", "list_query", "was"])]},
+    "experiments:attempt-review": {
+        "POST": [({"decision": "reject", "note": "Fuzzing the review"}, ["decision", "note", "back", "list_query"])]
+    },
     "experiments:attempt-check": {"POST": [({}, ["back", "list_query"])]},
     "experiments:audit-list": {"GET": [({}, [*AUDIT_FILTERS, "cursor"])]},
     "experiments:audit-workspace-list": {"GET": [({}, [*AUDIT_FILTERS, "cursor"])]},
@@ -113,6 +116,15 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
     "experiments:bookmark-update": {"POST": [({"note": "n", "title": "t"}, ["note", "title", "next", "strip"])]},
     "experiments:bookmark-delete": {"POST": [({}, ["next", "strip"])]},
     "experiments:bookmark-toggle": {"POST": [({}, ["next", "strip"])]},
+    "experiments:workspace-settings": {
+        "GET": [({}, ["page"])],
+        "POST": [
+            (
+                {"approval_window_hours": "24"},
+                ["webhook_url", "remove_webhook", "email_bookmarkers", "requires_approval", "approval_window_hours"],
+            )
+        ],
+    },
 }
 # The admin's changelists read these; the rest of the admin is Django's own.
 ADMIN_CHANGELIST_PARAMS = ["q", "o", "p", "e", "all", "_to_field", "_popup", "_changelist_filters"]
@@ -249,6 +261,7 @@ def test_every_parameter_a_view_reads_is_fuzzed():
     for source in (ROOT / "experiments" / "views").glob("*.py"):
         read |= set(re.findall(r"""(?:GET|POST|data)\.get\(\s*["'](\w+)["']""", source.read_text()))
     read |= set(AuditFilterForm.base_fields) | set(ForceConcludeForm.base_fields)
+    read |= set(WorkspaceSettingsForm.base_fields)
     read |= {"status", "q", "sort", "page"} | set(ExperimentListQuery.__slots__)
     # The home page's HomeQuery reads these two; its third field is derived, not read.
     read |= set(HomeQuery.__slots__) - {"workspace_refused"}

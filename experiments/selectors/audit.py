@@ -257,6 +257,11 @@ AUDIT_EXPORT_FIELDS = (
     "http_status",
     "duration_ms",
     "finished_at",
+    "expires_at",
+    "reviewer_id",
+    "reviewer_name",
+    "review_note",
+    "reviewed_at",
     "seq",
     "hash",
 )
@@ -284,6 +289,8 @@ _EXPORT_AS_TEXT = {
     "created_at": lambda: _UTCTimestampText("created_at"),
     "end_date": lambda: _UTCTimestampText("end_date"),
     "finished_at": lambda: _UTCTimestampText("finished_at"),
+    "expires_at": lambda: _UTCTimestampText("expires_at"),
+    "reviewed_at": lambda: _UTCTimestampText("reviewed_at"),
     # The JSON text as stored: no decode and re-encode per row.
     "request_body": lambda: Cast("request_body", output_field=TextField()),
     # The attempt's latest audit entry (the one that set its outcome, or its intent while
@@ -342,7 +349,8 @@ class AuditTimelineEntry:
     @property
     def note(self) -> str:
         """The entry's own readable sentence, when it has one."""
-        reason = self.payload.get("reason") or audit_payloads.projection_of(self.payload).get("failure_reason")
+        moved = audit_payloads.projection_of(self.payload)
+        reason = self.payload.get("reason") or moved.get("failure_reason") or moved.get("review_note")
         return reason if isinstance(reason, str) else ""
 
 

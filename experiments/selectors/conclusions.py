@@ -64,6 +64,17 @@ def attempt_list_to_reconcile(*, older_than: dt.timedelta, workspace_pk: int | N
     return list(attempts.order_by("id"))
 
 
+def request_list_overdue(*, workspace_pk: int | None = None) -> list[ConclusionAttempt]:
+    """Requests for approval whose window has passed but that are still waiting (their
+    expiry task never ran: a worker that was down), oldest first."""
+    requests = ConclusionAttempt.objects.filter(
+        state=AttemptState.AWAITING_APPROVAL, expires_at__lte=timezone.now()
+    ).select_related("workspace")
+    if workspace_pk is not None:
+        requests = requests.filter(workspace_id=workspace_pk)
+    return list(requests.order_by("id"))
+
+
 @dataclass(frozen=True, slots=True)
 class DriftItem:
     """An experiment Mixpanel shows as concluded with no applied conclusion recorded here."""

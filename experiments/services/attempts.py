@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from experiments import audit_payloads, auditlog, mixpanel, tasks
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim
+from experiments.services import notifications
 
 CLAIM_TRIES = 3
 RECONCILER_NAME = "reconcile_conclusions"
@@ -43,7 +44,11 @@ def attempt_claim(
                 # process dies before the outcome, or the outcome is unknown, the worker
                 # reads the experiment once the PUT cannot be in flight. An attempt that
                 # got its outcome is final by then, and the task does nothing.
-                tasks.reconcile_attempt_when_judgeable(attempt=attempt)
+                # A request for approval sends nothing yet: it is looked at when it lapses.
+                if attempt.state == AttemptState.AWAITING_APPROVAL:
+                    tasks.expire_request_when_due(attempt=attempt)
+                else:
+                    tasks.reconcile_attempt_when_judgeable(attempt=attempt)
             return attempt, None
         except IntegrityError:
             claims = ConclusionClaim.objects.select_related("attempt")
@@ -66,13 +71,13 @@ def attempt_record_intent(*, request: dict[str, Any]) -> ConclusionAttempt:
         payload = audit_payloads.requested(
             attempt, mixpanel_workspace_id=workspace.mixpanel_workspace_id, region=workspace.region
         )
-        attempt_append_entry(attempt, audit_payloads.entry_kind(attempt.action, AttemptState.REQUESTED), payload)
+        attempt_append_entry(attempt, audit_payloads.entry_kind(attempt.action, attempt.state), payload)
     return attempt
 
 
 def attempt_append_entry(attempt: ConclusionAttempt, kind: str, payload: dict[str, Any], **by: Any) -> None:
     """One audit entry of `attempt`: where, who and which experiment, as the attempt has them."""
-    auditlog.append_entry(
+    entry = auditlog.append_entry(
         kind=kind,
         workspace=attempt.workspace,
         actor=by.get("actor", attempt.actor),
@@ -82,6 +87,7 @@ def attempt_append_entry(attempt: ConclusionAttempt, kind: str, payload: dict[st
         experiment_name=attempt.experiment_name,
         payload=payload,
     )
+    notifications.entry_recorded(entry=entry, attempt=attempt)
 
 
 def attempt_record_outcome(

@@ -91,6 +91,18 @@ MSG_NOT_RECORDED = (
 )
 MSG_LATE = "Mixpanel's answer for {name} came after the attempt was reconciled ({state}); it was kept as evidence."
 
+MSG_AWAITING = (
+    "Asked for approval: ending the analysis of {name} now waits for another concluder or admin of this "
+    "workspace to approve it (until {when}). Nothing has been sent to Mixpanel yet."
+)
+MSG_BLOCKED_AWAITING = (
+    "Not sent: {who} asked at {when} to end the analysis of {name}, and that request waits for approval. "
+    "Approve or reject it instead."
+)
+MSG_EXPIRED = "Expired: nobody approved ending the analysis of {name} within {hours} h, so nothing was sent."
+# Who closes an expired request in the audit trail (no person does).
+EXPIRY_NAME = "approval expiry"
+
 STATE_BLOCKED = "blocked"
 
 
@@ -116,6 +128,7 @@ class ConclusionOutcome:
         if self.state == STATE_BLOCKED:
             return self.blocked_by
         if self.attempt is not None and self.state in (
+            AttemptState.AWAITING_APPROVAL,
             AttemptState.REQUESTED,
             AttemptState.SUCCEEDED,
             AttemptState.UNKNOWN,
@@ -150,18 +163,39 @@ def experiment_force_conclude(
     here: a near-twin id is another experiment). Never raises for anything
     Mixpanel does: every upstream failure comes back as an outcome with a
     readable message. The user's role is checked here too, because this call
-    changes the world.
+    changes the world. In a workspace that requires two-person approval the press
+    sends nothing: it records a request (state "awaiting_approval", holding the
+    claim) that services.approvals approves, which sends, or rejects.
     """
     refusal = _request_problem(workspace, user, experiment_id, reason_category, end_date)
     if refusal:
         return _refused(refusal)
     request = _request(workspace, user, experiment_id, experiment_name, reason_category, reason_text, end_date)
     name = quoted_name(request["experiment_name"], experiment_id)
+    if workspace.requires_approval:
+        # Two-person approval: this press only asks; an approval (services.approvals) sends.
+        request.update(state=AttemptState.AWAITING_APPROVAL, expires_at=approval_expiry(workspace, request))
 
-    # 1. Claim and intent, committed before anything is sent.
+    # 1. Claim and intent (or the request for approval), committed before anything is sent.
     attempt, holder = attempts.attempt_claim(request=request)
+    if attempt is None and holder is not None and request_overdue(holder.attempt):
+        # The claim is held by a request nobody approved in time: close it, then claim.
+        approval_lapse(holder.attempt)
+        attempt, holder = attempts.attempt_claim(request=request)
     if attempt is None:
         return record_blocked(request, holder=holder, message=_blocked_message(holder, name))
+    if attempt.state == AttemptState.AWAITING_APPROVAL:
+        when = format_utc(attempt.expires_at)
+        return ConclusionOutcome(attempt, attempt.state, ok=False, message=MSG_AWAITING.format(name=name, when=when))
+    return conclusion_send(attempt, client=client)
+
+
+def conclusion_send(attempt: ConclusionAttempt, *, client: mixpanel.MixpanelClient) -> ConclusionOutcome:
+    """Steps 2 to 4 for an attempt whose claim and intent are committed ("requested"):
+    read, PUT once, record the outcome. A press runs them at once; an approval, once the
+    second person has approved."""
+    workspace, experiment_id, end_date = attempt.workspace, attempt.experiment_id, attempt.end_date
+    name = quoted_name(attempt.experiment_name, experiment_id)
 
     # 2. The read: proves the experiment is this one, in this workspace, and active.
     try:
@@ -184,6 +218,46 @@ def experiment_force_conclude(
     if outcome.ok:
         invalidate_list(workspace)
     return outcome
+
+
+def approval_expiry(workspace: Workspace, request: dict[str, Any]) -> dt.datetime:
+    """When a request for approval made now lapses: the workspace's window after it was made."""
+    return request["created_at"] + dt.timedelta(hours=workspace.approval_window_hours)
+
+
+def request_overdue(attempt: ConclusionAttempt) -> bool:
+    """A request for approval whose window has passed (whether or not it was closed yet)."""
+    return (
+        attempt.state == AttemptState.AWAITING_APPROVAL
+        and attempt.expires_at is not None
+        and attempt.expires_at <= timezone.now()
+    )
+
+
+def approval_lapse(attempt: ConclusionAttempt) -> bool:
+    """Close a request for approval whose window has passed: "expired", its claim released,
+    an approval_expired entry; nothing is ever sent. Compare-and-set, so the worker's
+    task, the cron job and a press that finds it overdue close it once; True when this
+    call did. Safe to call early: a request still within its window is left alone."""
+    now = timezone.now()
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
+    columns = {
+        "state": AttemptState.EXPIRED,
+        "failure_reason": MSG_EXPIRED.format(name=name, hours=attempt.workspace.approval_window_hours),
+        "finished_at": now,
+    }
+    with transaction.atomic():
+        waiting = ConclusionAttempt.objects.filter(pk=attempt.pk, state=AttemptState.AWAITING_APPROVAL)
+        if not waiting.filter(expires_at__lte=now).update(**columns):
+            attempt.refresh_from_db()
+            return False
+        for field_name, value in columns.items():
+            setattr(attempt, field_name, value)
+        ConclusionClaim.objects.filter(attempt=attempt).delete()
+        payload = audit_payloads.reviewed(attempt, closed=True, claim_released=True)
+        kind = audit_payloads.entry_kind(attempt.action, AttemptState.EXPIRED)
+        attempts.attempt_append_entry(attempt, kind, payload, actor=None, actor_name=EXPIRY_NAME)
+    return True
 
 
 def write_failed(
@@ -299,6 +373,8 @@ def _blocked_message(holder: ConclusionClaim | None, name: str) -> str:
     held = holder.attempt
     if held.state in (AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED):
         return MSG_BLOCKED_DONE.format(name=name, who=held.actor_name, when=format_utc(held.finished_at))
+    if held.state == AttemptState.AWAITING_APPROVAL:
+        return MSG_BLOCKED_AWAITING.format(name=name, who=held.actor_name, when=format_utc(held.created_at))
     return MSG_BLOCKED_IN_FLIGHT.format(name=name, who=held.actor_name, when=format_utc(held.created_at))
 
 
@@ -307,6 +383,8 @@ def record_blocked(request: dict[str, Any], *, holder: ConclusionClaim | None, m
     (never a claim), so the trail shows every press, including the losing half of a
     double click. Nothing is sent upstream."""
     blocked_by = holder.attempt if holder else None
+    # A refused press asked for nothing, not even an approval: it is recorded as a press.
+    request = {**request, "state": AttemptState.REQUESTED, "expires_at": None}
     with transaction.atomic():
         attempt = attempts.attempt_record_intent(request=request)
         attempts.attempt_record_outcome(

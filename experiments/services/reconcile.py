@@ -59,9 +59,10 @@ def attempt_judgeable_at(attempt: ConclusionAttempt) -> dt.datetime:
     """When reconciling may first judge `attempt`: once no PUT of it can still be in flight.
 
     Reading the experiment earlier could see it "active" while our own PUT is
-    about to land, and release the claim for a second PUT.
+    about to land, and release the claim for a second PUT. An approved request's PUT
+    follows its approval, not its asking.
     """
-    return attempt.created_at + in_flight_limit()
+    return (attempt.reviewed_at or attempt.created_at) + in_flight_limit()
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,19 @@
-"""Writes for workspaces and their members, used by the provisioning commands."""
+"""Writes for workspaces and their members (the provisioning commands), and a workspace's
+settings (its admins' settings page)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
+from experiments import auditlog
 from experiments.models import GroupRule, Membership, Workspace
+from experiments.services import notifications
+
+logger = logging.getLogger(__name__)
 
 
 def workspace_ensure(
@@ -67,3 +74,54 @@ def group_rule_set(*, group: str, workspace: Workspace, role: str) -> str:
         rule.role = role
         rule.save(update_fields=["role"])
         return "changed"
+
+
+@sensitive_variables("webhook_url")
+def workspace_settings_update(
+    *,
+    workspace: Workspace,
+    user: Any,
+    webhook_url: str,
+    remove_webhook: bool,
+    email_bookmarkers: bool,
+    requires_approval: bool,
+    approval_window_hours: int,
+) -> list[str]:
+    """Save a workspace's notification and approval settings; returns what changed, in words.
+
+    `webhook_url` is validated already (forms.WorkspaceSettingsForm); "" keeps the current
+    webhook unless `remove_webhook`. The URL is stored sealed with its hint, and never
+    logged: the log line names who changed what, with the hint for a new webhook.
+    """
+    changes: list[str] = []
+    columns: dict[str, Any] = {}
+    if remove_webhook and workspace.webhook_url_sealed:
+        columns.update(webhook_url_sealed="", webhook_url_hint="")
+        changes.append("webhook removed")
+    elif webhook_url:
+        hint = notifications.webhook_hint(webhook_url)
+        columns.update(webhook_url_sealed=notifications.webhook_seal(webhook_url), webhook_url_hint=hint)
+        changes.append(f"webhook set to {hint}")
+    if email_bookmarkers != workspace.email_bookmarkers:
+        columns["email_bookmarkers"] = email_bookmarkers
+        changes.append("email " + ("on" if email_bookmarkers else "off"))
+    if requires_approval != workspace.requires_approval:
+        columns["requires_approval"] = requires_approval
+        changes.append("two-person approval " + ("required" if requires_approval else "no longer required"))
+    if approval_window_hours != workspace.approval_window_hours:
+        columns["approval_window_hours"] = approval_window_hours
+        changes.append(f"approval window {workspace.approval_window_hours} h → {approval_window_hours} h")
+    if not columns:
+        return []
+    # Only the columns that changed: an admin saving another setting at the same time keeps theirs.
+    Workspace.objects.filter(pk=workspace.pk).update(**columns)
+    for name, value in columns.items():
+        setattr(workspace, name, value)
+    logger.info(
+        "Workspace settings of %s (#%s) changed by %s: %s.",
+        workspace.name,
+        workspace.pk,
+        auditlog.display_name(user),
+        "; ".join(changes),
+    )
+    return changes

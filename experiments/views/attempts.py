@@ -27,6 +27,7 @@ from experiments.models import AttemptState, ConclusionAttempt
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
+from experiments.services import approvals as approval_services
 from experiments.services import reconcile as reconcile_services
 from experiments.views import errors
 from experiments.views.access import get_workspace_access
@@ -41,9 +42,10 @@ from experiments.views.experiments import (
 )
 
 STATUS_TEMPLATE = "experiments/attempt_status.html"
-OPEN_STATES = (AttemptState.REQUESTED, AttemptState.UNKNOWN)
+OPEN_STATES = (AttemptState.REQUESTED, AttemptState.UNKNOWN)  # sent (or about to be), outcome not known
 APPLIED_STATES = (AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED)
 
+MSG_APPROVED = "{reviewer} approved the request: ending the analysis of {name} was sent to Mixpanel."
 MSG_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was applied."
 MSG_NOT_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was not applied."
 MSG_CHECK_FORBIDDEN = "Only concluders and admins of this workspace can check an attempt with Mixpanel."
@@ -77,7 +79,10 @@ def _suffix(back: str, list_query: str) -> str:
 def _final_notice(attempt: ConclusionAttempt) -> tuple[str, bool]:
     name = f"“{attempt.experiment_name}”" if attempt.experiment_name else f"experiment {attempt.experiment_id}"
     if attempt.state in APPLIED_STATES:
-        return MSG_APPLIED.format(name=name), True
+        approved = f"{attempt.reviewer_name} approved the request. " if attempt.reviewer_name else ""
+        return approved + MSG_APPLIED.format(name=name), True
+    if attempt.state in OPEN_STATES:  # a request approved elsewhere, now on its way
+        return MSG_APPROVED.format(reviewer=attempt.reviewer_name or "Someone", name=name), True
     return attempt.failure_reason or MSG_NOT_APPLIED.format(name=name), False
 
 
@@ -132,9 +137,39 @@ def attempt_status(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int)
     if not _wants_fragment(request):
         back, list_query = _place(request)
         return redirect(_back_url(access, attempt.experiment_id, back, list_query))
-    if attempt.state in OPEN_STATES:
+    if attempt.state == AttemptState.AWAITING_APPROVAL:
+        return _render_waiting(request, access, attempt, part="approval-line")
+    if attempt.state in OPEN_STATES and request.GET.get("was") != "awaiting":
         return _render_waiting(request, access, attempt, part="line")
     return _render_final(request, access, attempt, *_final_notice(attempt))
+
+
+@require_POST
+def attempt_review(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) -> HttpResponse:
+    """Approve (which ends the analysis, once) or reject a request waiting for a second person;
+    its requester may withdraw it. A refusal leaves the request as it was, saying why."""
+    access = get_workspace_access(request, workspace_pk)
+    attempt = _attempt_or_404(access, attempt_pk)
+    if not access.can_conclude and attempt.actor_id != request.user.pk:
+        # The buttons are not shown to viewers: only a hand-made request gets here.
+        explanation = [approval_services.MSG_FORBIDDEN]
+        return errors.error_page(request, 403, title="You cannot review this request", explanation=explanation)
+    decision = request.POST.get("decision", "")
+    client = mixpanel.client_for(access.workspace) if decision == approval_services.APPROVE else None
+    outcome = approval_services.conclusion_review(
+        attempt=attempt, user=request.user, decision=decision, note=request.POST.get("note", ""), client=client
+    )
+    if attempt.state == AttemptState.AWAITING_APPROVAL:  # refused: nothing changed
+        if _wants_fragment(request):
+            return _render_waiting(request, access, attempt, part="waiting", message=outcome.message)
+        return _redirect_with(request, access, attempt, outcome.message, False)
+    ok = outcome.ok or attempt.state in OPEN_STATES
+    message = outcome.message
+    if attempt.reviewer_id == request.user.pk and decision == approval_services.APPROVE:
+        message = f"You approved {attempt.actor_name}'s request. {message}"
+    if _wants_fragment(request):
+        return _render_final(request, access, attempt, message, ok)
+    return _redirect_with(request, access, attempt, message, ok)
 
 
 @require_POST

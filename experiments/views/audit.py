@@ -50,6 +50,11 @@ EXPORT_HEADERS = {
     "http_status": "http_status",
     "duration_ms": "duration_ms",
     "finished_at": "finished_at",
+    "expires_at": "approval_expires_at",
+    "reviewer_id": "reviewer_id",
+    "reviewer_name": "reviewer_name",
+    "review_note": "review_note",
+    "reviewed_at": "reviewed_at",
     "seq": "seq",
     "hash": "hash",
 }
@@ -57,7 +62,7 @@ _HEADERS = [EXPORT_HEADERS[name] for name in AUDIT_EXPORT_FIELDS]
 _JSON_COLUMN = AUDIT_EXPORT_FIELDS.index("request_body")
 # Every text column (all but the numbers: ids, HTTP status, duration) is neutralised,
 # dates and JSON included, though those start with a digit or "{".
-_NUMBER_COLUMNS = ("id", "workspace_id", "actor_id", "http_status", "duration_ms", "seq")
+_NUMBER_COLUMNS = ("id", "workspace_id", "actor_id", "http_status", "duration_ms", "reviewer_id", "seq")
 _TEXT_COLUMNS = [i for i, name in enumerate(AUDIT_EXPORT_FIELDS) if name not in _NUMBER_COLUMNS]
 EXPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson; charset=utf-8"}
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV

@@ -352,11 +352,13 @@ def _outcome_fragment(
     """The updated row (or page section) in place, a fresh closed dialog out of band, and,
     when the experiment changed, what else on the page shows its status (out of band)."""
     shown = outcome.experiment if outcome.experiment is not None else experiment
+    # A request for approval went as asked: said in the tone of a success, though nothing changed yet.
+    notice_ok = outcome.ok or outcome.state == AttemptState.AWAITING_APPROVAL
     if back == "detail":
-        context = _conclude_section_context(access, shown, notice=outcome.message, notice_ok=outcome.ok)
+        context = _conclude_section_context(access, shown, notice=outcome.message, notice_ok=notice_ok)
         template = DETAIL_TEMPLATE + "#conclude-section"
     else:
-        row = _row_for(access, shown, notice=outcome.message, notice_ok=outcome.ok, claim=outcome.claim_holder)
+        row = _row_for(access, shown, notice=outcome.message, notice_ok=notice_ok, claim=outcome.claim_holder)
         context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
         context["keep_star"] = True  # the star on the page stays (hx-preserve): no bookmark query
         template = LIST_TEMPLATE + "#row"
@@ -467,7 +469,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         observability.bind(attempt_id=outcome.attempt.pk)  # on this request's log line
     if _wants_fragment(request):
         return _outcome_fragment(request, access, experiment, outcome, back=back, list_query=list_query, before=before)
-    if outcome.ok:
+    if outcome.ok or outcome.state == AttemptState.AWAITING_APPROVAL:
         messages.success(request, outcome.message)
     elif outcome.state in (AttemptState.UNKNOWN, AttemptState.REQUESTED, "blocked"):
         messages.warning(request, outcome.message)
@@ -523,7 +525,7 @@ def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     if _wants_fragment(request):
         dialog = DECIDE_TEMPLATE + "#dialog"
         return _outcome_fragment(request, access, experiment, outcome, back="detail", list_query="", dialog=dialog)
-    if outcome.ok:
+    if outcome.ok or outcome.state == AttemptState.AWAITING_APPROVAL:
         messages.success(request, outcome.message)
     elif outcome.state in (AttemptState.UNKNOWN, AttemptState.REQUESTED, conclusion_services.STATE_BLOCKED):
         messages.warning(request, outcome.message)

@@ -228,6 +228,10 @@ class AuditGenerator:
             "http_status": 400 if failed else (None if state == AttemptState.UNKNOWN else 200),
             "duration_ms": duration,
             "finished_at": created_at + dt.timedelta(milliseconds=duration),
+            # Pressed in a workspace that needs no second person's approval.
+            "expires_at": None,
+            "reviewer_name": "",
+            "review_note": "",
         }
 
     def _entries(self, attempt: dict[str, Any], index: int) -> Iterator[dict[str, Any]]:
@@ -304,6 +308,9 @@ ATTEMPT_COLUMNS = (
     "http_status",
     "duration_ms",
     "finished_at",
+    "expires_at",
+    "reviewer_name",
+    "review_note",
 )
 # The same columns the chain walk reads, in the same order.
 ENTRY_COLUMNS = auditverify.CHAIN_FIELDS

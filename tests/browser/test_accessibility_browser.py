@@ -31,6 +31,7 @@ from experiments.models import (
     Workspace,
 )
 from experiments.selectors import experiment_list as list_selectors
+from experiments.services import notifications
 from tests.factories import make_attempt
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -191,6 +192,15 @@ def check_screens(
         report.check(page, f"{role}: record-the-decision dialog", within="#decide-dialog")
         page.keyboard.press("Escape")
         expect(page.locator("#decide-dialog")).to_be_hidden()
+    if role == "admin":
+        page.goto(base + reverse("experiments:workspace-settings", args=[ws.pk]))
+        expect(page.locator(".deliveries-table")).to_be_visible()
+        report.check(page, f"{role}: workspace settings")
+        page.get_by_label("Webhook address").fill("ftp://not-a-webhook")
+        page.get_by_label("Approval window (hours)").fill("0")
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.locator("[aria-invalid=true]")).to_have_count(2)
+        report.check(page, f"{role}: workspace settings with errors")
     # Without JavaScript the action is a page of its own (a 403 page for a viewer).
     page.goto(base + reverse("experiments:experiment-force-conclude", args=[ws.pk, exp["id"]]))
     report.check(page, f"{role}: end-analysis page without JavaScript")
@@ -205,6 +215,10 @@ def test_no_serious_axe_violation_on_any_screen(
     user = make_user(django_user_model, role, workspace)
     if role != "auditor":
         add_home_scene(standin, user, pm, other_workspace)
+    if role == "admin":  # the settings page then lists a delivery about each attempt
+        workspace.webhook_url_sealed = notifications.webhook_seal("https://hooks.example.com/services/T0/B0/abcdef")
+        workspace.webhook_url_hint = notifications.webhook_hint("https://hooks.example.com/services/T0/B0/abcdef")
+        workspace.save()
     attempt = make_attempt(workspace=workspace, actor=pm, experiment_id=exp["id"], experiment_name=exp["name"])
     make_attempt(workspace=workspace, actor=pm, outcome="failed", http_status=503, error="Mixpanel was down.")
     Bookmark.objects.create(

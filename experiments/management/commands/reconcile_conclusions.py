@@ -24,6 +24,7 @@ from experiments.dates import format_utc
 from experiments.management.text import table_cell
 from experiments.models import Workspace
 from experiments.selectors import conclusions as conclusion_selectors
+from experiments.services import conclusions as conclusion_services
 from experiments.services import reconcile as reconcile_services
 
 _DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhd])\s*$", re.IGNORECASE)
@@ -72,8 +73,21 @@ class Command(BaseCommand):
         else:
             self._reconcile(older_than, workspace_pk)
 
+    # -- requests for approval nobody answered in time -----------------------------
+    def _expire_overdue_requests(self, workspace_pk: int | None) -> None:
+        """The safety net for the expiry task: close requests whose window has passed."""
+        closed = [
+            attempt
+            for attempt in conclusion_selectors.request_list_overdue(workspace_pk=workspace_pk)
+            if conclusion_services.approval_lapse(attempt)
+        ]
+        for attempt in closed:
+            name = attempt.experiment_name or attempt.experiment_id
+            self.stdout.write(f"Request #{attempt.pk} on {name} ({attempt.workspace.name}) expired unapproved.")
+
     # -- reconcile ---------------------------------------------------------------
     def _reconcile(self, older_than: dt.timedelta, workspace_pk: int | None) -> None:
+        self._expire_overdue_requests(workspace_pk)
         # An attempt whose PUT may still be in flight is never judged, whatever was asked.
         older_than = max(older_than, reconcile_services.in_flight_limit())
         attempts = conclusion_selectors.attempt_list_to_reconcile(older_than=older_than, workspace_pk=workspace_pk)

@@ -29,6 +29,10 @@ DEMO_USERS: dict[str, tuple[str | None, bool, bool, str]] = {
 }
 
 
+# The demo workspace that shows two-person approval: "concluder" asks, "admin" approves.
+APPROVAL_DEMO_WORKSPACE = "Search & Discovery"
+
+
 def demo_password(username: str) -> str:
     return f"demo-{username}"
 
@@ -69,6 +73,11 @@ class Command(BaseCommand):
                     mixpanel_project_id=demo.mixpanel_project_id,
                 )
                 workspaces.append(workspace)
+                if change == "created" and workspace.name == APPROVAL_DEMO_WORKSPACE:
+                    # Only when first made: an admin may turn it off in the workspace's settings.
+                    workspace.requires_approval = True
+                    workspace.save(update_fields=["requires_approval"])
+                    change += ", requires two-person approval"
                 self.stdout.write(
                     f"Workspace {workspace.name} ({workspace.region} #{demo.mixpanel_workspace_id}): {change}"
                 )
@@ -87,3 +96,8 @@ class Command(BaseCommand):
         self.stdout.write(f"  {'username':<10} {'password':<16} what they can do")
         for username, (*_, description) in DEMO_USERS.items():
             self.stdout.write(f"  {username:<10} {demo_password(username):<16} {description}")
+        if any(ws.requires_approval for ws in workspaces):
+            approving = ", ".join(ws.name for ws in workspaces if ws.requires_approval)
+            self.stdout.write(
+                f"Two-person approval is on in {approving}: log in as concluder to ask, as admin to approve."
+            )

@@ -1,0 +1,68 @@
+"""A workspace's settings page: where its team hears about outcomes, and two-person approval.
+
+Workspace admins only (others get the readable 403 page; outsiders a 404). The webhook
+address is write-only: the page shows its hint, and a typed address is never drawn
+back, logged, or shown on Django's debug page (sensitive_post_parameters).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods
+
+from experiments.forms import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS, WorkspaceSettingsForm
+from experiments.selectors import notifications as notification_selectors
+from experiments.selectors.workspaces import WorkspaceAccess
+from experiments.services import notifications as notification_services
+from experiments.services import workspaces as workspace_services
+from experiments.views.access import get_workspace_access
+
+TEMPLATE = "experiments/workspace_settings.html"
+MSG_SAVED = "Settings saved: {changes}."
+MSG_UNCHANGED = "Nothing changed."
+
+
+def _page_context(request: HttpRequest, access: WorkspaceAccess, form: WorkspaceSettingsForm) -> dict[str, Any]:
+    workspace = access.workspace
+    sealed = workspace.webhook_url_sealed
+    return {
+        "access": access,
+        "workspace": workspace,
+        "form": form,
+        "webhook_hint": workspace.webhook_url_hint if sealed else "",
+        "webhook_unreadable": bool(sealed) and not notification_services.webhook_readable(sealed),
+        "links_are_paths": not settings.DESK_BASE_URL,
+        "window_min": APPROVAL_WINDOW_MIN_HOURS,
+        "window_max": APPROVAL_WINDOW_MAX_HOURS,
+        "deliveries": notification_selectors.delivery_page(workspace=workspace, page=request.GET.get("page")),
+    }
+
+
+@sensitive_post_parameters("webhook_url")
+@require_http_methods(["GET", "POST"])
+def workspace_settings(request: HttpRequest, workspace_pk: int) -> HttpResponse:
+    """GET: the settings and the latest deliveries. POST: save the settings, then back here."""
+    access = get_workspace_access(request, workspace_pk)
+    if not access.is_admin:
+        raise PermissionDenied("Only a workspace admin may open its settings.")
+    workspace = access.workspace
+    current = {
+        "email_bookmarkers": workspace.email_bookmarkers,
+        "requires_approval": workspace.requires_approval,
+        "approval_window_hours": workspace.approval_window_hours,
+    }
+    form = WorkspaceSettingsForm(request.POST if request.method == "POST" else None, initial=current)
+    if request.method == "POST" and form.is_valid():
+        changes = workspace_services.workspace_settings_update(
+            workspace=workspace, user=request.user, **form.cleaned_data
+        )
+        messages.success(request, MSG_SAVED.format(changes="; ".join(changes)) if changes else MSG_UNCHANGED)
+        return redirect("experiments:workspace-settings", workspace_pk=workspace.pk)
+    return render(request, TEMPLATE, _page_context(request, access, form))

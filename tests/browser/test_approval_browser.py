@@ -1,0 +1,165 @@
+"""Two-person approval in a real browser: Pat asks, Quinn approves in another browser, and
+exactly one PUT reaches the stand-in; Pat cannot approve Pat's own request, and an expired
+request sends nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from playwright.sync_api import Browser, Page, expect
+
+from experiments import mixpanel
+from experiments.models import AttemptState, ConclusionAttempt, Membership, Role
+from tests.browser.test_accessibility_browser import AXE_PATH, WIDTHS, AxeReport
+from tests.browser.test_force_conclude_browser import TIMEOUT_MS, fill_dialog, open_dialog, open_workspace_and_search
+from tests.test_services_force_conclude import conclude
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def approving(workspace):
+    workspace.requires_approval = True
+    workspace.save()
+    return workspace
+
+
+@pytest.fixture
+def quinn(django_user_model, workspace):
+    user = django_user_model.objects.create_user(username="quinn", password="pw-quinn", first_name="Quinn")
+    Membership.objects.create(user=user, workspace=workspace, role=Role.CONCLUDER)
+    return user
+
+
+def sign_in(page: Page, base_url: str, username: str) -> None:
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(base_url + "/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("pw-" + username)
+    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
+    expect(page.get_by_role("heading", name="Your workspaces")).to_be_visible()
+
+
+def ask_for_approval(page: Page, base_url: str, exp: dict) -> None:
+    sign_in(page, base_url, "pat")
+    open_workspace_and_search(page, exp["name"])
+    row = page.locator("#results tbody tr").first
+    open_dialog(page, row)
+    expect(page.locator("#force-conclude-dialog")).to_contain_text("requires a second person's approval")
+    fill_dialog(page)
+    page.get_by_role("button", name="Ask for approval").click()
+    expect(row).to_contain_text("Asked for approval", timeout=TIMEOUT_MS)
+    expect(row).to_contain_text("Awaiting approval: Pat (pat) asked at")
+    expect(row.locator(".badge")).to_have_text("active")
+
+
+def test_one_person_asks_a_second_approves_and_one_put_is_sent(
+    page: Page, browser: Browser, live_server, standin, approving, pm, quinn
+):
+    exp = standin.find(1001, status="active")
+    ask_for_approval(page, live_server.url, exp)
+    row = page.locator("#results tbody tr").first
+    assert standin.requests(method="PUT", path_contains=exp["id"]) == []
+
+    # Pat sees no Approve button, and approving by hand (the form's own token) is refused.
+    expect(row.get_by_role("button", name=re.compile("^Approve"))).to_have_count(0)
+    expect(row.get_by_role("button", name=re.compile("^Withdraw my request"))).to_be_visible()
+    attempt = ConclusionAttempt.objects.get(state=AttemptState.AWAITING_APPROVAL)
+    answer = page.evaluate(
+        """async (url) => {
+            const token = document.querySelector('.attempt-review input[name=csrfmiddlewaretoken]').value;
+            const body = new URLSearchParams({csrfmiddlewaretoken: token, decision: 'approve'});
+            const response = await fetch(url, {method: 'POST', body, headers: {'HX-Request': 'true'}});
+            return await response.text();
+        }""",
+        f"/w/{approving.pk}/attempts/{attempt.pk}/review/?back=list",
+    )
+    assert "you cannot approve it" in answer
+    assert standin.requests(method="PUT", path_contains=exp["id"]) == []
+
+    # Quinn, in another browser, approves with a note.
+    context = browser.new_context()
+    other = context.new_page()
+    try:
+        sign_in(other, live_server.url, "quinn")
+        open_workspace_and_search(other, exp["name"])
+        other_row = other.locator("#results tbody tr").first
+        expect(other_row).to_contain_text("Awaiting approval: Pat (pat)")
+        other_row.get_by_label(re.compile("^Note to Pat")).fill("Checked the numbers.")
+        other_row.get_by_role("button", name=re.compile("^Approve and end analysis")).dblclick()
+        expect(other_row.locator(".badge")).to_have_text("concluded", timeout=TIMEOUT_MS)
+        expect(other_row).to_contain_text("You approved Pat (pat)'s request. Concluded:")
+        expect(other_row).to_contain_text("Concluded by Pat (pat), approved by Quinn (quinn), at")
+    finally:
+        context.close()
+
+    # Pat's page learns of it by itself (its line polls).
+    expect(row.locator(".badge")).to_have_text("concluded", timeout=15_000)
+    assert len(standin.requests(method="PUT", path_contains=exp["id"])) == 1
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.SUCCEEDED
+    assert attempt.actor == pm
+    assert attempt.reviewer == quinn
+    assert attempt.review_note == "Checked the numbers."
+
+
+def test_an_expired_request_sends_nothing(page: Page, browser: Browser, live_server, standin, approving, pm, quinn):
+    exp = standin.find(1001, status="active")
+    ask_for_approval(page, live_server.url, exp)
+    # A day passes with nobody answering.
+    ConclusionAttempt.objects.filter(state=AttemptState.AWAITING_APPROVAL).update(
+        expires_at=timezone.now() - dt.timedelta(minutes=1)
+    )
+    context = browser.new_context()
+    other = context.new_page()
+    try:
+        sign_in(other, live_server.url, "quinn")
+        open_workspace_and_search(other, exp["name"])
+        other_row = other.locator("#results tbody tr").first
+        other_row.get_by_role("button", name=re.compile("^Approve and end analysis")).click()
+        expect(other_row).to_contain_text("expired", timeout=TIMEOUT_MS)
+        expect(other_row.locator(".badge")).to_have_text("active")
+    finally:
+        context.close()
+    assert standin.requests(method="PUT", path_contains=exp["id"]) == []
+    attempt = ConclusionAttempt.objects.get(actor=pm)
+    assert attempt.state == AttemptState.EXPIRED
+
+
+def test_a_waiting_request_reads_well_for_axe_at_both_widths(
+    browser: Browser, live_server, standin, approving, pm, quinn
+):
+    """The request as the approver and the requester see it: the list row, the experiment page
+    and its audit page, on a laptop and on a phone."""
+    exp = standin.find(1001, status="active")
+    outcome = conclude(
+        approving, pm, mixpanel.client_for(approving), experiment_id=exp["id"], experiment_name=exp["name"]
+    )
+    attempt = outcome.attempt
+    report = AxeReport()
+    for username in ("quinn", "pat"):
+        context = browser.new_context(viewport=WIDTHS["desktop"])
+        context.add_init_script(path=str(AXE_PATH))
+        try:
+            page = context.new_page()
+            sign_in(page, live_server.url, username)
+            for width, size in WIDTHS.items():
+                page.set_viewport_size(size)
+                report.width = width
+                page.goto(
+                    live_server.url + reverse("experiments:experiment-list", args=[approving.pk]) + "?q=" + exp["id"]
+                )
+                expect(page.locator(".attempt-waiting")).to_contain_text("Awaiting approval")
+                report.check(page, f"{username}: list with a waiting request")
+                page.goto(live_server.url + reverse("experiments:experiment-detail", args=[approving.pk, exp["id"]]))
+                expect(page.locator("#conclude-section")).to_contain_text("Awaiting approval")
+                report.check(page, f"{username}: experiment page with a waiting request")
+                page.goto(live_server.url + attempt.get_absolute_url())
+                report.check(page, f"{username}: audit page of a waiting request")
+        finally:
+            context.close()
+    report.assert_clean()

@@ -1,0 +1,168 @@
+"""A workspace's webhook URL is a secret: stored only sealed, shown only as a hint, and never
+in an exception, a log line or a page; a seal made under a rotated key still opens."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import requests
+
+from experiments.services import notifications
+from experiments.services.notifications import WebhookUnreadable
+
+URL = "https://hooks.slack.com/services/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"
+TOKEN = "zQ8kL2mN4pR6sT9uVwXyZab1"
+
+
+def test_a_sealed_url_opens_to_itself_and_does_not_contain_it():
+    sealed = notifications.webhook_seal(URL)
+    assert notifications.webhook_open(sealed) == URL
+    assert TOKEN not in sealed
+    assert "hooks.slack.com" not in sealed
+    # Fernet is randomised: the same URL sealed twice gives two different texts.
+    assert notifications.webhook_seal(URL) != sealed
+
+
+def test_a_seal_under_another_key_does_not_open(settings):
+    sealed = notifications.webhook_seal(URL)
+    settings.SECRET_KEY = "another-secret-key-entirely-0123456789-abcdefghijklmnop"
+    settings.SECRET_KEY_FALLBACKS = []
+    with pytest.raises(WebhookUnreadable) as info:
+        notifications.webhook_open(sealed)
+    assert str(info.value) == notifications.MSG_WEBHOOK_UNREADABLE
+    assert "set the webhook again" in str(info.value)
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+    assert notifications.webhook_readable(sealed) is False
+
+
+def test_a_seal_made_before_a_key_rotation_opens_with_the_fallback_and_new_seals_use_the_new_key(settings):
+    old_key = settings.SECRET_KEY
+    sealed_before = notifications.webhook_seal(URL)
+    settings.SECRET_KEY = "the-new-secret-key-after-rotation-0123456789-abcdefghij"
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert notifications.webhook_open(sealed_before) == URL
+    sealed_after = notifications.webhook_seal(URL)
+    settings.SECRET_KEY_FALLBACKS = []
+    assert notifications.webhook_open(sealed_after) == URL
+    assert notifications.webhook_readable(sealed_before) is False
+
+
+@pytest.mark.parametrize("garbage", ["", "not a token", "gAAAAA" + "x" * 40, "é"])
+def test_garbage_in_the_sealed_column_is_unreadable_not_an_error(garbage):
+    with pytest.raises(WebhookUnreadable):
+        notifications.webhook_open(garbage)
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        (URL, "https://hooks.slack.com/…Zab1"),
+        ("HTTPS://Hooks.Example.com:8443/a/very/long/path/x9Qz", "https://hooks.example.com:8443/…x9Qz"),
+        # A short rest would be mostly given away by its last characters: none shown.
+        ("https://example.com/hook", "https://example.com/…"),
+        ("http://[::1]:8080/services/abcdefghijklmnop", "http://[::1]:8080/…mnop"),
+        # A user name and password in the URL are never part of the hint.
+        ("https://alice:pa55word@hooks.example.com/services/abcdefghijklmnop", "https://hooks.example.com/…mnop"),
+    ],
+)
+def test_the_hint_shows_scheme_host_and_at_most_the_last_four_characters(url, hint):
+    assert notifications.webhook_hint(url) == hint
+    assert len(hint) <= 80
+
+
+def test_the_hint_of_a_very_long_host_fits_its_column():
+    hint = notifications.webhook_hint("https://" + "h" * 250 + ".example/" + "p" * 40)
+    assert len(hint) <= 80
+    assert hint.endswith("…pppp")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://hooks.example.com/x", notifications.MSG_URL_SCHEME),
+        ("javascript:alert(1)", notifications.MSG_URL_SCHEME),
+        ("hooks.slack.com/services/x", notifications.MSG_URL_INVALID),
+        ("https:///services/x", notifications.MSG_URL_HOST),
+        ("https://hooks.example.com:port/x", notifications.MSG_URL_INVALID),
+        ("https://hooks.example.com/a b", notifications.MSG_URL_INVALID),
+        ("https://hooks.example.com/\x00", notifications.MSG_URL_INVALID),
+        ("https://hooks.example.com/" + "x" * 2000, notifications.MSG_URL_TOO_LONG),
+    ],
+)
+def test_only_an_http_or_https_address_with_a_host_and_at_most_2000_characters_is_accepted(url, problem):
+    assert notifications.webhook_url_problem(url) == problem
+    assert url not in problem
+
+
+@pytest.mark.parametrize(
+    "url", [URL, "http://127.0.0.1:8123/hook", "https://hooks.example.com", "https://xn--bcher-kva.example/h"]
+)
+def test_good_addresses_have_no_problem(url):
+    assert notifications.webhook_url_problem(url) is None
+
+
+def test_no_exception_about_a_url_carries_it(settings):
+    sealed = notifications.webhook_seal(URL)
+    settings.SECRET_KEY = "yet-another-secret-key-0123456789-abcdefghijklmnopqrstu"
+    with pytest.raises(WebhookUnreadable) as info:
+        notifications.webhook_open(sealed)
+    texts = [str(info.value), repr(info.value), repr(info.value.args)]
+    assert not [t for t in texts if TOKEN in t or "hooks.slack.com" in t]
+
+
+def test_posting_to_a_webhook_logs_nothing_of_its_url_even_at_debug(caplog, webhook_receiver):
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("urllib3").setLevel(logging.DEBUG)
+    try:
+        assert notifications.post_webhook(webhook_receiver.url, "hello") == ""
+        webhook_receiver.answer_with(500)
+        assert notifications.post_webhook(webhook_receiver.url, "hello") == "HTTP 500 from the webhook"
+        refused = "http://127.0.0.1:9/services/" + webhook_receiver.token
+        assert notifications.post_webhook(refused, "hello") == "could not connect"
+    finally:
+        logging.getLogger("urllib3").setLevel(logging.NOTSET)
+    assert len(webhook_receiver.messages()) == 2
+    assert webhook_receiver.token not in caplog.text
+    assert "/services/" not in caplog.text
+    # The quieting is for webhook traffic only: urllib3 still logs other requests (Mixpanel's).
+    caplog.clear()
+    logging.getLogger("urllib3").setLevel(logging.DEBUG)
+    try:
+        requests.post(webhook_receiver.url.split("/services/")[0] + "/other", json={}, timeout=5)
+    finally:
+        logging.getLogger("urllib3").setLevel(logging.NOTSET)
+    assert any(r.name.startswith("urllib3") and "/other" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db
+def test_the_saved_webhook_is_nowhere_in_the_workspace_its_deliveries_or_the_admin(
+    client, workspace, pm, django_user_model
+):
+    from django.urls import reverse
+
+    from experiments.models import NotificationDelivery
+    from experiments.services import workspaces
+    from tests.factories import make_attempt
+
+    workspaces.workspace_settings_update(
+        workspace=workspace,
+        user=pm,
+        webhook_url=URL,
+        remove_webhook=False,
+        email_bookmarkers=False,
+        requires_approval=False,
+        approval_window_hours=24,
+    )
+    make_attempt(workspace=workspace, actor=pm)
+    delivery = NotificationDelivery.objects.get()
+    texts = [str(workspace), repr(workspace), str(delivery), repr(delivery), delivery.body, delivery.subject]
+    texts += [delivery.recipient, workspace.webhook_url_hint, workspace.webhook_url_sealed]
+    assert not [t for t in texts if TOKEN in t]
+    root = django_user_model.objects.create_superuser("root", password="x")
+    client.force_login(root)
+    page = client.get(reverse("admin:experiments_workspace_change", args=[workspace.pk])).content.decode()
+    assert workspace.webhook_url_hint in page
+    assert workspace.webhook_url_sealed not in page
+    assert 'name="webhook_url_sealed"' not in page

@@ -1,0 +1,284 @@
+"""The workspace settings page: admins only, the webhook write-only (its hint shown, never the
+address), validation in words, the latest deliveries, and a log line naming who changed what."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.test import override_settings
+from django.urls import reverse
+
+from experiments.models import DeliveryState, NotificationDelivery, Workspace
+from experiments.services import notifications
+from experiments.views.errors import PAGES
+from tests.factories import make_attempt, session_queries
+from tests.fake_mixpanel import FakeMixpanel, install
+
+pytestmark = pytest.mark.django_db
+
+URL = "https://hooks.slack.com/services/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"
+TOKEN = "zQ8kL2mN4pR6sT9uVwXyZab1"
+HINT = "https://hooks.slack.com/…Zab1"
+
+
+def settings_url(workspace) -> str:
+    return reverse("experiments:workspace-settings", args=[workspace.pk])
+
+
+def form(**changes) -> dict[str, str]:
+    data = {"webhook_url": "", "email_bookmarkers": "", "requires_approval": "", "approval_window_hours": "24"}
+    data.update(changes)
+    return {key: value for key, value in data.items() if value != ""}
+
+
+@pytest.fixture
+def admin_client(client, ws_admin):
+    client.force_login(ws_admin)
+    return client
+
+
+def fresh(workspace) -> Workspace:
+    return Workspace.objects.get(pk=workspace.pk)
+
+
+# --- Who may open it ---------------------------------------------------------------------
+
+
+def test_an_admin_sees_the_settings(admin_client, workspace):
+    response = admin_client.get(settings_url(workspace))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Notifications" in page
+    assert "Two-person approval" in page
+    assert "No webhook is set" in page
+    assert 'name="approval_window_hours"' in page
+    assert 'value="24"' in page
+
+
+@pytest.mark.parametrize("who", ["pm", "teammate"])
+def test_a_concluder_or_viewer_gets_the_readable_403_page(client, workspace, request, who):
+    client.force_login(request.getfixturevalue(who))
+    for response in (
+        client.get(settings_url(workspace)),
+        client.post(settings_url(workspace), form(email_bookmarkers="1")),
+    ):
+        assert response.status_code == 403
+        assert PAGES[403][0] in response.content.decode()
+    assert fresh(workspace).email_bookmarkers is False
+
+
+def test_an_outsider_gets_404_and_an_auditor_too(client, workspace, outsider, auditor):
+    client.force_login(outsider)
+    assert client.get(settings_url(workspace)).status_code == 404
+    client.force_login(auditor)
+    assert auditor.has_perm("experiments.review_all_conclusions")
+    assert client.get(settings_url(workspace)).status_code == 404
+
+
+def test_a_superuser_may_open_any_workspace_settings(client, workspace, django_user_model):
+    root = django_user_model.objects.create_superuser("root", password="x")
+    client.force_login(root)
+    assert client.get(settings_url(workspace)).status_code == 200
+
+
+def test_anonymous_is_sent_to_log_in(client, workspace):
+    response = client.get(settings_url(workspace))
+    assert response.status_code == 302
+    assert "login" in response["Location"]
+
+
+def test_only_admins_see_the_settings_link_in_the_workspace_navigation(client, workspace, pm, ws_admin, monkeypatch):
+    install(monkeypatch, FakeMixpanel())
+    link = f'href="{settings_url(workspace)}"'
+    client.force_login(ws_admin)
+    assert link in client.get(reverse("experiments:experiment-list", args=[workspace.pk])).content.decode()
+    client.force_login(pm)
+    assert link not in client.get(reverse("experiments:experiment-list", args=[workspace.pk])).content.decode()
+
+
+# --- Saving --------------------------------------------------------------------------------
+
+
+def test_setting_the_webhook_stores_it_sealed_and_shows_only_its_hint(admin_client, workspace, caplog):
+    caplog.set_level(logging.DEBUG)
+    response = admin_client.post(settings_url(workspace), form(webhook_url=URL), follow=True)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"Settings saved: webhook set to {HINT}." in page
+    assert HINT in page
+    ws = fresh(workspace)
+    assert ws.webhook_url_hint == HINT
+    assert notifications.webhook_open(ws.webhook_url_sealed) == URL
+    assert TOKEN not in ws.webhook_url_sealed
+    assert TOKEN not in page
+    assert TOKEN not in caplog.text
+    assert "changed by Ada (ada): webhook set to https://hooks.slack.com/…Zab1" in caplog.text
+
+
+def test_a_blank_address_keeps_the_webhook_and_the_checkbox_removes_it(admin_client, workspace, caplog):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL))
+    sealed = fresh(workspace).webhook_url_sealed
+
+    response = admin_client.post(settings_url(workspace), form(email_bookmarkers="1"), follow=True)
+    assert "Settings saved: email on." in response.content.decode()
+    assert fresh(workspace).webhook_url_sealed == sealed
+    assert 'name="remove_webhook"' in response.content.decode()
+
+    with caplog.at_level(logging.INFO):
+        admin_client.post(settings_url(workspace), form(email_bookmarkers="1", remove_webhook="1"))
+    ws = fresh(workspace)
+    assert (ws.webhook_url_sealed, ws.webhook_url_hint) == ("", "")
+    assert "changed by Ada (ada): webhook removed." in caplog.text
+
+
+def test_a_new_address_and_remove_together_are_refused(admin_client, workspace):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL))
+    response = admin_client.post(
+        settings_url(workspace), form(webhook_url=URL.replace("Zab1", "Cde2"), remove_webhook="1")
+    )
+    assert response.status_code == 200
+    assert "Either paste a new webhook address or remove the webhook, not both." in response.content.decode()
+    assert fresh(workspace).webhook_url_hint == HINT
+
+
+def test_approval_settings_are_saved_and_logged(admin_client, workspace, caplog):
+    caplog.set_level(logging.INFO)
+    response = admin_client.post(
+        settings_url(workspace), form(requires_approval="1", approval_window_hours="48"), follow=True
+    )
+    assert "two-person approval required; approval window 24 h → 48 h" in response.content.decode()
+    ws = fresh(workspace)
+    assert (ws.requires_approval, ws.approval_window_hours) == (True, 48)
+    assert "changed by Ada (ada): two-person approval required; approval window 24 h → 48 h." in caplog.text
+    response = admin_client.post(settings_url(workspace), form(requires_approval="1", approval_window_hours="48"))
+    assert response.status_code == 302
+    assert "Nothing changed." in admin_client.get(settings_url(workspace)).content.decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "message", "marker"),
+    [
+        ("ftp://hooks.example.com/x-s3cret", notifications.MSG_URL_SCHEME, "x-s3cret"),
+        ("hooks.slack.com/services/abc-s3cret", notifications.MSG_URL_INVALID, "abc-s3cret"),
+        ("https:///no-host-s3cret", notifications.MSG_URL_HOST, "no-host-s3cret"),
+        ("https://hooks.example.com/" + "s3cret" * 400, notifications.MSG_URL_TOO_LONG, "s3crets3cret"),
+        ("https://hooks.example.com/a\x00b-s3cret", notifications.MSG_URL_INVALID, "b-s3cret"),
+    ],
+)
+def test_a_bad_address_is_refused_in_words_and_never_drawn_back(admin_client, workspace, url, message, marker):
+    response = admin_client.post(settings_url(workspace), form(webhook_url=url))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert message in page
+    assert 'aria-invalid="true"' in page
+    assert marker not in page
+    assert fresh(workspace).webhook_url_sealed == ""
+
+
+@pytest.mark.parametrize("hours", ["0", "169", "-1", "1.5", "abc", "", "9" * 400])
+def test_an_approval_window_outside_1_to_168_hours_is_refused(admin_client, workspace, hours):
+    response = admin_client.post(settings_url(workspace), form(approval_window_hours=hours, requires_approval="1"))
+    assert response.status_code == 200
+    assert "Give the approval window in whole hours, from 1 to 168." in response.content.decode()
+    ws = fresh(workspace)
+    assert (ws.requires_approval, ws.approval_window_hours) == (False, 24)
+
+
+def test_a_typed_address_is_hidden_from_error_reports(rf, ws_admin, workspace):
+    """sensitive_post_parameters: Django's error reports and debug page show it as stars."""
+    from django.views.debug import SafeExceptionReporterFilter
+
+    from experiments.views import settings as settings_views
+
+    request = rf.post(settings_url(workspace), form(webhook_url="ftp://" + TOKEN))
+    request.user = ws_admin
+    response = settings_views.workspace_settings(request, workspace.pk)
+    assert response.status_code == 200  # refused, so nothing was saved
+    cleansed = SafeExceptionReporterFilter().get_post_parameters(request)
+    assert cleansed["webhook_url"] == SafeExceptionReporterFilter.cleansed_substitute
+    assert cleansed["approval_window_hours"] == "24"
+
+
+def test_the_page_warns_when_the_saved_webhook_no_longer_opens(admin_client, workspace):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL))
+    assert "can no longer be read" not in admin_client.get(settings_url(workspace)).content.decode()
+    # Sealed under a key this server no longer has (changing SECRET_KEY here would end the session).
+    with override_settings(SECRET_KEY="a-retired-secret-key-0123456789-abcdefghijklmnopqrstuv"):
+        sealed = notifications.webhook_seal(URL)
+    Workspace.objects.filter(pk=workspace.pk).update(webhook_url_sealed=sealed)
+    page = admin_client.get(settings_url(workspace)).content.decode()
+    assert "can no longer be read" in page
+    assert "paste the address again" in page
+
+
+def test_the_page_says_when_links_are_paths_only(admin_client, workspace, settings):
+    settings.DESK_BASE_URL = ""
+    assert "set DESK_BASE_URL" in admin_client.get(settings_url(workspace)).content.decode()
+    settings.DESK_BASE_URL = "https://desk.example.com"
+    assert "DESK_BASE_URL" not in admin_client.get(settings_url(workspace)).content.decode()
+
+
+# --- The latest deliveries -------------------------------------------------------------------
+
+
+def test_the_latest_deliveries_are_listed_with_state_tries_error_and_a_link(admin_client, workspace, pm):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL))
+    attempt = make_attempt(workspace=fresh(workspace), actor=pm, experiment_name="Checkout <b>button</b>")
+    NotificationDelivery.objects.update(state=DeliveryState.GAVE_UP, tries=5, last_error="HTTP 500 from the webhook")
+    page = admin_client.get(settings_url(workspace)).content.decode()
+    assert "Conclusion succeeded" in page
+    assert "Gave up" in page
+    assert "HTTP 500 from the webhook" in page
+    assert HINT in page
+    assert reverse("experiments:audit-detail", args=[attempt.pk]) in page
+    assert "Checkout &lt;b&gt;button&lt;/b&gt;" in page
+    assert "<b>button</b>" not in page
+
+
+def test_deliveries_are_paged_and_any_page_value_is_answered(admin_client, workspace, pm, settings):
+    from experiments.selectors.notifications import DELIVERIES_PER_PAGE
+
+    admin_client.post(settings_url(workspace), form(webhook_url=URL))
+    ws = fresh(workspace)
+    for n in range(DELIVERIES_PER_PAGE + 1):
+        make_attempt(workspace=ws, actor=pm, experiment_id=f"exp-{n}", experiment_name=f"Experiment {n:02d}")
+    first = admin_client.get(settings_url(workspace)).content.decode()
+    assert f"Experiment {DELIVERIES_PER_PAGE:02d}" in first  # the newest
+    assert "Experiment 00<" not in first
+    assert "Page 1 of 2" in first
+    second = admin_client.get(settings_url(workspace) + "?page=2").content.decode()
+    assert "Experiment 00<" in second
+    for value in ["0", "-1", "abc", "9" * 400, "1e309", "\x00"]:
+        assert admin_client.get(settings_url(workspace), {"page": value}).status_code == 200
+
+
+def test_deliveries_of_another_workspace_are_not_listed(admin_client, workspace, other_workspace, outsider):
+    other_workspace.webhook_url_sealed = notifications.webhook_seal(URL)
+    other_workspace.webhook_url_hint = "https://elsewhere.example/…"
+    other_workspace.save()
+    make_attempt(workspace=other_workspace, actor=outsider, experiment_name="Payments secret test")
+    assert NotificationDelivery.objects.filter(workspace=other_workspace).count() == 1
+    page = admin_client.get(settings_url(workspace)).content.decode()
+    assert "Payments secret test" not in page
+    assert "No messages yet" in page
+
+
+def test_the_settings_page_costs_a_fixed_number_of_queries(admin_client, workspace, pm, django_assert_num_queries):
+    """Session, user, membership, then the deliveries: a count and one page (never a query per row)."""
+    admin_client.post(settings_url(workspace), form(webhook_url=URL))
+    for n in range(5):
+        make_attempt(workspace=fresh(workspace), actor=pm, experiment_id=f"exp-{n}")
+    assert NotificationDelivery.objects.count() == 5
+    with django_assert_num_queries(4 + session_queries()):
+        assert admin_client.get(settings_url(workspace)).status_code == 200
+
+
+def test_the_form_needs_the_csrf_token(client, ws_admin, workspace):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(ws_admin)
+    response = strict.post(settings_url(workspace), form(email_bookmarkers="1"))
+    assert response.status_code == 403
+    assert fresh(workspace).email_bookmarkers is False
