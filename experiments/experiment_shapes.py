@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from experiments.mixpanel import _when as parse_when
+from experiments.stats import SampleRatioTest, sample_ratio_test
 
 # Where a variant may keep its name and its planned share of traffic.
 VARIANT_KEY_FIELDS = ("key", "name", "variant", "value", "id", "title")
@@ -245,6 +246,31 @@ def variant_table(variants: Any, exposures_cache: Any) -> VariantTable:
     if planned_known and exposures_known and all(row[5] for row in raw_rows):
         testable = tuple((key, count or 0, weight or 0.0) for key, _, _, weight, count, _ in raw_rows)
     return VariantTable(rows, total, planned_known, exposures_known, testable)
+
+
+# Why a split was not checked, in a product manager's words.
+SRM_NOTE_NO_PLAN = "The planned split is not given for every variant, so exposures cannot be checked against it."
+SRM_NOTE_NO_COUNTS = "Exposures are not known for every variant, so they cannot be checked against the planned split."
+SRM_NOTE_UNLISTED = "Exposures name a variant that is not in the variant list, so the split cannot be checked."
+SRM_NOTE_TOO_FEW = "Too few exposures yet to check them against the planned split."
+
+
+def sample_ratio_check(table: VariantTable) -> tuple[SampleRatioTest | None, str]:
+    """The sample-ratio test of a variant table, or None and why it could not be run ("" without variants).
+
+    The one rule for the split check: the experiment page shows its test, and the
+    experiments list keeps its verdict per experiment (ExperimentSummary.sample_ratio_mismatch).
+    """
+    if not table.rows:
+        return None, ""
+    if not table.planned_known:
+        return None, SRM_NOTE_NO_PLAN
+    if not table.exposures_known:
+        return None, SRM_NOTE_NO_COUNTS
+    if not table.testable:
+        return None, SRM_NOTE_UNLISTED
+    test = sample_ratio_test(table.testable)
+    return test, "" if test is not None else SRM_NOTE_TOO_FEW
 
 
 # --- Results ------------------------------------------------------------------------------

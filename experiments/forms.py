@@ -1,4 +1,5 @@
-"""Forms: the experiments page's query string, the force-conclude and decision dialogs, and workspace settings."""
+"""Forms: the experiments page's and the home page's query strings, the force-conclude and decision dialogs,
+and workspace settings."""
 
 from __future__ import annotations
 
@@ -74,6 +75,11 @@ def _whole_number(value: Any, *, default: int) -> int:
         return default
 
 
+def search_text(value: Any) -> str:
+    """A search box's text as every list searches it: spaces collapsed, cut at SEARCH_MAX_LENGTH."""
+    return " ".join(str(value or "").split())[:SEARCH_MAX_LENGTH]
+
+
 @dataclass(frozen=True, slots=True)
 class ExperimentListQuery:
     """What the experiments page shows, parsed from its URL.
@@ -93,7 +99,7 @@ class ExperimentListQuery:
     def from_querydict(cls, data: QueryDict | dict[str, Any]) -> ExperimentListQuery:
         status = str(data.get("status") or "").strip().lower()
         sort = str(data.get("sort") or "").strip()
-        q = " ".join(str(data.get("q") or "").split())[:SEARCH_MAX_LENGTH]
+        q = search_text(data.get("q"))
         page = _whole_number(data.get("page"), default=1)
         size = _whole_number(data.get("size"), default=PAGE_SIZE)
         return cls(
@@ -144,6 +150,50 @@ class ExperimentListQuery:
 
     def url_suffix(self) -> str:
         """ "?status=..." or "" — ready to append to the page's path."""
+        text = self.querystring()
+        return "?" + text if text else ""
+
+
+# --- Home page query ---------------------------------------------------------------
+
+MSG_HOME_WORKSPACE = "The address asks for a workspace that is not one of yours, so all your workspaces are shown."
+
+
+@dataclass(frozen=True, slots=True)
+class HomeQuery:
+    """What the home page's list of active experiments shows, parsed from its URL.
+
+    `workspace` is the primary key of one of the person's workspaces, or None for
+    all of them; a value that is not one of theirs is dropped and `workspace_refused`
+    set, so the page can say so rather than show nothing (or answer 404 for a shared
+    address). `querystring()` is the canonical form.
+    """
+
+    workspace: int | None = None
+    q: str = ""
+    workspace_refused: bool = False
+
+    @classmethod
+    def from_querydict(cls, data: QueryDict | dict[str, Any], *, workspace_pks: set[int]) -> HomeQuery:
+        raw = str(data.get("workspace") or "").strip()
+        chosen = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 20 else None
+        refused = bool(raw) and chosen not in workspace_pks
+        return cls(workspace=None if refused else chosen, q=search_text(data.get("q")), workspace_refused=refused)
+
+    def with_(self, **changes: Any) -> HomeQuery:
+        """A copy with some values changed (and no refused workspace to report)."""
+        return replace(self, workspace_refused=False, **changes)
+
+    def querystring(self) -> str:
+        """Canonical query string without the "?" ("" for every workspace and no search)."""
+        pairs = []
+        if self.workspace is not None:
+            pairs.append(("workspace", str(self.workspace)))
+        if self.q:
+            pairs.append(("q", self.q))
+        return urlencode(pairs)
+
+    def url_suffix(self) -> str:
         text = self.querystring()
         return "?" + text if text else ""
 

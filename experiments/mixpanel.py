@@ -188,7 +188,10 @@ class ExperimentSummary:
 
     The list page, its search and its sorts need only these fields; the experiment page
     reads the experiment itself. Per variant, key, planned split and exposures are kept
-    so that list-wide checks of the split need no second read.
+    so that list-wide checks of the split need no second read. `sample_ratio_mismatch`
+    is the experiment page's split check, run once when the list is read: True when
+    exposures do not follow the planned split, False when they do, None when it cannot
+    be checked (experiment_shapes.sample_ratio_check says why).
     """
 
     id: str
@@ -205,6 +208,7 @@ class ExperimentSummary:
     tags: tuple[str, ...] = ()
     variants: tuple[VariantSummary, ...] = ()
     exposures_total: int | None = None
+    sample_ratio_mismatch: bool | None = None
 
     @property
     def is_active(self) -> bool:
@@ -263,8 +267,11 @@ def variant_summaries(variants: Any, cache: Any) -> tuple[VariantSummary, ...]:
 
     if not variants:
         return ()
-    rows = variant_table(variants, cache).rows
-    return tuple(VariantSummary(row.key, row.planned_percent, row.exposures) for row in rows if row.listed)
+    return _listed_variants(variant_table(variants, cache))
+
+
+def _listed_variants(table: Any) -> tuple[VariantSummary, ...]:
+    return tuple(VariantSummary(row.key, row.planned_percent, row.exposures) for row in table.rows if row.listed)
 
 
 def _usable_id(value: Any) -> str:
@@ -353,11 +360,15 @@ def summarize_experiment(data: Any, shared: dict[Any, Any] | None = None) -> Exp
     if not isinstance(status, str):
         raise MixpanelBadResponse("Mixpanel returned an experiment without a status.")
     one = (lambda value: shared.setdefault(value, value)) if shared is not None else (lambda value: value)
+    # Imported here: experiment_shapes reads dates with this module's parser.
+    from experiments.experiment_shapes import sample_ratio_check, variant_table
+
     tags = data.get("tags")
     cache = data.get("exposures_cache")
-    variants = tuple(
-        one(VariantSummary(one(v.key), v.split, v.exposures)) for v in variant_summaries(data.get("variants"), cache)
-    )
+    # One variant table serves both the variants kept and the split check, by the page's rules.
+    table = variant_table(data.get("variants"), cache)
+    variants = tuple(one(VariantSummary(one(v.key), v.split, v.exposures)) for v in _listed_variants(table))
+    split_test, _ = sample_ratio_check(table)
     return ExperimentSummary(
         id=exp_id,
         name=_text(data.get("name")) or "",
@@ -373,6 +384,7 @@ def summarize_experiment(data: Any, shared: dict[Any, Any] | None = None) -> Exp
         tags=one(tuple(one(str(t)) for t in tags)) if isinstance(tags, list) else (),
         variants=one(variants),
         exposures_total=exposures_total(cache),
+        sample_ratio_mismatch=split_test.mismatch if split_test is not None else None,
     )
 
 

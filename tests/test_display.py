@@ -8,7 +8,7 @@ import pytest
 from django.template import Context, Template
 
 from experiments.forms import ForceConcludeForm, datetime_local_value
-from experiments.templatetags.display import count, duration_ms, utc, utc_text
+from experiments.templatetags.display import count, days, duration_ms, utc, utc_text
 
 WHEN = dt.datetime(2026, 11, 26, 9, 30, 5, 123456, tzinfo=dt.UTC)
 
@@ -22,6 +22,15 @@ def test_dates_are_utc_24_hour_named_and_carry_the_moment_for_the_local_tooltip(
     assert utc_text(tokyo) == "2026-11-26 16:15 UTC"
     assert utc(None) == "—"
     assert utc("") == "—"
+
+
+def test_days_are_counted_in_words_with_thousands_separators():
+    assert days(1) == "1 day"
+    assert days(0) == "0 days"
+    assert days(12) == "12 days"
+    assert days(1204) == "1,204 days"
+    assert days(None) == "—"  # not started
+    assert Template("{% load display %}{{ n|days }}").render(Context({"n": 2})) == "2 days"
 
 
 def test_counts_have_thousands_separators():

@@ -7,15 +7,10 @@ import datetime as dt
 import pytest
 
 from experiments import experiment_shapes as shapes
-from experiments.mixpanel import parse_experiment
+from experiments.experiment_shapes import SRM_NOTE_NO_COUNTS, SRM_NOTE_NO_PLAN, SRM_NOTE_TOO_FEW, SRM_NOTE_UNLISTED
+from experiments.mixpanel import parse_experiment, summarize_experiment
 from experiments.models import Region, Workspace
-from experiments.selectors.experiment_page import (
-    SRM_NOTE_NO_COUNTS,
-    SRM_NOTE_NO_PLAN,
-    SRM_NOTE_TOO_FEW,
-    SRM_NOTE_UNLISTED,
-    experiment_overview,
-)
+from experiments.selectors.experiment_page import experiment_overview
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 
@@ -268,6 +263,26 @@ def test_why_the_split_was_not_checked(workspace, variants, cache, note):
     overview = experiment_overview(workspace=workspace, experiment=experiment(variants=variants, exposures_cache=cache))
     assert overview.srm is None
     assert overview.srm_note == note
+
+
+@pytest.mark.parametrize(
+    ("variants", "cache"),
+    [
+        ([{"key": "a", "split": 50}, {"key": "b", "split": 50}], {"a": 10412, "b": 9311}),
+        ([{"key": "a", "split": 50}, {"key": "b", "split": 50}], {"a": 5120, "b": 5089}),
+        ([{"key": "a", "split": 1}, {"key": "b", "split": 1}], {"a": 100, "b": 90, "c": 1}),
+        ([{"key": "a", "split": 1}, {"key": "b", "split": 1}], {"a": 3, "b": 2}),
+        ([{"key": "a"}, {"key": "b"}], {"a": 100, "b": 100}),
+        ([{"key": "a", "split": 90}, {"key": "b", "split": 10}], {"counts": {"a": 500, "b": 500}}),
+        ([], None),
+        ({"not": "a list"}, {"a": 1}),
+    ],
+)
+def test_the_lists_split_verdict_is_the_experiment_pages_check(workspace, variants, cache):
+    data = {"id": "e1", "status": "active", "start_date": "2026-11-01T12:00:00Z"}
+    summary = summarize_experiment(data | {"variants": variants, "exposures_cache": cache})
+    overview = experiment_overview(workspace=workspace, experiment=experiment(variants=variants, exposures_cache=cache))
+    assert summary.sample_ratio_mismatch == (overview.srm.mismatch if overview.srm is not None else None)
 
 
 def test_the_split_is_checked_when_everything_is_known(workspace):

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from tests.fake_mixpanel import FakeMixpanel, install
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _mixpanel_fake(monkeypatch):
+    """The home page reads each workspace's experiment list: from an empty fake here, never the network."""
+    return install(monkeypatch, FakeMixpanel({}))
 
 
 @pytest.mark.django_db

@@ -30,7 +30,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import resolve
 
-from experiments.forms import ExperimentListQuery, ForceConcludeForm, WorkspaceSettingsForm
+from experiments.forms import ExperimentListQuery, ForceConcludeForm, HomeQuery, WorkspaceSettingsForm
 from experiments.models import ReasonCategory
 from experiments.views.audit import AuditFilterForm
 from tests.routes import ROUTES, Route, route_path, route_values
@@ -87,6 +87,7 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
     },
     "logout": {"POST": [({}, ["next"])]},
     "admin:login": {"POST": [({"username": "root", "password": "x"}, ["username", "password", "next"])]},
+    "home": {"GET": [({}, ["workspace", "q"])]},
     "experiments:experiment-list": {"GET": [({}, ["status", "q", "sort", "page"])]},
     "experiments:experiment-list-refresh": {"POST": [({}, ["list_query"])]},
     "experiments:experiment-force-conclude": {
@@ -262,6 +263,8 @@ def test_every_parameter_a_view_reads_is_fuzzed():
     read |= set(AuditFilterForm.base_fields) | set(ForceConcludeForm.base_fields)
     read |= set(WorkspaceSettingsForm.base_fields)
     read |= {"status", "q", "sort", "page"} | set(ExperimentListQuery.__slots__)
+    # The home page's HomeQuery reads these two; its third field is derived, not read.
+    read |= set(HomeQuery.__slots__) - {"workspace_refused"}
     fuzzed = {name for methods in PARAMS.values() for cases in methods.values() for _, names in cases for name in names}
     fuzzed |= {name for methods in PARAMS.values() for cases in methods.values() for base, _ in cases for name in base}
     assert read - fuzzed == set()

@@ -11,8 +11,15 @@ from django.urls import reverse
 
 from experiments.models import ExternalIdentity, GroupRule, Membership, Role, RoleChange
 from experiments.signin import oidc
+from tests.fake_mixpanel import FakeMixpanel, install
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _mixpanel_fake(monkeypatch):
+    """The home page reads each workspace's experiment list: from an empty fake here, never the network."""
+    return install(monkeypatch, FakeMixpanel({}))
 
 
 def _start(client) -> str:

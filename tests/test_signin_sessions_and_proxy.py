@@ -15,8 +15,15 @@ from django.urls import reverse
 
 from experiments.models import ExternalIdentity, GroupRule, Membership, Role, RoleChange
 from experiments.signin.middleware import LAST_SEEN_AT, MSG_SESSION_ENDED, SIGNED_IN_AT
+from tests.fake_mixpanel import FakeMixpanel, install
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _mixpanel_fake(monkeypatch):
+    """The home page reads each workspace's experiment list: from an empty fake here, never the network."""
+    return install(monkeypatch, FakeMixpanel({}))
 
 
 def _age_session(client, **seconds_ago: float) -> None:

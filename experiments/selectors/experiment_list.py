@@ -41,8 +41,13 @@ from experiments.selectors.workspaces import WorkspaceAccess
 
 LIST_GOOD_COPY_SECONDS = 7 * 24 * 3600
 LIST_FAILURE_BACKOFF_SECONDS = 15
-LIST_CACHE_PREFIX = "experiment-list:v2"
+# Its version changes with the shape of ExperimentSummary: an older pickled copy would lack the new fields.
+LIST_CACHE_PREFIX = "experiment-list:v3"
 NO_COPY_MESSAGE = "The experiment list could not be read from Mixpanel and no earlier copy is available."
+NOT_ASKED_MESSAGE = (
+    "Mixpanel was not asked for this list just now, because reading your other workspaces already took a while. "
+    "Reload the page in a moment, or open the workspace."
+)
 # Order of the "status" sort: the lifecycle, then anything unexpected.
 _STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
 _MEMO_LIMIT = 256
@@ -325,13 +330,16 @@ def _stale_snapshot(base: str, error: str) -> ExperimentListSnapshot:
 
 
 def experiment_list_cached(
-    *, workspace: Workspace, client: Any = None, refresh: bool = False
+    *, workspace: Workspace, client: Any = None, refresh: bool = False, ask_mixpanel: bool = True
 ) -> ExperimentListSnapshot:
     """The workspace's experiments, from the cache while fresh, else from Mixpanel.
 
     `refresh=True` asks Mixpanel now (the Refresh control). When Mixpanel fails,
     the last good copy is returned marked stale with the error; with no copy, an
     empty snapshot with the error. Never raises for an upstream failure.
+    `ask_mixpanel=False` never calls Mixpanel: without a fresh copy, the last good
+    copy marked stale (or no copy) with NOT_ASKED_MESSAGE, for a page that has
+    already waited long enough on other workspaces' lists.
     """
     base = _list_cache_base(workspace)
     if not refresh:
@@ -345,6 +353,8 @@ def experiment_list_cached(
         if failed:
             # Mixpanel failed moments ago: do not make every page view wait for it again.
             return _stale_snapshot(base, failed["error"])
+        if not ask_mixpanel:
+            return _stale_snapshot(base, NOT_ASKED_MESSAGE)
     try:
         # No client given: the workspace's own, built only now that Mixpanel must be
         # asked, so a missing configuration is one more readable MixpanelError.
@@ -528,6 +538,11 @@ def _utc_text(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
 
 
+def experiment_linkable(experiment_id: str) -> bool:
+    """Whether our routes can carry this id: they take it as one path segment, so not empty and without "/"."""
+    return bool(experiment_id) and "/" not in experiment_id
+
+
 def experiment_dom_id(experiment_id: str) -> str:
     """A safe, stable HTML id for an experiment (upstream ids are untrusted text)."""
     return "exp-" + hashlib.sha256(experiment_id.encode("utf-8")).hexdigest()[:16]
@@ -549,8 +564,7 @@ def experiment_row(
     """
     now = now or timezone.now()
     running = shapes.days_running(experiment, now)
-    # Our routes carry an id as one path segment: an empty one or one with "/" gets no link.
-    linkable = bool(experiment.id) and "/" not in experiment.id
+    linkable = experiment_linkable(experiment.id)
     exposures = experiment.exposures_total
     return ExperimentRow(
         experiment=experiment,

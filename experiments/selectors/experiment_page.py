@@ -23,7 +23,7 @@ from experiments import experiment_shapes as shapes
 from experiments import mixpanel
 from experiments.mixpanel import Experiment, MixpanelError, MixpanelNotFound
 from experiments.models import ConclusionAttempt, Workspace
-from experiments.stats import SampleRatioTest, sample_ratio_test
+from experiments.stats import SampleRatioTest
 
 DETAIL_CACHE_PREFIX = "experiment-detail:v1"
 # As long as ConclusionAttempt.experiment_id can be: a longer id is no experiment of ours,
@@ -32,10 +32,6 @@ EXPERIMENT_ID_MAX_LENGTH = 100
 MIXPANEL_UI_HOSTS = {"us": "mixpanel.com", "eu": "eu.mixpanel.com", "in": "in.mixpanel.com"}
 MSG_NOT_FOUND = "This workspace has no such experiment."
 MSG_OTHER_ID = "Mixpanel answered with a different experiment."
-SRM_NOTE_NO_PLAN = "The planned split is not given for every variant, so exposures cannot be checked against it."
-SRM_NOTE_NO_COUNTS = "Exposures are not known for every variant, so they cannot be checked against the planned split."
-SRM_NOTE_UNLISTED = "Exposures name a variant that is not in the variant list, so the split cannot be checked."
-SRM_NOTE_TOO_FEW = "Too few exposures yet to check them against the planned split."
 
 
 class ExperimentNotFound(Exception):
@@ -133,19 +129,6 @@ def _days_left(experiment: Experiment, running: int | None, planned: int | None,
     return max(0, (end - now).days) if end is not None else None
 
 
-def _srm(table: shapes.VariantTable) -> tuple[SampleRatioTest | None, str]:
-    if not table.rows:
-        return None, ""
-    if not table.planned_known:
-        return None, SRM_NOTE_NO_PLAN
-    if not table.exposures_known:
-        return None, SRM_NOTE_NO_COUNTS
-    if not table.testable:
-        return None, SRM_NOTE_UNLISTED
-    test = sample_ratio_test(table.testable)
-    return test, "" if test is not None else SRM_NOTE_TOO_FEW
-
-
 def experiment_overview(
     *, workspace: Workspace, experiment: Experiment, now: dt.datetime | None = None
 ) -> ExperimentOverview:
@@ -157,7 +140,7 @@ def experiment_overview(
     running = shapes.days_running(experiment, now)
     planned = shapes.planned_days(experiment.settings)
     table = shapes.variant_table(experiment.variants, experiment.exposures_cache)
-    srm, srm_note = _srm(table)
+    srm, srm_note = shapes.sample_ratio_check(table)
     return ExperimentOverview(
         days_running=running,
         days_left=_days_left(experiment, running, planned, now),

@@ -2,8 +2,8 @@
 
 Dates are UTC, 24-hour, "2026-11-26 09:30 UTC" (experiments.dates.format_utc, which
 messages use too), inside a <time> element that static/js/app.js gives the reader's
-local time as a tooltip. Counts carry thousands separators; durations past one second
-are in seconds.
+local time as a tooltip. Counts carry thousands separators, and so do numbers of days
+("12 days"); durations past one second are in seconds.
 """
 
 from __future__ import annotations
@@ -52,6 +52,18 @@ def count(value: Any) -> str:
     except (TypeError, ValueError):
         return str(value)
     return f"{number:,}"
+
+
+@register.filter
+def days(value: Any) -> str:
+    """`{{ n|days }}`: "1 day", "12 days", "1,204 days"; — when unknown (not started)."""
+    if value is None or value == "":
+        return MISSING
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:,} day" if number == 1 else f"{number:,} days"
 
 
 @register.filter

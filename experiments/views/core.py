@@ -5,23 +5,57 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django_htmx.http import push_url
 
 from dashboard import health
+from experiments.forms import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH, HomeQuery
 from experiments.selectors import audit as audit_selectors
+from experiments.selectors import home as home_selectors
 from experiments.selectors import workspaces as workspace_selectors
+from experiments.views.experiments import HtmxHttpRequest, _wants_fragment
+
+HOME_TEMPLATE = "experiments/home.html"
 
 
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    """The person's workspaces; an auditor without one lands on the audit trail, and a
-    newcomer without any role is told whom to ask."""
+def home(request: HtmxHttpRequest) -> HttpResponse:
+    """The person's workspaces with their counts, and every active experiment in them,
+    filtered by workspace and search from the URL; htmx gets the results alone.
+
+    An auditor without a workspace lands on the audit trail, and a newcomer without
+    any role is told whom to ask.
+    """
     workspaces = workspace_selectors.workspace_list_for_user(user=request.user)
-    if not workspaces and audit_selectors.audit_can_review_all(user=request.user):
-        return redirect("experiments:audit-list")
-    contacts = [] if workspaces else workspace_selectors.workspace_admin_contacts()
-    return render(request, "experiments/home.html", {"workspaces": workspaces, "contacts": contacts})
+    if not workspaces:
+        if audit_selectors.audit_can_review_all(user=request.user):
+            return redirect("experiments:audit-list")
+        contacts = workspace_selectors.workspace_admin_contacts()
+        return render(request, HOME_TEMPLATE, {"workspaces": workspaces, "contacts": contacts})
+    query = HomeQuery.from_querydict(request.GET, workspace_pks={access.workspace.pk for access in workspaces})
+    overview = home_selectors.home_overview(workspaces=workspaces, workspace_pk=query.workspace, q=query.q)
+    home_url = reverse("home")
+    canonical_url = home_url + query.url_suffix()
+    context = {
+        "workspaces": workspaces,
+        "overview": overview,
+        "query": query,
+        "chosen": next((a.workspace for a in workspaces if a.workspace.pk == query.workspace), None),
+        "refused_message": MSG_HOME_WORKSPACE if query.workspace_refused else "",
+        "canonical_url": canonical_url,
+        "clear_search_url": home_url + query.with_(q="").url_suffix(),
+        "all_workspaces_url": home_url + query.with_(workspace=None).url_suffix(),
+        "row_limit": home_selectors.ROW_LIMIT,
+        "search_max_length": SEARCH_MAX_LENGTH,
+    }
+    if _wants_fragment(request):
+        response = render(request, HOME_TEMPLATE + "#home-results", context)
+        # The address bar shows the canonical form of what is on screen.
+        push_url(response, canonical_url)
+        return response
+    return render(request, HOME_TEMPLATE, context)
 
 
 @login_not_required

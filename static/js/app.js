@@ -146,7 +146,8 @@ document.addEventListener("htmx:afterRequest", (event) => {
 
 // A full page load of a screen that reads Mixpanel shows nothing new until Mixpanel
 // answers; the notice says so after a second. Same-origin links and GET forms only.
-const MIXPANEL_PAGE = /^\/w\/\d+\/(experiments\/[^/]+\/)?$/;
+// The home page reads every workspace's list too.
+const MIXPANEL_PAGE = /^\/(w\/\d+\/(experiments\/[^/]+\/)?)?$/;
 const MIXPANEL_WAIT = "Waiting for Mixpanel… Experiments are read from it as the page opens; this can take a few seconds.";
 function waitForPage(url) {
   if (url.origin !== window.location.origin) return;

@@ -18,7 +18,19 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from playwright.sync_api import Browser, Page, expect
 
-from experiments.models import Bookmark, BookmarkKind, Membership, Role
+from experiments.models import (
+    AttemptAction,
+    AttemptState,
+    Bookmark,
+    BookmarkKind,
+    ConclusionAttempt,
+    ConclusionClaim,
+    Membership,
+    Region,
+    Role,
+    Workspace,
+)
+from experiments.selectors import experiment_list as list_selectors
 from experiments.services import notifications
 from tests.factories import make_attempt
 
@@ -92,6 +104,27 @@ def make_user(django_user_model: Any, role: str, workspace: Any) -> Any:
     return user
 
 
+def add_home_scene(standin: Any, user: Any, pm: Any, payments: Any) -> None:
+    """A second workspace with open attempts, and a third whose list Mixpanel refuses, for the home page."""
+    Membership.objects.create(user=user, workspace=payments, role=Role.VIEWER)
+    refused = Workspace.objects.create(name="Search & Discovery", region=Region.IN, mixpanel_workspace_id=3003)
+    Membership.objects.create(user=user, workspace=refused, role=Role.VIEWER)
+    standin.set_access(3003, allowed=False)
+    active = [e for e in standin.experiments(2002) if e["status"] == "active" and e["name"]]
+    for experiment, state in zip(active, (AttemptState.UNKNOWN, AttemptState.AWAITING_APPROVAL), strict=False):
+        attempt = ConclusionAttempt.objects.create(
+            workspace=payments,
+            experiment_id=experiment["id"],
+            experiment_name=experiment["name"],
+            actor=pm,
+            actor_name="Pat",
+            state=state,
+        )
+        ConclusionClaim.objects.create(
+            workspace=payments, experiment_id=experiment["id"], action=AttemptAction.CONCLUSION, attempt=attempt
+        )
+
+
 def log_in(page: Page, base_url: str, username: str) -> None:
     page.goto(base_url + reverse("login"))
     page.get_by_label("Username").fill(username)
@@ -105,6 +138,16 @@ def check_screens(
 ) -> None:
     """Every screen this role can reach, and every dialog it can open, at the current width."""
     report.check(page.goto(base + "/") and page, f"{role}: home")
+    if role != "auditor":
+        # The home page with experiments: both readable workspaces' rows, the open attempts
+        # (outcome unknown, awaiting approval), and the card of the workspace that cannot be read.
+        expect(page.locator("#home-results tbody tr").first).to_be_visible()
+        expect(page.locator("#home-results")).to_contain_text("Awaiting approval")
+        expect(page.locator(".workspace-card .error")).to_have_count(1)
+        page.locator("#home-q").fill("checkout")
+        expect(page).to_have_url(re.compile(r"\?q=checkout$"))
+        expect(page.locator("#home-summary")).to_contain_text("matching")
+        report.check(page, f"{role}: home, searched")
     report.check(page.goto(base + reverse("experiments:audit-list")) and page, f"{role}: audit list")
     url = base + reverse("experiments:audit-workspace-list", args=[ws.pk])
     report.check(page.goto(url) and page, f"{role}: audit of one workspace")
@@ -165,11 +208,13 @@ def check_screens(
 
 @pytest.mark.parametrize("role", ["viewer", "concluder", "admin", "auditor"])
 def test_no_serious_axe_violation_on_any_screen(
-    browser: Browser, live_server, standin, workspace, pm, django_user_model, role
+    browser: Browser, live_server, standin, workspace, other_workspace, pm, django_user_model, role
 ):
     exp = next(e for e in standin.experiments(1001) if MISMATCH in e["name"])
     ended = next(e for e in standin.experiments(1001) if e["status"] == "concluded" and e["variants"])
     user = make_user(django_user_model, role, workspace)
+    if role != "auditor":
+        add_home_scene(standin, user, pm, other_workspace)
     if role == "admin":  # the settings page then lists a delivery about each attempt
         workspace.webhook_url_sealed = notifications.webhook_seal("https://hooks.example.com/services/T0/B0/abcdef")
         workspace.webhook_url_hint = notifications.webhook_hint("https://hooks.example.com/services/T0/B0/abcdef")
@@ -264,9 +309,11 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
 
 def test_a_slow_mixpanel_page_says_what_it_waits_for(page: Page, live_server, standin, pm, workspace, settings):
     settings.MIXPANEL_READ_TIMEOUT = settings.MIXPANEL_DEADLINE = 10.0
-    standin.set_fault("latency", latency_ms=4000)
     page.set_default_timeout(TIMEOUT_MS)
     log_in(page, live_server.url, "pat")
+    # The home page has just read the list: without that copy, the workspace's page must wait for Mixpanel.
+    list_selectors.invalidate_experiment_list(workspace=workspace)
+    standin.set_fault("latency", latency_ms=4000)
     # Playwright waits for a navigation before it looks at a page again, so the old page is
     # read from inside: click, let a second and a half pass there, report the notice.
     seen = page.evaluate(

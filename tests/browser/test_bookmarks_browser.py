@@ -31,7 +31,7 @@ def test_bookmarks_added_by_one_member_are_seen_by_another(
 ):
     exp = standin.find(1001, status="active")
     log_in(page, live_server.url, "pat")
-    page.get_by_role("link", name="Growth").click()
+    page.get_by_role("link", name="Growth", exact=True).click()
     expect(page.locator("h1.workspace-title")).to_have_text("Growth")
     page.evaluate("window.__noReload = true")  # gone if anything below reloads the page
 

@@ -27,7 +27,7 @@ def log_in(page: Page, base_url: str) -> None:
 
 
 def open_workspace_and_search(page: Page, text: str) -> None:
-    page.get_by_role("link", name="Growth").click()
+    page.get_by_role("link", name="Growth", exact=True).click()
     expect(page.locator("h1.workspace-title")).to_have_text("Growth")
     page.locator("#search-q").fill(text)  # htmx searches as the person types
     expect(page).to_have_url(re.compile(r"[?&]q="), timeout=TIMEOUT_MS)

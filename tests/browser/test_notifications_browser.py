@@ -56,7 +56,7 @@ def test_the_webhook_hears_once_per_outcome_and_a_failing_one_changes_nothing(
 
     # The admin finds Settings in the workspace's navigation and sets the webhook.
     admin = signed_in_page(browser, base, "ada")
-    admin.get_by_role("link", name="Growth").click()
+    admin.get_by_role("link", name="Growth", exact=True).click()
     admin.get_by_role("navigation", name="Workspace").get_by_role("link", name="Settings").click()
     expect(admin.get_by_role("heading", name="Settings")).to_be_visible()
     admin.get_by_label("Webhook address").fill(webhook_receiver.url)
@@ -120,7 +120,7 @@ def test_the_webhook_hears_once_per_outcome_and_a_failing_one_changes_nothing(
 
 def test_a_concluder_is_refused_the_settings_page_in_words(browser: Browser, live_server, standin, workspace, pm):
     page = signed_in_page(browser, live_server.url, "pat")
-    page.get_by_role("link", name="Growth").click()
+    page.get_by_role("link", name="Growth", exact=True).click()
     expect(page.get_by_role("navigation", name="Workspace").get_by_role("link", name="Settings")).to_have_count(0)
     page.goto(live_server.url + reverse("experiments:workspace-settings", args=[workspace.pk]))
     expect(page.locator("main h1")).to_have_text("You do not have access to this")
