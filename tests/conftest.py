@@ -76,6 +76,22 @@ def pm(django_user_model, workspace):
 
 
 @pytest.fixture
+def second(django_user_model, workspace):
+    """Quinn, another concluder of `workspace`: who approves Pat's requests."""
+    user = _user(django_user_model, "quinn")
+    Membership.objects.create(user=user, workspace=workspace, role=Role.CONCLUDER)
+    return user
+
+
+@pytest.fixture
+def approving(workspace):
+    """`workspace`, where a press of Force conclude needs a second person's approval."""
+    workspace.requires_approval = True
+    workspace.save()
+    return workspace
+
+
+@pytest.fixture
 def teammate(django_user_model, workspace):
     """A viewer of `workspace`."""
     user = _user(django_user_model, "tess")

@@ -15,7 +15,7 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -23,6 +23,8 @@ import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from tests.loopback import LoopbackServer
 
 CLIENT_ID = "experiment-desk-test"
 CLIENT_SECRET = "provider-test-secret-never-shown"
@@ -45,8 +47,7 @@ class LoopbackProvider:
         self.spoiled: dict[str, Any] = {}
         self.issued_nonces: list[str] = []
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self.url = ""
 
     # --- test controls --------------------------------------------------------------
@@ -72,17 +73,13 @@ class LoopbackProvider:
         class Handler(_Handler):
             owner = provider
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-test-provider", daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(Handler, name="oidc-test-provider")
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     # --- a person's side of the flow, for tests without a browser ----------------------

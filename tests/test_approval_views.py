@@ -22,21 +22,6 @@ def fake(monkeypatch):
     return install(monkeypatch, FakeMixpanel([exp_json(1, "active"), exp_json(2, "active")]))
 
 
-@pytest.fixture
-def second(django_user_model, workspace):
-    """Another concluder of the workspace: the approver."""
-    user = django_user_model.objects.create_user(username="quinn", password="pw-quinn", first_name="Quinn")
-    Membership.objects.create(user=user, workspace=workspace, role=Role.CONCLUDER)
-    return user
-
-
-@pytest.fixture
-def approving(workspace):
-    workspace.requires_approval = True
-    workspace.save()
-    return workspace
-
-
 def logged_in(user) -> Client:
     client = Client()
     client.force_login(user)

@@ -22,21 +22,6 @@ from tests.test_tasks import make_due, run_ready_tasks, waiting
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def approving(workspace):
-    workspace.requires_approval = True
-    workspace.save()
-    return workspace
-
-
-@pytest.fixture
-def second(django_user_model, workspace):
-    """Another concluder of the workspace: the approver."""
-    user = django_user_model.objects.create_user(username="quinn", password="pw-quinn", first_name="Quinn")
-    Membership.objects.create(user=user, workspace=workspace, role=Role.CONCLUDER)
-    return user
-
-
 def request_it(workspace, pm, fake):
     outcome = conclude(workspace, pm, fake)
     assert outcome.state == AttemptState.AWAITING_APPROVAL

@@ -42,27 +42,29 @@ def utc_text(value: dt.datetime | None, precision: str = "") -> str:
     return dates.format_utc(value, seconds=precision == "seconds")
 
 
-@register.filter
-def count(value: Any) -> str:
-    """`{{ n|count }}`: 12,345 (a comma every three digits, whatever the locale); — when unknown."""
+def _whole(value: Any) -> int | str:
+    """A whole number to format, or the text to show instead (— when unknown)."""
     if value is None or value == "":
         return MISSING
     try:
-        number = int(value)
+        return int(value)
     except (TypeError, ValueError):
         return str(value)
-    return f"{number:,}"
+
+
+@register.filter
+def count(value: Any) -> str:
+    """`{{ n|count }}`: 12,345 (a comma every three digits, whatever the locale); — when unknown."""
+    number = _whole(value)
+    return number if isinstance(number, str) else f"{number:,}"
 
 
 @register.filter
 def days(value: Any) -> str:
     """`{{ n|days }}`: "1 day", "12 days", "1,204 days"; — when unknown (not started)."""
-    if value is None or value == "":
-        return MISSING
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return str(value)
+    number = _whole(value)
+    if isinstance(number, str):
+        return number
     return f"{number:,} day" if number == 1 else f"{number:,} days"
 
 

@@ -32,12 +32,12 @@ from experiments.models import (
 )
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import notifications
+from tests.browser.signin import TIMEOUT_MS, log_in
 from tests.factories import make_attempt
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 AXE_PATH = Path(__file__).parent / "vendor" / "axe.min.js"
-TIMEOUT_MS = 10_000
 WIDTHS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 FAILING_IMPACTS = ("serious", "critical")
 # Every WCAG 2.x A/AA rule and axe's best practices; target size (WCAG 2.2 AA) is off by default.
@@ -123,14 +123,6 @@ def add_home_scene(standin: Any, user: Any, pm: Any, payments: Any) -> None:
         ConclusionClaim.objects.create(
             workspace=payments, experiment_id=experiment["id"], action=AttemptAction.CONCLUSION, attempt=attempt
         )
-
-
-def log_in(page: Page, base_url: str, username: str) -> None:
-    page.goto(base_url + reverse("login"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("pw-" + username)
-    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
-    expect(page.locator("main h1")).to_be_visible()
 
 
 def check_screens(

@@ -13,7 +13,8 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from experiments import mixpanel
-from experiments.models import AttemptState, ConclusionAttempt, Membership, Role
+from experiments.models import AttemptState, ConclusionAttempt
+from tests.browser.signin import log_in
 from tests.browser.test_accessibility_browser import AXE_PATH, WIDTHS, AxeReport
 from tests.browser.test_force_conclude_browser import TIMEOUT_MS, fill_dialog, open_dialog, open_workspace_and_search
 from tests.test_services_force_conclude import conclude
@@ -21,31 +22,8 @@ from tests.test_services_force_conclude import conclude
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def approving(workspace):
-    workspace.requires_approval = True
-    workspace.save()
-    return workspace
-
-
-@pytest.fixture
-def quinn(django_user_model, workspace):
-    user = django_user_model.objects.create_user(username="quinn", password="pw-quinn", first_name="Quinn")
-    Membership.objects.create(user=user, workspace=workspace, role=Role.CONCLUDER)
-    return user
-
-
-def sign_in(page: Page, base_url: str, username: str) -> None:
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base_url + "/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("pw-" + username)
-    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
-    expect(page.get_by_role("heading", name="Your workspaces")).to_be_visible()
-
-
 def ask_for_approval(page: Page, base_url: str, exp: dict) -> None:
-    sign_in(page, base_url, "pat")
+    log_in(page, base_url, "pat")
     open_workspace_and_search(page, exp["name"])
     row = page.locator("#results tbody tr").first
     open_dialog(page, row)
@@ -58,7 +36,7 @@ def ask_for_approval(page: Page, base_url: str, exp: dict) -> None:
 
 
 def test_one_person_asks_a_second_approves_and_one_put_is_sent(
-    page: Page, browser: Browser, live_server, standin, approving, pm, quinn
+    page: Page, browser: Browser, live_server, standin, approving, pm, second
 ):
     exp = standin.find(1001, status="active")
     ask_for_approval(page, live_server.url, exp)
@@ -85,7 +63,7 @@ def test_one_person_asks_a_second_approves_and_one_put_is_sent(
     context = browser.new_context()
     other = context.new_page()
     try:
-        sign_in(other, live_server.url, "quinn")
+        log_in(other, live_server.url, "quinn")
         open_workspace_and_search(other, exp["name"])
         other_row = other.locator("#results tbody tr").first
         expect(other_row).to_contain_text("Awaiting approval: Pat (pat)")
@@ -103,11 +81,11 @@ def test_one_person_asks_a_second_approves_and_one_put_is_sent(
     attempt.refresh_from_db()
     assert attempt.state == AttemptState.SUCCEEDED
     assert attempt.actor == pm
-    assert attempt.reviewer == quinn
+    assert attempt.reviewer == second
     assert attempt.review_note == "Checked the numbers."
 
 
-def test_an_expired_request_sends_nothing(page: Page, browser: Browser, live_server, standin, approving, pm, quinn):
+def test_an_expired_request_sends_nothing(page: Page, browser: Browser, live_server, standin, approving, pm, second):
     exp = standin.find(1001, status="active")
     ask_for_approval(page, live_server.url, exp)
     # A day passes with nobody answering.
@@ -117,7 +95,7 @@ def test_an_expired_request_sends_nothing(page: Page, browser: Browser, live_ser
     context = browser.new_context()
     other = context.new_page()
     try:
-        sign_in(other, live_server.url, "quinn")
+        log_in(other, live_server.url, "quinn")
         open_workspace_and_search(other, exp["name"])
         other_row = other.locator("#results tbody tr").first
         other_row.get_by_role("button", name=re.compile("^Approve and end analysis")).click()
@@ -131,7 +109,7 @@ def test_an_expired_request_sends_nothing(page: Page, browser: Browser, live_ser
 
 
 def test_a_waiting_request_reads_well_for_axe_at_both_widths(
-    browser: Browser, live_server, standin, approving, pm, quinn
+    browser: Browser, live_server, standin, approving, pm, second
 ):
     """The request as the approver and the requester see it: the list row, the experiment page
     and its audit page, on a laptop and on a phone."""
@@ -146,7 +124,7 @@ def test_a_waiting_request_reads_well_for_axe_at_both_widths(
         context.add_init_script(path=str(AXE_PATH))
         try:
             page = context.new_page()
-            sign_in(page, live_server.url, username)
+            log_in(page, live_server.url, username)
             for width, size in WIDTHS.items():
                 page.set_viewport_size(size)
                 report.width = width

@@ -10,20 +10,10 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import Page, expect
 
+from tests.browser.signin import log_in
 from tests.factories import make_attempt
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-TIMEOUT_MS = 10_000
-
-
-def log_in(page: Page, base_url: str, username: str) -> None:
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base_url + reverse("login"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("pw-" + username)
-    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
-    expect(page.locator("main h1")).to_be_visible()
 
 
 def links_on(page: Page, base_url: str) -> set[str]:

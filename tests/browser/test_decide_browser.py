@@ -14,20 +14,11 @@ from django.urls import reverse
 from playwright.sync_api import Page, expect
 
 from experiments.models import Membership, Role
+from tests.browser.signin import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-TIMEOUT_MS = 10_000
 NOTE = "Treatment lifted checkout by 3% over three weeks; shipping it."
-
-
-def log_in(page: Page, base_url: str, username: str) -> None:
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base_url + "/")  # redirected to the login page
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("pw-" + username)
-    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
-    expect(page.get_by_role("heading", name="Your workspaces")).to_be_visible()
 
 
 def an_active_experiment_with_a_treatment(standin) -> dict:

@@ -12,18 +12,9 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.signin import TIMEOUT_MS, log_in
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-TIMEOUT_MS = 10_000
-
-
-def log_in(page: Page, base_url: str) -> None:
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base_url + "/")  # redirected to the login page
-    page.get_by_label("Username").fill("pat")
-    page.get_by_label("Password").fill("pw-pat")
-    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
-    expect(page.get_by_role("heading", name="Your workspaces")).to_be_visible()
 
 
 def open_workspace_and_search(page: Page, text: str) -> None:

@@ -15,10 +15,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from experiments.models import Membership, Region, Role, Workspace
+from tests.browser.signin import TIMEOUT_MS, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-TIMEOUT_MS = 10_000
 LAPTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 MISMATCH = "one-page checkout (exposures off the planned split)"
@@ -36,15 +36,6 @@ def scene(standin, pm, workspace, other_workspace):
         "secret": standin.add_experiment(3003, name="Homepage secret (Search)", status="active"),
     }
     return {"standin": standin, "workspace": workspace, "other": other_workspace, "search": search, **added}
-
-
-def log_in(page: Page, base_url: str) -> None:
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(base_url + "/")  # redirected to the login page
-    page.get_by_label("Username").fill("pat")
-    page.get_by_label("Password").fill("pw-pat")
-    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
-    expect(page.get_by_role("heading", name="Active experiments")).to_be_visible()
 
 
 def rows(page: Page):

@@ -12,11 +12,10 @@ from django.urls import reverse
 from playwright.sync_api import Browser, Page, expect
 
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, DeliveryState, NotificationDelivery
+from tests.browser.signin import TIMEOUT_MS
 from tests.test_tasks import make_due, run_ready_tasks, waiting
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-TIMEOUT_MS = 10_000
 
 
 def signed_in_page(browser: Browser, base_url: str, username: str) -> Page:

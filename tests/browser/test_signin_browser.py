@@ -14,10 +14,9 @@ from playwright.sync_api import Page, expect
 
 from experiments.models import GroupRule, Role
 from experiments.signin.views import MSG_LOCKED_OUT
+from tests.browser.signin import TIMEOUT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-TIMEOUT_MS = 10_000
 
 
 def test_sso_sign_in_lands_on_the_workspaces_the_groups_grant(
