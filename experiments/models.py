@@ -231,6 +231,8 @@ class EntryKind(models.TextChoices):
     APPROVAL_EXPIRED = "approval_expired", "Request expired"
     BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
+    # A workspace admin changed where the team hears about outcomes, or two-person approval.
+    SETTINGS_CHANGED = "settings_changed", "Workspace settings changed"
 
 
 class AuditEntry(models.Model):

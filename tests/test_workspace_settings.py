@@ -9,10 +9,10 @@ import pytest
 from django.test import override_settings
 from django.urls import reverse
 
-from experiments.models import DeliveryState, NotificationDelivery, Workspace
+from experiments.models import AuditEntry, DeliveryState, EntryKind, NotificationDelivery, Workspace
 from experiments.services import notifications
 from experiments.views.errors import PAGES
-from tests.factories import make_attempt, session_queries
+from tests.factories import assert_chain_valid, make_attempt, session_queries
 from tests.fake_mixpanel import FakeMixpanel, install
 
 pytestmark = pytest.mark.django_db
@@ -156,6 +156,31 @@ def test_approval_settings_are_saved_and_logged(admin_client, workspace, caplog)
     assert "Nothing changed." in admin_client.get(settings_url(workspace)).content.decode()
 
 
+def test_each_change_is_kept_in_the_audit_chain_and_listed_on_the_page(admin_client, workspace):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL, requires_approval="1"))
+    admin_client.post(settings_url(workspace), form(approval_window_hours="24"))  # approval off again
+    admin_client.post(settings_url(workspace), form())  # nothing changed: no entry
+    entries = list(AuditEntry.objects.filter(kind=EntryKind.SETTINGS_CHANGED).order_by("seq"))
+    assert [e.payload_data["changes"] for e in entries] == [
+        [f"webhook set to {HINT}", "two-person approval required"],
+        ["two-person approval no longer required"],
+    ]
+    assert entries[1].payload_data["settings"] == {
+        "webhook": HINT,
+        "email_bookmarkers": False,
+        "requires_approval": False,
+        "approval_window_hours": 24,
+    }
+    assert {(e.workspace_id, e.actor_name) for e in entries} == {(workspace.pk, "Ada (ada)")}
+    assert all(TOKEN not in e.payload for e in entries)
+    assert_chain_valid()
+    html = admin_client.get(settings_url(workspace)).content.decode()
+    assert TOKEN not in html
+    listed = html[html.index("Recent changes") :]
+    assert "Ada (ada): two-person approval no longer required" in listed
+    assert listed.index("no longer required") < listed.index("webhook set to")  # newest first
+
+
 @pytest.mark.parametrize(
     ("url", "message", "marker"),
     [
@@ -270,7 +295,8 @@ def test_the_settings_page_costs_a_fixed_number_of_queries(admin_client, workspa
     for n in range(5):
         make_attempt(workspace=fresh(workspace), actor=pm, experiment_id=f"exp-{n}")
     assert NotificationDelivery.objects.count() == 5
-    with django_assert_num_queries(4 + session_queries()):
+    # ... and the latest settings changes, from the audit trail.
+    with django_assert_num_queries(5 + session_queries()):
         assert admin_client.get(settings_url(workspace)).status_code == 200
 
 

@@ -1,4 +1,5 @@
-"""Reads for the workspace settings page: the workspace's latest notification deliveries."""
+"""Reads for the workspace settings page: the workspace's latest notification deliveries,
+and the latest changes to its settings (from the audit trail)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,28 @@ from typing import Any
 from django.core.paginator import Page, Paginator
 from django.db.models import F
 
-from experiments.models import EntryKind, NotificationDelivery, Workspace
+from experiments.models import AuditEntry, EntryKind, NotificationDelivery, Workspace
 
 DELIVERIES_PER_PAGE = 25
+SETTINGS_CHANGES_SHOWN = 10
+
+
+def settings_change_list(*, workspace: Workspace, limit: int = SETTINGS_CHANGES_SHOWN) -> list[dict[str, Any]]:
+    """The workspace's latest settings changes, newest first (index entry_ws_kind_seq_idx):
+    when, who, and what changed in words."""
+    entries = AuditEntry.objects.filter(workspace=workspace, kind=EntryKind.SETTINGS_CHANGED).order_by("-seq")
+    changes = []
+    for entry in entries[:limit]:
+        described = entry.payload_data.get("changes")
+        changes.append(
+            {
+                "created_at": entry.created_at,
+                "actor_name": entry.actor_name,
+                "changes": [str(item) for item in described] if isinstance(described, list) else [],
+                "seq": entry.seq,
+            }
+        )
+    return changes
 
 
 def delivery_page(*, workspace: Workspace, page: Any) -> Page:

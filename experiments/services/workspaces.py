@@ -10,7 +10,7 @@ from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from experiments import auditlog
-from experiments.models import GroupRule, Membership, Workspace
+from experiments.models import EntryKind, GroupRule, Membership, Workspace
 from experiments.services import notifications
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def workspace_settings_update(
     approval_window_hours: int,
 ) -> list[str]:
     """Save a workspace's notification and approval settings; returns what changed, in words.
+    A change is kept in the audit hash chain too (settings_changed, by whom, what).
 
     `webhook_url` is validated already (forms.WorkspaceSettingsForm); "" keeps the current
     webhook unless `remove_webhook`. The URL is stored sealed with its hint, and never
@@ -113,10 +114,28 @@ def workspace_settings_update(
         changes.append(f"approval window {workspace.approval_window_hours} h → {approval_window_hours} h")
     if not columns:
         return []
-    # Only the columns that changed: an admin saving another setting at the same time keeps theirs.
-    Workspace.objects.filter(pk=workspace.pk).update(**columns)
-    for name, value in columns.items():
-        setattr(workspace, name, value)
+    with transaction.atomic():
+        # Only the columns that changed: an admin saving another setting at the same time keeps theirs.
+        Workspace.objects.filter(pk=workspace.pk).update(**columns)
+        for name, value in columns.items():
+            setattr(workspace, name, value)
+        # In the hash chain, like every conclusion: turning approval off is something an
+        # auditor must be able to see. The webhook appears by its hint only.
+        auditlog.append_entry(
+            kind=EntryKind.SETTINGS_CHANGED,
+            workspace=workspace,
+            actor=user,
+            actor_name=auditlog.display_name(user),
+            payload={
+                "changes": changes,
+                "settings": {
+                    "webhook": workspace.webhook_url_hint if workspace.webhook_url_sealed else "",
+                    "email_bookmarkers": workspace.email_bookmarkers,
+                    "requires_approval": workspace.requires_approval,
+                    "approval_window_hours": workspace.approval_window_hours,
+                },
+            },
+        )
     logger.info(
         "Workspace settings of %s (#%s) changed by %s: %s.",
         workspace.name,

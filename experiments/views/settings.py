@@ -42,6 +42,7 @@ def _page_context(request: HttpRequest, access: WorkspaceAccess, form: Workspace
         "window_min": APPROVAL_WINDOW_MIN_HOURS,
         "window_max": APPROVAL_WINDOW_MAX_HOURS,
         "deliveries": notification_selectors.delivery_page(workspace=workspace, page=request.GET.get("page")),
+        "setting_changes": notification_selectors.settings_change_list(workspace=workspace),
     }
 
 
