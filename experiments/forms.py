@@ -13,7 +13,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from experiments import dates
-from experiments.mixpanel import Experiment
+from experiments.mixpanel.experiment import Experiment
 from experiments.models import ReasonCategory
 from experiments.services import notifications
 from experiments.services.decisions import NOTE_MAX_LENGTH

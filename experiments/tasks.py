@@ -19,9 +19,10 @@ from django.conf import settings
 from django.tasks import task
 from django.utils import timezone
 
-from dashboard.observability import log_context
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelError
 from experiments.models import AttemptState, ConclusionAttempt
+from experiments.observability import log_context
 from experiments.services import conclusions as conclusion_services
 from experiments.services import notifications as notification_services
 from experiments.services import reconcile as reconcile_services
@@ -111,7 +112,7 @@ def reconcile_attempt(attempt_id: int, try_number: int = 1) -> str:
             return f"already {attempt.state}"
         try:
             client = mixpanel.client_for(attempt.workspace)
-        except mixpanel.MixpanelError as exc:
+        except MixpanelError as exc:
             why = exc.message
         else:
             result = reconcile_services.conclusion_reconcile(attempt=attempt, client=client)

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind, Membership, Role
 from experiments.services import conclusions as conclusion_services
 from tests.factories import assert_chain_valid

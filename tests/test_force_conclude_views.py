@@ -13,8 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import mixpanel
 from experiments.forms import datetime_local_value
+from experiments.mixpanel.errors import MixpanelRejected, MixpanelUnavailable
+from experiments.mixpanel.experiment import parse_experiment
 from experiments.models import (
     AttemptState,
     AuditEntry,
@@ -57,7 +58,7 @@ class ServiceSpy:
 @pytest.fixture
 def spy(monkeypatch):
     def succeed(**kwargs):
-        experiment = mixpanel.parse_experiment(exp_json(1, "concluded"))
+        experiment = parse_experiment(exp_json(1, "concluded"))
         attempt = _attempt(kwargs["workspace"], kwargs["user"], state=AttemptState.SUCCEEDED, claim=True)
         return conclusion_services.ConclusionOutcome(
             attempt=attempt,
@@ -468,7 +469,7 @@ def test_htmx_from_the_experiment_page_swaps_its_section(pm_client, workspace, f
 
 @pytest.mark.django_db
 def test_list_unavailable_when_posting_is_readable(pm_client, workspace, fake, spy):
-    fake.list_error = mixpanel.MixpanelUnavailable("Mixpanel is down (HTTP 503).")
+    fake.list_error = MixpanelUnavailable("Mixpanel is down (HTTP 503).")
     response = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
     assert response.status_code == 200
     assert "Mixpanel is down (HTTP 503)." in response.content.decode()
@@ -545,7 +546,7 @@ def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, work
 
 @pytest.mark.django_db
 def test_real_service_upstream_fault_is_readable_and_retryable(pm_client, workspace, fake):
-    fake.put = mixpanel.MixpanelRejected("Mixpanel rejected the request (HTTP 400).", http_status=400)
+    fake.put = MixpanelRejected("Mixpanel rejected the request (HTTP 400).", http_status=400)
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert "HTTP 400" in html
     assert 'class="error small"' in html
@@ -601,7 +602,7 @@ def test_concluding_from_the_list_moves_its_tab_counts_in_place(pm_client, works
 
 @pytest.mark.django_db
 def test_a_failed_conclude_sends_no_tab_counts(pm_client, workspace, fake):
-    fake.put = mixpanel.MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400)
+    fake.put = MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400)
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert 'id="status-tabs"' not in html
     assert 'id="experiment-header"' not in html

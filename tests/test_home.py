@@ -14,8 +14,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import mixpanel
 from experiments.forms import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH
+from experiments.mixpanel.errors import MixpanelUnavailable
+from experiments.mixpanel.experiment import ExperimentSummary
 from experiments.models import (
     AttemptAction,
     AttemptState,
@@ -42,12 +43,12 @@ class FakeWithFailures(FakeMixpanel):
         self.failing = set(failing)
         self.list_delay = list_delay
 
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
+    def list_experiments(self, workspace_id: int) -> list[ExperimentSummary]:
         if self.list_delay:
             time.sleep(self.list_delay)
         if workspace_id in self.failing:
             self._record("list", workspace_id, "")
-            raise mixpanel.MixpanelUnavailable()
+            raise MixpanelUnavailable()
         return super().list_experiments(workspace_id)
 
 

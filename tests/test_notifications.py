@@ -19,7 +19,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from experiments import auditlog, mixpanel, tasks
+from experiments import auditlog, tasks
+from experiments.mixpanel.errors import MixpanelOutcomeUnknown
 from experiments.models import (
     AttemptState,
     AuditEntry,
@@ -156,7 +157,7 @@ def test_a_late_answer_is_not_told(workspace, pm):
 
 def test_a_refused_second_press_is_not_told_but_the_first_is(workspace, pm):
     webhook_on(workspace, "https://hooks.example.com/services/abcdefghijklmnopqrstuvwx")
-    first = press(workspace, pm, FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown())))
+    first = press(workspace, pm, FakeMixpanel(put=("apply", MixpanelOutcomeUnknown())))
     second = press(workspace, pm, FakeMixpanel())
     assert second.state == "blocked"
     assert [(d.attempt_id, d.entry.kind) for d in deliveries()] == [(first.attempt.pk, EntryKind.CONCLUSION_UNKNOWN)]

@@ -9,7 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelOutcomeUnknown, MixpanelRejected
 from experiments.models import (
     AttemptAction,
     AttemptState,
@@ -164,7 +165,7 @@ def test_what_the_read_shows_can_refuse_the_decision(workspace, pm, status, vari
 
 @pytest.mark.django_db
 def test_a_definite_failure_releases_the_claim(workspace, pm):
-    fake = concluded_fake(patch=mixpanel.MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400))
+    fake = concluded_fake(patch=MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400))
     outcome = decide(workspace, pm, fake)
     assert outcome.state == AttemptState.FAILED
     assert "did not record the decision" in outcome.message
@@ -175,7 +176,7 @@ def test_a_definite_failure_releases_the_claim(workspace, pm):
 
 @pytest.mark.django_db
 def test_an_unknown_outcome_keeps_the_claim_and_is_reconciled_by_reading(workspace, pm):
-    unknown = mixpanel.MixpanelOutcomeUnknown("Outcome unknown: the connection was lost.")
+    unknown = MixpanelOutcomeUnknown("Outcome unknown: the connection was lost.")
     fake = concluded_fake(patch=("apply", unknown))
     outcome = decide(workspace, pm, fake)
     assert outcome.state == AttemptState.UNKNOWN
@@ -198,7 +199,7 @@ def test_an_unknown_outcome_keeps_the_claim_and_is_reconciled_by_reading(workspa
 
 @pytest.mark.django_db
 def test_an_unknown_outcome_that_did_not_land_is_released_by_reconcile(workspace, pm):
-    fake = concluded_fake(patch=mixpanel.MixpanelOutcomeUnknown("Outcome unknown: timed out."))
+    fake = concluded_fake(patch=MixpanelOutcomeUnknown("Outcome unknown: timed out."))
     outcome = decide(workspace, pm, fake)
     attempt = ConclusionAttempt.objects.select_related("workspace").get(pk=outcome.attempt.pk)
     with past_the_in_flight_limit():

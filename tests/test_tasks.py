@@ -14,7 +14,9 @@ from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
-from experiments import mixpanel, tasks
+from experiments import tasks
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelConfigError, MixpanelOutcomeUnknown, MixpanelUnavailable
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions
@@ -26,7 +28,7 @@ from tests.test_reconcile import press
 REQUESTED = EntryKind.CONCLUSION_REQUESTED
 UNKNOWN = EntryKind.CONCLUSION_UNKNOWN
 RECONCILED = EntryKind.CONCLUSION_RECONCILED
-UNREACHABLE = mixpanel.MixpanelUnavailable("Mixpanel did not answer in time.")
+UNREACHABLE = MixpanelUnavailable("Mixpanel did not answer in time.")
 
 
 def run_ready_tasks() -> list[DBTaskResult]:
@@ -76,7 +78,7 @@ def waiting() -> list[DBTaskResult]:
 
 @pytest.mark.django_db
 def test_a_press_queues_its_reconcile_task_with_its_intent_for_when_its_put_cannot_be_in_flight(workspace, pm):
-    outcome = press(workspace, pm, FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown())))
+    outcome = press(workspace, pm, FakeMixpanel(put=("apply", MixpanelOutcomeUnknown())))
 
     (queued,) = waiting()
     assert queued.task_path == "experiments.tasks.reconcile_attempt"
@@ -86,7 +88,7 @@ def test_a_press_queues_its_reconcile_task_with_its_intent_for_when_its_put_cann
 
 @pytest.mark.django_db
 def test_a_refused_press_queues_nothing(workspace, pm):
-    press(workspace, pm, FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown())))
+    press(workspace, pm, FakeMixpanel(put=("apply", MixpanelOutcomeUnknown())))
     blocked = press(workspace, pm, FakeMixpanel())  # the first attempt holds the claim
     assert blocked.state == conclusion_services.STATE_BLOCKED
     assert len(waiting()) == 1
@@ -111,7 +113,7 @@ def test_the_task_is_queued_in_the_intent_transaction(monkeypatch, workspace, pm
 
 @pytest.mark.django_db
 def test_unknown_outcome_is_resolved_by_the_task_queued_at_the_press_with_one_read(monkeypatch, workspace, pm):
-    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown()))  # applied, answer lost
+    fake = FakeMixpanel(put=("apply", MixpanelOutcomeUnknown()))  # applied, answer lost
     with made_long_ago():
         outcome = press(workspace, pm, fake)  # its task is due now
     assert outcome.state == AttemptState.UNKNOWN
@@ -151,7 +153,7 @@ def test_attempt_left_requested_by_a_crash_is_resolved_and_its_claim_released(mo
 
 @pytest.mark.django_db
 def test_an_attempt_whose_put_may_be_in_flight_is_queued_for_when_it_cannot_be(monkeypatch, workspace, pm):
-    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown()))
+    fake = FakeMixpanel(put=("apply", MixpanelOutcomeUnknown()))
     outcome = press(workspace, pm, fake)  # just now: its PUT may still be on its way
     install(monkeypatch, fake)
     fake.calls.clear()
@@ -265,7 +267,7 @@ def test_after_the_last_try_the_attempt_is_left_to_the_cron_safety_net(monkeypat
 @pytest.mark.django_db
 def test_a_misconfigured_client_is_retried_like_an_unreachable_mixpanel(monkeypatch, stuck):
     def broken(workspace):
-        raise mixpanel.MixpanelConfigError()
+        raise MixpanelConfigError()
 
     monkeypatch.setattr(mixpanel, "client_for", broken)
     assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_RETRY]
@@ -337,7 +339,7 @@ def test_the_db_worker_command_resolves_a_crashed_attempt_from_the_queue(standin
 @pytest.mark.django_db
 def test_a_decision_with_an_unknown_outcome_is_resolved_by_its_task(monkeypatch, workspace, pm):
     concluded = raw_experiment(status="concluded", end_date="2026-11-20T10:00:00Z")
-    fake = FakeMixpanel([concluded], patch=("apply", mixpanel.MixpanelOutcomeUnknown()))  # applied, answer lost
+    fake = FakeMixpanel([concluded], patch=("apply", MixpanelOutcomeUnknown()))  # applied, answer lost
     with made_long_ago():
         outcome = decisions.experiment_decide(
             workspace=workspace,

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from experiments.mixpanel import Experiment
+from experiments.mixpanel.experiment import Experiment
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 
 

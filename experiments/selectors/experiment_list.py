@@ -17,9 +17,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from experiments import experiment_shapes as shapes
-from experiments import mixpanel
-from experiments.mixpanel import STATUSES, Experiment, ExperimentSummary, MixpanelError
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel import shapes
+from experiments.mixpanel.errors import MixpanelError
+from experiments.mixpanel.experiment import DECIDED_STATUSES, STATUSES, Experiment, ExperimentSummary
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, Workspace
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
@@ -601,7 +602,7 @@ def decision_text(status: str, decision: ConclusionAttempt | None) -> str:
         return f"Ship variant {body.get('variant')}" if body.get("success") else "Ship none"
     if decision is not None:
         return "Being recorded"
-    if status in mixpanel.DECIDED_STATUSES:
+    if status in DECIDED_STATUSES:
         return f"{status.capitalize()} (decided in Mixpanel)"
     if status == "concluded":
         return "Not decided yet"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from experiments import experiment_shapes as shapes
-from experiments.mixpanel import ExperimentSummary
+from experiments.mixpanel import shapes
+from experiments.mixpanel.experiment import ExperimentSummary
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors.experiment_list import ExperimentListSnapshot

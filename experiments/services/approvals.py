@@ -16,8 +16,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog, mixpanel, tasks
+from experiments import audit_payloads, auditlog, tasks
 from experiments.dates import format_utc
+from experiments.mixpanel import client as mixpanel
 from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services import attempts

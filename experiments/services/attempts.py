@@ -15,7 +15,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog, mixpanel, tasks
+from experiments import audit_payloads, auditlog, tasks
+from experiments.mixpanel.experiment import Experiment, format_end_date
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim
 from experiments.services import notifications
 
@@ -134,9 +135,7 @@ def _late_evidence(columns: dict[str, Any], evidence: dict[str, Any]) -> dict[st
     }
 
 
-def attempt_record_reconciled(
-    *, attempt: ConclusionAttempt, state: str, message: str, current: mixpanel.Experiment
-) -> bool:
+def attempt_record_reconciled(*, attempt: ConclusionAttempt, state: str, message: str, current: Experiment) -> bool:
     """Resolve the attempt if it is still in the state it was read in (compare-and-set);
     False when another reconcile, or the original request, resolved it first."""
     previous = attempt.state
@@ -158,7 +157,7 @@ def attempt_record_reconciled(
             claim_released=released,
             current=current,
             end_date_matches_request=bool(
-                sent_end and current.end_date and mixpanel.format_end_date(current.end_date) == sent_end
+                sent_end and current.end_date and format_end_date(current.end_date) == sent_end
             ),
         )
         kind = audit_payloads.entry_kind(attempt.action, "reconciled")

@@ -12,8 +12,11 @@ from typing import Any
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog, mixpanel
+from experiments import audit_payloads, auditlog
 from experiments.dates import end_date_problem, format_utc
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelError, MixpanelNotFound
+from experiments.mixpanel.experiment import ConcludeResult, Experiment, format_end_date
 from experiments.models import (
     AttemptState,
     ConclusionAttempt,
@@ -119,7 +122,7 @@ class ConclusionOutcome:
     state: str  # an AttemptState value, or "blocked" when another attempt holds the claim
     ok: bool  # True only for a success
     message: str  # readable for a PM: what happened and what to do next
-    experiment: mixpanel.Experiment | None = None
+    experiment: Experiment | None = None
     blocked_by: ConclusionAttempt | None = None
 
     @property
@@ -264,7 +267,7 @@ def write_failed(
     attempt: ConclusionAttempt,
     exc: BaseException,
     *,
-    before: mixpanel.Experiment,
+    before: Experiment,
     started: float,
     failed: str,
     unknown: str,
@@ -274,18 +277,18 @@ def write_failed(
     `failed` and `unknown` are the action's messages, formatted with the error."""
     name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     timing = {"duration_ms": ms_since(started), "http_status": getattr(exc, "http_status", None)}
-    if isinstance(exc, mixpanel.MixpanelError) and not exc.outcome_unknown:
+    if isinstance(exc, MixpanelError) and not exc.outcome_unknown:
         message = failed.format(name=name, error=exc.message)
         sent = exc.http_status is not None
         evidence = {"before": before, "error": exc, "sent": sent, **timing}
         return finish_attempt(attempt, AttemptState.FAILED, message, True, **evidence)
-    if not isinstance(exc, mixpanel.MixpanelError):
+    if not isinstance(exc, MixpanelError):
         log_unexpected(exc, attempt=attempt, step=attempt.action)
     message = unknown.format(name=name, error=audit_payloads.error_data(exc)["message"])
     return finish_attempt(attempt, AttemptState.UNKNOWN, message, False, before=before, error=exc, sent=True, **timing)
 
 
-def answer_evidence(result: mixpanel.ConcludeResult, *, before: mixpanel.Experiment, started: float) -> dict[str, Any]:
+def answer_evidence(result: ConcludeResult, *, before: Experiment, started: float) -> dict[str, Any]:
     """What a PUT or PATCH that answered leaves in the trail: the experiment before, and the answer as received."""
     return {
         "before": before,
@@ -303,10 +306,10 @@ def answer_evidence(result: mixpanel.ConcludeResult, *, before: mixpanel.Experim
 
 def _put_answered(
     attempt: ConclusionAttempt,
-    result: mixpanel.ConcludeResult,
+    result: ConcludeResult,
     *,
     name: str,
-    before: mixpanel.Experiment,
+    before: Experiment,
     started: float,
 ) -> ConclusionOutcome:
     """Record a PUT that answered. It counts as applied only if the experiment it returns
@@ -346,7 +349,7 @@ def _request(
         "reason_category": reason_category,
         "reason_text": reason_text,
         "end_date": end_date,
-        "request_body": {"end_date": mixpanel.format_end_date(end_date)},
+        "request_body": {"end_date": format_end_date(end_date)},
     }
 
 
@@ -399,14 +402,14 @@ def record_blocked(request: dict[str, Any], *, holder: ConclusionClaim | None, m
 
 def read_failure(exc: BaseException, attempt: ConclusionAttempt) -> str:
     """The message for a read that failed. A read changes nothing, so any failure is definite."""
-    if isinstance(exc, mixpanel.MixpanelNotFound):
+    if isinstance(exc, MixpanelNotFound):
         return MSG_NOT_FOUND.format(experiment_id=attempt.experiment_id)
-    if not isinstance(exc, mixpanel.MixpanelError):
+    if not isinstance(exc, MixpanelError):
         log_unexpected(exc, attempt=attempt, step="read")
     return MSG_READ_FAILED.format(error=audit_payloads.error_data(exc)["message"])
 
 
-def _not_concludable(before: mixpanel.Experiment, attempt: ConclusionAttempt, name: str) -> str | None:
+def _not_concludable(before: Experiment, attempt: ConclusionAttempt, name: str) -> str | None:
     """Why the experiment as read may not be concluded by this attempt, or None."""
     if before.id != attempt.experiment_id:
         return MSG_WRONG_EXPERIMENT
@@ -426,7 +429,7 @@ def finish_attempt(
     message: str,
     release_claim: bool,
     *,
-    shown: mixpanel.Experiment | None = None,
+    shown: Experiment | None = None,
     **evidence: Any,
 ) -> ConclusionOutcome:
     """Record the outcome and say what the press came to. If even recording fails,

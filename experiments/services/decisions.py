@@ -12,8 +12,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from experiments import auditlog, mixpanel
+from experiments import auditlog
 from experiments.dates import format_utc
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.experiment import DECIDED_STATUSES, ConcludeResult, Experiment, variant_summaries
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services import attempts
@@ -72,9 +74,9 @@ def decision_words(*, success: bool, variant: str) -> str:
     return f"ship variant {variant}" if success else "ship none"
 
 
-def variant_keys(experiment: mixpanel.Experiment) -> tuple[str, ...]:
+def variant_keys(experiment: Experiment) -> tuple[str, ...]:
     """The keys a decision may ship, read by the same rule as the experiment page's variants table."""
-    return tuple(v.key for v in mixpanel.variant_summaries(experiment.variants, experiment.exposures_cache))
+    return tuple(v.key for v in variant_summaries(experiment.variants, experiment.exposures_cache))
 
 
 def experiment_decide(
@@ -139,10 +141,10 @@ def experiment_decide(
 
 def _patch_answered(
     attempt: ConclusionAttempt,
-    result: mixpanel.ConcludeResult,
+    result: ConcludeResult,
     *,
     name: str,
-    before: mixpanel.Experiment,
+    before: Experiment,
     started: float,
 ) -> ConclusionOutcome:
     """Record a PATCH that answered: applied only if the returned experiment is this one, decided."""
@@ -151,7 +153,7 @@ def _patch_answered(
     if returned.id != attempt.experiment_id:
         message = MSG_UNKNOWN.format(name=name, error=MSG_ANSWERED_OTHER)
         return finish_attempt(attempt, AttemptState.UNKNOWN, message, False, **evidence)
-    if returned.status not in mixpanel.DECIDED_STATUSES:
+    if returned.status not in DECIDED_STATUSES:
         message = MSG_NOT_APPLIED.format(name=name, status=returned.status)
         return finish_attempt(attempt, AttemptState.FAILED, message, True, shown=returned, **evidence)
     body = attempt.request_body
@@ -204,13 +206,13 @@ def _blocked_message(holder: ConclusionClaim | None, name: str) -> str:
     return MSG_BLOCKED_IN_FLIGHT.format(name=name, who=held.actor_name, when=format_utc(held.created_at))
 
 
-def _not_decidable(before: mixpanel.Experiment, attempt: ConclusionAttempt, name: str) -> str | None:
+def _not_decidable(before: Experiment, attempt: ConclusionAttempt, name: str) -> str | None:
     """Why the experiment as read may not be decided by this attempt, or None."""
     if before.id != attempt.experiment_id:
         return MSG_WRONG_EXPERIMENT
     if before.deleted is not None:
         return MSG_DELETED.format(name=name)
-    if before.status in mixpanel.DECIDED_STATUSES:
+    if before.status in DECIDED_STATUSES:
         return MSG_ALREADY_DECIDED.format(name=name, status=before.status)
     if before.status != "concluded":
         return MSG_NOT_CONCLUDED.format(name=name, status=before.status)

@@ -44,7 +44,6 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from dashboard.observability import log_context
 from experiments import tasks
 from experiments.dates import format_utc
 from experiments.models import (
@@ -62,6 +61,7 @@ from experiments.models import (
     Role,
     Workspace,
 )
+from experiments.observability import log_context
 
 # A module import, not names: conclusions -> attempts -> here runs while conclusions loads.
 from experiments.services import conclusions as conclusion_services

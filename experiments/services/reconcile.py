@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from experiments import audit_payloads, mixpanel
+from experiments import audit_payloads
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelError
+from experiments.mixpanel.experiment import CONCLUDED_STATUSES, DECIDED_STATUSES
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt
 from experiments.services import attempts
 
@@ -31,8 +34,8 @@ RECONCILABLE_STATES = (AttemptState.REQUESTED, AttemptState.UNKNOWN)
 # decision did not land while the experiment is still only concluded.
 NOT_CONCLUDED_STATUSES = frozenset({"active", "draft"})
 LANDED_STATUSES = {
-    AttemptAction.CONCLUSION: (mixpanel.CONCLUDED_STATUSES, NOT_CONCLUDED_STATUSES),
-    AttemptAction.DECISION: (mixpanel.DECIDED_STATUSES, frozenset({"concluded"})),
+    AttemptAction.CONCLUSION: (CONCLUDED_STATUSES, NOT_CONCLUDED_STATUSES),
+    AttemptAction.DECISION: (DECIDED_STATUSES, frozenset({"concluded"})),
 }
 ACTION_NOUNS = {AttemptAction.CONCLUSION: "force conclude", AttemptAction.DECISION: "decision"}
 
@@ -104,7 +107,7 @@ def conclusion_reconcile(*, attempt: ConclusionAttempt, client: mixpanel.Mixpane
     try:
         current = client.get_experiment(attempt.workspace.mixpanel_workspace_id, attempt.experiment_id)
     except Exception as exc:
-        if not isinstance(exc, mixpanel.MixpanelError):
+        if not isinstance(exc, MixpanelError):
             conclusion_services.log_unexpected(exc, attempt=attempt, step="reconcile read")
         message = MSG_RECONCILE_READ_FAILED.format(name=name, error=audit_payloads.error_data(exc)["message"])
         return ReconcileResult(attempt, "unresolved", previous, None, message)

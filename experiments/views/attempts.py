@@ -20,9 +20,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
-from dashboard import observability
-from experiments import mixpanel
+from experiments import observability
 from experiments.forms import ExperimentListQuery
+from experiments.mixpanel import client as mixpanel
 from experiments.models import AttemptState, ConclusionAttempt
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors

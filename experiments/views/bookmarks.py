@@ -21,7 +21,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
 from experiments.models import Bookmark, BookmarkKind
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors.bookmarks import BookmarkItem

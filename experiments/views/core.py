@@ -10,9 +10,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
-from dashboard import health
 from experiments.forms import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH, HomeQuery
 from experiments.selectors import audit as audit_selectors
+from experiments.selectors import health
 from experiments.selectors import home as home_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.views.experiments import HtmxHttpRequest, _wants_fragment

@@ -24,8 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
-from dashboard import observability
-from experiments import mixpanel
+from experiments import observability
 from experiments.forms import (
     PAGE_SIZES,
     SEARCH_MAX_LENGTH,
@@ -37,6 +36,8 @@ from experiments.forms import (
     ExperimentListQuery,
     ForceConcludeForm,
 )
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.experiment import Experiment
 from experiments.models import AttemptAction, AttemptState
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import conclusions as conclusion_selectors
@@ -228,7 +229,7 @@ _READ_CLAIM = object()
 
 def _row_for(
     access: WorkspaceAccess,
-    experiment: mixpanel.Experiment,
+    experiment: Experiment,
     *,
     notice: str = "",
     notice_ok: bool = False,
@@ -244,7 +245,7 @@ def _row_for(
 
 
 def _conclude_section_context(
-    access: WorkspaceAccess, experiment: mixpanel.Experiment, *, notice: str = "", notice_ok: bool = False
+    access: WorkspaceAccess, experiment: Experiment, *, notice: str = "", notice_ok: bool = False
 ) -> dict[str, Any]:
     """The experiment page's conclusion section: its row state, its decision, and every attempt."""
     claims = conclusion_selectors.claims_by_action(workspace=access.workspace, experiment_id=experiment.id)
@@ -341,7 +342,7 @@ def _form_response(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpRes
 def _outcome_fragment(
     request: HtmxHttpRequest,
     access: WorkspaceAccess,
-    experiment: mixpanel.Experiment,
+    experiment: Experiment,
     outcome: conclusion_services.ConclusionOutcome,
     *,
     back: str,
