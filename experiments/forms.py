@@ -15,9 +15,9 @@ from django.utils import timezone
 from experiments import dates
 from experiments.mixpanel.experiment import Experiment
 from experiments.models import ReasonCategory
-from experiments.services import notifications
+from experiments.notifications import webhook as notifications
+from experiments.notifications.webhook import MSG_URL_INVALID
 from experiments.services.decisions import NOTE_MAX_LENGTH
-from experiments.services.notifications import MSG_URL_INVALID
 
 # --- Experiments list query -------------------------------------------------------
 

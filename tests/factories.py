@@ -94,12 +94,11 @@ def make_attempt(
     )
     if reconciled:
         applied = reconciled == "applied"
-        state = AttemptState.RECONCILED_APPLIED if applied else AttemptState.RECONCILED_NOT_APPLIED
         current = parse_experiment(
             experiment_json(experiment_id, experiment_name, "concluded" if applied else "active")
         )
         message = f"Reconciled by reading the experiment: {reconciled.replace('_', ' ')}."
-        attempt_services.attempt_record_reconciled(attempt=attempt, state=state, message=message, current=current)
+        attempt_services.attempt_record_reconciled(attempt=attempt, applied=applied, message=message, current=current)
     return attempt
 
 

@@ -26,6 +26,7 @@ from experiments.models import (
 )
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
+from experiments.services.attempts import AttemptOutcome
 from tests.factories import session_queries
 from tests.fake_mixpanel import FakeMixpanel, exp_json, install
 
@@ -60,7 +61,7 @@ def spy(monkeypatch):
     def succeed(**kwargs):
         experiment = parse_experiment(exp_json(1, "concluded"))
         attempt = _attempt(kwargs["workspace"], kwargs["user"], state=AttemptState.SUCCEEDED, claim=True)
-        return conclusion_services.ConclusionOutcome(
+        return AttemptOutcome(
             attempt=attempt,
             state=AttemptState.SUCCEEDED,
             ok=True,
@@ -390,7 +391,7 @@ def test_htmx_success_swaps_the_row_closes_the_dialog_and_toasts(pm_client, pm, 
 def test_htmx_failure_shows_the_reason_and_the_button_again(pm_client, pm, workspace, fake, monkeypatch):
     def refuse(**kwargs):
         attempt = _attempt(kwargs["workspace"], kwargs["user"], state=AttemptState.FAILED)
-        return conclusion_services.ConclusionOutcome(
+        return AttemptOutcome(
             attempt=attempt,
             state=AttemptState.FAILED,
             ok=False,
@@ -413,7 +414,7 @@ def test_htmx_failure_shows_the_reason_and_the_button_again(pm_client, pm, works
 def test_htmx_blocked_shows_who_holds_it(pm_client, pm, ws_admin, workspace, fake, monkeypatch):
     def blocked(**kwargs):
         holder = _attempt(kwargs["workspace"], ws_admin, claim=True)
-        return conclusion_services.ConclusionOutcome(
+        return AttemptOutcome(
             attempt=None,
             state="blocked",
             ok=False,
@@ -441,9 +442,7 @@ def test_without_javascript_success_redirects_to_the_same_list_view_with_a_messa
 @pytest.mark.django_db
 def test_without_javascript_failure_redirects_with_an_error(pm_client, workspace, fake, monkeypatch):
     def fail(**kwargs):
-        return conclusion_services.ConclusionOutcome(
-            attempt=None, state=AttemptState.FAILED, ok=False, message="Nope, readable."
-        )
+        return AttemptOutcome(attempt=None, state=AttemptState.FAILED, ok=False, message="Nope, readable.")
 
     monkeypatch.setattr(conclusion_services, "experiment_force_conclude", ServiceSpy(fail))
     response = pm_client.post(conclude_url(workspace), form_data(back="detail"), follow=True)

@@ -35,6 +35,7 @@ from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, Conc
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS
 from experiments.services import conclusions as conclusion_services
 from experiments.services import reconcile as reconcile_services
+from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import assert_chain_valid, make_attempt, past_the_in_flight_limit
 from tests.fake_mixpanel import FakeMixpanel, raw_experiment
 
@@ -222,7 +223,7 @@ def test_reconcile_in_another_process_during_a_stalled_put(standin, workspace, p
         assert ConclusionClaim.objects.count() == 1
 
         second = press(workspace, pm, mixpanel.client_for(workspace), experiment["id"])
-        assert second.state == conclusion_services.STATE_BLOCKED
+        assert second.state == STATE_BLOCKED
         assert len(standin.requests(method="PUT")) == 1
     finally:
         standin.reset()  # ends the stall: the PUT's connection closes without an answer

@@ -25,6 +25,7 @@ from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, Conc
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
 from experiments.services import reconcile as reconcile_services
+from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import assert_chain_valid, past_the_in_flight_limit
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 
@@ -441,7 +442,7 @@ def test_second_click_after_success_is_blocked_without_a_put(workspace, pm, ws_a
 
     second = conclude(workspace, ws_admin, fake)
 
-    assert second.state == conclusion_services.STATE_BLOCKED
+    assert second.state == STATE_BLOCKED
     assert not second.ok
     # Its read may have left alongside the claim (its answer is dropped); a PUT never.
     assert fake.puts == []
@@ -475,7 +476,7 @@ def test_click_while_another_is_in_flight_says_who_and_since_when(workspace, pm,
     blocked, inner_calls = fake.seen
     assert first.ok
     assert [c for c in inner_calls if c[0] == "put"] == []
-    assert blocked.state == conclusion_services.STATE_BLOCKED
+    assert blocked.state == STATE_BLOCKED
     assert "is already being concluded by Pat (pat) since" in blocked.message
     assert blocked.blocked_by.pk == first.attempt.pk
     assert len(fake.puts) == 1
@@ -503,7 +504,7 @@ def test_unknown_outcome_blocks_the_next_click(workspace, pm):
 
     again = conclude(workspace, pm, fake)
 
-    assert again.state == conclusion_services.STATE_BLOCKED
+    assert again.state == STATE_BLOCKED
     assert "already being concluded by Pat (pat)" in again.message
     assert again.blocked_by.pk == unknown.attempt.pk
     assert fake.puts == []

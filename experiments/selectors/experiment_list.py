@@ -16,12 +16,13 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel import shapes
 from experiments.mixpanel.errors import MixpanelError
 from experiments.mixpanel.experiment import DECIDED_STATUSES, STATUSES, Experiment, ExperimentSummary
-from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, Workspace
+from experiments.models import AttemptAction, ConclusionAttempt, Workspace
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 
@@ -464,9 +465,6 @@ def relative_time(value: dt.datetime | None, now: dt.datetime) -> str:
     return f"{text} ago" if past else f"in {text}"
 
 
-_DONE_STATES = frozenset({AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED})
-
-
 @dataclass(frozen=True, slots=True)
 class ExperimentRow:
     """An experiment as a table row or page section shows it, with its claim and notice.
@@ -515,11 +513,11 @@ class ExperimentRow:
 
     @property
     def concluded_by_us(self) -> bool:
-        return self.claim is not None and self.claim.state in _DONE_STATES
+        return self.claim is not None and self.claim.is_applied
 
     @property
     def in_flight(self) -> bool:
-        return self.claim is not None and self.claim.state not in _DONE_STATES
+        return self.claim is not None and not self.claim.is_applied
 
     @property
     def has_actions(self) -> bool:
@@ -597,9 +595,8 @@ def experiment_row(
 
 def decision_text(status: str, decision: ConclusionAttempt | None) -> str:
     """A concluded experiment's decision in a product manager's words; "" before it concludes."""
-    if decision is not None and decision.state in _DONE_STATES:
-        body = decision.request_body
-        return f"Ship variant {body.get('variant')}" if body.get("success") else "Ship none"
+    if decision is not None and decision.is_applied:
+        return capfirst(decision.decision_words)
     if decision is not None:
         return "Being recorded"
     if status in DECIDED_STATUSES:

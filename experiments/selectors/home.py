@@ -25,7 +25,6 @@ from experiments.selectors.workspaces import WorkspaceAccess
 
 # An attempt in one of these states holds the experiment's conclusion claim and has no final
 # outcome yet: its PUT is on its way, its answer was lost, or it waits for a second person.
-OPEN_STATES = (AttemptState.REQUESTED, AttemptState.UNKNOWN, AttemptState.AWAITING_APPROVAL)
 # Rows shown at most; past it, the page asks for a workspace or a search to narrow it.
 ROW_LIMIT = 200
 # The active experiments' order: the longest running first, as the ones most likely to need a decision.
@@ -101,7 +100,9 @@ def open_conclusion_attempts(*, workspaces: list[Workspace]) -> dict[tuple[int, 
     """
     claims = (
         ConclusionClaim.objects.filter(
-            workspace__in=workspaces, action=AttemptAction.CONCLUSION, attempt__state__in=OPEN_STATES
+            workspace__in=workspaces,
+            action=AttemptAction.CONCLUSION,
+            attempt__state__in=ConclusionAttempt.WAITING_STATES,
         )
         .select_related("attempt")
         .order_by()

@@ -11,7 +11,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from experiments import auditlog
 from experiments.models import EntryKind, GroupRule, Membership, Workspace
-from experiments.services import notifications
+from experiments.notifications import webhook as notifications
 
 logger = logging.getLogger(__name__)
 

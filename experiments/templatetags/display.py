@@ -81,3 +81,10 @@ def duration_ms(value: Any) -> str:
         return f"{ms:,} ms"
     seconds = ms / 1000
     return f"{seconds:,.1f} s" if seconds < 100 else f"{round(seconds):,} s"
+
+
+@register.filter
+def one_line(value: Any) -> str:
+    """Text on one line, its runs of white space made single spaces (for a mail subject, a
+    line break would start a new header; for a chat message, a new paragraph)."""
+    return " ".join(str(value or "").split())

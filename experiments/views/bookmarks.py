@@ -28,7 +28,7 @@ from experiments.selectors.bookmarks import BookmarkItem
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import bookmarks as bookmark_services
 from experiments.services.bookmarks import REFUSED_GONE, REFUSED_NOT_ALLOWED, BookmarkOutcome
-from experiments.views.access import get_workspace_access
+from experiments.views.helpers import get_workspace_access
 
 TEMPLATE = "experiments/bookmark_list.html"
 

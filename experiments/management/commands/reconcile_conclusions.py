@@ -25,7 +25,7 @@ from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.errors import MixpanelError
 from experiments.models import Workspace
 from experiments.selectors import conclusions as conclusion_selectors
-from experiments.services import conclusions as conclusion_services
+from experiments.services import approvals as approval_services
 from experiments.services import reconcile as reconcile_services
 
 _DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhd])\s*$", re.IGNORECASE)
@@ -80,7 +80,7 @@ class Command(BaseCommand):
         closed = [
             attempt
             for attempt in conclusion_selectors.request_list_overdue(workspace_pk=workspace_pk)
-            if conclusion_services.approval_lapse(attempt)
+            if approval_services.approval_lapse(attempt)
         ]
         for attempt in closed:
             name = attempt.experiment_name or attempt.experiment_id
