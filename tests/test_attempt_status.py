@@ -14,6 +14,7 @@ from django.utils import timezone
 from experiments.mixpanel.errors import MixpanelOutcomeUnknown, MixpanelUnavailable
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.services import conclusions as conclusion_services
 from experiments.services import reconcile as reconcile_services
 from tests.factories import assert_chain_valid, made_long_ago
@@ -22,7 +23,7 @@ from tests.fake_mixpanel import FakeMixpanel, ProcessDied, exp_json, install
 ACTIVE = "00000000-0000-4000-8000-000000000001"
 HTMX = {"HTTP_HX_REQUEST": "true"}
 POLL = 'hx-trigger="every 3s"'
-ROW_ID = "#" + list_selectors.experiment_dom_id(ACTIVE)
+ROW_ID = "#" + row_selectors.experiment_dom_id(ACTIVE)
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from django.test import Client
 from django.urls import reverse
 
 from experiments import auditlog
-from experiments.forms import ExperimentListQuery
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.errors import MixpanelConfigError, MixpanelUnavailable
 from experiments.models import AuditEntry, Bookmark, BookmarkKind, EntryKind, Membership, Role
+from experiments.queries import ExperimentListQuery
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import bookmarks as bookmark_services
 from experiments.templatetags.bookmarks import bookmark_href

@@ -14,11 +14,12 @@ from django.template import Context, Template
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments.forms import STATUS_TABS, ExperimentListQuery
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.errors import MixpanelAuthError, MixpanelConfigError, MixpanelUnavailable
 from experiments.mixpanel.experiment import ExperimentSummary
+from experiments.queries import STATUS_TABS, ExperimentListQuery
 from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from tests.factories import session_queries
 from tests.fake_mixpanel import FakeMixpanel, exp_json, install
 
@@ -591,8 +592,8 @@ def test_relative_time_uses_one_unit(seconds, text):
     import datetime as dt
 
     now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
-    assert list_selectors.relative_time(now - dt.timedelta(seconds=seconds), now) == text
-    assert list_selectors.relative_time(None, now) == ""
+    assert row_selectors.relative_time(now - dt.timedelta(seconds=seconds), now) == text
+    assert row_selectors.relative_time(None, now) == ""
 
 
 @pytest.mark.django_db

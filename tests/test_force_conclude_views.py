@@ -24,7 +24,7 @@ from experiments.models import (
     EntryKind,
     ReasonCategory,
 )
-from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.services import conclusions as conclusion_services
 from experiments.services.attempts import AttemptOutcome
 from tests.factories import session_queries
@@ -240,7 +240,7 @@ def test_dialog_fragment_explains_and_asks(pm_client, workspace, fake):
     assert abs(dt.datetime.fromisoformat(shown).replace(tzinfo=dt.UTC) - now) < dt.timedelta(minutes=2)
     # Posts to itself, swaps the row, disables the button in flight, shows progress.
     assert f'hx-post="{conclude_url(workspace)}"' in html
-    assert f'hx-target="#{list_selectors.experiment_dom_id(ACTIVE)}"' in html
+    assert f'hx-target="#{row_selectors.experiment_dom_id(ACTIVE)}"' in html
     assert 'hx-swap="outerHTML"' in html
     assert 'hx-disabled-elt="#force-conclude-submit"' in html
     assert 'hx-indicator="#force-conclude-progress"' in html
@@ -369,7 +369,7 @@ def test_htmx_success_swaps_the_row_closes_the_dialog_and_toasts(pm_client, pm, 
     response = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
     html = response.content.decode()
     assert response.status_code == 200
-    assert html.lstrip().startswith(f'<tr id="{list_selectors.experiment_dom_id(ACTIVE)}">')
+    assert html.lstrip().startswith(f'<tr id="{row_selectors.experiment_dom_id(ACTIVE)}">')
     assert '<span class="badge status-concluded">concluded</span>' in html
     assert "Concluded by Pat at" in html
     assert conclude_links(html) == []
@@ -524,7 +524,7 @@ def test_real_service_concludes_once_and_audits(pm_client, workspace, fake):
 
 @pytest.mark.django_db
 def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, workspace, fake):
-    star_id = "star-" + list_selectors.experiment_dom_id(ACTIVE)
+    star_id = "star-" + row_selectors.experiment_dom_id(ACTIVE)
     page = pm_client.get(list_url(workspace)).content.decode()
     assert f'<form method="post" id="{star_id}" class="star-toggle"' in page
     with CaptureQueriesContext(connection) as captured:

@@ -14,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments.forms import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH
 from experiments.mixpanel.errors import MixpanelUnavailable
 from experiments.mixpanel.experiment import ExperimentSummary
 from experiments.models import (
@@ -27,6 +26,7 @@ from experiments.models import (
     Role,
     Workspace,
 )
+from experiments.queries import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import home as home_selectors
 from experiments.selectors.workspaces import workspace_list_for_user

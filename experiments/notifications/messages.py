@@ -13,7 +13,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from experiments.models import APPROVAL_KINDS, OUTCOME_KINDS, AuditEntry, ConclusionAttempt, EntryKind, ReasonCategory
-from experiments.templatetags.display import one_line
+from experiments.text import one_line
 
 SUBJECT_NAME_MAX = 120
 SUBJECT_MAX = 300

@@ -20,6 +20,7 @@ from experiments.mixpanel import shapes
 from experiments.mixpanel.experiment import ExperimentSummary
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.selectors.experiment_list import ExperimentListSnapshot
 from experiments.selectors.workspaces import WorkspaceAccess
 
@@ -161,7 +162,7 @@ def home_overview(
                     workspace=workspace,
                     experiment=experiment,
                     name=experiment.name or "(no name)",
-                    linkable=list_selectors.experiment_linkable(experiment.id),
+                    linkable=row_selectors.experiment_linkable(experiment.id),
                     days_running=shapes.days_running(experiment, now),
                     owner=experiment.creator_name or experiment.creator_email or "",
                     attempt=attempts.get((workspace.pk, experiment.id)),

@@ -15,9 +15,9 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from experiments import auditlog
-from experiments.forms import DEFAULT_SORT, SORT_CHOICES, STATUS_TABS, ExperimentListQuery
 from experiments.mixpanel.errors import MixpanelError
 from experiments.models import Bookmark, BookmarkKind, EntryKind, Workspace
+from experiments.queries import DEFAULT_SORT, SORT_CHOICES, STATUS_TABS, ExperimentListQuery
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.experiment_list import ExperimentListUnavailable

@@ -16,6 +16,7 @@ from django import template
 from django.utils.safestring import SafeString, mark_safe
 
 from experiments import dates
+from experiments.text import one_line
 
 register = template.Library()
 
@@ -83,8 +84,4 @@ def duration_ms(value: Any) -> str:
     return f"{seconds:,.1f} s" if seconds < 100 else f"{round(seconds):,} s"
 
 
-@register.filter
-def one_line(value: Any) -> str:
-    """Text on one line, its runs of white space made single spaces (for a mail subject, a
-    line break would start a new header; for a chat message, a new paragraph)."""
-    return " ".join(str(value or "").split())
+register.filter("one_line", one_line)

@@ -21,16 +21,14 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.http import reswap, retarget, trigger_client_event
 
 from experiments import observability
-from experiments.forms import (
-    DecisionForm,
-    ExperimentListQuery,
-    ForceConcludeForm,
-)
+from experiments.forms import DecisionForm, ForceConcludeForm
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.experiment import Experiment
+from experiments.queries import ExperimentListQuery
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions as decision_services
@@ -181,7 +179,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
         "workspace": access.workspace,
         "back": back,
         "back_url": experiment_back_url(access, experiment_id, back, list_query),
-        "hx_target": "#conclude-section" if back == "detail" else "#" + list_selectors.experiment_dom_id(experiment_id),
+        "hx_target": "#conclude-section" if back == "detail" else "#" + row_selectors.experiment_dom_id(experiment_id),
     }
     before = list_selectors.experiment_list_cached(workspace=access.workspace)
     listed = list_selectors.experiment_lookup(workspace=access.workspace, experiment_id=experiment_id)

@@ -21,9 +21,9 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from experiments import observability
-from experiments.forms import ExperimentListQuery
 from experiments.mixpanel import client as mixpanel
 from experiments.models import ConclusionAttempt
+from experiments.queries import ExperimentListQuery
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors.workspaces import WorkspaceAccess

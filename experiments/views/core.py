@@ -10,7 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
-from experiments.forms import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH, HomeQuery
+from experiments.queries import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH, HomeQuery
 from experiments.selectors import audit as audit_selectors
 from experiments.selectors import health
 from experiments.selectors import home as home_selectors

@@ -18,16 +18,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import push_url
 
-from experiments.forms import (
-    PAGE_SIZES,
-    SEARCH_MAX_LENGTH,
-    SORT_CHOICES,
-    SORT_COLUMNS,
-    ExperimentListQuery,
-)
+from experiments.queries import PAGE_SIZES, SEARCH_MAX_LENGTH, SORT_CHOICES, SORT_COLUMNS, ExperimentListQuery
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.views.helpers import (
     DETAIL_TEMPLATE,
@@ -103,7 +98,7 @@ def _render_list(
         "query": query,
         "snapshot": snapshot,
         "page": page,
-        "rows": list_selectors.experiment_rows(access=access, experiments=page.experiments),
+        "rows": row_selectors.experiment_rows(access=access, experiments=page.experiments),
         "bookmark_strip": strip,
         "starred": strip.starred,
         "list_url": list_url,

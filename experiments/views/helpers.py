@@ -13,11 +13,11 @@ from django.http import Http404, HttpRequest
 from django.urls import reverse
 from django_htmx.middleware import HtmxDetails
 
-from experiments.forms import STATUS_TAB_GROUPS, STATUS_TABS, ExperimentListQuery
 from experiments.mixpanel.experiment import Experiment
 from experiments.models import AttemptAction
+from experiments.queries import STATUS_TAB_GROUPS, STATUS_TABS, ExperimentListQuery
 from experiments.selectors import conclusions as conclusion_selectors
-from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services.attempts import AttemptOutcome
@@ -87,12 +87,12 @@ def row_for(
     notice: str = "",
     notice_ok: bool = False,
     claim: Any = _READ_CLAIM,
-) -> list_selectors.ExperimentRow:
+) -> row_selectors.ExperimentRow:
     """One row's display; `claim` is the attempt holding the claim when the caller knows it."""
     if claim is _READ_CLAIM:
         claims = conclusion_selectors.claim_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id])
         claim = claims.get(experiment.id)
-    return list_selectors.experiment_row(
+    return row_selectors.experiment_row(
         access=access, experiment=experiment, claim=claim, notice=notice, notice_ok=notice_ok
     )
 
@@ -107,7 +107,7 @@ def conclude_section_context(
     return {
         "row": row_for(access, experiment, notice=notice, notice_ok=notice_ok, claim=claim),
         "decision": decision,
-        "decision_text": list_selectors.decision_text(experiment.status, decision),
+        "decision_text": row_selectors.decision_text(experiment.status, decision),
         "show_decide": access.can_conclude and experiment.status == "concluded" and decision is None,
         "attempts": conclusion_selectors.attempt_list_for_experiment(
             workspace=access.workspace, experiment_id=experiment.id
