@@ -7,10 +7,11 @@ from typing import Any
 
 from django import forms
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from experiments import dates
 from experiments.mixpanel.experiment import Experiment
-from experiments.models import ReasonCategory
+from experiments.models import ReasonCategory, decision_words
 from experiments.notifications import webhook as notifications
 from experiments.notifications.webhook import MSG_URL_INVALID
 from experiments.queries import ExperimentListQuery
@@ -133,8 +134,8 @@ class DecisionForm(forms.Form):
 
     def __init__(self, *args: Any, variant_keys: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        choices = [(f"variant:{key}", f"Ship variant {key}") for key in variant_keys]
-        self.fields["decision"].choices = [*choices, (SHIP_NONE, "Ship none")]
+        choices = [(f"variant:{key}", capfirst(decision_words(success=True, variant=key))) for key in variant_keys]
+        self.fields["decision"].choices = [*choices, (SHIP_NONE, capfirst(decision_words(success=False, variant="")))]
 
     def variant(self) -> str | None:
         """The key of the variant to ship, or None for "ship none" (after is_valid())."""
