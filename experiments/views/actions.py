@@ -75,16 +75,20 @@ def _forbidden(request: HtmxHttpRequest, access: WorkspaceAccess) -> HttpRespons
     return render(request, template, context, status=403)
 
 
-def _form_response(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpResponse:
-    """The dialog's content (htmx) or the no-JavaScript page, e.g. with validation errors."""
+def _dialog_response(request: HtmxHttpRequest, context: dict[str, Any], template: str, body_id: str) -> HttpResponse:
+    """A dialog's content (htmx) or its no-JavaScript page, e.g. with validation errors."""
     if wants_fragment(request):
-        response = render(request, CONCLUDE_TEMPLATE + "#body", context)
+        response = render(request, template + "#body", context)
         if request.method == "POST":
-            # The form targets the row; errors belong in the dialog, which stays open.
-            retarget(response, "#force-conclude-body")
+            # The form targets the row or section; errors belong in the dialog, which stays open.
+            retarget(response, "#" + body_id)
             reswap(response, "innerHTML")
         return response
-    return render(request, CONCLUDE_TEMPLATE, context)
+    return render(request, template, context)
+
+
+def _form_response(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpResponse:
+    return _dialog_response(request, context, CONCLUDE_TEMPLATE, "force-conclude-body")
 
 
 def _outcome_fragment(
@@ -274,12 +278,4 @@ def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id
 
 
 def _decide_form_response(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpResponse:
-    """The decision dialog's content (htmx) or its no-JavaScript page."""
-    if wants_fragment(request):
-        response = render(request, DECIDE_TEMPLATE + "#body", context)
-        if request.method == "POST":
-            # The form targets the section; errors belong in the dialog, which stays open.
-            retarget(response, "#decide-body")
-            reswap(response, "innerHTML")
-        return response
-    return render(request, DECIDE_TEMPLATE, context)
+    return _dialog_response(request, context, DECIDE_TEMPLATE, "decide-body")
