@@ -308,3 +308,64 @@ def test_the_form_needs_the_csrf_token(client, ws_admin, workspace):
     response = strict.post(settings_url(workspace), form(email_bookmarkers="1"))
     assert response.status_code == 403
     assert fresh(workspace).email_bookmarkers is False
+
+
+# --- Loosening the safeguards is never silent ---------------------------------------------
+
+
+@pytest.fixture
+def two_admins(django_user_model, workspace, ws_admin):
+    """Ada and Bea admin the workspace, both with an address; Pat (a concluder) has one too."""
+    from experiments.models import Membership, Role
+
+    ws_admin.email = "ada@example.com"
+    ws_admin.save()
+    bea = django_user_model.objects.create_user("bea", email="bea@example.com")
+    Membership.objects.create(user=bea, workspace=workspace, role=Role.ADMIN)
+    pat = django_user_model.objects.create_user("pat-with-mail", email="pat@example.com")
+    Membership.objects.create(user=pat, workspace=workspace, role=Role.CONCLUDER)
+    return ws_admin, bea
+
+
+def told(workspace) -> list[tuple[str, str, str]]:
+    rows = NotificationDelivery.objects.filter(workspace=workspace, entry__kind=EntryKind.SETTINGS_CHANGED)
+    return sorted(rows.values_list("channel", "recipient", "subject"))
+
+
+def test_turning_approval_off_tells_every_admin_and_the_webhook(admin_client, workspace, two_admins):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL, requires_approval="1"))
+    assert told(workspace) == []  # tightening (and a new webhook) is not news to tell
+    admin_client.post(settings_url(workspace), form(approval_window_hours="24"))  # approval off
+    subject = "Growth: Ada (ada) loosened the workspace's safeguards"
+    assert told(workspace) == [
+        ("email", "ada@example.com", subject),
+        ("email", "bea@example.com", subject),
+        ("webhook", HINT, subject),
+    ]
+    body = NotificationDelivery.objects.filter(channel="email").first().body
+    assert "two-person approval was turned off: one person can now force conclude alone" in body
+    assert settings_url(workspace) in body
+    assert_chain_valid()
+
+
+def test_a_shorter_window_and_a_removed_webhook_are_told_by_email_even_with_email_off(
+    admin_client, workspace, two_admins
+):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL, requires_approval="1", approval_window_hours="48"))
+    admin_client.post(settings_url(workspace), form(requires_approval="1", approval_window_hours="12"))
+    admin_client.post(settings_url(workspace), form(remove_webhook="1", requires_approval="1", approval_window_hours="12"))
+    bodies = list(
+        NotificationDelivery.objects.filter(channel="email", recipient="bea@example.com")
+        .order_by("id")
+        .values_list("body", flat=True)
+    )
+    assert len(bodies) == 2
+    assert "the approval window was shortened from 48 h to 12 h" in bodies[0]
+    assert f"the webhook {HINT} was removed" in bodies[1]
+    assert all(TOKEN not in body for body in bodies)
+
+
+def test_a_lengthened_window_or_email_turned_on_tells_nobody(admin_client, workspace, two_admins):
+    admin_client.post(settings_url(workspace), form(approval_window_hours="72", email_bookmarkers="1"))
+    assert told(workspace) == []
+    assert AuditEntry.objects.filter(kind=EntryKind.SETTINGS_CHANGED).count() == 1

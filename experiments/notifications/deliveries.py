@@ -32,6 +32,7 @@ from experiments.models import (
     ConclusionAttempt,
     DeliveryChannel,
     DeliveryState,
+    EntryKind,
     NotificationDelivery,
     Workspace,
 )
@@ -43,27 +44,28 @@ logger = logging.getLogger(__name__)
 
 # Not told: a "requested" entry (its outcome follows), a late answer (it changes nothing),
 # a bookmark. A refused press (a second click) is an outcome entry that is skipped too:
-# see _refused_press.
-NOTIFIED_KINDS = OUTCOME_KINDS | APPROVAL_KINDS
+# see _refused_press. A settings change is told when it loosens governance: see _worth_telling.
+NOTIFIED_KINDS = OUTCOME_KINDS | APPROVAL_KINDS | {EntryKind.SETTINGS_CHANGED}
 
 
 # --- Which entries, to whom --------------------------------------------------------------
 
 
-def entry_recorded(*, entry: AuditEntry, attempt: ConclusionAttempt) -> None:
-    """Queue the messages about `entry` (an attempt's audit entry, just appended).
+def entry_recorded(*, entry: AuditEntry, attempt: ConclusionAttempt | None = None) -> None:
+    """Queue the messages about `entry`, an audit entry just appended: one of `attempt`'s, or
+    (with no attempt) one about its workspace.
 
     Called in the entry's transaction. Does nothing, without a query, for an entry that is
-    not told or a workspace with neither a webhook nor e-mail on. Otherwise writes the
-    deliveries and their tasks in a savepoint; any failure there is logged and swallowed,
-    so the entry and the outcome it records commit regardless.
+    not told or an attempt's entry in a workspace with neither a webhook nor e-mail on.
+    Otherwise writes the deliveries and their tasks in a savepoint; any failure there is
+    logged and swallowed, so the entry and what it records commit regardless.
     """
     if entry.kind not in NOTIFIED_KINDS:
         return
-    workspace = attempt.workspace  # loaded with the attempt: no query
-    if not (workspace.webhook_url_sealed or workspace.email_bookmarkers):
+    workspace = attempt.workspace if attempt is not None else entry.workspace  # loaded: no query
+    if attempt is not None and not (workspace.webhook_url_sealed or workspace.email_bookmarkers):
         return
-    if _refused_press(entry, attempt):
+    if not _worth_telling(entry, attempt):
         return
     try:
         with transaction.atomic():
@@ -80,15 +82,21 @@ def entry_recorded(*, entry: AuditEntry, attempt: ConclusionAttempt) -> None:
         )
 
 
-def _refused_press(entry: AuditEntry, attempt: ConclusionAttempt) -> bool:
-    """A press refused because another attempt held the claim: it sent nothing and changed
-    nothing, and the attempt that did will be told about."""
-    if entry.kind not in OUTCOME_KINDS:
-        return False
-    return attempt.is_refused_press or entry.payload_data.get("blocked_by_attempt") is not None
+def _worth_telling(entry: AuditEntry, attempt: ConclusionAttempt | None) -> bool:
+    """Whether a notified kind of entry is told this time. A press refused because another
+    attempt held the claim is not: it sent nothing and changed nothing, and the attempt that
+    did will be told about. A settings change is told when it loosens governance (approval
+    turned off, its window shortened, the webhook removed), so one admin cannot quietly do so."""
+    if entry.kind == EntryKind.SETTINGS_CHANGED:
+        return bool(entry.payload_data.get("loosened"))
+    if entry.kind in OUTCOME_KINDS and attempt is not None:
+        return not (attempt.is_refused_press or entry.payload_data.get("blocked_by_attempt") is not None)
+    return True
 
 
-def _deliveries(entry: AuditEntry, attempt: ConclusionAttempt, workspace: Workspace) -> list[NotificationDelivery]:
+def _deliveries(
+    entry: AuditEntry, attempt: ConclusionAttempt | None, workspace: Workspace
+) -> list[NotificationDelivery]:
     message = notification_message(entry=entry, attempt=attempt)
     now = timezone.now()
     common = {"workspace": workspace, "entry": entry, "attempt": attempt, "created_at": now, "updated_at": now}
@@ -103,7 +111,9 @@ def _deliveries(entry: AuditEntry, attempt: ConclusionAttempt, workspace: Worksp
                 body=webhook.webhook_text(message.subject, message.body),
             )
         )
-    if workspace.email_bookmarkers:
+    # An attempt's news goes by e-mail where the workspace turned it on; news about the
+    # workspace's own governance always goes to its admins.
+    if workspace.email_bookmarkers or attempt is None:
         deliveries.extend(
             NotificationDelivery(
                 **common, channel=DeliveryChannel.EMAIL, recipient=address, subject=message.subject, body=message.body

@@ -17,6 +17,7 @@ from experiments.models import (
     BookmarkKind,
     ConclusionAttempt,
     EntryKind,
+    Role,
     Workspace,
 )
 
@@ -29,16 +30,19 @@ MSG_MAIL_NOTHING = "the mail server accepted nothing"
 MSG_MAIL_FAILED = "sending failed ({kind})"
 
 
-def email_recipients(*, entry: AuditEntry, attempt: ConclusionAttempt, workspace: Workspace) -> list[str]:
+def email_recipients(*, entry: AuditEntry, attempt: ConclusionAttempt | None, workspace: Workspace) -> list[str]:
     """Who is e-mailed about `entry`, one address each, sorted.
 
     An outcome: whoever bookmarked the experiment in this workspace, while still a member
     of it (or a superuser). An approval step: the requester; a new request also every
-    other concluder and admin of the workspace (who may approve it). Only active accounts
-    with an e-mail address.
+    other concluder and admin of the workspace (who may approve it). An entry about the
+    workspace itself (a settings change): every admin of the workspace. Only active
+    accounts with an e-mail address.
     """
     people = get_user_model().objects.filter(is_active=True).exclude(email="")
-    if entry.kind in OUTCOME_KINDS:
+    if attempt is None:
+        people = people.filter(memberships__workspace=workspace, memberships__role=Role.ADMIN)
+    elif entry.kind in OUTCOME_KINDS:
         bookmarkers = Bookmark.objects.filter(
             workspace=workspace, kind=BookmarkKind.EXPERIMENT, experiment_id=attempt.experiment_id
         ).values("created_by")
