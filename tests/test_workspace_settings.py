@@ -353,7 +353,8 @@ def test_a_shorter_window_and_a_removed_webhook_are_told_by_email_even_with_emai
 ):
     admin_client.post(settings_url(workspace), form(webhook_url=URL, requires_approval="1", approval_window_hours="48"))
     admin_client.post(settings_url(workspace), form(requires_approval="1", approval_window_hours="12"))
-    admin_client.post(settings_url(workspace), form(remove_webhook="1", requires_approval="1", approval_window_hours="12"))
+    kept = {"requires_approval": "1", "approval_window_hours": "12"}
+    admin_client.post(settings_url(workspace), form(remove_webhook="1", **kept))
     bodies = list(
         NotificationDelivery.objects.filter(channel="email", recipient="bea@example.com")
         .order_by("id")
