@@ -15,6 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 from pythonjsonlogger.core import RESERVED_ATTRS
 
+from experiments.secrets import SecretConfigError, read_secret
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -65,15 +67,10 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
 
 def env_secret(name: str) -> str:
     """A secret from NAME, or from the file NAME_FILE names (a mounted secret); "" if neither."""
-    value, file_name = os.environ.get(name, ""), os.environ.get(name + "_FILE", "")
-    if value and file_name:
-        raise ImproperlyConfigured(f"Set {name} or {name}_FILE, not both.")
-    if not file_name:
-        return value
     try:
-        return Path(file_name).read_text().strip()
-    except OSError as exc:
-        raise ImproperlyConfigured(f"The file named by {name}_FILE cannot be read ({exc.strerror}).") from None
+        return read_secret(name)
+    except SecretConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -114,7 +111,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so every response (redirects and errors too) carries the request id and is logged.
-    "dashboard.observability.RequestIdMiddleware",
+    "experiments.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -328,12 +325,12 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "Experiment Desk <experime
 # Production writes one JSON object per line (python-json-logger: a formatter for the
 # standard logging that Django, gunicorn and the task worker already use). Every line
 # carries the request id, user, workspace, attempt id and path where known (see
-# dashboard.observability); the request line adds method, status and duration_ms.
+# experiments.observability); the request line adds method, status and duration_ms.
 LOG_JSON = env_bool("DJANGO_LOG_JSON", not DEBUG)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "dashboard.observability.RequestContextFilter"}},
+    "filters": {"context": {"()": "experiments.observability.RequestContextFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from experiments.auditlog import canonical_json, format_timestamp
-from experiments.mixpanel import Experiment, MixpanelError
+from experiments.mixpanel.errors import MixpanelError
+from experiments.mixpanel.experiment import Experiment
 from experiments.models import AttemptAction, AttemptState, EntryKind
 
 ATTEMPT = "attempt"

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from experiments import audit_payloads
 from experiments.auditlog import GENESIS_HASH, format_timestamp, hash_of
-from experiments.models import AttemptState, AuditEntry
+from experiments.models import AuditEntry, ConclusionAttempt
 
 BREAK_EDITED = "edited content"
 BREAK_MISSING = "missing entry"
@@ -309,7 +309,8 @@ def _attempt_problems(attempt: Any, entries: list[Any]) -> Iterator[str]:
     # The requested entry's kind is hashed: it vouches for the attempt's action. A press
     # that needed a second person's approval starts with the approval request instead.
     kinds = audit_payloads.ENTRY_KINDS.get(attempt.action, {})
-    if first.kind not in (kinds.get(AttemptState.REQUESTED), kinds.get(AttemptState.AWAITING_APPROVAL, "-")):
+    first_kinds = {kinds.get(state) for state in ConclusionAttempt.FIRST_STATES}
+    if first.kind not in first_kinds:
         yield f"action is {_shown(attempt.action)}, its first entry is {first.kind}"
     for name in audit_payloads.ENTRY_COLUMNS:
         if getattr(first, name) != getattr(attempt, name):

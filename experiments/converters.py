@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.urls.converters import IntConverter, StringConverter
 
-from experiments.mixpanel import has_control_characters
+from experiments.mixpanel.experiment import has_control_characters
 
 DB_ID_MAX = 2**63 - 1
 EXPERIMENT_ID_MAX_LENGTH = 100  # ConclusionAttempt, ConclusionClaim and Bookmark keep at most this

@@ -7,6 +7,7 @@ explicit offset (from a script or a test) is honoured and converted.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 # The form defaults the end date to "now" as the page was drawn; allow for clock
 # skew between the browser, this server and Mixpanel before calling it "future".
@@ -35,6 +36,16 @@ def parse_iso_datetime(text: str) -> dt.datetime:
         return parsed.astimezone(dt.UTC)
     except OverflowError:
         raise ValueError("the date is out of range once converted to UTC") from None
+
+
+def parse_datetime_or_none(value: Any) -> dt.datetime | None:
+    """An ISO 8601 date-time from untrusted data, or None for anything that is not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_iso_datetime(value)
+    except ValueError:
+        return None
 
 
 def format_utc(value: dt.datetime | None, *, seconds: bool = False) -> str:

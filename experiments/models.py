@@ -7,6 +7,8 @@ claim that makes a force conclude happen once, and team bookmarks.
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -24,6 +26,10 @@ class Role(models.TextChoices):
     VIEWER = "viewer", "Viewer"
     CONCLUDER = "concluder", "Concluder"
     ADMIN = "admin", "Admin"
+
+
+# The roles that may force conclude, record decisions and approve requests.
+CONCLUDING_ROLES = frozenset({Role.CONCLUDER, Role.ADMIN})
 
 
 class Workspace(models.Model):
@@ -44,7 +50,7 @@ class Workspace(models.Model):
         default=24, help_text="How long a request waits for approval before it expires."
     )
     # Notifications. The webhook URL is a secret: only its sealed form (encrypted with a
-    # key derived from SECRET_KEY, see experiments.services.notifications) and a short
+    # key derived from SECRET_KEY, see experiments.notifications.webhook) and a short
     # hint are stored; neither is ever the URL in clear.
     webhook_url_sealed = models.TextField(blank=True)
     webhook_url_hint = models.CharField(max_length=80, blank=True)
@@ -113,6 +119,11 @@ class AttemptAction(models.TextChoices):
     DECISION = "decision", "Decision"
 
 
+def decision_words(*, success: bool, variant: str) -> str:
+    """The decision as a person says it: "ship variant treatment" or "ship none"."""
+    return f"ship variant {variant}" if success else "ship none"
+
+
 class ConclusionAttempt(models.Model):
     """One press of "Force conclude" or "Record the decision", from request to final outcome.
 
@@ -154,6 +165,39 @@ class ConclusionAttempt(models.Model):
     review_note = models.TextField(blank=True)
     reviewed_at = models.DateTimeField(null=True, blank=True)
 
+    # The state machine, in one place. services.attempts.attempt_transition makes every
+    # move, as a compare-and-set from the states MOVES_FROM allows for the target.
+    #
+    #   (a press) -> requested -> succeeded | failed | unknown
+    #   (a press needing approval) -> awaiting_approval -> requested | rejected | expired
+    #   requested, unknown -> reconciled_applied | reconciled_not_applied (by reading Mixpanel)
+    #
+    # Sent, or about to be, and no answer recorded yet: reconciling resolves these.
+    OPEN_STATES = frozenset({AttemptState.REQUESTED, AttemptState.UNKNOWN})
+    # Not final yet: the page shows them as in progress and they keep the claim.
+    WAITING_STATES = OPEN_STATES | {AttemptState.AWAITING_APPROVAL}
+    # Mixpanel applied the request (its answer said so, or a later read showed it).
+    APPLIED_STATES = frozenset({AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED})
+    # The attempt holding its experiment's claim after the move to one of these: an applied
+    # conclusion keeps it, so the experiment is never concluded twice.
+    CLAIM_HOLDING_STATES = WAITING_STATES | APPLIED_STATES
+    FINAL_STATES = frozenset(AttemptState) - WAITING_STATES
+    # The states an attempt is created in: a press, or a press that asks for approval.
+    FIRST_STATES = frozenset({AttemptState.REQUESTED, AttemptState.AWAITING_APPROVAL})
+    # How the failure reason of a refused press (another attempt held the claim) starts,
+    # so the audit list tells it from a failed call.
+    BLOCKED_PREFIX = "Blocked: "
+    MOVES_FROM = {
+        AttemptState.REQUESTED: frozenset({AttemptState.AWAITING_APPROVAL}),
+        AttemptState.SUCCEEDED: frozenset({AttemptState.REQUESTED}),
+        AttemptState.FAILED: frozenset({AttemptState.REQUESTED}),
+        AttemptState.UNKNOWN: frozenset({AttemptState.REQUESTED}),
+        AttemptState.RECONCILED_APPLIED: OPEN_STATES,
+        AttemptState.RECONCILED_NOT_APPLIED: OPEN_STATES,
+        AttemptState.REJECTED: frozenset({AttemptState.AWAITING_APPROVAL}),
+        AttemptState.EXPIRED: frozenset({AttemptState.AWAITING_APPROVAL}),
+    }
+
     class Meta:
         ordering = ["-id"]
         permissions = [("review_all_conclusions", "Can review all conclusions")]
@@ -183,6 +227,39 @@ class ConclusionAttempt(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("experiments:audit-detail", args=[self.pk])
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.state in self.WAITING_STATES
+
+    @property
+    def is_applied(self) -> bool:
+        return self.state in self.APPLIED_STATES
+
+    @property
+    def is_awaiting_approval(self) -> bool:
+        return self.state == AttemptState.AWAITING_APPROVAL
+
+    @property
+    def is_refused_press(self) -> bool:
+        """A press refused because another attempt held the claim: it sent nothing."""
+        return self.state == AttemptState.FAILED and self.failure_reason.startswith(self.BLOCKED_PREFIX)
+
+    @property
+    def is_decision(self) -> bool:
+        return self.action == AttemptAction.DECISION
+
+    @property
+    def decision_words(self) -> str:
+        """A decision as a person says it ("ship variant treatment", "ship none"); "" for a conclusion."""
+        if not self.is_decision:
+            return ""
+        body = self.request_body or {}
+        return decision_words(success=bool(body.get("success")), variant=body.get("variant") or "")
 
 
 class ConclusionClaim(models.Model):
@@ -235,6 +312,29 @@ class EntryKind(models.TextChoices):
     SETTINGS_CHANGED = "settings_changed", "Workspace settings changed"
 
 
+# How an attempt ended (conclusions and decisions alike), and the steps of an approval.
+OUTCOME_KINDS = frozenset(
+    {
+        EntryKind.CONCLUSION_SUCCEEDED,
+        EntryKind.CONCLUSION_FAILED,
+        EntryKind.CONCLUSION_UNKNOWN,
+        EntryKind.CONCLUSION_RECONCILED,
+        EntryKind.DECISION_SUCCEEDED,
+        EntryKind.DECISION_FAILED,
+        EntryKind.DECISION_UNKNOWN,
+        EntryKind.DECISION_RECONCILED,
+    }
+)
+APPROVAL_KINDS = frozenset(
+    {
+        EntryKind.APPROVAL_REQUESTED,
+        EntryKind.APPROVAL_APPROVED,
+        EntryKind.APPROVAL_REJECTED,
+        EntryKind.APPROVAL_EXPIRED,
+    }
+)
+
+
 class AuditEntry(models.Model):
     """One immutable line of the audit trail.
 
@@ -279,8 +379,6 @@ class AuditEntry(models.Model):
 
     @property
     def payload_data(self) -> dict:
-        import json
-
         return json.loads(self.payload or "{}")
 
 

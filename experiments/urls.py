@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 
 from experiments.converters import ExperimentIdConverter, RowIdConverter
-from experiments.views import attempts, audit, bookmarks
+from experiments.views import actions, attempts, audit, bookmarks
 from experiments.views import experiments as exp
 from experiments.views import settings as workspace_settings
 
@@ -21,10 +21,10 @@ urlpatterns = [
     path(W + "experiments/<experiment:experiment_id>/", exp.experiment_detail, name="experiment-detail"),
     path(
         W + "experiments/<experiment:experiment_id>/force-conclude/",
-        exp.experiment_force_conclude,
+        actions.experiment_force_conclude,
         name="experiment-force-conclude",
     ),
-    path(W + "experiments/<experiment:experiment_id>/decide/", exp.experiment_decide, name="experiment-decide"),
+    path(W + "experiments/<experiment:experiment_id>/decide/", actions.experiment_decide, name="experiment-decide"),
     # An open conclusion attempt: its waiting line (polled) and "Check Mixpanel now"
     path(W + "attempts/<id:attempt_pk>/status/", attempts.attempt_status, name="attempt-status"),
     path(W + "attempts/<id:attempt_pk>/check/", attempts.attempt_check, name="attempt-check"),

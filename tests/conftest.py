@@ -7,6 +7,7 @@ from django.contrib.auth.models import Permission
 from django.core.cache import cache
 
 from experiments import db_triggers
+from experiments.mixpanel.client import reset_clients
 from experiments.models import Membership, Region, Role, Workspace
 
 
@@ -158,7 +159,6 @@ def standin(standin_server, settings):
         standin.set_access(1001, allowed=False)           # 403 for that workspace
         standin.add_experiment(1001, name="<b>x</b>", status="active")
     """
-    from experiments.mixpanel import reset_clients
 
     standin_server.reset()
     reset_clients()

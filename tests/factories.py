@@ -12,7 +12,8 @@ from unittest import mock
 from django.conf import settings
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog, mixpanel
+from experiments import audit_payloads, auditlog
+from experiments.mixpanel.experiment import format_end_date, parse_experiment
 from experiments.models import AttemptState, ConclusionAttempt, ReasonCategory
 from experiments.services import attempts as attempt_services
 from experiments.services import reconcile as reconcile_services
@@ -64,22 +65,22 @@ def make_attempt(
             "reason_category": reason_category,
             "reason_text": reason_text,
             "end_date": end_date,
-            "request_body": {"end_date": mixpanel.format_end_date(end_date)},
+            "request_body": {"end_date": format_end_date(end_date)},
         }
     )
     if outcome is None:
         return attempt
-    before = mixpanel.parse_experiment(experiment_json(experiment_id, experiment_name, "active"))
+    before = parse_experiment(experiment_json(experiment_id, experiment_name, "active"))
     evidence: dict[str, Any] = {"before": before, "sent": True, "http_status": http_status, "duration_ms": duration_ms}
     if outcome == AttemptState.SUCCEEDED:
         after = returned or experiment_json(
-            experiment_id, experiment_name, "concluded", end_date=mixpanel.format_end_date(end_date)
+            experiment_id, experiment_name, "concluded", end_date=format_end_date(end_date)
         )
         evidence["response"] = audit_payloads.answer(
             http_status=http_status or 200,
             body=auditlog.canonical_json({"status": "ok", "results": after}),
             truncated=False,
-            returned=mixpanel.parse_experiment(after),
+            returned=parse_experiment(after),
         )
         message = ""
     else:
@@ -93,12 +94,11 @@ def make_attempt(
     )
     if reconciled:
         applied = reconciled == "applied"
-        state = AttemptState.RECONCILED_APPLIED if applied else AttemptState.RECONCILED_NOT_APPLIED
-        current = mixpanel.parse_experiment(
+        current = parse_experiment(
             experiment_json(experiment_id, experiment_name, "concluded" if applied else "active")
         )
         message = f"Reconciled by reading the experiment: {reconciled.replace('_', ' ')}."
-        attempt_services.attempt_record_reconciled(attempt=attempt, state=state, message=message, current=current)
+        attempt_services.attempt_record_reconciled(attempt=attempt, applied=applied, message=message, current=current)
     return attempt
 
 

@@ -17,7 +17,16 @@ from typing import Any
 
 from django.db import connection
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelNotFound
+from experiments.mixpanel.experiment import (
+    ConcludeResult,
+    Experiment,
+    ExperimentSummary,
+    format_end_date,
+    parse_experiment,
+    summarize_experiment,
+)
 
 EXP_ID = "0b9c4b8e-4a57-4c1e-9a55-5b0d1f6b7a01"
 START = "2026-11-01T09:00:00Z"
@@ -161,28 +170,28 @@ class FakeMixpanel:
         with self._lock:
             item = self.state[(ws, exp_id)]
             item["status"] = "concluded"
-            item["end_date"] = mixpanel.format_end_date(end_date)
+            item["end_date"] = format_end_date(end_date)
             return dict(item)
 
     # -- the client interface --------------------------------------------------------
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
+    def list_experiments(self, workspace_id: int) -> list[ExperimentSummary]:
         self._record("list", workspace_id, "")
         if self.list_error is not None:
             raise self.list_error
-        return [mixpanel.summarize_experiment(dict(v)) for (ws, _), v in self.state.items() if ws == workspace_id]
+        return [summarize_experiment(dict(v)) for (ws, _), v in self.state.items() if ws == workspace_id]
 
-    def get_experiment(self, workspace_id: int, experiment_id: str) -> mixpanel.Experiment:
+    def get_experiment(self, workspace_id: int, experiment_id: str) -> Experiment:
         self._record("get", workspace_id, experiment_id)
         if isinstance(self.get, BaseException):
             raise self.get
         if callable(self.get):
-            return mixpanel.parse_experiment(self.get(workspace_id, experiment_id))
+            return parse_experiment(self.get(workspace_id, experiment_id))
         item = self.details.get(experiment_id) or self.state.get((workspace_id, experiment_id))
         if item is None:
-            raise mixpanel.MixpanelNotFound("Mixpanel has no such experiment or workspace (HTTP 404).", http_status=404)
-        return mixpanel.parse_experiment(dict(item))
+            raise MixpanelNotFound("Mixpanel has no such experiment or workspace (HTTP 404).", http_status=404)
+        return parse_experiment(dict(item))
 
-    def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: Any) -> mixpanel.ConcludeResult:
+    def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: Any) -> ConcludeResult:
         self._record("put", workspace_id, experiment_id)
         started = time.monotonic()
         if self.put_delay:
@@ -205,7 +214,7 @@ class FakeMixpanel:
 
     def decide(
         self, workspace_id: int, experiment_id: str, *, success: bool, variant: str, message: str
-    ) -> mixpanel.ConcludeResult:
+    ) -> ConcludeResult:
         self._record("patch", workspace_id, experiment_id)
         self.patch_bodies.append({"success": success, "variant": variant, "message": message})
         started = time.monotonic()
@@ -230,14 +239,14 @@ class FakeMixpanel:
 
     def applied(
         self, workspace_id: int, experiment_id: str, end_date: Any, *, started: float | None = None
-    ) -> mixpanel.ConcludeResult:
+    ) -> ConcludeResult:
         """Conclude upstream and answer 200 (for scripted put callables, without recording a call)."""
         return self._answer(self._apply(workspace_id, experiment_id, end_date), started or time.monotonic())
 
     @staticmethod
-    def _answer(returned: dict[str, Any], started: float) -> mixpanel.ConcludeResult:
-        return mixpanel.ConcludeResult(
-            experiment=mixpanel.parse_experiment(returned),
+    def _answer(returned: dict[str, Any], started: float) -> ConcludeResult:
+        return ConcludeResult(
+            experiment=parse_experiment(returned),
             http_status=200,
             duration_ms=round((time.monotonic() - started) * 1000),
             raw_body=json.dumps({"status": "ok", "results": returned}),

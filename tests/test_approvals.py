@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind, Membership, Role
 from experiments.services import approvals
-from experiments.services import conclusions as conclusion_services
+from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import _clock_shifted, assert_chain_valid
 from tests.fake_mixpanel import FakeMixpanel
 from tests.test_services_force_conclude import conclude, kinds
@@ -29,7 +29,7 @@ def request_it(workspace, pm, fake):
 
 
 def review(attempt, user, decision, note="", fake=None):
-    return approvals.conclusion_review(
+    return approvals.attempt_review(
         attempt=ConclusionAttempt.objects.get(pk=attempt.pk), user=user, decision=decision, note=note, client=fake
     )
 
@@ -167,7 +167,7 @@ def test_the_expiry_task_closes_an_unanswered_request_when_its_window_ends(appro
     assert "within 2 h" in attempt.failure_reason
     entry = AuditEntry.objects.get(kind=EntryKind.APPROVAL_EXPIRED)
     assert entry.actor is None
-    assert entry.actor_name == conclusion_services.EXPIRY_NAME
+    assert entry.actor_name == approvals.EXPIRY_NAME
 
 
 def test_a_press_that_finds_an_overdue_request_closes_it_and_asks_anew(approving, pm, second):
@@ -185,7 +185,7 @@ def test_a_press_while_a_request_waits_is_refused_and_recorded(approving, pm, se
     fake = FakeMixpanel()
     request_it(approving, pm, fake)
     outcome = conclude(approving, second, fake)
-    assert outcome.state == conclusion_services.STATE_BLOCKED
+    assert outcome.state == STATE_BLOCKED
     assert "waits for approval" in outcome.message
     blocked = outcome.attempt
     assert kinds(blocked) == [EntryKind.CONCLUSION_REQUESTED, EntryKind.CONCLUSION_FAILED]

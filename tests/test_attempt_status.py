@@ -11,9 +11,10 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import mixpanel
+from experiments.mixpanel.errors import MixpanelOutcomeUnknown, MixpanelUnavailable
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.services import conclusions as conclusion_services
 from experiments.services import reconcile as reconcile_services
 from tests.factories import assert_chain_valid, made_long_ago
@@ -22,7 +23,7 @@ from tests.fake_mixpanel import FakeMixpanel, ProcessDied, exp_json, install
 ACTIVE = "00000000-0000-4000-8000-000000000001"
 HTMX = {"HTTP_HX_REQUEST": "true"}
 POLL = 'hx-trigger="every 3s"'
-ROW_ID = "#" + list_selectors.experiment_dom_id(ACTIVE)
+ROW_ID = "#" + row_selectors.experiment_dom_id(ACTIVE)
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def fake(monkeypatch):
 def open_attempt(workspace, user, fake, *, state=AttemptState.UNKNOWN, judgeable=True) -> ConclusionAttempt:
     """A real press through the service that ends `state` ("unknown": applied, answer lost;
     "requested": the process died before sending), made long ago when `judgeable`."""
-    fake.put = mixpanel.MixpanelOutcomeUnknown() if state == AttemptState.UNKNOWN else ProcessDied()
+    fake.put = MixpanelOutcomeUnknown() if state == AttemptState.UNKNOWN else ProcessDied()
     press = dict(
         workspace=workspace,
         user=user,
@@ -150,7 +151,7 @@ def test_a_final_outcome_while_the_list_is_unavailable_is_said_in_place(pm_clien
     concluded_upstream(fake)
     reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
     list_selectors.invalidate_experiment_list(workspace=workspace)
-    fake.list_error = mixpanel.MixpanelUnavailable("Mixpanel did not answer in time.")
+    fake.list_error = MixpanelUnavailable("Mixpanel did not answer in time.")
 
     response = pm_client.get(status_url(attempt), **HTMX)
     html = response.content.decode()
@@ -241,7 +242,7 @@ def test_check_now_too_early_says_so_and_changes_nothing(pm_client, pm, workspac
 @pytest.mark.django_db
 def test_check_now_while_mixpanel_cannot_be_read_leaves_it_open(pm_client, pm, workspace, fake):
     attempt = open_attempt(workspace, pm, fake)
-    fake.get = mixpanel.MixpanelUnavailable("Mixpanel did not answer in time.")
+    fake.get = MixpanelUnavailable("Mixpanel did not answer in time.")
     html = pm_client.post(check_url(attempt), **HTMX).content.decode()
     assert "Checked Mixpanel; nothing was changed." in html
     assert "Mixpanel did not answer in time." in html

@@ -8,6 +8,8 @@ import re
 import pytest
 from django.urls import reverse
 
+from experiments.mixpanel.errors import MixpanelOutcomeUnknown, MixpanelRateLimited
+from experiments.mixpanel.experiment import parse_experiment
 from experiments.models import AttemptState
 from experiments.selectors.audit import AuditFilters, audit_attempt_page
 from tests.factories import make_attempt, session_queries
@@ -379,13 +381,13 @@ def test_attempt_page_shows_a_failure_readably(client, pm_client, workspace, pm)
 def test_attempt_page_reads_the_service_payload_shape(pm_client, workspace, pm):
     """The page shows what the service's writer stored: the answer's text, the error as data,
     and a snapshot cut at the size cap as text."""
-    from experiments import audit_payloads, mixpanel
+    from experiments import audit_payloads
     from experiments.services import attempts as attempt_services
 
     attempt = make_attempt(workspace=workspace, actor=pm, outcome=None)
     huge = "x" * (audit_payloads.SNAPSHOT_MAX_BYTES + 1)
-    before = mixpanel.parse_experiment({"id": "exp-1", "status": "active", "description": huge})
-    returned = mixpanel.parse_experiment({"id": "exp-1", "status": "concluded", "variants": []})
+    before = parse_experiment({"id": "exp-1", "status": "active", "description": huge})
+    returned = parse_experiment({"id": "exp-1", "status": "concluded", "variants": []})
     attempt_services.attempt_record_outcome(
         attempt=attempt,
         state=AttemptState.UNKNOWN,
@@ -394,7 +396,7 @@ def test_attempt_page_reads_the_service_payload_shape(pm_client, workspace, pm):
         evidence={
             "sent": True,
             "before": before,
-            "error": mixpanel.MixpanelOutcomeUnknown("timed out"),
+            "error": MixpanelOutcomeUnknown("timed out"),
             "response": audit_payloads.answer(
                 http_status=200,
                 body='{"status": "ok", "results": {"id": "exp-1", "status": "concluded", "variants": []}}',
@@ -512,18 +514,17 @@ def test_attempt_page_for_a_service_success(pm_client, workspace, pm):
 
 @pytest.mark.django_db
 def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, workspace, pm):
-    from experiments import mixpanel
     from experiments.services import reconcile as reconcile_services
     from tests.factories import past_the_in_flight_limit
     from tests.fake_mixpanel import FakeMixpanel
 
-    refused = _conclude(workspace, pm, FakeMixpanel(put=mixpanel.MixpanelRateLimited(http_status=429)))
+    refused = _conclude(workspace, pm, FakeMixpanel(put=MixpanelRateLimited(http_status=429)))
     text = pm_client.get(detail(refused.attempt)).content.decode()
     assert "What went wrong:</strong>" in text
     assert "rate limiting" in text
     assert "MixpanelRateLimited" in text
 
-    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown("No answer within the deadline.")))
+    fake = FakeMixpanel(put=("apply", MixpanelOutcomeUnknown("No answer within the deadline.")))
     unknown = _conclude(workspace, pm, fake)
     assert unknown.state == AttemptState.UNKNOWN
     with past_the_in_flight_limit():

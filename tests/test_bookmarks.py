@@ -11,9 +11,11 @@ from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
 
-from experiments import auditlog, mixpanel
-from experiments.forms import ExperimentListQuery
+from experiments import auditlog
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelConfigError, MixpanelUnavailable
 from experiments.models import AuditEntry, Bookmark, BookmarkKind, EntryKind, Membership, Role
+from experiments.queries import ExperimentListQuery
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import bookmarks as bookmark_services
 from experiments.templatetags.bookmarks import bookmark_href
@@ -420,7 +422,7 @@ def test_only_listed_experiments_can_be_starred(workspace, pm, fake):
 @pytest.mark.django_db
 def test_star_when_mixpanel_is_down_with_no_copy_says_so(workspace, pm, monkeypatch):
     down = install(monkeypatch, FakeMixpanel([]))
-    down.list_error = mixpanel.MixpanelUnavailable()
+    down.list_error = MixpanelUnavailable()
     response = _star(_client_for(pm), workspace, EXP, **HX)
     assert response.status_code == 200
     assert "could not be checked against Mixpanel" in response.content.decode()
@@ -683,7 +685,7 @@ def test_starring_from_a_cached_list_asks_mixpanel_nothing(workspace, pm, fake, 
     list_selectors.experiment_list_cached(workspace=workspace, client=fake)
 
     def no_client(workspace):
-        raise mixpanel.MixpanelConfigError()
+        raise MixpanelConfigError()
 
     monkeypatch.setattr(mixpanel, "client_for", no_client)
     response = _star(_client_for(pm), workspace, "e-3", **HX)

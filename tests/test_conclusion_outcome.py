@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from experiments.models import AttemptState, ConclusionAttempt
-from experiments.services.conclusions import STATE_BLOCKED, ConclusionOutcome
+from experiments.services.attempts import STATE_BLOCKED, AttemptOutcome
 
 
-def _outcome(state: str, *, attempt=None, blocked_by=None) -> ConclusionOutcome:
-    return ConclusionOutcome(attempt=attempt, state=state, ok=False, message="m", blocked_by=blocked_by)
+def _outcome(state: str, *, attempt=None, blocked_by=None) -> AttemptOutcome:
+    return AttemptOutcome(attempt=attempt, state=state, ok=False, message="m", blocked_by=blocked_by)
 
 
 @pytest.mark.parametrize("state", [AttemptState.REQUESTED, AttemptState.SUCCEEDED, AttemptState.UNKNOWN])

@@ -13,9 +13,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind, Membership, Role
 from experiments.services import conclusions as conclusion_services
+from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import assert_chain_valid
 
 CLICKS = 20
@@ -88,7 +89,7 @@ def test_twenty_simultaneous_clicks_send_one_put(standin, workspace, pm, django_
 
     # Here: one success, every other click a readable refusal that names the winner.
     succeeded = [o for o in outcomes if o.ok]
-    blocked = [o for o in outcomes if o.state == conclusion_services.STATE_BLOCKED]
+    blocked = [o for o in outcomes if o.state == STATE_BLOCKED]
     assert len(succeeded) == 1
     assert len(blocked) == CLICKS - 1
     winner = succeeded[0].attempt

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import mixpanel
+from experiments.mixpanel.errors import MixpanelUnavailable
 from experiments.models import AttemptState, ConclusionAttempt, ReasonCategory, Region, Workspace
 from tests.factories import session_queries
 from tests.fake_mixpanel import FakeMixpanel, exp_json, install
@@ -259,7 +259,7 @@ def test_null_and_unexpected_shapes_never_crash_the_page(pm_client, workspace, m
 
 @pytest.mark.django_db
 def test_failed_read_is_a_readable_page_not_a_500(pm_client, workspace, fake):
-    fake.get = mixpanel.MixpanelUnavailable("Mixpanel timed out.")
+    fake.get = MixpanelUnavailable("Mixpanel timed out.")
     page = get(pm_client, workspace, status=503)
     assert "This experiment cannot be shown right now" in page
     assert "Mixpanel timed out." in page

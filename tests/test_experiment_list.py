@@ -14,9 +14,12 @@ from django.template import Context, Template
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import mixpanel
-from experiments.forms import STATUS_TABS, ExperimentListQuery
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelAuthError, MixpanelConfigError, MixpanelUnavailable
+from experiments.mixpanel.experiment import ExperimentSummary
+from experiments.queries import STATUS_TABS, ExperimentListQuery
 from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from tests.factories import session_queries
 from tests.fake_mixpanel import FakeMixpanel, exp_json, install
 
@@ -376,7 +379,7 @@ def test_expired_cache_reads_again(pm_client, workspace, fake):
 @pytest.mark.django_db
 def test_stale_copy_with_banner_when_mixpanel_fails_after_a_good_read(pm_client, workspace, fake):
     page(pm_client, workspace)
-    fake.list_error = mixpanel.MixpanelUnavailable("Mixpanel is unavailable right now (HTTP 503). Try again later.")
+    fake.list_error = MixpanelUnavailable("Mixpanel is unavailable right now (HTTP 503). Try again later.")
     list_selectors.invalidate_experiment_list(workspace=workspace)
     html = page(pm_client, workspace)
     assert len(row_names(html)) == 15
@@ -395,7 +398,7 @@ def test_stale_copy_with_banner_when_mixpanel_fails_after_a_good_read(pm_client,
 
 @pytest.mark.django_db
 def test_readable_error_when_mixpanel_fails_and_there_is_no_copy(pm_client, workspace, fake):
-    fake.list_error = mixpanel.MixpanelAuthError()
+    fake.list_error = MixpanelAuthError()
     response = pm_client.get(list_url(workspace))
     html = response.content.decode()
     assert response.status_code == 200
@@ -408,7 +411,7 @@ def test_readable_error_when_mixpanel_fails_and_there_is_no_copy(pm_client, work
 @pytest.mark.django_db
 def test_missing_configuration_is_readable_not_a_500(pm_client, workspace, monkeypatch):
     def broken(workspace):
-        raise mixpanel.MixpanelConfigError()
+        raise MixpanelConfigError()
 
     monkeypatch.setattr(mixpanel, "client_for", broken)
     response = pm_client.get(list_url(workspace))
@@ -420,7 +423,7 @@ def test_missing_configuration_is_readable_not_a_500(pm_client, workspace, monke
 
 @pytest.mark.django_db
 def test_recovery_after_failure_drops_the_banner(pm_client, workspace, fake):
-    fake.list_error = mixpanel.MixpanelUnavailable()
+    fake.list_error = MixpanelUnavailable()
     page(pm_client, workspace)
     fake.list_error = None
     response = pm_client.post(reverse("experiments:experiment-list-refresh", args=[workspace.pk]), follow=True)
@@ -589,8 +592,8 @@ def test_relative_time_uses_one_unit(seconds, text):
     import datetime as dt
 
     now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
-    assert list_selectors.relative_time(now - dt.timedelta(seconds=seconds), now) == text
-    assert list_selectors.relative_time(None, now) == ""
+    assert row_selectors.relative_time(now - dt.timedelta(seconds=seconds), now) == text
+    assert row_selectors.relative_time(None, now) == ""
 
 
 @pytest.mark.django_db
@@ -652,7 +655,7 @@ def test_shared_copy_holds_compressed_summaries(workspace, fake):
     good = cache.get(list_selectors._list_cache_base(workspace) + ":good")
     assert isinstance(good["packed"], bytes)
     summaries = list_selectors._unpack(good["packed"])
-    assert all(isinstance(e, mixpanel.ExperimentSummary) for e in summaries)
+    assert all(isinstance(e, ExperimentSummary) for e in summaries)
     assert [e.id for e in summaries] == [e["id"] for e in fake.experiments()]
 
 
@@ -765,7 +768,7 @@ def test_result_tabs_are_grouped_so_decisions_read_as_decisions(pm_client, works
 
 @pytest.mark.django_db
 def test_with_mixpanel_down_and_no_copy_the_counts_are_unknown_not_zero(pm_client, workspace, fake):
-    fake.list_error = mixpanel.MixpanelUnavailable()
+    fake.list_error = MixpanelUnavailable()
     html = page(pm_client, workspace)
     assert '<span class="count">0</span>' not in html
     assert html.count('<span class="visually-hidden">(count unknown)</span>') == 6

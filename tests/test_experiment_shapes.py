@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from experiments import experiment_shapes as shapes
-from experiments.experiment_shapes import SRM_NOTE_NO_COUNTS, SRM_NOTE_NO_PLAN, SRM_NOTE_TOO_FEW, SRM_NOTE_UNLISTED
-from experiments.mixpanel import parse_experiment, summarize_experiment
+from experiments.mixpanel import shapes
+from experiments.mixpanel.experiment import parse_experiment, summarize_experiment
+from experiments.mixpanel.shapes import SRM_NOTE_NO_COUNTS, SRM_NOTE_NO_PLAN, SRM_NOTE_TOO_FEW, SRM_NOTE_UNLISTED
 from experiments.models import Region, Workspace
 from experiments.selectors.experiment_page import experiment_overview
 

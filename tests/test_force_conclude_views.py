@@ -13,8 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import mixpanel
 from experiments.forms import datetime_local_value
+from experiments.mixpanel.errors import MixpanelRejected, MixpanelUnavailable
+from experiments.mixpanel.experiment import parse_experiment
 from experiments.models import (
     AttemptState,
     AuditEntry,
@@ -23,8 +24,9 @@ from experiments.models import (
     EntryKind,
     ReasonCategory,
 )
-from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.services import conclusions as conclusion_services
+from experiments.services.attempts import AttemptOutcome
 from tests.factories import session_queries
 from tests.fake_mixpanel import FakeMixpanel, exp_json, install
 
@@ -57,9 +59,9 @@ class ServiceSpy:
 @pytest.fixture
 def spy(monkeypatch):
     def succeed(**kwargs):
-        experiment = mixpanel.parse_experiment(exp_json(1, "concluded"))
+        experiment = parse_experiment(exp_json(1, "concluded"))
         attempt = _attempt(kwargs["workspace"], kwargs["user"], state=AttemptState.SUCCEEDED, claim=True)
-        return conclusion_services.ConclusionOutcome(
+        return AttemptOutcome(
             attempt=attempt,
             state=AttemptState.SUCCEEDED,
             ok=True,
@@ -238,7 +240,7 @@ def test_dialog_fragment_explains_and_asks(pm_client, workspace, fake):
     assert abs(dt.datetime.fromisoformat(shown).replace(tzinfo=dt.UTC) - now) < dt.timedelta(minutes=2)
     # Posts to itself, swaps the row, disables the button in flight, shows progress.
     assert f'hx-post="{conclude_url(workspace)}"' in html
-    assert f'hx-target="#{list_selectors.experiment_dom_id(ACTIVE)}"' in html
+    assert f'hx-target="#{row_selectors.experiment_dom_id(ACTIVE)}"' in html
     assert 'hx-swap="outerHTML"' in html
     assert 'hx-disabled-elt="#force-conclude-submit"' in html
     assert 'hx-indicator="#force-conclude-progress"' in html
@@ -367,7 +369,7 @@ def test_htmx_success_swaps_the_row_closes_the_dialog_and_toasts(pm_client, pm, 
     response = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
     html = response.content.decode()
     assert response.status_code == 200
-    assert html.lstrip().startswith(f'<tr id="{list_selectors.experiment_dom_id(ACTIVE)}">')
+    assert html.lstrip().startswith(f'<tr id="{row_selectors.experiment_dom_id(ACTIVE)}">')
     assert '<span class="badge status-concluded">concluded</span>' in html
     assert "Concluded by Pat at" in html
     assert conclude_links(html) == []
@@ -389,7 +391,7 @@ def test_htmx_success_swaps_the_row_closes_the_dialog_and_toasts(pm_client, pm, 
 def test_htmx_failure_shows_the_reason_and_the_button_again(pm_client, pm, workspace, fake, monkeypatch):
     def refuse(**kwargs):
         attempt = _attempt(kwargs["workspace"], kwargs["user"], state=AttemptState.FAILED)
-        return conclusion_services.ConclusionOutcome(
+        return AttemptOutcome(
             attempt=attempt,
             state=AttemptState.FAILED,
             ok=False,
@@ -412,7 +414,7 @@ def test_htmx_failure_shows_the_reason_and_the_button_again(pm_client, pm, works
 def test_htmx_blocked_shows_who_holds_it(pm_client, pm, ws_admin, workspace, fake, monkeypatch):
     def blocked(**kwargs):
         holder = _attempt(kwargs["workspace"], ws_admin, claim=True)
-        return conclusion_services.ConclusionOutcome(
+        return AttemptOutcome(
             attempt=None,
             state="blocked",
             ok=False,
@@ -440,9 +442,7 @@ def test_without_javascript_success_redirects_to_the_same_list_view_with_a_messa
 @pytest.mark.django_db
 def test_without_javascript_failure_redirects_with_an_error(pm_client, workspace, fake, monkeypatch):
     def fail(**kwargs):
-        return conclusion_services.ConclusionOutcome(
-            attempt=None, state=AttemptState.FAILED, ok=False, message="Nope, readable."
-        )
+        return AttemptOutcome(attempt=None, state=AttemptState.FAILED, ok=False, message="Nope, readable.")
 
     monkeypatch.setattr(conclusion_services, "experiment_force_conclude", ServiceSpy(fail))
     response = pm_client.post(conclude_url(workspace), form_data(back="detail"), follow=True)
@@ -468,7 +468,7 @@ def test_htmx_from_the_experiment_page_swaps_its_section(pm_client, workspace, f
 
 @pytest.mark.django_db
 def test_list_unavailable_when_posting_is_readable(pm_client, workspace, fake, spy):
-    fake.list_error = mixpanel.MixpanelUnavailable("Mixpanel is down (HTTP 503).")
+    fake.list_error = MixpanelUnavailable("Mixpanel is down (HTTP 503).")
     response = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
     assert response.status_code == 200
     assert "Mixpanel is down (HTTP 503)." in response.content.decode()
@@ -524,7 +524,7 @@ def test_real_service_concludes_once_and_audits(pm_client, workspace, fake):
 
 @pytest.mark.django_db
 def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, workspace, fake):
-    star_id = "star-" + list_selectors.experiment_dom_id(ACTIVE)
+    star_id = "star-" + row_selectors.experiment_dom_id(ACTIVE)
     page = pm_client.get(list_url(workspace)).content.decode()
     assert f'<form method="post" id="{star_id}" class="star-toggle"' in page
     with CaptureQueriesContext(connection) as captured:
@@ -545,7 +545,7 @@ def test_redrawn_row_keeps_the_pages_star_and_reads_no_bookmarks(pm_client, work
 
 @pytest.mark.django_db
 def test_real_service_upstream_fault_is_readable_and_retryable(pm_client, workspace, fake):
-    fake.put = mixpanel.MixpanelRejected("Mixpanel rejected the request (HTTP 400).", http_status=400)
+    fake.put = MixpanelRejected("Mixpanel rejected the request (HTTP 400).", http_status=400)
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert "HTTP 400" in html
     assert 'class="error small"' in html
@@ -601,7 +601,7 @@ def test_concluding_from_the_list_moves_its_tab_counts_in_place(pm_client, works
 
 @pytest.mark.django_db
 def test_a_failed_conclude_sends_no_tab_counts(pm_client, workspace, fake):
-    fake.put = mixpanel.MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400)
+    fake.put = MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400)
     html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
     assert 'id="status-tabs"' not in html
     assert 'id="experiment-header"' not in html

@@ -14,8 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import mixpanel
-from experiments.forms import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH
+from experiments.mixpanel.errors import MixpanelUnavailable
+from experiments.mixpanel.experiment import ExperimentSummary
 from experiments.models import (
     AttemptAction,
     AttemptState,
@@ -26,6 +26,7 @@ from experiments.models import (
     Role,
     Workspace,
 )
+from experiments.queries import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import home as home_selectors
 from experiments.selectors.workspaces import workspace_list_for_user
@@ -42,12 +43,12 @@ class FakeWithFailures(FakeMixpanel):
         self.failing = set(failing)
         self.list_delay = list_delay
 
-    def list_experiments(self, workspace_id: int) -> list[mixpanel.ExperimentSummary]:
+    def list_experiments(self, workspace_id: int) -> list[ExperimentSummary]:
         if self.list_delay:
             time.sleep(self.list_delay)
         if workspace_id in self.failing:
             self._record("list", workspace_id, "")
-            raise mixpanel.MixpanelUnavailable()
+            raise MixpanelUnavailable()
         return super().list_experiments(workspace_id)
 
 

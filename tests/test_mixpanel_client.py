@@ -16,18 +16,21 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from experiments import mixpanel
-from experiments.mixpanel import (
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.client import MixpanelClient
+from experiments.mixpanel.errors import (
     MixpanelAuthError,
     MixpanelBadResponse,
-    MixpanelClient,
     MixpanelConfigError,
+    MixpanelError,
     MixpanelNotFound,
     MixpanelOutcomeUnknown,
     MixpanelRateLimited,
     MixpanelRejected,
     MixpanelUnavailable,
 )
+from experiments.mixpanel.experiment import ExperimentSummary, VariantSummary
+from experiments.mixpanel.wire import BODY_EXCERPT_CHARS, MSG_UNKNOWN_PREFIX, RAW_BODY_CHARS
 
 US = "https://mixpanel.com/api/app"
 WS = 1001
@@ -166,7 +169,7 @@ def test_basic_auth_user_agent_and_accept_headers(mocked, client):
     client.list_experiments(WS)
     headers = mocked.calls[0].request.headers
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"desk.sa:s3cret-value").decode()
-    from dashboard import __version__
+    from experiments import __version__
 
     assert headers["User-Agent"] == f"ExperimentDesk/{__version__}"
     assert headers["Accept"] == "application/json"
@@ -303,7 +306,7 @@ def test_body_excerpt_is_capped(mocked, client, settings):
     mocked.get(LIST_URL, status=500, body="x" * 50_000)
     with pytest.raises(MixpanelUnavailable) as caught:
         client.list_experiments(WS)
-    assert len(caught.value.body_excerpt) == mixpanel.BODY_EXCERPT_CHARS
+    assert len(caught.value.body_excerpt) == BODY_EXCERPT_CHARS
 
 
 # --- Redirects and size cap ---------------------------------------------------------------
@@ -392,7 +395,7 @@ def test_unreadable_answers_after_the_put_leave_the_outcome_unknown(mocked, clie
         client.force_conclude(WS, EXP, end_date=END)
     assert caught.value.outcome_unknown
     assert caught.value.http_status == status
-    assert str(caught.value).startswith(mixpanel.MSG_UNKNOWN_PREFIX)
+    assert str(caught.value).startswith(MSG_UNKNOWN_PREFIX)
     assert "try again" not in str(caught.value).lower()  # sent once: retrying could apply it twice
     assert len(mocked.calls) == 1
 
@@ -411,7 +414,7 @@ def test_transport_failure_after_sending_the_put_is_outcome_unknown(mocked, clie
         client.force_conclude(WS, EXP, end_date=END)
     assert caught.value.http_status is None
     assert caught.value.duration_ms is not None
-    assert str(caught.value).startswith(mixpanel.MSG_UNKNOWN_PREFIX)
+    assert str(caught.value).startswith(MSG_UNKNOWN_PREFIX)
     assert "try again" not in str(caught.value).lower()
 
 
@@ -444,9 +447,9 @@ def test_force_conclude_returns_a_non_concluded_experiment_as_received(mocked, c
 
 
 def test_raw_body_of_a_conclusion_is_capped_and_marked_truncated(mocked, client):
-    mocked.put(PUT_URL, json=ok(experiment("concluded", description="z" * (mixpanel.RAW_BODY_CHARS + 10))))
+    mocked.put(PUT_URL, json=ok(experiment("concluded", description="z" * (RAW_BODY_CHARS + 10))))
     result = client.force_conclude(WS, EXP, end_date=END)
-    assert len(result.raw_body) == mixpanel.RAW_BODY_CHARS
+    assert len(result.raw_body) == RAW_BODY_CHARS
     assert result.truncated is True
     assert result.experiment.description.startswith("zzz")
 
@@ -518,7 +521,7 @@ def test_read_retries_are_bounded_by_the_setting(mocked, client, settings, retri
 @pytest.mark.parametrize("status", [400, 401, 403, 404])
 def test_definite_answers_are_not_retried(mocked, client, status, fake_time):
     mocked.get(LIST_URL, status=status, json={"status": "error", "error": "x"}, headers={"Location": "/x"})
-    with pytest.raises(mixpanel.MixpanelError):
+    with pytest.raises(MixpanelError):
         client.list_experiments(WS)
     assert len(mocked.calls) == 1
     assert fake_time.sleeps == []
@@ -663,11 +666,11 @@ def test_list_keeps_a_summary_of_each_experiment(mocked, client):
     )
     mocked.get(LIST_URL, json=ok([item]))
     (summary,) = client.list_experiments(WS)
-    assert isinstance(summary, mixpanel.ExperimentSummary)
+    assert isinstance(summary, ExperimentSummary)
     # Planned split as a share of traffic, read by the experiment page's own rule.
     assert summary.variants == (
-        mixpanel.VariantSummary("control", 25.0, 120),
-        mixpanel.VariantSummary("green", 75.0, 118),
+        VariantSummary("control", 25.0, 120),
+        VariantSummary("green", 75.0, 118),
     )
     assert (summary.variants_count, summary.exposures_total, summary.tags) == (2, 238, ("a", "b"))
     assert summary.start_date == dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
@@ -803,7 +806,7 @@ def test_decide_never_follows_a_redirect(mocked, client):
 
 def test_decide_refused_with_400_is_definite(mocked, client):
     mocked.patch(DECIDE_URL, status=400, json={"status": "error", "error": "only a concluded experiment"})
-    with pytest.raises(mixpanel.MixpanelError) as caught:
+    with pytest.raises(MixpanelError) as caught:
         client.decide(WS, EXP, success=True, variant="a", message="m")
     assert caught.value.outcome_unknown is False
     assert len(mocked.calls) == 1

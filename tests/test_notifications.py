@@ -19,7 +19,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from experiments import auditlog, mixpanel, tasks
+from experiments import auditlog
+from experiments.mixpanel.errors import MixpanelOutcomeUnknown
 from experiments.models import (
     AttemptState,
     AuditEntry,
@@ -33,8 +34,10 @@ from experiments.models import (
     NotificationDelivery,
     Role,
 )
+from experiments.notifications import deliveries as notification_deliveries
+from experiments.notifications import email as email_channel
+from experiments.notifications import webhook
 from experiments.services import attempts as attempt_services
-from experiments.services import notifications
 from tests.factories import assert_chain_valid, make_attempt
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 from tests.test_reconcile import press
@@ -45,8 +48,8 @@ pytestmark = pytest.mark.django_db
 
 
 def webhook_on(workspace, url: str) -> None:
-    workspace.webhook_url_sealed = notifications.webhook_seal(url)
-    workspace.webhook_url_hint = notifications.webhook_hint(url)
+    workspace.webhook_url_sealed = webhook.webhook_seal(url)
+    workspace.webhook_url_hint = webhook.webhook_hint(url)
     workspace.save()
 
 
@@ -85,12 +88,12 @@ def deliveries(**filters) -> list[NotificationDelivery]:
 
 
 def notification_tasks() -> list[DBTaskResult]:
-    return [t for t in waiting() if t.task_path == "experiments.tasks.deliver_notification"]
+    return [t for t in waiting() if t.task_path == "experiments.notifications.deliveries.deliver_notification"]
 
 
 def run_notification_tasks() -> list[DBTaskResult]:
     """Run what is due; the reconcile tasks queued with each press are not due yet."""
-    return [r for r in run_ready_tasks() if r.task_path == "experiments.tasks.deliver_notification"]
+    return [r for r in run_ready_tasks() if r.task_path == "experiments.notifications.deliveries.deliver_notification"]
 
 
 # --- Which entries are told ----------------------------------------------------------------
@@ -156,20 +159,20 @@ def test_a_late_answer_is_not_told(workspace, pm):
 
 def test_a_refused_second_press_is_not_told_but_the_first_is(workspace, pm):
     webhook_on(workspace, "https://hooks.example.com/services/abcdefghijklmnopqrstuvwx")
-    first = press(workspace, pm, FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown())))
+    first = press(workspace, pm, FakeMixpanel(put=("apply", MixpanelOutcomeUnknown())))
     second = press(workspace, pm, FakeMixpanel())
     assert second.state == "blocked"
     assert [(d.attempt_id, d.entry.kind) for d in deliveries()] == [(first.attempt.pk, EntryKind.CONCLUSION_UNKNOWN)]
 
 
-@pytest.mark.parametrize("kind", sorted(notifications.NOTIFIED_KINDS))
+@pytest.mark.parametrize("kind", sorted(notification_deliveries.NOTIFIED_KINDS))
 def test_with_notifications_off_the_hook_runs_no_query(workspace, pm, kind, django_assert_num_queries):
     attempt = make_attempt(workspace=workspace, actor=pm, outcome=None)
     entry = AuditEntry.objects.filter(attempt=attempt).get()
     entry.kind = kind  # in memory only: the hook reads the kind it is given
     attempt = ConclusionAttempt.objects.select_related("workspace").get(pk=attempt.pk)
     with django_assert_num_queries(0):
-        notifications.entry_recorded(entry=entry, attempt=attempt)
+        notification_deliveries.entry_recorded(entry=entry, attempt=attempt)
 
 
 def test_with_notifications_on_an_entry_that_is_not_told_runs_no_query(workspace, pm, django_assert_num_queries):
@@ -179,11 +182,11 @@ def test_with_notifications_on_an_entry_that_is_not_told_runs_no_query(workspace
     entry = AuditEntry.objects.filter(attempt=attempt).get()
     attempt = ConclusionAttempt.objects.select_related("workspace").get(pk=attempt.pk)
     with django_assert_num_queries(0):
-        notifications.entry_recorded(entry=entry, attempt=attempt)
+        notification_deliveries.entry_recorded(entry=entry, attempt=attempt)
     # The counting is real: the same call for an outcome does write.
     entry.kind = EntryKind.CONCLUSION_SUCCEEDED
     with CaptureQueriesContext(connection) as told:
-        notifications.entry_recorded(entry=entry, attempt=attempt)
+        notification_deliveries.entry_recorded(entry=entry, attempt=attempt)
     assert len(told.captured_queries) >= 3  # savepoint, recipients, deliveries, task, release
     assert len(deliveries()) == 1
 
@@ -193,7 +196,7 @@ def test_a_press_costs_the_same_queries_with_notifications_off_as_without_the_ho
     (on a second experiment, so the first one's claim does not refuse it)."""
     with CaptureQueriesContext(connection) as with_hook:
         press(workspace, pm, FakeMixpanel([raw_experiment("exp-a")]), experiment_id="exp-a")
-    monkeypatch.setattr(notifications, "entry_recorded", lambda **kwargs: None)
+    monkeypatch.setattr(notification_deliveries, "entry_recorded", lambda **kwargs: None)
     with CaptureQueriesContext(connection) as without_hook:
         press(workspace, pm, FakeMixpanel([raw_experiment("exp-b")]), experiment_id="exp-b")
     assert ConclusionAttempt.objects.filter(state=AttemptState.SUCCEEDED).count() == 2
@@ -209,9 +212,9 @@ def test_a_database_error_while_queueing_leaves_the_outcome_recorded(workspace, 
         with connection.cursor() as cursor:
             cursor.execute("SELECT * FROM no_such_table_for_notifications")
 
-    monkeypatch.setattr(tasks, "deliver_notification_later", broken_queue)
+    monkeypatch.setattr(notification_deliveries, "deliver_notification_later", broken_queue)
     fake = FakeMixpanel()
-    with caplog.at_level(logging.ERROR, logger="experiments.services.notifications"):
+    with caplog.at_level(logging.ERROR, logger="experiments.notifications.deliveries"):
         outcome = press(workspace, pm, fake)
 
     assert outcome.ok, outcome.message
@@ -231,7 +234,7 @@ def test_a_bug_while_rendering_a_message_leaves_the_outcome_recorded(workspace, 
     def broken(**kwargs):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(notifications, "notification_message", broken)
+    monkeypatch.setattr(notification_deliveries, "notification_message", broken)
     outcome = press(workspace, pm, FakeMixpanel())
     assert outcome.ok
     assert ConclusionAttempt.objects.get().state == AttemptState.SUCCEEDED
@@ -268,7 +271,7 @@ def test_a_request_for_approval_emails_the_requester_and_every_possible_approver
     attempt.expires_at = timezone.now() + dt.timedelta(hours=24)
     entry = approval_entry(attempt, EntryKind.APPROVAL_REQUESTED)
 
-    assert notifications.email_recipients(entry=entry, attempt=attempt, workspace=workspace) == [
+    assert email_channel.email_recipients(entry=entry, attempt=attempt, workspace=workspace) == [
         "adam@example.com",
         "carl@example.com",
         "rita@example.com",
@@ -414,7 +417,7 @@ def test_the_task_posts_the_message_and_records_it_sent(workspace, pm, webhook_r
     assert delivery.updated_at >= delivery.created_at
     assert message.text == delivery.body
     # Run again: nothing more is sent.
-    assert notifications.delivery_send(delivery_id=delivery.pk) == "already sent"
+    assert notification_deliveries.delivery_send(delivery_id=delivery.pk) == "already sent"
     assert len(webhook_receiver.messages()) == 1
 
 
@@ -508,7 +511,7 @@ def test_a_webhook_sealed_under_an_old_key_gives_up_at_once_and_says_to_set_it_a
     settings.SECRET_KEY_FALLBACKS = []
     assert [r.return_value for r in run_notification_tasks()] == [DeliveryState.GAVE_UP]
     (delivery,) = deliveries()
-    assert delivery.last_error == notifications.MSG_WEBHOOK_UNREADABLE
+    assert delivery.last_error == webhook.MSG_WEBHOOK_UNREADABLE
     assert delivery.tries == 1
     assert webhook_receiver.messages() == []
 
@@ -519,7 +522,7 @@ def test_a_webhook_removed_before_sending_gives_up(workspace, pm, webhook_receiv
     workspace.webhook_url_sealed = workspace.webhook_url_hint = ""
     workspace.save()
     assert [r.return_value for r in run_notification_tasks()] == [DeliveryState.GAVE_UP]
-    assert deliveries()[0].last_error == notifications.MSG_WEBHOOK_REMOVED
+    assert deliveries()[0].last_error == webhook.MSG_WEBHOOK_REMOVED
 
 
 def test_a_waiting_message_goes_to_the_webhook_set_since(workspace, pm, webhook_receiver):
@@ -554,14 +557,14 @@ def test_a_mail_server_that_cannot_be_reached_is_a_failed_try(workspace, pm, mon
     def unreachable(*args, **kwargs):
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(notifications, "send_mail", unreachable)
+    monkeypatch.setattr(email_channel, "send_mail", unreachable)
     make_attempt(workspace=workspace, actor=pm, experiment_id=EXP_ID)
     assert [r.return_value for r in run_notification_tasks()] == [DeliveryState.FAILED]
-    assert deliveries()[0].last_error == notifications.MSG_MAIL_NO_CONNECTION
+    assert deliveries()[0].last_error == email_channel.MSG_MAIL_NO_CONNECTION
 
 
 def test_a_missing_delivery_is_nothing_to_do():
-    assert notifications.delivery_send(delivery_id=987654) == "missing"
+    assert notification_deliveries.delivery_send(delivery_id=987654) == "missing"
 
 
 def test_webhook_and_email_together_are_two_deliveries_sent_independently(workspace, pm, webhook_receiver):
@@ -616,7 +619,7 @@ def test_an_approved_request_tells_each_step_and_the_outcome(approving, crew):
         hook,
     ]
 
-    outcome = approvals.conclusion_review(
+    outcome = approvals.attempt_review(
         attempt=attempt, user=crew["concluder"], decision=approvals.APPROVE, note="Looks right.", client=fake
     )
     assert outcome.ok, outcome.message
@@ -637,7 +640,7 @@ def test_a_rejected_and_a_withdrawn_request_are_told_to_the_requester(approving,
 
     fake = FakeMixpanel()
     attempt = ask(approving, crew["requester"], fake)
-    approvals.conclusion_review(
+    approvals.attempt_review(
         attempt=attempt, user=crew["admin"], decision=approvals.REJECT, note="Too early to tell.", client=fake
     )
     (rejected,) = deliveries(entry__kind=EntryKind.APPROVAL_REJECTED, channel=DeliveryChannel.EMAIL)
@@ -646,9 +649,7 @@ def test_a_rejected_and_a_withdrawn_request_are_told_to_the_requester(approving,
     assert "Reviewer's note: Too early to tell." in rejected.body
 
     attempt = ask(approving, crew["requester"], fake)
-    approvals.conclusion_review(
-        attempt=attempt, user=crew["requester"], decision=approvals.REJECT, note="", client=fake
-    )
+    approvals.attempt_review(attempt=attempt, user=crew["requester"], decision=approvals.REJECT, note="", client=fake)
     withdrawn = deliveries(entry__kind=EntryKind.APPROVAL_REJECTED, channel=DeliveryChannel.EMAIL)[-1]
     assert "Rita (rita) withdrew their request to force conclude" in withdrawn.body
     assert fake.puts == []

@@ -8,51 +8,51 @@ import logging
 import pytest
 import requests
 
-from experiments.services import notifications
-from experiments.services.notifications import WebhookUnreadable
+from experiments.notifications import webhook
+from experiments.notifications.webhook import WebhookUnreadable
 
 URL = "https://hooks.slack.com/services/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"
 TOKEN = "zQ8kL2mN4pR6sT9uVwXyZab1"
 
 
 def test_a_sealed_url_opens_to_itself_and_does_not_contain_it():
-    sealed = notifications.webhook_seal(URL)
-    assert notifications.webhook_open(sealed) == URL
+    sealed = webhook.webhook_seal(URL)
+    assert webhook.webhook_open(sealed) == URL
     assert TOKEN not in sealed
     assert "hooks.slack.com" not in sealed
     # Fernet is randomised: the same URL sealed twice gives two different texts.
-    assert notifications.webhook_seal(URL) != sealed
+    assert webhook.webhook_seal(URL) != sealed
 
 
 def test_a_seal_under_another_key_does_not_open(settings):
-    sealed = notifications.webhook_seal(URL)
+    sealed = webhook.webhook_seal(URL)
     settings.SECRET_KEY = "another-secret-key-entirely-0123456789-abcdefghijklmnop"
     settings.SECRET_KEY_FALLBACKS = []
     with pytest.raises(WebhookUnreadable) as info:
-        notifications.webhook_open(sealed)
-    assert str(info.value) == notifications.MSG_WEBHOOK_UNREADABLE
+        webhook.webhook_open(sealed)
+    assert str(info.value) == webhook.MSG_WEBHOOK_UNREADABLE
     assert "set the webhook again" in str(info.value)
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__
-    assert notifications.webhook_readable(sealed) is False
+    assert webhook.webhook_readable(sealed) is False
 
 
 def test_a_seal_made_before_a_key_rotation_opens_with_the_fallback_and_new_seals_use_the_new_key(settings):
     old_key = settings.SECRET_KEY
-    sealed_before = notifications.webhook_seal(URL)
+    sealed_before = webhook.webhook_seal(URL)
     settings.SECRET_KEY = "the-new-secret-key-after-rotation-0123456789-abcdefghij"
     settings.SECRET_KEY_FALLBACKS = [old_key]
-    assert notifications.webhook_open(sealed_before) == URL
-    sealed_after = notifications.webhook_seal(URL)
+    assert webhook.webhook_open(sealed_before) == URL
+    sealed_after = webhook.webhook_seal(URL)
     settings.SECRET_KEY_FALLBACKS = []
-    assert notifications.webhook_open(sealed_after) == URL
-    assert notifications.webhook_readable(sealed_before) is False
+    assert webhook.webhook_open(sealed_after) == URL
+    assert webhook.webhook_readable(sealed_before) is False
 
 
 @pytest.mark.parametrize("garbage", ["", "not a token", "gAAAAA" + "x" * 40, "é"])
 def test_garbage_in_the_sealed_column_is_unreadable_not_an_error(garbage):
     with pytest.raises(WebhookUnreadable):
-        notifications.webhook_open(garbage)
+        webhook.webhook_open(garbage)
 
 
 @pytest.mark.parametrize(
@@ -68,12 +68,12 @@ def test_garbage_in_the_sealed_column_is_unreadable_not_an_error(garbage):
     ],
 )
 def test_the_hint_shows_scheme_host_and_at_most_the_last_four_characters(url, hint):
-    assert notifications.webhook_hint(url) == hint
+    assert webhook.webhook_hint(url) == hint
     assert len(hint) <= 80
 
 
 def test_the_hint_of_a_very_long_host_fits_its_column():
-    hint = notifications.webhook_hint("https://" + "h" * 250 + ".example/" + "p" * 40)
+    hint = webhook.webhook_hint("https://" + "h" * 250 + ".example/" + "p" * 40)
     assert len(hint) <= 80
     assert hint.endswith("…pppp")
 
@@ -81,18 +81,18 @@ def test_the_hint_of_a_very_long_host_fits_its_column():
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("ftp://hooks.example.com/x", notifications.MSG_URL_SCHEME),
-        ("javascript:alert(1)", notifications.MSG_URL_SCHEME),
-        ("hooks.slack.com/services/x", notifications.MSG_URL_INVALID),
-        ("https:///services/x", notifications.MSG_URL_HOST),
-        ("https://hooks.example.com:port/x", notifications.MSG_URL_INVALID),
-        ("https://hooks.example.com/a b", notifications.MSG_URL_INVALID),
-        ("https://hooks.example.com/\x00", notifications.MSG_URL_INVALID),
-        ("https://hooks.example.com/" + "x" * 2000, notifications.MSG_URL_TOO_LONG),
+        ("ftp://hooks.example.com/x", webhook.MSG_URL_SCHEME),
+        ("javascript:alert(1)", webhook.MSG_URL_SCHEME),
+        ("hooks.slack.com/services/x", webhook.MSG_URL_INVALID),
+        ("https:///services/x", webhook.MSG_URL_HOST),
+        ("https://hooks.example.com:port/x", webhook.MSG_URL_INVALID),
+        ("https://hooks.example.com/a b", webhook.MSG_URL_INVALID),
+        ("https://hooks.example.com/\x00", webhook.MSG_URL_INVALID),
+        ("https://hooks.example.com/" + "x" * 2000, webhook.MSG_URL_TOO_LONG),
     ],
 )
 def test_only_an_http_or_https_address_with_a_host_and_at_most_2000_characters_is_accepted(url, problem):
-    assert notifications.webhook_url_problem(url) == problem
+    assert webhook.webhook_url_problem(url) == problem
     assert url not in problem
 
 
@@ -100,14 +100,14 @@ def test_only_an_http_or_https_address_with_a_host_and_at_most_2000_characters_i
     "url", [URL, "http://127.0.0.1:8123/hook", "https://hooks.example.com", "https://xn--bcher-kva.example/h"]
 )
 def test_good_addresses_have_no_problem(url):
-    assert notifications.webhook_url_problem(url) is None
+    assert webhook.webhook_url_problem(url) is None
 
 
 def test_no_exception_about_a_url_carries_it(settings):
-    sealed = notifications.webhook_seal(URL)
+    sealed = webhook.webhook_seal(URL)
     settings.SECRET_KEY = "yet-another-secret-key-0123456789-abcdefghijklmnopqrstu"
     with pytest.raises(WebhookUnreadable) as info:
-        notifications.webhook_open(sealed)
+        webhook.webhook_open(sealed)
     texts = [str(info.value), repr(info.value), repr(info.value.args)]
     assert not [t for t in texts if TOKEN in t or "hooks.slack.com" in t]
 
@@ -116,11 +116,11 @@ def test_posting_to_a_webhook_logs_nothing_of_its_url_even_at_debug(caplog, webh
     caplog.set_level(logging.DEBUG)
     logging.getLogger("urllib3").setLevel(logging.DEBUG)
     try:
-        assert notifications.post_webhook(webhook_receiver.url, "hello") == ""
+        assert webhook.post_webhook(webhook_receiver.url, "hello") == ""
         webhook_receiver.answer_with(500)
-        assert notifications.post_webhook(webhook_receiver.url, "hello") == "HTTP 500 from the webhook"
+        assert webhook.post_webhook(webhook_receiver.url, "hello") == "HTTP 500 from the webhook"
         refused = "http://127.0.0.1:9/services/" + webhook_receiver.token
-        assert notifications.post_webhook(refused, "hello") == "could not connect"
+        assert webhook.post_webhook(refused, "hello") == "could not connect"
     finally:
         logging.getLogger("urllib3").setLevel(logging.NOTSET)
     assert len(webhook_receiver.messages()) == 2

@@ -14,7 +14,9 @@ from django.test import override_settings
 from django.urls import reverse
 from pythonjsonlogger.json import JsonFormatter
 
-from dashboard import health, observability
+from experiments import observability
+from experiments.mixpanel.errors import MixpanelUnavailable
+from experiments.selectors import health
 
 CANARY = os.environ["MIXPANEL_SERVICE_ACCOUNT_SECRET"]
 SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
@@ -54,7 +56,7 @@ def test_production_logs_are_json_by_default(settings):
     assert not settings.DEBUG
     assert settings.LOG_JSON
     assert settings.LOGGING["handlers"]["console"]["formatter"] == "json"
-    assert settings.MIDDLEWARE[0] == "dashboard.observability.RequestIdMiddleware"
+    assert settings.MIDDLEWARE[0] == "experiments.observability.RequestIdMiddleware"
     # Django's lines go through the root handler only: once each, in the same format.
     assert logging.getLogger("django").handlers == []
     assert logging.getLogger("django").propagate
@@ -150,14 +152,13 @@ def test_django_s_own_4xx_line_carries_the_request_id_and_nothing_lingers_after(
 
 @pytest.mark.django_db
 def test_lines_logged_by_a_view_carry_the_user_and_workspace(pm_client, pm, workspace, json_lines, monkeypatch):
-    from experiments import mixpanel
     from tests.fake_mixpanel import FakeMixpanel, install
 
     fake = install(monkeypatch, FakeMixpanel())
 
     def failing_list(workspace_id):
         logging.getLogger("experiments.mixpanel").error("list failed for this test")
-        raise mixpanel.MixpanelUnavailable()
+        raise MixpanelUnavailable()
 
     fake.list_experiments = failing_list
     pm_client.get(reverse("experiments:experiment-list", args=[workspace.pk]), headers={"X-Request-ID": "v-1"})

@@ -10,7 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelAuthError, MixpanelConfigError, MixpanelError, MixpanelUnavailable
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.services import conclusions as conclusion_services
@@ -46,7 +47,7 @@ class DiesAfterSending:
         return self.client.get_experiment(workspace_id, experiment_id)
 
     def force_conclude(self, workspace_id, experiment_id, *, end_date):
-        with contextlib.suppress(mixpanel.MixpanelError):
+        with contextlib.suppress(MixpanelError):
             self.client.force_conclude(workspace_id, experiment_id, end_date=end_date)
         raise ProcessDied
 
@@ -183,7 +184,7 @@ def test_young_attempts_are_left_to_finish(monkeypatch, stuck):
 @pytest.mark.parametrize(
     "fake",
     [
-        pytest.param(FakeMixpanel(get=mixpanel.MixpanelUnavailable("Mixpanel did not answer in time.")), id="down"),
+        pytest.param(FakeMixpanel(get=MixpanelUnavailable("Mixpanel did not answer in time.")), id="down"),
         pytest.param(FakeMixpanel({1001: [raw_experiment(status="archived")]}), id="odd-status"),
         pytest.param(FakeMixpanel({1001: []}), id="gone"),
         pytest.param(FakeMixpanel(get=lambda ws, exp_id: raw_experiment(exp_id="other")), id="wrong-experiment"),
@@ -207,7 +208,7 @@ def test_unreadable_attempt_is_left_open_and_the_command_fails(monkeypatch, stuc
 @pytest.mark.django_db
 def test_missing_credentials_are_reported_per_attempt(monkeypatch, stuck):
     def no_client(workspace):
-        raise mixpanel.MixpanelConfigError()
+        raise MixpanelConfigError()
 
     monkeypatch.setattr(mixpanel, "client_for", no_client)
     with pytest.raises(CommandError, match="left open"):
@@ -306,9 +307,7 @@ def test_drift_selector_in_one_query(workspace, pm, django_assert_num_queries):
 @pytest.mark.django_db
 def test_report_says_when_a_workspace_cannot_be_read(monkeypatch, workspace):
     install(monkeypatch, FakeMixpanel())
-    monkeypatch.setattr(
-        FakeMixpanel, "list_experiments", lambda self, ws: (_ for _ in ()).throw(mixpanel.MixpanelAuthError())
-    )
+    monkeypatch.setattr(FakeMixpanel, "list_experiments", lambda self, ws: (_ for _ in ()).throw(MixpanelAuthError()))
     with pytest.raises(CommandError, match="Could not read: Growth: Mixpanel refused the service account"):
         run("--report")
 

@@ -27,12 +27,15 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from experiments import auditverify, mixpanel
+from experiments import auditverify
 from experiments.forms import datetime_local_value
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelOutcomeUnknown
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS
 from experiments.services import conclusions as conclusion_services
 from experiments.services import reconcile as reconcile_services
+from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import assert_chain_valid, make_attempt, past_the_in_flight_limit
 from tests.fake_mixpanel import FakeMixpanel, raw_experiment
 
@@ -104,7 +107,7 @@ def test_an_id_mixpanel_does_not_know_exactly_is_never_sent(workspace, pm):
 
 @pytest.mark.django_db
 def test_an_attempt_is_not_judged_before_its_put_could_have_finished(workspace, pm):
-    fake = FakeMixpanel(put=mixpanel.MixpanelOutcomeUnknown("no answer"))
+    fake = FakeMixpanel(put=MixpanelOutcomeUnknown("no answer"))
     attempt = press(workspace, pm, fake, raw_experiment()["id"]).attempt
     assert attempt.state == AttemptState.UNKNOWN
     reads = len(fake.calls)
@@ -124,7 +127,7 @@ def test_an_attempt_is_not_judged_before_its_put_could_have_finished(workspace, 
 
 @pytest.mark.django_db
 def test_older_than_zero_does_not_reach_an_attempt_still_in_flight(workspace, pm, monkeypatch):
-    fake = FakeMixpanel(put=mixpanel.MixpanelOutcomeUnknown("no answer"))
+    fake = FakeMixpanel(put=MixpanelOutcomeUnknown("no answer"))
     press(workspace, pm, fake, raw_experiment()["id"])
     monkeypatch.setattr(mixpanel, "client_for", lambda workspace: fake)
     calls = len(fake.calls)
@@ -220,7 +223,7 @@ def test_reconcile_in_another_process_during_a_stalled_put(standin, workspace, p
         assert ConclusionClaim.objects.count() == 1
 
         second = press(workspace, pm, mixpanel.client_for(workspace), experiment["id"])
-        assert second.state == conclusion_services.STATE_BLOCKED
+        assert second.state == STATE_BLOCKED
         assert len(standin.requests(method="PUT")) == 1
     finally:
         standin.reset()  # ends the stall: the PUT's connection closes without an answer

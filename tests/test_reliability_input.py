@@ -30,8 +30,9 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import resolve
 
-from experiments.forms import ExperimentListQuery, ForceConcludeForm, HomeQuery, WorkspaceSettingsForm
+from experiments.forms import ForceConcludeForm, WorkspaceSettingsForm
 from experiments.models import ReasonCategory
+from experiments.queries import ExperimentListQuery, HomeQuery
 from experiments.views.audit import AuditFilterForm
 from tests.routes import ROUTES, Route, route_path, route_values
 

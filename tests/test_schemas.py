@@ -18,7 +18,7 @@ import requests
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
 from experiments.standin import DEMO_WORKSPACES
 from experiments.standin.data import TOLERANCE_PREFIX, build_workspace
 

@@ -16,7 +16,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 import responses
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelAuthError, MixpanelConfigError, MixpanelError
 
 CANARY = os.environ["MIXPANEL_SERVICE_ACCOUNT_SECRET"]
 USERNAME = os.environ["MIXPANEL_SERVICE_ACCOUNT_USERNAME"]
@@ -81,7 +82,7 @@ def test_failures_over_http_leak_nothing(standin, caplog, kind):
         lambda: client.get_experiment(1001, exp["id"]),
         lambda: client.force_conclude(1001, exp["id"], end_date=END),
     ):
-        with pytest.raises(mixpanel.MixpanelError) as info:
+        with pytest.raises(MixpanelError) as info:
             call()
         caught.append(info.value)
     assert caplog.records, "DEBUG logging was captured"
@@ -101,7 +102,7 @@ def test_success_logs_leak_nothing(standin, caplog):
 def test_wrong_credentials_failure_leaks_nothing(standin, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     client = mixpanel.MixpanelClient(region="us", username=USERNAME, secret=CANARY + "-wrong", base_url=standin.url)
-    with pytest.raises(mixpanel.MixpanelAuthError) as info:
+    with pytest.raises(MixpanelAuthError) as info:
         client.list_experiments(1001)
     assert leaks(caplog.text, *exception_texts(info.value)) == []
     assert CANARY + "-wrong" not in caplog.text + str(info.value) + repr(client)
@@ -130,7 +131,7 @@ def test_echoed_credentials_are_scrubbed(settings, caplog, status):
             lambda: client.list_experiments(1001),
             lambda: client.force_conclude(1001, "x", end_date=END),
         ):
-            with pytest.raises(mixpanel.MixpanelError) as info:
+            with pytest.raises(MixpanelError) as info:
                 call()
             errors.append(info.value)
     texts = [t for exc in errors for t in exception_texts(exc)]
@@ -155,7 +156,7 @@ def test_configuration_errors_leak_nothing(monkeypatch, tmp_path):
     secret_file = tmp_path / "secret"
     secret_file.write_text(CANARY)
     monkeypatch.setenv("MIXPANEL_SERVICE_ACCOUNT_SECRET_FILE", str(secret_file))
-    with pytest.raises(mixpanel.MixpanelConfigError) as info:
+    with pytest.raises(MixpanelConfigError) as info:
         mixpanel.client_for(_Ws())
     assert leaks(*exception_texts(info.value)) == []
 
@@ -191,7 +192,7 @@ def test_an_encoded_echo_of_the_secret_is_not_kept(caplog, encoding):
             US + "/y/force_conclude",
             json={"status": "ok", "results": {"id": "y", "status": "concluded", "description": echoed}},
         )
-        with pytest.raises(mixpanel.MixpanelError) as info:
+        with pytest.raises(MixpanelError) as info:
             client.force_conclude(1001, "x", end_date=END)
         result = client.force_conclude(1001, "y", end_date=END)
     kept = [*exception_texts(info.value), result.raw_body, caplog.text]

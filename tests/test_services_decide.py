@@ -8,8 +8,10 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelOutcomeUnknown, MixpanelRejected
 from experiments.models import (
     AttemptAction,
     AttemptState,
@@ -23,6 +25,7 @@ from experiments.models import (
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions
 from experiments.services import reconcile as reconcile_services
+from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import assert_chain_valid, past_the_in_flight_limit
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 
@@ -97,7 +100,7 @@ def test_the_conclusion_claim_does_not_block_the_decision(workspace, pm):
         experiment_name="x",
         reason_category="significance",
         reason_text="",
-        end_date=conclusion_services.timezone.now(),
+        end_date=timezone.now(),
         client=fake,
     )
     assert concluded.ok
@@ -113,7 +116,7 @@ def test_a_second_press_is_blocked_and_sends_nothing(workspace, pm):
     first = decide(workspace, pm, fake)
     second = decide(workspace, pm, fake)
     assert first.ok
-    assert second.state == conclusion_services.STATE_BLOCKED
+    assert second.state == STATE_BLOCKED
     assert second.blocked_by.pk == first.attempt.pk
     assert "was already recorded by" in second.message
     assert len(fake.patches) == 1
@@ -164,7 +167,7 @@ def test_what_the_read_shows_can_refuse_the_decision(workspace, pm, status, vari
 
 @pytest.mark.django_db
 def test_a_definite_failure_releases_the_claim(workspace, pm):
-    fake = concluded_fake(patch=mixpanel.MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400))
+    fake = concluded_fake(patch=MixpanelRejected("Mixpanel refused the request (HTTP 400).", http_status=400))
     outcome = decide(workspace, pm, fake)
     assert outcome.state == AttemptState.FAILED
     assert "did not record the decision" in outcome.message
@@ -175,7 +178,7 @@ def test_a_definite_failure_releases_the_claim(workspace, pm):
 
 @pytest.mark.django_db
 def test_an_unknown_outcome_keeps_the_claim_and_is_reconciled_by_reading(workspace, pm):
-    unknown = mixpanel.MixpanelOutcomeUnknown("Outcome unknown: the connection was lost.")
+    unknown = MixpanelOutcomeUnknown("Outcome unknown: the connection was lost.")
     fake = concluded_fake(patch=("apply", unknown))
     outcome = decide(workspace, pm, fake)
     assert outcome.state == AttemptState.UNKNOWN
@@ -198,7 +201,7 @@ def test_an_unknown_outcome_keeps_the_claim_and_is_reconciled_by_reading(workspa
 
 @pytest.mark.django_db
 def test_an_unknown_outcome_that_did_not_land_is_released_by_reconcile(workspace, pm):
-    fake = concluded_fake(patch=mixpanel.MixpanelOutcomeUnknown("Outcome unknown: timed out."))
+    fake = concluded_fake(patch=MixpanelOutcomeUnknown("Outcome unknown: timed out."))
     outcome = decide(workspace, pm, fake)
     attempt = ConclusionAttempt.objects.select_related("workspace").get(pk=outcome.attempt.pk)
     with past_the_in_flight_limit():
@@ -254,7 +257,7 @@ def test_simultaneous_presses_send_one_patch(standin, workspace, pm):
     assert len(standin.requests(method="PATCH", path_contains=experiment["id"])) == 1
     assert standin.experiment(1001, experiment["id"])["status"] == "fail"
     assert sum(1 for o in outcomes if o is not None and o.ok) == 1
-    assert sum(1 for o in outcomes if o is not None and o.state == conclusion_services.STATE_BLOCKED) == presses - 1
+    assert sum(1 for o in outcomes if o is not None and o.state == STATE_BLOCKED) == presses - 1
     assert AuditEntry.objects.filter(kind=EntryKind.DECISION_REQUESTED).count() == presses
     assert_chain_valid()
 

@@ -11,11 +11,21 @@ import pytest
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from experiments import audit_payloads, dates, mixpanel
+from experiments import audit_payloads, dates
+from experiments.mixpanel.errors import (
+    MixpanelAuthError,
+    MixpanelBadResponse,
+    MixpanelOutcomeUnknown,
+    MixpanelRateLimited,
+    MixpanelRejected,
+    MixpanelUnavailable,
+)
+from experiments.mixpanel.experiment import ConcludeResult, format_end_date, parse_experiment
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import conclusions as conclusion_services
 from experiments.services import reconcile as reconcile_services
+from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import assert_chain_valid, past_the_in_flight_limit
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 
@@ -91,13 +101,13 @@ def test_success_records_request_and_returned_experiment(workspace, pm, monkeypa
     assert attempt.http_status == 200
     assert attempt.duration_ms is not None
     assert attempt.actor_name == "Pat (pat)"
-    assert attempt.request_body == {"end_date": mixpanel.format_end_date(end)}
+    assert attempt.request_body == {"end_date": format_end_date(end)}
     assert outcome.experiment.status == "concluded"
     assert "No decision was recorded" in outcome.message
     assert invalidated == [1]
 
     requested = AuditEntry.objects.get(attempt=attempt, kind=REQUESTED).payload_data
-    assert requested["attempt"]["request_body"] == {"end_date": mixpanel.format_end_date(end)}
+    assert requested["attempt"]["request_body"] == {"end_date": format_end_date(end)}
     assert requested["attempt"]["reason_category"] == "significance"
     assert requested["attempt"]["reason_text"] == "Green won clearly."
 
@@ -159,9 +169,7 @@ def test_large_answer_is_stored_capped_with_a_marker(workspace, pm):
     def put(fake, ws, exp_id, end_date):
         returned = fake._apply(ws, exp_id, end_date)
         body = json.dumps({"status": "ok", "results": dict(returned, description=big)})
-        return mixpanel.ConcludeResult(
-            experiment=mixpanel.parse_experiment(returned), http_status=200, duration_ms=5, raw_body=body
-        )
+        return ConcludeResult(experiment=parse_experiment(returned), http_status=200, duration_ms=5, raw_body=body)
 
     fake = FakeMixpanel({1001: [raw_experiment(description=big)]}, put=put)
     outcome = conclude(workspace, pm, fake)
@@ -182,31 +190,29 @@ def test_large_answer_is_stored_capped_with_a_marker(workspace, pm):
     ("error", "expected"),
     [
         pytest.param(
-            mixpanel.MixpanelRejected("Mixpanel rejected the request (HTTP 400): bad end_date", http_status=400),
+            MixpanelRejected("Mixpanel rejected the request (HTTP 400): bad end_date", http_status=400),
             "bad end_date",
             id="refused",
         ),
         pytest.param(
-            mixpanel.MixpanelRateLimited(
+            MixpanelRateLimited(
                 "Mixpanel is rate limiting us (HTTP 429). Try again in 30 seconds.", http_status=429, retry_after=30
             ),
             "Try again in 30 seconds",
             id="rate-limited",
         ),
         pytest.param(
-            mixpanel.MixpanelAuthError(
-                "The service account has no access to this workspace (HTTP 403).", http_status=403
-            ),
+            MixpanelAuthError("The service account has no access to this workspace (HTTP 403).", http_status=403),
             "no access",
             id="auth",
         ),
         pytest.param(
-            mixpanel.MixpanelRejected("Mixpanel answered HTTP 200 but reported an error: locked", http_status=200),
+            MixpanelRejected("Mixpanel answered HTTP 200 but reported an error: locked", http_status=200),
             "reported an error: locked",
             id="200-with-error",
         ),
         pytest.param(
-            mixpanel.MixpanelUnavailable("Mixpanel could not be reached (no connection could be made)."),
+            MixpanelUnavailable("Mixpanel could not be reached (no connection could be made)."),
             "could not be reached",
             id="never-connected",
         ),
@@ -251,13 +257,13 @@ def test_definite_put_failure_releases_the_claim(workspace, pm, error, expected)
         ),
         pytest.param(
             {1001: [raw_experiment()]},
-            mixpanel.MixpanelAuthError("Mixpanel did not accept the service account (HTTP 401).", http_status=401),
+            MixpanelAuthError("Mixpanel did not accept the service account (HTTP 401).", http_status=401),
             "did not accept the service account",
             id="auth-on-read",
         ),
         pytest.param(
             {1001: [raw_experiment()]},
-            mixpanel.MixpanelBadResponse("Mixpanel answered HTTP 200 with a body that is not JSON.", http_status=200),
+            MixpanelBadResponse("Mixpanel answered HTTP 200 with a body that is not JSON.", http_status=200),
             "not JSON",
             id="malformed-read",
         ),
@@ -311,19 +317,19 @@ def test_200_that_did_not_conclude_is_not_applied(workspace, pm, returned):
     "error",
     [
         pytest.param(
-            mixpanel.MixpanelOutcomeUnknown(
+            MixpanelOutcomeUnknown(
                 "We do not know whether Mixpanel applied the change: Mixpanel did not answer in time."
             ),
             id="timeout",
         ),
         pytest.param(
-            mixpanel.MixpanelOutcomeUnknown(
+            MixpanelOutcomeUnknown(
                 "We do not know whether Mixpanel applied the change: The connection to Mixpanel broke."
             ),
             id="reset",
         ),
         pytest.param(
-            mixpanel.MixpanelOutcomeUnknown(
+            MixpanelOutcomeUnknown(
                 "We do not know whether Mixpanel applied the change: Mixpanel answered HTTP 200 with a body "
                 "that is not JSON.",
                 http_status=200,
@@ -332,7 +338,7 @@ def test_200_that_did_not_conclude_is_not_applied(workspace, pm, returned):
             id="malformed-body",
         ),
         pytest.param(
-            mixpanel.MixpanelOutcomeUnknown(
+            MixpanelOutcomeUnknown(
                 "We do not know whether Mixpanel applied the change: Mixpanel had a server error (HTTP 502).",
                 http_status=502,
             ),
@@ -361,7 +367,7 @@ def test_sent_without_trustworthy_answer_is_unknown_and_keeps_the_claim(workspac
 
 @pytest.mark.django_db
 def test_applied_then_no_answer_is_unknown_then_reconciled_as_applied(workspace, pm):
-    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown("We do not know: timeout.")))
+    fake = FakeMixpanel(put=("apply", MixpanelOutcomeUnknown("We do not know: timeout.")))
 
     outcome = conclude(workspace, pm, fake)
 
@@ -436,7 +442,7 @@ def test_second_click_after_success_is_blocked_without_a_put(workspace, pm, ws_a
 
     second = conclude(workspace, ws_admin, fake)
 
-    assert second.state == conclusion_services.STATE_BLOCKED
+    assert second.state == STATE_BLOCKED
     assert not second.ok
     # Its read may have left alongside the claim (its answer is dropped); a PUT never.
     assert fake.puts == []
@@ -470,7 +476,7 @@ def test_click_while_another_is_in_flight_says_who_and_since_when(workspace, pm,
     blocked, inner_calls = fake.seen
     assert first.ok
     assert [c for c in inner_calls if c[0] == "put"] == []
-    assert blocked.state == conclusion_services.STATE_BLOCKED
+    assert blocked.state == STATE_BLOCKED
     assert "is already being concluded by Pat (pat) since" in blocked.message
     assert blocked.blocked_by.pk == first.attempt.pk
     assert len(fake.puts) == 1
@@ -478,7 +484,7 @@ def test_click_while_another_is_in_flight_says_who_and_since_when(workspace, pm,
 
 @pytest.mark.django_db
 def test_after_a_definite_failure_a_new_attempt_may_succeed(workspace, pm):
-    refused = conclude(workspace, pm, FakeMixpanel(put=mixpanel.MixpanelRateLimited(http_status=429)))
+    refused = conclude(workspace, pm, FakeMixpanel(put=MixpanelRateLimited(http_status=429)))
     assert refused.state == AttemptState.FAILED
 
     again = conclude(workspace, pm, FakeMixpanel())
@@ -493,12 +499,12 @@ def test_after_a_definite_failure_a_new_attempt_may_succeed(workspace, pm):
 
 @pytest.mark.django_db
 def test_unknown_outcome_blocks_the_next_click(workspace, pm):
-    unknown = conclude(workspace, pm, FakeMixpanel(put=mixpanel.MixpanelOutcomeUnknown()))
+    unknown = conclude(workspace, pm, FakeMixpanel(put=MixpanelOutcomeUnknown()))
     fake = FakeMixpanel()
 
     again = conclude(workspace, pm, fake)
 
-    assert again.state == conclusion_services.STATE_BLOCKED
+    assert again.state == STATE_BLOCKED
     assert "already being concluded by Pat (pat)" in again.message
     assert again.blocked_by.pk == unknown.attempt.pk
     assert fake.puts == []

@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-from experiments import mixpanel
-from experiments.mixpanel import (
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import (
     MixpanelAuthError,
     MixpanelBadResponse,
     MixpanelNotFound,
@@ -24,6 +24,7 @@ from experiments.mixpanel import (
     MixpanelRejected,
     MixpanelUnavailable,
 )
+from experiments.mixpanel.experiment import STATUSES
 from experiments.standin import DEMO_FAULT_ROWS, DEMO_WORKSPACES, FAULT_KINDS, StandIn
 from experiments.standin.data import build_workspace
 
@@ -58,7 +59,7 @@ def test_list_returns_every_seeded_experiment_with_every_status(client, standin)
     experiments = client.list_experiments(GROWTH)
     assert [e.id for e in experiments] == [e["id"] for e in standin.experiments(GROWTH)]
     assert len(experiments) == 48
-    assert {e.status for e in experiments} == set(mixpanel.STATUSES)
+    assert {e.status for e in experiments} == set(STATUSES)
     names = " ".join(e.name for e in experiments)
     for awkward in ("<script>alert(1)</script>", '"Pro"', "日本語", "الرئيسية", "🚀"):
         assert awkward in names

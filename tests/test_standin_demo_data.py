@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from experiments.mixpanel import parse_experiment
+from experiments.mixpanel.experiment import parse_experiment
 from experiments.models import Region, Workspace
 from experiments.selectors.experiment_page import experiment_overview
 from experiments.standin.data import DEMO_WORKSPACES, build_workspace

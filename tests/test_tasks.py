@@ -14,11 +14,14 @@ from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
-from experiments import mixpanel, tasks
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelConfigError, MixpanelOutcomeUnknown, MixpanelUnavailable
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions
 from experiments.services import reconcile as reconcile_services
+from experiments.services.attempts import STATE_BLOCKED
+from experiments.services.reconcile import RESULT_GAVE_UP, RESULT_RETRY, retry_delay
 from tests.factories import assert_chain_valid, made_long_ago
 from tests.fake_mixpanel import FakeMixpanel, ProcessDied, install, raw_experiment
 from tests.test_reconcile import press
@@ -26,7 +29,7 @@ from tests.test_reconcile import press
 REQUESTED = EntryKind.CONCLUSION_REQUESTED
 UNKNOWN = EntryKind.CONCLUSION_UNKNOWN
 RECONCILED = EntryKind.CONCLUSION_RECONCILED
-UNREACHABLE = mixpanel.MixpanelUnavailable("Mixpanel did not answer in time.")
+UNREACHABLE = MixpanelUnavailable("Mixpanel did not answer in time.")
 
 
 def run_ready_tasks() -> list[DBTaskResult]:
@@ -76,19 +79,19 @@ def waiting() -> list[DBTaskResult]:
 
 @pytest.mark.django_db
 def test_a_press_queues_its_reconcile_task_with_its_intent_for_when_its_put_cannot_be_in_flight(workspace, pm):
-    outcome = press(workspace, pm, FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown())))
+    outcome = press(workspace, pm, FakeMixpanel(put=("apply", MixpanelOutcomeUnknown())))
 
     (queued,) = waiting()
-    assert queued.task_path == "experiments.tasks.reconcile_attempt"
+    assert queued.task_path == "experiments.services.reconcile.reconcile_attempt"
     assert queued.args_kwargs["args"] == [outcome.attempt.pk, 1]
     assert queued.run_after == reconcile_services.attempt_judgeable_at(outcome.attempt)
 
 
 @pytest.mark.django_db
 def test_a_refused_press_queues_nothing(workspace, pm):
-    press(workspace, pm, FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown())))
+    press(workspace, pm, FakeMixpanel(put=("apply", MixpanelOutcomeUnknown())))
     blocked = press(workspace, pm, FakeMixpanel())  # the first attempt holds the claim
-    assert blocked.state == conclusion_services.STATE_BLOCKED
+    assert blocked.state == STATE_BLOCKED
     assert len(waiting()) == 1
 
 
@@ -96,10 +99,11 @@ def test_a_refused_press_queues_nothing(workspace, pm):
 def test_the_task_is_queued_in_the_intent_transaction(monkeypatch, workspace, pm):
     """One commit holds the intent and its task: never an attempt with nothing to resolve it."""
 
-    def queue_down(**kwargs):
+    def queue_down(*args, **kwargs):
         raise DatabaseError("the task table refused the insert")
 
-    monkeypatch.setattr(tasks, "reconcile_attempt_when_judgeable", queue_down)
+    # The press queues its reconcile task through the name it imported.
+    monkeypatch.setattr(conclusion_services, "reconcile_attempt_when_judgeable", queue_down)
     fake = FakeMixpanel()
     with pytest.raises(DatabaseError):
         press(workspace, pm, fake)
@@ -111,7 +115,7 @@ def test_the_task_is_queued_in_the_intent_transaction(monkeypatch, workspace, pm
 
 @pytest.mark.django_db
 def test_unknown_outcome_is_resolved_by_the_task_queued_at_the_press_with_one_read(monkeypatch, workspace, pm):
-    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown()))  # applied, answer lost
+    fake = FakeMixpanel(put=("apply", MixpanelOutcomeUnknown()))  # applied, answer lost
     with made_long_ago():
         outcome = press(workspace, pm, fake)  # its task is due now
     assert outcome.state == AttemptState.UNKNOWN
@@ -151,7 +155,7 @@ def test_attempt_left_requested_by_a_crash_is_resolved_and_its_claim_released(mo
 
 @pytest.mark.django_db
 def test_an_attempt_whose_put_may_be_in_flight_is_queued_for_when_it_cannot_be(monkeypatch, workspace, pm):
-    fake = FakeMixpanel(put=("apply", mixpanel.MixpanelOutcomeUnknown()))
+    fake = FakeMixpanel(put=("apply", MixpanelOutcomeUnknown()))
     outcome = press(workspace, pm, fake)  # just now: its PUT may still be on its way
     install(monkeypatch, fake)
     fake.calls.clear()
@@ -164,8 +168,8 @@ def test_an_attempt_whose_put_may_be_in_flight_is_queued_for_when_it_cannot_be(m
 
     # A task that runs early anyway (queued by hand) reads nothing and comes back then,
     # without spending one of its tries.
-    tasks.reconcile_attempt.enqueue(outcome.attempt.pk, 2)
-    assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_TOO_EARLY]
+    reconcile_services.reconcile_attempt.enqueue(outcome.attempt.pk, 2)
+    assert [r.return_value for r in run_ready_tasks()] == [reconcile_services.RESULT_TOO_EARLY]
     assert fake.calls == []
     later = [row for row in waiting() if row.pk != queued.pk]
     assert [(row.run_after, row.args_kwargs["args"]) for row in later] == [(judgeable_at, [outcome.attempt.pk, 2])]
@@ -197,8 +201,8 @@ def test_a_final_attempt_is_left_alone(monkeypatch, workspace, pm):
 @pytest.mark.django_db
 def test_an_attempt_that_does_not_exist_is_a_no_op(monkeypatch, db):
     fake = install(monkeypatch, FakeMixpanel())
-    tasks.reconcile_attempt.enqueue(987654)
-    assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_MISSING]
+    reconcile_services.reconcile_attempt.enqueue(987654)
+    assert [r.return_value for r in run_ready_tasks()] == [reconcile_services.RESULT_MISSING]
     assert fake.calls == []
 
 
@@ -219,12 +223,12 @@ def test_while_mixpanel_is_unreachable_the_task_backs_off_then_resolves(monkeypa
         before = timezone.now()
         ran = run_ready_tasks()
         after = timezone.now()
-        assert [r.return_value for r in ran] == [tasks.RESULT_RETRY]
+        assert [r.return_value for r in ran] == [RESULT_RETRY]
         (queued,) = waiting()  # exactly one retry waits, not yet due
         assert queued.args_kwargs["args"] == [stuck.pk, try_number + 1]
         assert run_ready_tasks() == []
-        assert before + tasks.retry_delay(try_number) <= queued.run_after <= after + tasks.retry_delay(try_number)
-        delays.append(tasks.retry_delay(try_number).total_seconds())
+        assert before + retry_delay(try_number) <= queued.run_after <= after + retry_delay(try_number)
+        delays.append(retry_delay(try_number).total_seconds())
         make_due(queued)
     assert delays == [15, 30, 60]  # doubling
     stuck.refresh_from_db()
@@ -246,13 +250,13 @@ def test_after_the_last_try_the_attempt_is_left_to_the_cron_safety_net(monkeypat
     install(monkeypatch, FakeMixpanel(get=UNREACHABLE))
 
     results = []
-    with caplog.at_level(logging.INFO, logger="experiments.tasks"):
+    with caplog.at_level(logging.INFO, logger="experiments.services.reconcile"):
         for _ in range(5):
             results += [r.return_value for r in run_ready_tasks()]
             for row in waiting():
                 make_due(row)
 
-    assert results == [tasks.RESULT_RETRY, tasks.RESULT_RETRY, tasks.RESULT_GAVE_UP]
+    assert results == [RESULT_RETRY, RESULT_RETRY, RESULT_GAVE_UP]
     assert waiting() == []
     stuck.refresh_from_db()
     assert stuck.state == AttemptState.REQUESTED
@@ -265,10 +269,10 @@ def test_after_the_last_try_the_attempt_is_left_to_the_cron_safety_net(monkeypat
 @pytest.mark.django_db
 def test_a_misconfigured_client_is_retried_like_an_unreachable_mixpanel(monkeypatch, stuck):
     def broken(workspace):
-        raise mixpanel.MixpanelConfigError()
+        raise MixpanelConfigError()
 
     monkeypatch.setattr(mixpanel, "client_for", broken)
-    assert [r.return_value for r in run_ready_tasks()] == [tasks.RESULT_RETRY]
+    assert [r.return_value for r in run_ready_tasks()] == [RESULT_RETRY]
     assert len(waiting()) == 1
 
 
@@ -276,7 +280,7 @@ def test_the_queue_is_the_database():
     from django.conf import settings
 
     assert settings.TASKS["default"]["BACKEND"] == "django_tasks_db.DatabaseBackend"
-    assert tasks.reconcile_attempt.get_backend().supports_defer
+    assert reconcile_services.reconcile_attempt.get_backend().supports_defer
 
 
 # --- the real worker process -------------------------------------------------------------
@@ -337,7 +341,7 @@ def test_the_db_worker_command_resolves_a_crashed_attempt_from_the_queue(standin
 @pytest.mark.django_db
 def test_a_decision_with_an_unknown_outcome_is_resolved_by_its_task(monkeypatch, workspace, pm):
     concluded = raw_experiment(status="concluded", end_date="2026-11-20T10:00:00Z")
-    fake = FakeMixpanel([concluded], patch=("apply", mixpanel.MixpanelOutcomeUnknown()))  # applied, answer lost
+    fake = FakeMixpanel([concluded], patch=("apply", MixpanelOutcomeUnknown()))  # applied, answer lost
     with made_long_ago():
         outcome = decisions.experiment_decide(
             workspace=workspace,

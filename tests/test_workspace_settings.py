@@ -10,7 +10,7 @@ from django.test import override_settings
 from django.urls import reverse
 
 from experiments.models import AuditEntry, DeliveryState, EntryKind, NotificationDelivery, Workspace
-from experiments.services import notifications
+from experiments.notifications import webhook
 from experiments.views.errors import PAGES
 from tests.factories import assert_chain_valid, make_attempt, session_queries
 from tests.fake_mixpanel import FakeMixpanel, install
@@ -109,7 +109,7 @@ def test_setting_the_webhook_stores_it_sealed_and_shows_only_its_hint(admin_clie
     assert HINT in page
     ws = fresh(workspace)
     assert ws.webhook_url_hint == HINT
-    assert notifications.webhook_open(ws.webhook_url_sealed) == URL
+    assert webhook.webhook_open(ws.webhook_url_sealed) == URL
     assert TOKEN not in ws.webhook_url_sealed
     assert TOKEN not in page
     assert TOKEN not in caplog.text
@@ -184,11 +184,11 @@ def test_each_change_is_kept_in_the_audit_chain_and_listed_on_the_page(admin_cli
 @pytest.mark.parametrize(
     ("url", "message", "marker"),
     [
-        ("ftp://hooks.example.com/x-s3cret", notifications.MSG_URL_SCHEME, "x-s3cret"),
-        ("hooks.slack.com/services/abc-s3cret", notifications.MSG_URL_INVALID, "abc-s3cret"),
-        ("https:///no-host-s3cret", notifications.MSG_URL_HOST, "no-host-s3cret"),
-        ("https://hooks.example.com/" + "s3cret" * 400, notifications.MSG_URL_TOO_LONG, "s3crets3cret"),
-        ("https://hooks.example.com/a\x00b-s3cret", notifications.MSG_URL_INVALID, "b-s3cret"),
+        ("ftp://hooks.example.com/x-s3cret", webhook.MSG_URL_SCHEME, "x-s3cret"),
+        ("hooks.slack.com/services/abc-s3cret", webhook.MSG_URL_INVALID, "abc-s3cret"),
+        ("https:///no-host-s3cret", webhook.MSG_URL_HOST, "no-host-s3cret"),
+        ("https://hooks.example.com/" + "s3cret" * 400, webhook.MSG_URL_TOO_LONG, "s3crets3cret"),
+        ("https://hooks.example.com/a\x00b-s3cret", webhook.MSG_URL_INVALID, "b-s3cret"),
     ],
 )
 def test_a_bad_address_is_refused_in_words_and_never_drawn_back(admin_client, workspace, url, message, marker):
@@ -230,7 +230,7 @@ def test_the_page_warns_when_the_saved_webhook_no_longer_opens(admin_client, wor
     assert "can no longer be read" not in admin_client.get(settings_url(workspace)).content.decode()
     # Sealed under a key this server no longer has (changing SECRET_KEY here would end the session).
     with override_settings(SECRET_KEY="a-retired-secret-key-0123456789-abcdefghijklmnopqrstuv"):
-        sealed = notifications.webhook_seal(URL)
+        sealed = webhook.webhook_seal(URL)
     Workspace.objects.filter(pk=workspace.pk).update(webhook_url_sealed=sealed)
     page = admin_client.get(settings_url(workspace)).content.decode()
     assert "can no longer be read" in page
@@ -279,7 +279,7 @@ def test_deliveries_are_paged_and_any_page_value_is_answered(admin_client, works
 
 
 def test_deliveries_of_another_workspace_are_not_listed(admin_client, workspace, other_workspace, outsider):
-    other_workspace.webhook_url_sealed = notifications.webhook_seal(URL)
+    other_workspace.webhook_url_sealed = webhook.webhook_seal(URL)
     other_workspace.webhook_url_hint = "https://elsewhere.example/…"
     other_workspace.save()
     make_attempt(workspace=other_workspace, actor=outsider, experiment_name="Payments secret test")
@@ -308,3 +308,65 @@ def test_the_form_needs_the_csrf_token(client, ws_admin, workspace):
     response = strict.post(settings_url(workspace), form(email_bookmarkers="1"))
     assert response.status_code == 403
     assert fresh(workspace).email_bookmarkers is False
+
+
+# --- Loosening the safeguards is never silent ---------------------------------------------
+
+
+@pytest.fixture
+def two_admins(django_user_model, workspace, ws_admin):
+    """Ada and Bea admin the workspace, both with an address; Pat (a concluder) has one too."""
+    from experiments.models import Membership, Role
+
+    ws_admin.email = "ada@example.com"
+    ws_admin.save()
+    bea = django_user_model.objects.create_user("bea", email="bea@example.com")
+    Membership.objects.create(user=bea, workspace=workspace, role=Role.ADMIN)
+    pat = django_user_model.objects.create_user("pat-with-mail", email="pat@example.com")
+    Membership.objects.create(user=pat, workspace=workspace, role=Role.CONCLUDER)
+    return ws_admin, bea
+
+
+def told(workspace) -> list[tuple[str, str, str]]:
+    rows = NotificationDelivery.objects.filter(workspace=workspace, entry__kind=EntryKind.SETTINGS_CHANGED)
+    return sorted(rows.values_list("channel", "recipient", "subject"))
+
+
+def test_turning_approval_off_tells_every_admin_and_the_webhook(admin_client, workspace, two_admins):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL, requires_approval="1"))
+    assert told(workspace) == []  # tightening (and a new webhook) is not news to tell
+    admin_client.post(settings_url(workspace), form(approval_window_hours="24"))  # approval off
+    subject = "Growth: Ada (ada) loosened the workspace's safeguards"
+    assert told(workspace) == [
+        ("email", "ada@example.com", subject),
+        ("email", "bea@example.com", subject),
+        ("webhook", HINT, subject),
+    ]
+    body = NotificationDelivery.objects.filter(channel="email").first().body
+    assert "two-person approval was turned off: one person can now force conclude alone" in body
+    assert settings_url(workspace) in body
+    assert_chain_valid()
+
+
+def test_a_shorter_window_and_a_removed_webhook_are_told_by_email_even_with_email_off(
+    admin_client, workspace, two_admins
+):
+    admin_client.post(settings_url(workspace), form(webhook_url=URL, requires_approval="1", approval_window_hours="48"))
+    admin_client.post(settings_url(workspace), form(requires_approval="1", approval_window_hours="12"))
+    kept = {"requires_approval": "1", "approval_window_hours": "12"}
+    admin_client.post(settings_url(workspace), form(remove_webhook="1", **kept))
+    bodies = list(
+        NotificationDelivery.objects.filter(channel="email", recipient="bea@example.com")
+        .order_by("id")
+        .values_list("body", flat=True)
+    )
+    assert len(bodies) == 2
+    assert "the approval window was shortened from 48 h to 12 h" in bodies[0]
+    assert f"the webhook {HINT} was removed" in bodies[1]
+    assert all(TOKEN not in body for body in bodies)
+
+
+def test_a_lengthened_window_or_email_turned_on_tells_nobody(admin_client, workspace, two_admins):
+    admin_client.post(settings_url(workspace), form(approval_window_hours="72", email_bookmarkers="1"))
+    assert told(workspace) == []
+    assert AuditEntry.objects.filter(kind=EntryKind.SETTINGS_CHANGED).count() == 1

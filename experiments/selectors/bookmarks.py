@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from django.core.cache import cache
 
-from experiments.mixpanel import Experiment
+from experiments.mixpanel.experiment import Experiment
 from experiments.models import AuditEntry, Bookmark, BookmarkKind, EntryKind, Workspace
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors.experiment_list import (

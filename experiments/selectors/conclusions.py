@@ -8,7 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from experiments.mixpanel import Experiment
+from experiments.mixpanel.experiment import Experiment
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 
 
@@ -57,7 +57,7 @@ def attempt_list_to_reconcile(*, older_than: dt.timedelta, workspace_pk: int | N
     """
     cutoff = timezone.now() - older_than
     attempts = ConclusionAttempt.objects.filter(
-        state__in=[AttemptState.REQUESTED, AttemptState.UNKNOWN], created_at__lte=cutoff
+        state__in=ConclusionAttempt.OPEN_STATES, created_at__lte=cutoff
     ).select_related("workspace")
     if workspace_pk is not None:
         attempts = attempts.filter(workspace_id=workspace_pk)
@@ -101,11 +101,10 @@ def conclusion_drift(*, workspace: Workspace, client: Any) -> list[DriftItem]:
     )
     for experiment_id, state in rows:
         states.setdefault(experiment_id, []).append(state)
-    applied = {AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED}
     drift = [
         DriftItem(workspace=workspace, experiment=e, local_states=tuple(states.get(e.id, ())))
         for e in concluded
-        if not applied.intersection(states.get(e.id, ()))
+        if not ConclusionAttempt.APPLIED_STATES.intersection(states.get(e.id, ()))
     ]
     # Most recently ended first: the freshest surprises lead the report.
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)

@@ -1,9 +1,8 @@
-"""Reads for the experiments list: the cached, indexed list from Mixpanel and its table rows."""
+"""Reads for the experiments list: the cached, indexed list from Mixpanel, filtered, sorted and paged."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import pickle
 import threading
 import uuid
@@ -17,12 +16,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from experiments import experiment_shapes as shapes
-from experiments import mixpanel
-from experiments.mixpanel import STATUSES, Experiment, ExperimentSummary, MixpanelError
-from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, Workspace
-from experiments.selectors import conclusions as conclusion_selectors
-from experiments.selectors.workspaces import WorkspaceAccess
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel import shapes
+from experiments.mixpanel.errors import MixpanelError
+from experiments.mixpanel.experiment import STATUSES, ExperimentSummary
+from experiments.models import Workspace
 
 # Mixpanel's list call has no filtering, sorting or paging, so a workspace's whole list
 # is fetched, then filtered, sorted and paged here. The client keeps a summary of each
@@ -433,199 +431,3 @@ def experiment_lookup(*, workspace: Workspace, client: Any = None, experiment_id
 
 class ExperimentListUnavailable(Exception):
     """Mixpanel failed and no copy of the list exists, so nothing can be looked up."""
-
-
-# Relative times in one unit, for table cells: (below this many seconds, unit seconds, unit name).
-_RELATIVE_UNITS = (
-    (3600, 60, "minute"),
-    (86400, 3600, "hour"),
-    (86400 * 30, 86400, "day"),
-    (86400 * 365, 86400 * 30, "month"),
-)
-
-
-def relative_time(value: dt.datetime | None, now: dt.datetime) -> str:
-    """ "3 days ago" / "in 2 hours" / "" — one unit, months of 30 days, for table cells.
-
-    Hand-written rather than django.utils.timesince: it runs for every cell of every
-    row and is ten times cheaper.
-    """
-    if value is None:
-        return ""
-    seconds = (now - value).total_seconds()
-    past = seconds >= 0
-    seconds = abs(seconds)
-    if seconds < 60:
-        return "less than a minute ago" if past else "in less than a minute"
-    size, name = next(((size, name) for limit, size, name in _RELATIVE_UNITS if seconds < limit), (86400 * 365, "year"))
-    count = int(seconds // size)
-    text = f"{count} {name}{'' if count == 1 else 's'}"
-    return f"{text} ago" if past else f"in {text}"
-
-
-_DONE_STATES = frozenset({AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED})
-
-
-@dataclass(frozen=True, slots=True)
-class ExperimentRow:
-    """An experiment as a table row or page section shows it, with its claim and notice.
-
-    `claim` is the attempt holding the one-at-a-time claim, if any; `notice` is the
-    answer to a force conclude just made (readable text), `notice_ok` its tone.
-    The display values are prepared once here, as plain text, so the row template
-    stays a handful of variables: a Django template variable costs microseconds, and a
-    page has 50 rows. `linkable` is False for an id our routes cannot carry.
-    """
-
-    experiment: Experiment | ExperimentSummary
-    claim: ConclusionAttempt | None
-    show_conclude: bool
-    dom_id: str
-    start_relative: str
-    end_relative: str
-    linkable: bool = False
-    notice: str = ""
-    notice_ok: bool = False
-    name: str = ""
-    start_iso: str = ""
-    start_text: str = ""
-    end_iso: str = ""
-    end_text: str = ""
-    tags: tuple[str, ...] = ()
-    creator: str = ""
-    exposures: str = ""
-    exp_id: str = ""
-    status: str = ""
-    variants: int = 0
-    days_running: str = "—"
-    # The decision on a concluded experiment, in words ("" when there is none to make).
-    decision_text: str = ""
-    decision: ConclusionAttempt | None = None
-    # The next step after a conclusion, offered to those who may take it.
-    show_decide: bool = False
-
-    def __getitem__(self, key: str) -> Any:
-        # Django's template lookup tries row[key] before getattr(row, key); answering it
-        # spares a raised and caught TypeError per {{ row.x }}: about 30% of a row's render.
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    @property
-    def concluded_by_us(self) -> bool:
-        return self.claim is not None and self.claim.state in _DONE_STATES
-
-    @property
-    def in_flight(self) -> bool:
-        return self.claim is not None and self.claim.state not in _DONE_STATES
-
-    @property
-    def has_actions(self) -> bool:
-        return bool(self.notice) or self.claim is not None or self.show_conclude or self.show_decide
-
-    @property
-    def status_class(self) -> str:
-        status = self.experiment.status
-        return status if status in _STATUS_RANK else "unknown"
-
-
-def _iso(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).isoformat() if value is not None else ""
-
-
-def _utc_text(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
-
-
-def experiment_linkable(experiment_id: str) -> bool:
-    """Whether our routes can carry this id: they take it as one path segment, so not empty and without "/"."""
-    return bool(experiment_id) and "/" not in experiment_id
-
-
-def experiment_dom_id(experiment_id: str) -> str:
-    """A safe, stable HTML id for an experiment (upstream ids are untrusted text)."""
-    return "exp-" + hashlib.sha256(experiment_id.encode("utf-8")).hexdigest()[:16]
-
-
-def experiment_row(
-    *,
-    access: WorkspaceAccess,
-    experiment: Experiment | ExperimentSummary,
-    claim: ConclusionAttempt | None,
-    now: dt.datetime | None = None,
-    notice: str = "",
-    notice_ok: bool = False,
-    decision: ConclusionAttempt | None = None,
-) -> ExperimentRow:
-    """One row. The button shows for concluders and admins on active experiments nobody has claimed.
-
-    `decision` is the attempt holding the experiment's decision claim, if any.
-    """
-    now = now or timezone.now()
-    running = shapes.days_running(experiment, now)
-    linkable = experiment_linkable(experiment.id)
-    exposures = experiment.exposures_total
-    return ExperimentRow(
-        experiment=experiment,
-        claim=claim,
-        show_conclude=linkable and access.can_conclude and experiment.is_active and claim is None,
-        linkable=linkable,
-        dom_id=experiment_dom_id(experiment.id),
-        start_relative=relative_time(experiment.start_date, now),
-        end_relative=relative_time(experiment.end_date, now),
-        notice=notice,
-        notice_ok=notice_ok,
-        name=experiment.name or "(no name)",
-        start_iso=_iso(experiment.start_date),
-        start_text=_utc_text(experiment.start_date),
-        end_iso=_iso(experiment.end_date),
-        end_text=_utc_text(experiment.end_date),
-        tags=experiment.tags,
-        exp_id=experiment.id,
-        status=experiment.status,
-        variants=experiment.variants_count,
-        creator=experiment.creator_name or "—",
-        exposures=str(exposures) if exposures is not None else "—",
-        days_running=str(running) if running is not None else "—",
-        decision=decision,
-        decision_text=decision_text(experiment.status, decision),
-        show_decide=linkable and access.can_conclude and experiment.status == "concluded" and decision is None,
-    )
-
-
-def decision_text(status: str, decision: ConclusionAttempt | None) -> str:
-    """A concluded experiment's decision in a product manager's words; "" before it concludes."""
-    if decision is not None and decision.state in _DONE_STATES:
-        body = decision.request_body
-        return f"Ship variant {body.get('variant')}" if body.get("success") else "Ship none"
-    if decision is not None:
-        return "Being recorded"
-    if status in mixpanel.DECIDED_STATUSES:
-        return f"{status.capitalize()} (decided in Mixpanel)"
-    if status == "concluded":
-        return "Not decided yet"
-    return ""
-
-
-def experiment_rows(*, access: WorkspaceAccess, experiments: tuple[ExperimentSummary, ...]) -> list[ExperimentRow]:
-    """Rows for one page of experiments, with their claims (conclusion and decision) in one query."""
-    claims = (
-        conclusion_selectors.claims_for_experiments_by_action(
-            workspace=access.workspace, experiment_ids=[e.id for e in experiments]
-        )
-        if experiments
-        else {}
-    )
-    conclusion, decision = AttemptAction.CONCLUSION, AttemptAction.DECISION
-    now = timezone.now()
-    return [
-        experiment_row(
-            access=access,
-            experiment=e,
-            claim=claims.get((e.id, conclusion)),
-            now=now,
-            decision=claims.get((e.id, decision)),
-        )
-        for e in experiments
-    ]

@@ -19,9 +19,10 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
-from experiments import experiment_shapes as shapes
-from experiments import mixpanel
-from experiments.mixpanel import Experiment, MixpanelError, MixpanelNotFound
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel import shapes
+from experiments.mixpanel.errors import MixpanelError, MixpanelNotFound
+from experiments.mixpanel.experiment import Experiment
 from experiments.models import ConclusionAttempt, Workspace
 from experiments.stats import SampleRatioTest
 

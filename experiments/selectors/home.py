@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from experiments import experiment_shapes as shapes
-from experiments.mixpanel import ExperimentSummary
+from experiments.mixpanel import shapes
+from experiments.mixpanel.experiment import ExperimentSummary
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import experiment_rows as row_selectors
 from experiments.selectors.experiment_list import ExperimentListSnapshot
 from experiments.selectors.workspaces import WorkspaceAccess
 
 # An attempt in one of these states holds the experiment's conclusion claim and has no final
 # outcome yet: its PUT is on its way, its answer was lost, or it waits for a second person.
-OPEN_STATES = (AttemptState.REQUESTED, AttemptState.UNKNOWN, AttemptState.AWAITING_APPROVAL)
 # Rows shown at most; past it, the page asks for a workspace or a search to narrow it.
 ROW_LIMIT = 200
 # The active experiments' order: the longest running first, as the ones most likely to need a decision.
@@ -101,7 +101,9 @@ def open_conclusion_attempts(*, workspaces: list[Workspace]) -> dict[tuple[int, 
     """
     claims = (
         ConclusionClaim.objects.filter(
-            workspace__in=workspaces, action=AttemptAction.CONCLUSION, attempt__state__in=OPEN_STATES
+            workspace__in=workspaces,
+            action=AttemptAction.CONCLUSION,
+            attempt__state__in=ConclusionAttempt.WAITING_STATES,
         )
         .select_related("attempt")
         .order_by()
@@ -160,7 +162,7 @@ def home_overview(
                     workspace=workspace,
                     experiment=experiment,
                     name=experiment.name or "(no name)",
-                    linkable=list_selectors.experiment_linkable(experiment.id),
+                    linkable=row_selectors.experiment_linkable(experiment.id),
                     days_running=shapes.days_running(experiment, now),
                     owner=experiment.creator_name or experiment.creator_email or "",
                     attempt=attempts.get((workspace.pk, experiment.id)),

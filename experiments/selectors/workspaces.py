@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from experiments.models import Membership, Role, Workspace
+from experiments.models import CONCLUDING_ROLES, Membership, Role, Workspace
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,7 @@ class WorkspaceAccess:
 
     @property
     def can_conclude(self) -> bool:
-        return self.role in (Role.CONCLUDER, Role.ADMIN)
+        return self.role in CONCLUDING_ROLES
 
     @property
     def is_admin(self) -> bool:

@@ -1,33 +1,48 @@
-"""Two-person approval of a force conclude: approving a waiting request (which sends the
-PUT, once) and rejecting it. Asking is a press of Force conclude in a workspace that
-requires approval, and a request nobody decided on lapses (services.conclusions).
+"""Two-person approval: asking, approving (which sends the call, once), rejecting,
+withdrawing, and the expiry of a request nobody decided on.
 
-An approval is the request's claim and intent carried forward: the attempt already
-holds the experiment's claim, so approving only moves it from "awaiting_approval" to
-"requested" (compare-and-set, with its audit entry and its reconcile task, in one
-transaction) and then runs the same read, PUT and outcome as a press. Two approvers
+Asking is a press in a workspace that requires approval: the attempt is recorded as
+"awaiting_approval" with the experiment's claim, and an `expire_request` task is queued
+for the end of its window. Nothing is read or sent.
+
+An approval is the request's claim and intent carried forward: it only moves the attempt
+from "awaiting_approval" to "requested" (with its entry and its reconcile task, in one
+transaction) and then runs the same read, call and outcome as a press. Two approvers
 pressing at once, or an approval racing the expiry, move it once: only the winner sends.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import Any
 
-from django.db import transaction
+from django.tasks import task
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog, mixpanel, tasks
+from experiments import audit_payloads, auditlog
 from experiments.dates import format_utc
-from experiments.models import AttemptState, ConclusionAttempt, ConclusionClaim
+from experiments.mixpanel.client import MixpanelClient
+from experiments.models import AttemptState, ConclusionAttempt, Workspace
+from experiments.observability import log_context
 from experiments.selectors import workspaces as workspace_selectors
-from experiments.services import attempts
-from experiments.services import conclusions as conclusion_services
-from experiments.services.conclusions import ConclusionOutcome, quoted_name
+from experiments.services.attempts import AttemptOutcome, attempt_transition, quoted_name
+from experiments.services.reconcile import reconcile_attempt_when_judgeable
+from experiments.services.sending import attempt_send
+
+logger = logging.getLogger(__name__)
 
 APPROVE = "approve"
 REJECT = "reject"
 NOTE_MAX_LENGTH = 2000
+# Who closes an expired request in the audit trail (no person does).
+EXPIRY_NAME = "approval expiry"
 
+MSG_AWAITING = (
+    "Asked for approval: ending the analysis of {name} now waits for another concluder or admin of this "
+    "workspace to approve it (until {when}). Nothing has been sent to Mixpanel yet."
+)
+MSG_EXPIRED = "Expired: nobody approved ending the analysis of {name} within {hours} h, so nothing was sent."
 MSG_FORBIDDEN = "Only concluders and admins of this workspace can approve or reject requests to end an analysis."
 MSG_SELF_APPROVAL = (
     "You asked for this yourself, so you cannot approve it: another concluder or admin of this workspace must. "
@@ -49,25 +64,111 @@ MSG_ALREADY_APPROVED = "{reviewer} already approved this request; it was sent on
 MSG_REJECTED = "Rejected: the analysis of {name} will not be ended. {who} sees your note."
 MSG_WITHDRAWN = "Withdrawn: your request to end the analysis of {name} is closed. Nothing was sent."
 
+# What the expiry task did, kept in its result row.
+RESULT_MISSING = "missing"
+RESULT_NOT_DUE = "waiting until its window ends"
 
-def conclusion_review(
-    *, attempt: ConclusionAttempt, user: Any, decision: str, note: str, client: mixpanel.MixpanelClient | None
-) -> ConclusionOutcome:
-    """Approve (`decision` "approve": sends the PUT, once) or reject a waiting request.
 
-    Refusals (not a concluder, one's own request, a rejection without a note, a
-    request no longer waiting) come back as outcomes with a readable message and
-    change nothing. `client` is only used by an approval.
+# --- Asking ------------------------------------------------------------------------------
+
+
+def approval_request_columns(workspace: Workspace, request: dict[str, Any]) -> dict[str, Any]:
+    """What turns a press into a request for approval: its state, and when it lapses (the
+    workspace's window after it was made)."""
+    expires_at = request["created_at"] + dt.timedelta(hours=workspace.approval_window_hours)
+    return {"state": AttemptState.AWAITING_APPROVAL, "expires_at": expires_at}
+
+
+def approval_asked(attempt: ConclusionAttempt) -> AttemptOutcome:
+    """What a press that asked for approval came to."""
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
+    message = MSG_AWAITING.format(name=name, when=format_utc(attempt.expires_at))
+    return AttemptOutcome(attempt, attempt.state, ok=False, message=message)
+
+
+# --- Expiry ------------------------------------------------------------------------------
+
+
+def request_overdue(attempt: ConclusionAttempt) -> bool:
+    """A request for approval whose window has passed (whether or not it was closed yet)."""
+    return attempt.is_awaiting_approval and attempt.expires_at is not None and attempt.expires_at <= timezone.now()
+
+
+def approval_lapse(attempt: ConclusionAttempt) -> bool:
+    """Close a request for approval whose window has passed: "expired", its claim released,
+    an approval_expired entry; nothing is ever sent. Compare-and-set, so the worker's task,
+    the cron job and a press that finds it overdue close it once; True when this call did.
+    Safe to call early: a request still within its window is left alone."""
+    now = timezone.now()
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
+    columns = {
+        "failure_reason": MSG_EXPIRED.format(name=name, hours=attempt.workspace.approval_window_hours),
+        "finished_at": now,
+    }
+    return attempt_transition(
+        attempt,
+        to=AttemptState.EXPIRED,
+        step=AttemptState.EXPIRED,
+        columns=columns,
+        where={"expires_at__lte": now},
+        release_claim=True,
+        payload=lambda a: audit_payloads.reviewed(a, closed=True, claim_released=True),
+        actor=None,
+        actor_name=EXPIRY_NAME,
+    )
+
+
+def expire_request_when_due(attempt: ConclusionAttempt) -> None:
+    """Queue the closing of a request for approval for the moment its window ends."""
+    expire_request.using(run_after=attempt.expires_at).enqueue(attempt.pk)
+
+
+@task()
+def expire_request(attempt_id: int) -> str:
+    """Close a request for approval that nobody approved or rejected within its window.
+
+    Does nothing to a request already approved, rejected or expired (the usual case); one
+    whose window has not quite ended (a clock ahead of this one) is looked at again when it
+    has. Nothing is ever sent. Returns what it did: "expired", "already <state>", "missing"
+    or RESULT_NOT_DUE.
+    """
+    with log_context(attempt_id=attempt_id):
+        attempt = ConclusionAttempt.objects.select_related("workspace").filter(pk=attempt_id).first()
+        if attempt is None:
+            return RESULT_MISSING
+        if not attempt.is_awaiting_approval:
+            return f"already {attempt.state}"
+        if not request_overdue(attempt):
+            expire_request_when_due(attempt)
+            return RESULT_NOT_DUE
+        if approval_lapse(attempt):
+            logger.info("Approval task: request #%s expired unapproved; nothing was sent.", attempt_id)
+            return "expired"
+        return f"already {attempt.state}"
+
+
+# --- Reviewing ---------------------------------------------------------------------------
+
+
+def attempt_review(
+    *, attempt: ConclusionAttempt, user: Any, decision: str, note: str, client: MixpanelClient | None
+) -> AttemptOutcome:
+    """Approve (`decision` "approve": sends the call, once) or reject a waiting request; its
+    requester rejecting it withdraws it.
+
+    Refusals (not a concluder, one's own request, a rejection without a note, a request
+    no longer waiting) come back as outcomes with a readable message and change nothing.
+    `client` is only used by an approval.
     """
     note = (note or "").strip()
     refusal = _review_problem(attempt, user, decision, note)
     if refusal:
-        return ConclusionOutcome(attempt, attempt.state, ok=False, message=refusal)
+        return AttemptOutcome(attempt, attempt.state, ok=False, message=refusal)
     if decision == REJECT:
         return _reject(attempt, user, note)
     if not _mark_approved(attempt, user, note):
-        return ConclusionOutcome(attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt))
-    return conclusion_services.conclusion_send(attempt, client=client)
+        return AttemptOutcome(attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt))
+    return attempt_send(attempt, client=client)
 
 
 def _review_problem(attempt: ConclusionAttempt, user: Any, decision: str, note: str) -> str | None:
@@ -77,10 +178,10 @@ def _review_problem(attempt: ConclusionAttempt, user: Any, decision: str, note: 
         return MSG_FORBIDDEN
     if len(note) > NOTE_MAX_LENGTH:
         return MSG_NOTE_TOO_LONG
-    if attempt.state != AttemptState.AWAITING_APPROVAL:
+    if not attempt.is_awaiting_approval:
         return _no_longer_waiting(attempt)
-    if conclusion_services.request_overdue(attempt):
-        conclusion_services.approval_lapse(attempt)
+    if request_overdue(attempt):
+        approval_lapse(attempt)
         return MSG_EXPIRED_NOW.format(when=format_utc(attempt.expires_at))
     if decision == APPROVE and own:
         return MSG_SELF_APPROVAL
@@ -94,64 +195,61 @@ def _review_problem(attempt: ConclusionAttempt, user: Any, decision: str, note: 
 
 
 def _no_longer_waiting(attempt: ConclusionAttempt) -> str:
-    if attempt.state == AttemptState.AWAITING_APPROVAL:  # lost a race with the expiry
+    if attempt.is_awaiting_approval:  # lost a race with the expiry
         return MSG_EXPIRED_NOW.format(when=format_utc(attempt.expires_at))
     if attempt.state in MSG_ALREADY:
         return MSG_ALREADY[attempt.state].format(reviewer=attempt.reviewer_name or "someone")
     return MSG_ALREADY_APPROVED.format(reviewer=attempt.reviewer_name or "Someone")
 
 
-def _review_columns(user: Any, note: str) -> dict[str, Any]:
-    return {"reviewer": user, "reviewer_name": auditlog.display_name(user), "review_note": note}
+def _review_columns(user: Any, note: str, now: dt.datetime) -> dict[str, Any]:
+    return {"reviewer": user, "reviewer_name": auditlog.display_name(user), "review_note": note, "reviewed_at": now}
 
 
 def _mark_approved(attempt: ConclusionAttempt, user: Any, note: str) -> bool:
-    """Move the waiting request to "requested", with its entry and its reconcile task, in
-    one transaction; False when it was no longer waiting (another approver, a rejection
-    or the expiry came first). Only the caller that gets True may send."""
+    """Move the waiting request to "requested", with its entry and its reconcile task, in one
+    transaction; False when it was no longer waiting (another approver, a rejection or the
+    expiry came first). Only the caller that gets True may send."""
     now = timezone.now()
-    columns = {**_review_columns(user, note), "state": AttemptState.REQUESTED, "reviewed_at": now}
-    with transaction.atomic():
-        waiting = ConclusionAttempt.objects.filter(
-            pk=attempt.pk, state=AttemptState.AWAITING_APPROVAL, expires_at__gt=now
-        )
-        if not waiting.update(**columns):
-            attempt.refresh_from_db()
-            return False
-        for field_name, value in columns.items():
-            setattr(attempt, field_name, value)
-        payload = audit_payloads.reviewed(attempt, closed=False, claim_released=False)
-        kind = audit_payloads.entry_kind(attempt.action, "approved")
-        attempts.attempt_append_entry(attempt, kind, payload, actor=user, actor_name=columns["reviewer_name"])
+    columns = _review_columns(user, note, now)
+    return attempt_transition(
+        attempt,
+        to=AttemptState.REQUESTED,
+        step="approved",
+        columns=columns,
+        where={"expires_at__gt": now},
+        payload=lambda a: audit_payloads.reviewed(a, closed=False, claim_released=False),
         # From here on it is an attempt like any press: if this process dies before the
-        # outcome, the worker reads the experiment once the PUT cannot be in flight.
-        tasks.reconcile_attempt_when_judgeable(attempt=attempt)
-    return True
+        # outcome, the worker reads the experiment once the call cannot be in flight.
+        then=reconcile_attempt_when_judgeable,
+        actor=user,
+        actor_name=columns["reviewer_name"],
+    )
 
 
-def _reject(attempt: ConclusionAttempt, user: Any, note: str) -> ConclusionOutcome:
+def _reject(attempt: ConclusionAttempt, user: Any, note: str) -> AttemptOutcome:
     """Close the waiting request unsent, releasing its claim; its requester may withdraw it."""
     now = timezone.now()
     own = attempt.actor_id == user.pk
     name = quoted_name(attempt.experiment_name, attempt.experiment_id)
-    reviewer = _review_columns(user, note)
+    reviewer = _review_columns(user, note, now)
     reason = "Withdrawn by the requester" if own else f"Rejected by {reviewer['reviewer_name']}"
     columns = {
         **reviewer,
-        "state": AttemptState.REJECTED,
-        "reviewed_at": now,
         "finished_at": now,
         "failure_reason": f"{reason}{': ' + note if note else ''}. Nothing was sent.",
     }
-    with transaction.atomic():
-        if not ConclusionAttempt.objects.filter(pk=attempt.pk, state=AttemptState.AWAITING_APPROVAL).update(**columns):
-            attempt.refresh_from_db()
-            return ConclusionOutcome(attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt))
-        for field_name, value in columns.items():
-            setattr(attempt, field_name, value)
-        ConclusionClaim.objects.filter(attempt=attempt).delete()
-        payload = audit_payloads.reviewed(attempt, closed=True, claim_released=True)
-        kind = audit_payloads.entry_kind(attempt.action, AttemptState.REJECTED)
-        attempts.attempt_append_entry(attempt, kind, payload, actor=user, actor_name=reviewer["reviewer_name"])
+    moved = attempt_transition(
+        attempt,
+        to=AttemptState.REJECTED,
+        step=AttemptState.REJECTED,
+        columns=columns,
+        release_claim=True,
+        payload=lambda a: audit_payloads.reviewed(a, closed=True, claim_released=True),
+        actor=user,
+        actor_name=reviewer["reviewer_name"],
+    )
+    if not moved:
+        return AttemptOutcome(attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt))
     message = (MSG_WITHDRAWN if own else MSG_REJECTED).format(name=name, who=attempt.actor_name)
-    return ConclusionOutcome(attempt, AttemptState.REJECTED, ok=False, message=message)
+    return AttemptOutcome(attempt, AttemptState.REJECTED, ok=False, message=message)

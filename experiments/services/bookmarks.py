@@ -14,9 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from experiments import auditlog, mixpanel
-from experiments.forms import DEFAULT_SORT, SORT_CHOICES, STATUS_TABS, ExperimentListQuery
+from experiments import auditlog
+from experiments.mixpanel.errors import MixpanelError
 from experiments.models import Bookmark, BookmarkKind, EntryKind, Workspace
+from experiments.queries import DEFAULT_SORT, SORT_CHOICES, STATUS_TABS, ExperimentListQuery
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.experiment_list import ExperimentListUnavailable
@@ -226,7 +227,7 @@ def bookmark_star(
         experiment = bookmark_selectors.experiment_for_bookmark(
             workspace=workspace, experiment_id=experiment_id, client_factory=client_factory
         )
-    except (ExperimentListUnavailable, mixpanel.MixpanelError) as exc:
+    except (ExperimentListUnavailable, MixpanelError) as exc:
         return BookmarkOutcome(False, BOOKMARK_UNCHECKED.format(error=exc), REFUSED_INVALID)
     if experiment is None:
         return BookmarkOutcome(False, BOOKMARK_NOT_LISTED, REFUSED_INVALID)

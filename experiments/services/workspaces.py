@@ -11,7 +11,8 @@ from django.views.decorators.debug import sensitive_variables
 
 from experiments import auditlog
 from experiments.models import EntryKind, GroupRule, Membership, Workspace
-from experiments.services import notifications
+from experiments.notifications import deliveries as notifications
+from experiments.notifications import webhook
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +96,16 @@ def workspace_settings_update(
     logged: the log line names who changed what, with the hint for a new webhook.
     """
     changes: list[str] = []
+    # What makes the workspace's safeguards weaker: told to its admins, whoever does it.
+    loosened: list[str] = []
     columns: dict[str, Any] = {}
     if remove_webhook and workspace.webhook_url_sealed:
         columns.update(webhook_url_sealed="", webhook_url_hint="")
         changes.append("webhook removed")
+        loosened.append(f"the webhook {workspace.webhook_url_hint} was removed: the channel hears nothing more")
     elif webhook_url:
-        hint = notifications.webhook_hint(webhook_url)
-        columns.update(webhook_url_sealed=notifications.webhook_seal(webhook_url), webhook_url_hint=hint)
+        hint = webhook.webhook_hint(webhook_url)
+        columns.update(webhook_url_sealed=webhook.webhook_seal(webhook_url), webhook_url_hint=hint)
         changes.append(f"webhook set to {hint}")
     if email_bookmarkers != workspace.email_bookmarkers:
         columns["email_bookmarkers"] = email_bookmarkers
@@ -109,9 +113,16 @@ def workspace_settings_update(
     if requires_approval != workspace.requires_approval:
         columns["requires_approval"] = requires_approval
         changes.append("two-person approval " + ("required" if requires_approval else "no longer required"))
+        if not requires_approval:
+            loosened.append("two-person approval was turned off: one person can now force conclude alone")
     if approval_window_hours != workspace.approval_window_hours:
         columns["approval_window_hours"] = approval_window_hours
         changes.append(f"approval window {workspace.approval_window_hours} h → {approval_window_hours} h")
+        if approval_window_hours < workspace.approval_window_hours:
+            loosened.append(
+                f"the approval window was shortened from {workspace.approval_window_hours} h to "
+                f"{approval_window_hours} h: requests expire sooner"
+            )
     if not columns:
         return []
     with transaction.atomic():
@@ -121,13 +132,14 @@ def workspace_settings_update(
             setattr(workspace, name, value)
         # In the hash chain, like every conclusion: turning approval off is something an
         # auditor must be able to see. The webhook appears by its hint only.
-        auditlog.append_entry(
+        entry = auditlog.append_entry(
             kind=EntryKind.SETTINGS_CHANGED,
             workspace=workspace,
             actor=user,
             actor_name=auditlog.display_name(user),
             payload={
                 "changes": changes,
+                "loosened": loosened,
                 "settings": {
                     "webhook": workspace.webhook_url_hint if workspace.webhook_url_sealed else "",
                     "email_bookmarkers": workspace.email_bookmarkers,
@@ -136,6 +148,8 @@ def workspace_settings_update(
                 },
             },
         )
+        notifications.entry_recorded(entry=entry)
+
     logger.info(
         "Workspace settings of %s (#%s) changed by %s: %s.",
         workspace.name,

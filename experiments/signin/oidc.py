@@ -7,7 +7,6 @@ Endpoints are not configured one by one: they come from the issuer's
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from typing import Any
 import jwt
 import requests
 from django.conf import settings
+
+from experiments.secrets import SecretConfigError, read_secret
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +66,10 @@ def is_configured() -> bool:
 
 def client_secret() -> str:
     """OIDC_CLIENT_SECRET, or the contents of OIDC_CLIENT_SECRET_FILE; read now, never kept in settings."""
-    value = os.environ.get("OIDC_CLIENT_SECRET", "")
-    file_name = os.environ.get("OIDC_CLIENT_SECRET_FILE", "")
-    if value and file_name:
-        raise SignInFailed(MSG_PROVIDER_DOWN, reason="both OIDC_CLIENT_SECRET and OIDC_CLIENT_SECRET_FILE are set")
-    if file_name:
-        try:
-            with open(file_name, encoding="utf-8") as handle:
-                return handle.read().strip()
-        except OSError as exc:
-            raise SignInFailed(
-                MSG_PROVIDER_DOWN, reason=f"OIDC_CLIENT_SECRET_FILE cannot be read ({exc.strerror})"
-            ) from None
-    return value.strip()
+    try:
+        return read_secret("OIDC_CLIENT_SECRET")
+    except SecretConfigError as exc:
+        raise SignInFailed(MSG_PROVIDER_DOWN, reason=str(exc)) from None
 
 
 def _get_json(url: str) -> Any:

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from experiments.secrets import SecretConfigError, read_secret
 from experiments.standin.data import (
     DEMO_WORKSPACES,
     SERVICE_ACCOUNT_NAME,
@@ -175,16 +176,10 @@ def _error(status: int, message: str, kind: str | None = None) -> _Reply:
 
 
 def _read_env_credential(name: str) -> str:
-    import os
-
-    file_name = os.environ.get(name + "_FILE", "")
-    if file_name:
-        try:
-            with open(file_name, encoding="utf-8") as handle:
-                return handle.read().strip()
-        except OSError:
-            return ""
-    return os.environ.get(name, "").strip()
+    try:
+        return read_secret(name)
+    except SecretConfigError:
+        return ""
 
 
 class StandIn:

@@ -17,9 +17,9 @@ from django.template.context import Context
 from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import SafeString, mark_safe
 
-from experiments.forms import ExperimentListQuery
 from experiments.models import Bookmark, BookmarkKind
-from experiments.selectors import experiment_list as list_selectors
+from experiments.queries import ExperimentListQuery
+from experiments.selectors import experiment_rows as row_selectors
 
 register = template.Library()
 
@@ -106,7 +106,7 @@ def _toggle_url(workspace_pk: int, experiment_id: str) -> str:
 
 def star_dom_id(experiment_id: str) -> str:
     """The star form's HTML id: stable per experiment, so htmx can keep it across a row redraw."""
-    return "star-" + list_selectors.experiment_dom_id(experiment_id)
+    return "star-" + row_selectors.experiment_dom_id(experiment_id)
 
 
 def _per_render(context: Context) -> tuple[str, str]:

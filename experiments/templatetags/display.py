@@ -16,6 +16,7 @@ from django import template
 from django.utils.safestring import SafeString, mark_safe
 
 from experiments import dates
+from experiments.text import one_line
 
 register = template.Library()
 
@@ -81,3 +82,6 @@ def duration_ms(value: Any) -> str:
         return f"{ms:,} ms"
     seconds = ms / 1000
     return f"{seconds:,.1f} s" if seconds < 100 else f"{round(seconds):,} s"
+
+
+register.filter("one_line", one_line)

@@ -20,30 +20,28 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
-from dashboard import observability
-from experiments import mixpanel
-from experiments.forms import ExperimentListQuery
-from experiments.models import AttemptState, ConclusionAttempt
+from experiments import observability
+from experiments.mixpanel import client as mixpanel
+from experiments.models import ConclusionAttempt
+from experiments.queries import ExperimentListQuery
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import approvals as approval_services
 from experiments.services import reconcile as reconcile_services
 from experiments.views import errors
-from experiments.views.access import get_workspace_access
-from experiments.views.experiments import (
+from experiments.views.helpers import (
     DETAIL_TEMPLATE,
     LIST_TEMPLATE,
     HtmxHttpRequest,
-    _back_url,
-    _conclude_section_context,
-    _row_for,
-    _wants_fragment,
+    conclude_section_context,
+    experiment_back_url,
+    get_workspace_access,
+    row_for,
+    wants_fragment,
 )
 
 STATUS_TEMPLATE = "experiments/attempt_status.html"
-OPEN_STATES = (AttemptState.REQUESTED, AttemptState.UNKNOWN)  # sent (or about to be), outcome not known
-APPLIED_STATES = (AttemptState.SUCCEEDED, AttemptState.RECONCILED_APPLIED)
 
 MSG_APPROVED = "{reviewer} approved the request: ending the analysis of {name} was sent to Mixpanel."
 MSG_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was applied."
@@ -78,10 +76,10 @@ def _suffix(back: str, list_query: str) -> str:
 
 def _final_notice(attempt: ConclusionAttempt) -> tuple[str, bool]:
     name = f"“{attempt.experiment_name}”" if attempt.experiment_name else f"experiment {attempt.experiment_id}"
-    if attempt.state in APPLIED_STATES:
+    if attempt.is_applied:
         approved = f"{attempt.reviewer_name} approved the request. " if attempt.reviewer_name else ""
         return approved + MSG_APPLIED.format(name=name), True
-    if attempt.state in OPEN_STATES:  # a request approved elsewhere, now on its way
+    if attempt.is_open:  # a request approved elsewhere, now on its way
         return MSG_APPROVED.format(reviewer=attempt.reviewer_name or "Someone", name=name), True
     return attempt.failure_reason or MSG_NOT_APPLIED.format(name=name), False
 
@@ -91,7 +89,7 @@ def _render_final(
 ) -> HttpResponse:
     """The row (or conclusion section) drawn again with the outcome, in place of the waiting line."""
     back, list_query = _place(request)
-    if attempt.state in APPLIED_STATES:
+    if attempt.is_applied:
         # The process that resolved it dropped the shared list; a per-process cache (no
         # Redis) may still hold the experiment as active here.
         list_selectors.invalidate_experiment_list(workspace=access.workspace)
@@ -102,11 +100,11 @@ def _render_final(
         context.update(notice=notice, notice_ok=ok)
         return render(request, STATUS_TEMPLATE + "#final", context)
     if back == "detail":
-        context.update(_conclude_section_context(access, listed.experiment, notice=notice, notice_ok=ok))
+        context.update(conclude_section_context(access, listed.experiment, notice=notice, notice_ok=ok))
         response = render(request, DETAIL_TEMPLATE + "#conclude-section", context)
         target = "#conclude-section"
     else:
-        row = _row_for(access, listed.experiment, notice=notice, notice_ok=ok)
+        row = row_for(access, listed.experiment, notice=notice, notice_ok=ok)
         context.update(row=row, conclude_suffix=_suffix(back, list_query), keep_star=True)
         response = render(request, LIST_TEMPLATE + "#row", context)
         target = "#" + row.dom_id
@@ -134,12 +132,12 @@ def attempt_status(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int)
     """Polled by an open attempt's line: the same line while open, the outcome once final."""
     access = get_workspace_access(request, workspace_pk)
     attempt = _attempt_or_404(access, attempt_pk)
-    if not _wants_fragment(request):
+    if not wants_fragment(request):
         back, list_query = _place(request)
-        return redirect(_back_url(access, attempt.experiment_id, back, list_query))
-    if attempt.state == AttemptState.AWAITING_APPROVAL:
+        return redirect(experiment_back_url(access, attempt.experiment_id, back, list_query))
+    if attempt.is_awaiting_approval:
         return _render_waiting(request, access, attempt, part="approval-line")
-    if attempt.state in OPEN_STATES and request.GET.get("was") != "awaiting":
+    if attempt.is_open and request.GET.get("was") != "awaiting":
         return _render_waiting(request, access, attempt, part="line")
     return _render_final(request, access, attempt, *_final_notice(attempt))
 
@@ -156,18 +154,18 @@ def attempt_review(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int)
         return errors.error_page(request, 403, title="You cannot review this request", explanation=explanation)
     decision = request.POST.get("decision", "")
     client = mixpanel.client_for(access.workspace) if decision == approval_services.APPROVE else None
-    outcome = approval_services.conclusion_review(
+    outcome = approval_services.attempt_review(
         attempt=attempt, user=request.user, decision=decision, note=request.POST.get("note", ""), client=client
     )
-    if attempt.state == AttemptState.AWAITING_APPROVAL:  # refused: nothing changed
-        if _wants_fragment(request):
+    if attempt.is_awaiting_approval:  # refused: nothing changed
+        if wants_fragment(request):
             return _render_waiting(request, access, attempt, part="waiting", message=outcome.message)
         return _redirect_with(request, access, attempt, outcome.message, False)
-    ok = outcome.ok or attempt.state in OPEN_STATES
+    ok = outcome.ok or attempt.is_open
     message = outcome.message
     if attempt.reviewer_id == request.user.pk and decision == approval_services.APPROVE:
         message = f"You approved {attempt.actor_name}'s request. {message}"
-    if _wants_fragment(request):
+    if wants_fragment(request):
         return _render_final(request, access, attempt, message, ok)
     return _redirect_with(request, access, attempt, message, ok)
 
@@ -184,15 +182,15 @@ def attempt_check(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) 
     if result.resolved:
         # Resolved now, or already by the worker or someone else: show the outcome either way.
         notice, ok = _final_notice(attempt)
-        if _wants_fragment(request):
+        if wants_fragment(request):
             return _render_final(request, access, attempt, notice, ok)
         return _redirect_with(request, access, attempt, notice, ok)
-    if result.outcome == "too_early":
+    if result.outcome == reconcile_services.TOO_EARLY:
         left = reconcile_services.attempt_judgeable_at(attempt) - timezone.now()
         message = MSG_CHECK_TOO_EARLY.format(seconds=max(1, math.ceil(left.total_seconds())))
     else:
         message = MSG_CHECK_UNRESOLVED.format(detail=result.message)
-    if _wants_fragment(request):
+    if wants_fragment(request):
         return _render_waiting(request, access, attempt, part="waiting", message=message)
     return _redirect_with(request, access, attempt, message, False)
 
@@ -203,4 +201,4 @@ def _redirect_with(
     """Without JavaScript: back to the page, with what was found as a message."""
     (messages.success if ok else messages.info)(request, message)
     back, list_query = _place(request)
-    return redirect(_back_url(access, attempt.experiment_id, back, list_query))
+    return redirect(experiment_back_url(access, attempt.experiment_id, back, list_query))

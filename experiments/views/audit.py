@@ -27,7 +27,7 @@ from experiments.models import AttemptAction, AttemptState, Workspace
 from experiments.selectors import audit as audit_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS, AUDIT_PAGE_SIZE, AUDIT_PAGE_SIZES, AuditFilters
-from experiments.views.access import get_workspace_access
+from experiments.views.helpers import get_workspace_access
 
 SEARCH_MAX_LENGTH = 200
 # Export column headers, in the order of AUDIT_EXPORT_FIELDS (the selector's tuples).

@@ -21,14 +21,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
 from experiments.models import Bookmark, BookmarkKind
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors.bookmarks import BookmarkItem
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import bookmarks as bookmark_services
 from experiments.services.bookmarks import REFUSED_GONE, REFUSED_NOT_ALLOWED, BookmarkOutcome
-from experiments.views.access import get_workspace_access
+from experiments.views.helpers import get_workspace_access
 
 TEMPLATE = "experiments/bookmark_list.html"
 

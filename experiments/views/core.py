@@ -10,12 +10,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
-from dashboard import health
-from experiments.forms import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH, HomeQuery
+from experiments.queries import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH, HomeQuery
 from experiments.selectors import audit as audit_selectors
+from experiments.selectors import health
 from experiments.selectors import home as home_selectors
 from experiments.selectors import workspaces as workspace_selectors
-from experiments.views.experiments import HtmxHttpRequest, _wants_fragment
+from experiments.views.helpers import HtmxHttpRequest, wants_fragment
 
 HOME_TEMPLATE = "experiments/home.html"
 
@@ -50,7 +50,7 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
         "row_limit": home_selectors.ROW_LIMIT,
         "search_max_length": SEARCH_MAX_LENGTH,
     }
-    if _wants_fragment(request):
+    if wants_fragment(request):
         response = render(request, HOME_TEMPLATE + "#home-results", context)
         # The address bar shows the canonical form of what is on screen.
         push_url(response, canonical_url)

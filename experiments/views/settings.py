@@ -18,11 +18,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from experiments.forms import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS, WorkspaceSettingsForm
+from experiments.notifications import webhook as notification_webhook
 from experiments.selectors import notifications as notification_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
-from experiments.services import notifications as notification_services
 from experiments.services import workspaces as workspace_services
-from experiments.views.access import get_workspace_access
+from experiments.views.helpers import get_workspace_access
 
 TEMPLATE = "experiments/workspace_settings.html"
 MSG_SAVED = "Settings saved: {changes}."
@@ -37,7 +37,7 @@ def _page_context(request: HttpRequest, access: WorkspaceAccess, form: Workspace
         "workspace": workspace,
         "form": form,
         "webhook_hint": workspace.webhook_url_hint if sealed else "",
-        "webhook_unreadable": bool(sealed) and not notification_services.webhook_readable(sealed),
+        "webhook_unreadable": bool(sealed) and not notification_webhook.webhook_readable(sealed),
         "links_are_paths": not settings.DESK_BASE_URL,
         "window_min": APPROVAL_WINDOW_MIN_HOURS,
         "window_max": APPROVAL_WINDOW_MAX_HOURS,

@@ -27,7 +27,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from experiments import audit_payloads, auditlog, auditverify
-from experiments.mixpanel import parse_experiment
+from experiments.mixpanel.experiment import parse_experiment
 from experiments.models import (
     AttemptState,
     AuditEntry,

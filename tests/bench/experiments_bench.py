@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from experiments.mixpanel import client as mixpanel
 from tests.bench import common
 from tests.bench.context import TYPICAL_SIZE, BenchContext
 
@@ -157,7 +158,6 @@ def b1_warm(ctx: BenchContext) -> list[common.Result]:
 
 # --- B2 --------------------------------------------------------------------------------
 def b2_cold(ctx: BenchContext) -> list[common.Result]:
-    from experiments import mixpanel
     from experiments.selectors import experiment_list as list_selectors
 
     plan = ctx.plan
@@ -244,7 +244,6 @@ def statement_name(sql: str) -> str:
 
 
 def b3_force_conclude(ctx: BenchContext) -> list[common.Result]:
-    from experiments import mixpanel
     from experiments.models import AttemptState, ConclusionAttempt
 
     plan = ctx.plan

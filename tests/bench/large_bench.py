@@ -15,6 +15,9 @@ import requests
 from django.test import override_settings
 from django.urls import reverse
 
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.client import read_credentials
+from experiments.mixpanel.experiment import parse_experiment
 from tests.bench import common
 from tests.bench.context import LARGE_SIZE, BenchContext
 from tests.bench.servers import Gunicorn, session_cookie
@@ -87,8 +90,6 @@ def _raw_download_and_parse(url: str, auth: tuple[str, str]) -> int:
 
 def b8_large_cold(ctx: BenchContext) -> list[common.Result]:
     """The cold first page of 10,000 experiments with ~3 KB results caches, default settings."""
-    from experiments import mixpanel
-    from experiments.mixpanel import read_credentials
     from experiments.selectors import experiment_list as list_selectors
     from experiments.standin import StandIn
 
@@ -126,7 +127,7 @@ def b8_large_cold(ctx: BenchContext) -> list[common.Result]:
                 raw_samples.append(raw_elapsed)
         summaries = tuple(mixpanel.client_for(workspace).list_experiments(mixpanel_id))
     page, raw = common.summary(page_samples), common.summary(raw_samples)
-    full = tuple(mixpanel.parse_experiment(e) for e in standin.experiments(mixpanel_id))
+    full = tuple(parse_experiment(e) for e in standin.experiments(mixpanel_id))
     sizes = {
         "summaries_pickled_mb": _mb(len(pickle.dumps(summaries, protocol=pickle.HIGHEST_PROTOCOL))),
         "summaries_packed_mb": _mb(len(list_selectors._pack(summaries))),

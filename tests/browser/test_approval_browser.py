@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
-from experiments import mixpanel
+from experiments.mixpanel import client as mixpanel
 from experiments.models import AttemptState, ConclusionAttempt
 from tests.browser.signin import log_in
 from tests.browser.test_accessibility_browser import AXE_PATH, WIDTHS, AxeReport

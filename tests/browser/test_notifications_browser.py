@@ -42,7 +42,8 @@ def force_conclude(page: Page, base_url: str, workspace, experiment: dict) -> No
 def run_notification_tasks() -> list[str]:
     """The worker's turn: the notification tasks due now (each press's reconcile task is not due yet)."""
     ran = run_ready_tasks()
-    assert all(r.task_path == "experiments.tasks.deliver_notification" for r in ran), [r.task_path for r in ran]
+    paths = [r.task_path for r in ran]
+    assert all(path == "experiments.notifications.deliveries.deliver_notification" for path in paths), paths
     return [r.return_value for r in ran]
 
 
@@ -93,7 +94,7 @@ def test_the_webhook_hears_once_per_outcome_and_a_failing_one_changes_nothing(
     row = admin.locator(".deliveries-table tbody tr").first
     expect(row).to_contain_text("Failed, will retry")
     expect(row).to_contain_text("HTTP 500 from the webhook")
-    (retry,) = [t for t in waiting() if t.task_path == "experiments.tasks.deliver_notification"]
+    (retry,) = [t for t in waiting() if t.task_path == "experiments.notifications.deliveries.deliver_notification"]
     make_due(retry)
     assert run_notification_tasks() == [DeliveryState.GAVE_UP]
 

@@ -6,8 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import mixpanel
 from experiments.management.text import table_cell
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelConfigError, MixpanelError
 from experiments.models import Workspace
 
 
@@ -30,7 +31,7 @@ class Command(BaseCommand):
             raise CommandError("No workspaces are configured yet: add one with `manage.py add_workspace`.")
         try:
             username, _ = mixpanel.read_credentials()
-        except mixpanel.MixpanelConfigError as exc:
+        except MixpanelConfigError as exc:
             raise CommandError(exc.detail) from None
 
         rows = []
@@ -40,7 +41,7 @@ class Command(BaseCommand):
             try:
                 client = mixpanel.client_for(workspace)
                 experiments = client.list_experiments(workspace.mixpanel_workspace_id)
-            except mixpanel.MixpanelError as exc:
+            except MixpanelError as exc:
                 failures += 1
                 # Operators run this: a configuration error shows its detail (the variable to fix).
                 reason = getattr(exc, "detail", None) or exc.message

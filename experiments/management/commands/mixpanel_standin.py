@@ -9,7 +9,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments.mixpanel import MixpanelConfigError, read_credentials
+from experiments.mixpanel.client import read_credentials
+from experiments.mixpanel.errors import MixpanelConfigError
 from experiments.standin import DEMO_FAULT_ROWS, DEMO_WORKSPACES, FAULT_KINDS, StandIn
 
 

@@ -19,12 +19,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import mixpanel
 from experiments.dates import format_utc
 from experiments.management.text import table_cell
+from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.errors import MixpanelError
 from experiments.models import Workspace
 from experiments.selectors import conclusions as conclusion_selectors
-from experiments.services import conclusions as conclusion_services
+from experiments.services import approvals as approval_services
 from experiments.services import reconcile as reconcile_services
 
 _DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhd])\s*$", re.IGNORECASE)
@@ -79,7 +80,7 @@ class Command(BaseCommand):
         closed = [
             attempt
             for attempt in conclusion_selectors.request_list_overdue(workspace_pk=workspace_pk)
-            if conclusion_services.approval_lapse(attempt)
+            if approval_services.approval_lapse(attempt)
         ]
         for attempt in closed:
             name = attempt.experiment_name or attempt.experiment_id
@@ -99,7 +100,7 @@ class Command(BaseCommand):
         left_open = 0
         for attempt in attempts:
             client = self._client(attempt.workspace, clients)
-            if isinstance(client, mixpanel.MixpanelError):
+            if isinstance(client, MixpanelError):
                 rows.append((attempt, attempt.state, "left open", "-", client.message))
                 left_open += 1
                 continue
@@ -137,10 +138,10 @@ class Command(BaseCommand):
         for workspace in workspaces:
             client = self._client(workspace, clients)
             try:
-                if isinstance(client, mixpanel.MixpanelError):
+                if isinstance(client, MixpanelError):
                     raise client
                 items = conclusion_selectors.conclusion_drift(workspace=workspace, client=client)
-            except mixpanel.MixpanelError as exc:
+            except MixpanelError as exc:
                 unreadable.append(f"{workspace.name}: {exc.message}")
                 continue
             for item in items:
@@ -175,7 +176,7 @@ class Command(BaseCommand):
         if workspace.pk not in clients:
             try:
                 clients[workspace.pk] = mixpanel.client_for(workspace)
-            except mixpanel.MixpanelError as exc:
+            except MixpanelError as exc:
                 clients[workspace.pk] = exc
         return clients[workspace.pk]
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.mixpanel import _when as parse_when
+from experiments.dates import parse_datetime_or_none
 from experiments.stats import SampleRatioTest, sample_ratio_test
 
 # Where a variant may keep its name and its planned share of traffic.
@@ -456,7 +456,7 @@ def planned_end(settings: Any) -> dt.datetime | None:
     if not isinstance(settings, Mapping):
         return None
     for field in PLANNED_END_FIELDS:
-        when = parse_when(settings.get(field))
+        when = parse_datetime_or_none(settings.get(field))
         if when is not None:
             return when
     return None

@@ -135,4 +135,4 @@ def _clear_context(**kwargs: Any) -> None:
     _context.set({})
 
 
-request_finished.connect(_clear_context, dispatch_uid="dashboard.observability.clear_context")
+request_finished.connect(_clear_context, dispatch_uid="experiments.observability.clear_context")

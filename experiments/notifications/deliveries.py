@@ -1,0 +1,216 @@
+"""Which audit entries become messages, to which places, and sending each one once.
+
+Two steps, in the order a message lives:
+  1. `entry_recorded` is called for every audit entry of an attempt, in the entry's
+     transaction. For an entry worth telling (NOTIFIED_KINDS) in a workspace that has a
+     webhook or e-mail turned on, it writes one NotificationDelivery per place (the
+     message rendered once, here) and queues a `deliver_notification` task for each,
+     inside a savepoint: if anything about it fails, the failure is logged and the
+     entry, the outcome and the rest of their transaction commit as if notifications did
+     not exist. With notifications off it runs no query at all.
+  2. `delivery_send` (the task, in the worker) sends one delivery outside any
+     transaction, then records how it went: sent, failed (tried again later, doubling
+     the wait) or, after NOTIFY_MAX_TRIES, gave up. Nothing here ever writes to the
+     attempt or its entries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.tasks import task
+from django.utils import timezone
+
+from experiments.models import (
+    APPROVAL_KINDS,
+    OUTCOME_KINDS,
+    AuditEntry,
+    ConclusionAttempt,
+    DeliveryChannel,
+    DeliveryState,
+    EntryKind,
+    NotificationDelivery,
+    Workspace,
+)
+from experiments.notifications import email, webhook
+from experiments.notifications.messages import notification_message
+from experiments.observability import log_context
+
+logger = logging.getLogger(__name__)
+
+# Not told: a "requested" entry (its outcome follows), a late answer (it changes nothing),
+# a bookmark. A refused press (a second click) is an outcome entry that is skipped too:
+# see _refused_press. A settings change is told when it loosens governance: see _worth_telling.
+NOTIFIED_KINDS = OUTCOME_KINDS | APPROVAL_KINDS | {EntryKind.SETTINGS_CHANGED}
+
+
+# --- Which entries, to whom --------------------------------------------------------------
+
+
+def entry_recorded(*, entry: AuditEntry, attempt: ConclusionAttempt | None = None) -> None:
+    """Queue the messages about `entry`, an audit entry just appended: one of `attempt`'s, or
+    (with no attempt) one about its workspace.
+
+    Called in the entry's transaction. Does nothing, without a query, for an entry that is
+    not told or an attempt's entry in a workspace with neither a webhook nor e-mail on.
+    Otherwise writes the deliveries and their tasks in a savepoint; any failure there is
+    logged and swallowed, so the entry and what it records commit regardless.
+    """
+    if entry.kind not in NOTIFIED_KINDS:
+        return
+    workspace = attempt.workspace if attempt is not None else entry.workspace  # loaded: no query
+    if attempt is not None and not (workspace.webhook_url_sealed or workspace.email_bookmarkers):
+        return
+    if not _worth_telling(entry, attempt):
+        return
+    try:
+        with transaction.atomic():
+            deliveries = NotificationDelivery.objects.bulk_create(_deliveries(entry, attempt, workspace))
+            for delivery in deliveries:
+                deliver_notification_later(delivery_id=delivery.pk)
+    except Exception:
+        # Never the outcome's problem: it is recorded whatever happens here.
+        logger.exception(
+            "Could not queue the notifications about entry #%s (%s) of attempt #%s; the entry is recorded.",
+            entry.seq,
+            entry.kind,
+            attempt.pk,
+        )
+
+
+def _worth_telling(entry: AuditEntry, attempt: ConclusionAttempt | None) -> bool:
+    """Whether a notified kind of entry is told this time. A press refused because another
+    attempt held the claim is not: it sent nothing and changed nothing, and the attempt that
+    did will be told about. A settings change is told when it loosens governance (approval
+    turned off, its window shortened, the webhook removed), so one admin cannot quietly do so."""
+    if entry.kind == EntryKind.SETTINGS_CHANGED:
+        return bool(entry.payload_data.get("loosened"))
+    if entry.kind in OUTCOME_KINDS and attempt is not None:
+        return not (attempt.is_refused_press or entry.payload_data.get("blocked_by_attempt") is not None)
+    return True
+
+
+def _deliveries(
+    entry: AuditEntry, attempt: ConclusionAttempt | None, workspace: Workspace
+) -> list[NotificationDelivery]:
+    message = notification_message(entry=entry, attempt=attempt)
+    now = timezone.now()
+    common = {"workspace": workspace, "entry": entry, "attempt": attempt, "created_at": now, "updated_at": now}
+    deliveries = []
+    if workspace.webhook_url_sealed:
+        deliveries.append(
+            NotificationDelivery(
+                **common,
+                channel=DeliveryChannel.WEBHOOK,
+                recipient=workspace.webhook_url_hint[:254],
+                subject=message.subject,
+                body=webhook.webhook_text(message.subject, message.body),
+            )
+        )
+    # An attempt's news goes by e-mail where the workspace turned it on; news about the
+    # workspace's own governance always goes to its admins.
+    if workspace.email_bookmarkers or attempt is None:
+        deliveries.extend(
+            NotificationDelivery(
+                **common, channel=DeliveryChannel.EMAIL, recipient=address, subject=message.subject, body=message.body
+            )
+            for address in email.email_recipients(entry=entry, attempt=attempt, workspace=workspace)
+        )
+    return deliveries
+
+
+# --- Sending one delivery (the task's work) ----------------------------------------------
+
+
+def retry_delay(tries: int) -> dt.timedelta:
+    """How long to wait after `tries` failed tries (1, 2, ...): the base, doubling."""
+    return dt.timedelta(seconds=settings.NOTIFY_BACKOFF_SECONDS * 2 ** (tries - 1))
+
+
+def deliver_notification_later(*, delivery_id: int, run_after: dt.datetime | None = None) -> None:
+    """Queue the sending of one notification delivery, now or no sooner than `run_after`.
+
+    Called inside the transaction that wrote the delivery (or its failed try), so the
+    worker finds the row, and a row that rolled back leaves no task behind.
+    """
+    queued = deliver_notification if run_after is None else deliver_notification.using(run_after=run_after)
+    queued.enqueue(delivery_id)
+
+
+@task()
+def deliver_notification(delivery_id: int) -> str:
+    """Send one notification (a webhook post or an e-mail) and record how it went.
+
+    Returns the delivery's new state, kept in the task's result row: "sent", "failed",
+    "gave_up", "already <state>" or "missing". Never touches the attempt the message is
+    about.
+    """
+    return delivery_send(delivery_id=delivery_id)
+
+
+def delivery_send(*, delivery_id: int) -> str:
+    """Send one delivery, then record how it went; returns the new state (or why nothing was done).
+
+    The message goes out with no transaction open; its outcome is written after. A failure
+    is tried again after retry_delay, up to NOTIFY_MAX_TRIES tries in all; an address that
+    cannot be read or a webhook that was removed gives up at once.
+    """
+    delivery = NotificationDelivery.objects.select_related("workspace").filter(pk=delivery_id).first()
+    if delivery is None:
+        return "missing"
+    if delivery.state in (DeliveryState.SENT, DeliveryState.GAVE_UP):
+        return f"already {delivery.state}"
+    with log_context(attempt_id=delivery.attempt_id, workspace=delivery.workspace.pk):
+        if delivery.channel == DeliveryChannel.WEBHOOK:
+            error, may_retry = _send_webhook(delivery)
+        else:
+            error, may_retry = email.send(subject=delivery.subject, body=delivery.body, to=delivery.recipient)
+        return _record_try(delivery, error, may_retry=may_retry)
+
+
+def _send_webhook(delivery: NotificationDelivery) -> tuple[str, bool]:
+    workspace = delivery.workspace
+    # The workspace's current webhook: an admin who fixed a broken address sees the
+    # waiting messages go to the new one.
+    if workspace.webhook_url_sealed and delivery.recipient != workspace.webhook_url_hint[:254]:
+        delivery.recipient = workspace.webhook_url_hint[:254]
+        NotificationDelivery.objects.filter(pk=delivery.pk).update(recipient=delivery.recipient)
+    return webhook.send(sealed=workspace.webhook_url_sealed, text=delivery.body)
+
+
+def _record_try(delivery: NotificationDelivery, error: str, *, may_retry: bool) -> str:
+    now = timezone.now()
+    tries = delivery.tries + 1
+    if not error:
+        state = DeliveryState.SENT
+    elif may_retry and tries < settings.NOTIFY_MAX_TRIES:
+        state = DeliveryState.FAILED
+    else:
+        state = DeliveryState.GAVE_UP
+    columns: dict[str, Any] = {"state": state, "tries": tries, "last_error": error[:500], "updated_at": now}
+    if state == DeliveryState.SENT:
+        columns["sent_at"] = now
+    with transaction.atomic():
+        NotificationDelivery.objects.filter(pk=delivery.pk).update(**columns)
+        if state == DeliveryState.FAILED:
+            deliver_notification_later(delivery_id=delivery.pk, run_after=now + retry_delay(tries))
+    where = f"{delivery.get_channel_display()} to {delivery.recipient}"
+    if state == DeliveryState.SENT:
+        logger.info("Notification #%s sent (%s, try %s).", delivery.pk, where, tries)
+    elif state == DeliveryState.FAILED:
+        logger.warning(
+            "Notification #%s failed (%s, try %s of %s): %s; trying again in %s.",
+            delivery.pk,
+            where,
+            tries,
+            settings.NOTIFY_MAX_TRIES,
+            error,
+            retry_delay(tries),
+        )
+    else:
+        logger.warning("Notification #%s gave up (%s) after %s tries: %s", delivery.pk, where, tries, error)
+    return state
