@@ -7,6 +7,7 @@ so a typo stops start-up instead of silently meaning "off".
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -81,6 +82,24 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """Comma-separated IP addresses or networks. A /0 network is refused: trusting every
+    address would let anyone claim any identity or client address."""
+    items = env_list(name, [])
+    for item in items:
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list IP addresses or networks (e.g. 10.0.0.5,10.1.0.0/24); {item!r} is neither."
+            ) from None
+        if network.prefixlen == 0:
+            raise ImproperlyConfigured(
+                f"{name} must not contain {item!r}: that network is every address. List your proxies' addresses."
+            )
+    return items
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -395,7 +414,7 @@ OIDC_USE_PKCE = True
 # unless a header is named; only honoured from the listed proxy addresses.
 TRUSTED_USER_HEADER = env_str("DJANGO_TRUSTED_USER_HEADER")
 TRUSTED_GROUPS_HEADER = env_str("DJANGO_TRUSTED_GROUPS_HEADER")
-TRUSTED_PROXIES = env_list("DJANGO_TRUSTED_PROXIES", [])
+TRUSTED_PROXIES = env_networks("DJANGO_TRUSTED_PROXIES")
 if TRUSTED_USER_HEADER and not TRUSTED_PROXIES:
     raise ImproperlyConfigured("DJANGO_TRUSTED_USER_HEADER needs DJANGO_TRUSTED_PROXIES (the proxy addresses).")
 
