@@ -63,7 +63,8 @@ class LoopbackProvider:
         }
 
     def spoil(self, **changes: Any) -> None:
-        """Spoil the next ID tokens: iss=, aud=, exp_offset=, nonce=, drop_sub=True, foreign_key=True."""
+        """Spoil the next ID tokens: iss=, aud= (a string or a list), azp=, exp_offset=, nonce=,
+        drop_sub=True, foreign_key=True."""
         self.spoiled = dict(changes)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -150,6 +151,8 @@ class LoopbackProvider:
             "exp": now + 300 + int(spoiled.get("exp_offset", 0)),
             "nonce": spoiled.get("nonce", nonce),
         }
+        if "azp" in spoiled:
+            claims["azp"] = spoiled["azp"]
         if spoiled.get("drop_sub"):
             claims.pop("sub", None)
         self.issued_nonces.append(nonce)

@@ -128,6 +128,33 @@ def test_a_bad_id_token_is_refused_with_a_readable_page_and_logged_without_the_t
     assert oidc_provider.client_secret not in page
 
 
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        {"aud": ["experiment-desk-test", "another-application"]},
+        {"aud": ["experiment-desk-test", "another-application"], "azp": "another-application"},
+        {"azp": "another-application"},
+    ],
+    ids=["several-audiences-no-azp", "several-audiences-foreign-azp", "one-audience-foreign-azp"],
+)
+def test_a_token_authorised_for_another_party_is_refused(client, oidc_provider, spoil):
+    # OpenID Connect Core 3.1.3.7: with several audiences azp must be present and be our
+    # client id; when azp is present it must be our client id.
+    oidc_provider.add_person("mallory", sub="m-2")
+    oidc_provider.spoil(**spoil)
+    response = sign_in(client, oidc_provider, "mallory")
+    assert response.status_code == 400
+    assert oidc.MSG_WRONG_AUDIENCE in response.content.decode()
+    assert not ExternalIdentity.objects.exists()
+
+
+def test_several_audiences_with_our_azp_sign_in(client, oidc_provider):
+    oidc_provider.add_person("alice", sub="a-azp")
+    oidc_provider.spoil(aud=[oidc_provider.client_id, "another-application"], azp=oidc_provider.client_id)
+    assert sign_in(client, oidc_provider, "alice").status_code == 302
+    assert ExternalIdentity.objects.filter(subject="a-azp").exists()
+
+
 def test_replayed_callback_is_refused(client, oidc_provider):
     oidc_provider.add_person("alice")
     authorize_url = _start(client)

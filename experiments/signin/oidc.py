@@ -140,7 +140,7 @@ def _signing_key(token: str, config: ProviderConfig) -> jwt.PyJWK:
 
 def verify_id_token(token: str, *, nonce: str | None, config: ProviderConfig) -> dict[str, Any]:
     """The ID token's claims once its signature (RS256, the issuer's JWKS), issuer,
-    audience, expiry, nonce and subject are checked; SignInFailed otherwise."""
+    audience and authorized party, expiry, nonce and subject are checked; SignInFailed otherwise."""
     key = _signing_key(token, config)
     try:
         claims = jwt.decode(
@@ -162,11 +162,24 @@ def verify_id_token(token: str, *, nonce: str | None, config: ProviderConfig) ->
         raise SignInFailed(MSG_EXPIRED, reason="ID token expired") from None
     except jwt.PyJWTError as exc:
         raise SignInFailed(MSG_INVALID, reason=f"ID token rejected: {type(exc).__name__}: {exc}") from None
+    _check_authorized_party(claims)
     if nonce is None or claims.get("nonce") != nonce:
         raise SignInFailed(MSG_NONCE, reason="ID token nonce does not match this sign-in")
     if not isinstance(claims.get("sub"), str) or not claims["sub"].strip():
         raise SignInFailed(MSG_NO_SUBJECT, reason="ID token has no sub claim")
     return claims
+
+
+def _check_authorized_party(claims: dict[str, Any]) -> None:
+    """OpenID Connect Core 3.1.3.7: a token for several audiences must name us as its
+    authorized party (azp); an azp, when present, must be our client id. PyJWT checks only
+    that aud includes us."""
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    azp = claims.get("azp")
+    if len(audiences) > 1 and azp is None:
+        raise SignInFailed(MSG_WRONG_AUDIENCE, reason="ID token has several audiences and no azp")
+    if azp is not None and azp != settings.OIDC_CLIENT_ID:
+        raise SignInFailed(MSG_WRONG_AUDIENCE, reason="ID token azp is not our client id")
 
 
 def groups_from_claims(claims: dict[str, Any]) -> list[str]:
