@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -95,6 +97,38 @@ def test_sso_identity_never_takes_over_a_local_account_of_the_same_name(client, 
     assert user != pm
     assert user.username.startswith("pat-")
     assert not Membership.objects.filter(user=user).exists()
+
+
+def test_first_sign_in_gets_a_fresh_name_when_both_usual_names_are_taken(client, oidc_provider, pm, django_user_model):
+    # "pat" is a local account, and so is the name a second "pat" would get next
+    # (the name with a short hash of the subject): the account gets another fresh name.
+    suffix = hashlib.sha256(b"pat-at-the-provider").hexdigest()[:8]
+    squatter = django_user_model.objects.create_user(username=f"pat-{suffix}")
+    oidc_provider.add_person("pat", sub="pat-at-the-provider")
+    response = sign_in(client, oidc_provider, "pat")
+    assert response.status_code == 302
+    user = ExternalIdentity.objects.get(subject="pat-at-the-provider").user
+    assert user not in (pm, squatter)
+    assert re.fullmatch(r"pat-[0-9a-f]{8}", user.username)
+
+
+def test_a_name_taken_between_the_check_and_the_insert_gets_another(client, oidc_provider, monkeypatch):
+    from experiments.services import signin as signin_services
+
+    # Another sign-in takes "alice" just after this one saw it free.
+    taken = []
+
+    def check_then_lose_the_race(name: str) -> bool:
+        if not taken:
+            get_user_model().objects.create_user(username=name)
+            taken.append(name)
+            return False
+        return get_user_model().objects.filter(username=name).exists()
+
+    monkeypatch.setattr(signin_services, "_username_taken", check_then_lose_the_race)
+    oidc_provider.add_person("alice", sub="a-race")
+    assert sign_in(client, oidc_provider, "alice").status_code == 302
+    assert ExternalIdentity.objects.get(subject="a-race").user.username.startswith("alice-")
 
 
 @pytest.mark.parametrize(
