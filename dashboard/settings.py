@@ -390,6 +390,9 @@ PASSWORD_LOGIN = env_bool("DJANGO_PASSWORD_LOGIN", True)
 LOGIN_URL = "login" if PASSWORD_LOGIN else "signin"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = LOGIN_URL
+# Whom someone signed in without any role should ask for access, shown on their home page:
+# an e-mail address, a web address or a sentence. No workspace's admins are listed there.
+DESK_ACCESS_CONTACT = env_str("DESK_ACCESS_CONTACT").strip()
 
 # OpenID Connect: endpoints come from the issuer's discovery document at run time.
 # The client secret is read by experiments.signin.oidc when needed, never kept here.
