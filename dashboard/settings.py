@@ -418,6 +418,9 @@ OIDC_USE_PKCE = True
 TRUSTED_USER_HEADER = env_str("DJANGO_TRUSTED_USER_HEADER")
 TRUSTED_GROUPS_HEADER = env_str("DJANGO_TRUSTED_GROUPS_HEADER")
 TRUSTED_PROXIES = env_networks("DJANGO_TRUSTED_PROXIES")
+# Where the trusted proxies put the client's address; each appends the address it received
+# the request from (experiments.signin.addresses). Empty: the peer's address only.
+CLIENT_ADDRESS_HEADER = env_str("DJANGO_CLIENT_ADDRESS_HEADER", "X-Forwarded-For").strip()
 if TRUSTED_USER_HEADER and not TRUSTED_PROXIES:
     raise ImproperlyConfigured("DJANGO_TRUSTED_USER_HEADER needs DJANGO_TRUSTED_PROXIES (the proxy addresses).")
 
@@ -429,13 +432,24 @@ AUTHENTICATION_BACKENDS = [
     "experiments.signin.backends.TrustedHeaderBackend",
 ]
 
-# Password throttle (django-axes): 5 failures for one username or 20 from one address
-# within AXES_COOLOFF_TIME lock that username or address out until the window passes.
+# Password throttle (django-axes), within AXES_COOLOFF_TIME (the window restarts with each
+# failed password): 5 failures for one username from one address lock that username out from
+# that address, 10 for one username from anywhere lock it out everywhere. 20 from one address
+# lock nobody out: attempts from there must pass the sign-in check (a proof of work of
+# DJANGO_LOGIN_CHALLENGE_BITS, experiments.signin.challenge), since behind a NAT or proxy
+# that address is everyone's. An attempt refused unchecked is not counted (a locked pair
+# cannot push its username to the everywhere limit).
 AXES_HANDLER = "experiments.signin.backends.ThrottleHandler"
 AXES_USERNAME_CALLABLE = "experiments.signin.backends.throttle_username"
-AXES_LOCKOUT_PARAMETERS = ["ip_address"]
-AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_ADDRESS_LIMIT", 20, minimum=1)
-LOGIN_USERNAME_LIMIT = env_int("DJANGO_LOGIN_USERNAME_LIMIT", 5, minimum=1)
+AXES_CLIENT_IP_CALLABLE = "experiments.signin.addresses.client_address"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_USERNAME_ADDRESS_LIMIT", 5, minimum=1)
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+LOGIN_USERNAME_LIMIT = env_int("DJANGO_LOGIN_USERNAME_LIMIT", 10, minimum=1)
+LOGIN_ADDRESS_LIMIT = env_int("DJANGO_LOGIN_ADDRESS_LIMIT", 20, minimum=1)
+LOGIN_CHALLENGE_BITS = env_int("DJANGO_LOGIN_CHALLENGE_BITS", 20)
+if LOGIN_CHALLENGE_BITS > 28:
+    raise ImproperlyConfigured(f"DJANGO_LOGIN_CHALLENGE_BITS must be at most 28; got {LOGIN_CHALLENGE_BITS}.")
 AXES_COOLOFF_TIME = env_float("DJANGO_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1) / 60  # hours
 AXES_LOCKOUT_CALLABLE = "experiments.signin.views.locked_out"
 AXES_RESET_ON_SUCCESS = False

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from functools import cache
 
 from django.conf import settings
 from django.contrib import auth, messages
 from django.contrib.auth.middleware import RemoteUserMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+
+from experiments.signin.addresses import from_trusted_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -22,20 +22,6 @@ LAST_SEEN_AT = "desk_last_seen_at"
 # last-seen is written at most this often, so an ordinary page does not rewrite the session.
 LAST_SEEN_RESOLUTION = 60
 MSG_SESSION_ENDED = "Your session ended. Please sign in again."
-
-
-@cache
-def _proxy_networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(item, strict=False) for item in proxies)
-
-
-def from_trusted_proxy(request: HttpRequest) -> bool:
-    """Whether the request's peer (REMOTE_ADDR) is one of DJANGO_TRUSTED_PROXIES (addresses or networks)."""
-    try:
-        peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(peer in network for network in _proxy_networks(tuple(settings.TRUSTED_PROXIES)))
 
 
 class TrustedHeaderMiddleware(RemoteUserMiddleware):

@@ -2,7 +2,8 @@
 
 Alice belongs to the identity provider's "growth-pms" group, which a rule maps to
 concluder of Growth: she clicks "Sign in with SSO", signs in at the provider, and lands on
-her workspaces. An attacker typing 60 wrong passwords sees the cool-off after the limit.
+her workspaces. An attacker typing 60 wrong passwords sees the cool-off after the limit, and
+Pat, sharing an address from which many sign-ins failed, signs in once the page's check is done.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.test import Client
 from playwright.sync_api import Page, expect
 
 from experiments.models import GroupRule, Role
+from experiments.signin.challenge import MSG_CHALLENGE
 from experiments.signin.views import MSG_LOCKED_OUT
 from tests.browser.signin import TIMEOUT_MS
 
@@ -70,3 +73,18 @@ def test_sixty_wrong_passwords_in_the_browser_meet_the_cool_off(page: Page, live
     page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
     expect(page.get_by_role("alert")).to_have_text(locked)
     expect(page.get_by_role("heading", name="Your workspaces")).to_have_count(0)
+
+
+def test_a_never_failed_user_on_a_busy_address_signs_in_after_the_browser_s_check(page: Page, live_server, pm):
+    # Twenty failures from the browser's own address (the live server sees 127.0.0.1).
+    attacker = Client()
+    for i in range(20):
+        attacker.post("/accounts/login/", {"username": f"guess-{i}", "password": "x"}, REMOTE_ADDR="127.0.0.1")
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(live_server.url + "/accounts/login/")
+    page.get_by_label("Username").fill("pat")
+    page.get_by_label("Password").fill("pw-pat")
+    # Pressed at once: the form waits for the check (default difficulty), then goes.
+    page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
+    expect(page.get_by_role("heading", name="Your workspaces")).to_be_visible()
+    expect(page.get_by_text(MSG_CHALLENGE)).to_have_count(0)
