@@ -14,11 +14,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from experiments.models import ExternalIdentity, GroupRule, Membership, Role, RoleChange, RoleChangeAction
+from experiments.services import roles
 
 # The Django group through which sign-in grants "Can review all conclusions". A permission
 # given to the user by hand is a different grant, and sign-in leaves it alone.
 AUDITOR_GROUP_NAME = "Auditors (from sign-in)"
-AUDITOR_ROLE = "auditor"
+AUDITOR_ROLE = roles.AUDITOR_ROLE
 _ROLE_RANK = {Role.VIEWER: 1, Role.CONCLUDER: 2, Role.ADMIN: 3}
 
 
@@ -157,6 +158,7 @@ def _wanted_roles(groups: set[str]) -> dict[int, tuple[str, str, Any]]:
 
 
 def _record(user: Any, action: str, role: str, *, source: str, group: str, workspace: Any = None, **extra: str) -> None:
+    """Keep one change sign-in made: a RoleChange for the admin site's review, and an entry in the audit chain."""
     RoleChange.objects.create(
         user=user,
         user_name=user.get_full_name() or user.get_username(),
@@ -168,6 +170,15 @@ def _record(user: Any, action: str, role: str, *, source: str, group: str, works
         source=source,
         **extra,
     )
+    before = {RoleChangeAction.ADDED: "", RoleChangeAction.REMOVED: role}.get(action, extra.get("previous_role", ""))
+    roles.role_change_append(
+        source=source,
+        workspace=workspace,
+        member=user,
+        role_before=before,
+        role_after="" if action == RoleChangeAction.REMOVED else role,
+        via_group=group,
+    )
 
 
 def roles_sync_from_groups(*, user: Any, groups: Iterable[str], source: str, auditor_groups: Iterable[str]) -> int:
@@ -176,7 +187,7 @@ def roles_sync_from_groups(*, user: Any, groups: Iterable[str], source: str, aud
     Roles a rule grants appear, roles whose group is gone disappear, a changed rule changes
     the role. Memberships added by hand (no granting group) are never touched. Membership
     of any of `auditor_groups` grants "Can review all conclusions" through a Django group.
-    Every change is recorded as a RoleChange.
+    Every change is recorded as a RoleChange and chained as a role_changed audit entry.
     """
     groups = {g for g in groups if g}
     changes = 0
