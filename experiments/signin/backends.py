@@ -21,6 +21,7 @@ from django.utils import timezone
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import absolutify
 
+from experiments.services import roles as role_services
 from experiments.services import signin as signin_services
 from experiments.signin import challenge, oidc
 from experiments.signin.addresses import client_address
@@ -164,7 +165,9 @@ class OIDCBackend(OIDCAuthenticationBackend):
         if not isinstance(id_token, str):
             raise oidc.SignInFailed(oidc.MSG_INVALID, reason="token answer has no id_token")
         claims = oidc.verify_id_token(id_token, nonce=kwargs["nonce"], config=config)
-        return sign_in_user(issuer=config.issuer, claims=claims, groups=oidc.groups_from_claims(claims), source="sso")
+        return sign_in_user(
+            issuer=config.issuer, claims=claims, groups=oidc.groups_from_claims(claims), source=role_services.SOURCE_SSO
+        )
 
 
 def trusted_groups(request: HttpRequest) -> list[str]:
@@ -211,7 +214,7 @@ class TrustedHeaderBackend(RemoteUserBackend):
             claims["email"] = remote_user
         try:
             return sign_in_user(
-                issuer=PROXY_ISSUER, claims=claims, groups=trusted_groups(request), source="proxy header"
+                issuer=PROXY_ISSUER, claims=claims, groups=trusted_groups(request), source=role_services.SOURCE_PROXY
             )
         except oidc.SignInFailed as exc:
             logger.warning("Trusted header sign-in of %r refused: %s", remote_user, exc.reason)

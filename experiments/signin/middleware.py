@@ -12,6 +12,7 @@ from django.contrib.auth.middleware import RemoteUserMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from experiments.signin import recheck
 from experiments.signin.addresses import from_trusted_proxy
 
 logger = logging.getLogger(__name__)
@@ -22,13 +23,15 @@ LAST_SEEN_AT = "desk_last_seen_at"
 # last-seen is written at most this often, so an ordinary page does not rewrite the session.
 LAST_SEEN_RESOLUTION = 60
 MSG_SESSION_ENDED = "Your session ended. Please sign in again."
+HEADER_BACKEND = "experiments.signin.backends.TrustedHeaderBackend"
 
 
 class TrustedHeaderMiddleware(RemoteUserMiddleware):
     """Django's remote-user sign-in from DJANGO_TRUSTED_USER_HEADER, only from the trusted proxies.
 
     Off when no header is named. A request that carries the header from any other address
-    is refused (403) and logged: it is someone trying to claim an identity.
+    is refused (403) and logged: it is someone trying to claim an identity. The groups
+    header is followed on every request (experiments.signin.recheck).
     """
 
     force_logout_if_no_header = True
@@ -49,6 +52,13 @@ class TrustedHeaderMiddleware(RemoteUserMiddleware):
             )
             return render(request, "registration/header_refused.html", status=403)
         return super().__call__(request)
+
+    def process_request(self, request: HttpRequest) -> None:
+        super().process_request(request)
+        # Signed in by this header (now or earlier in the session): the groups header is read
+        # on every request, so a removal at the identity provider counts from the next one.
+        if request.user.is_authenticated and request.session.get(auth.BACKEND_SESSION_KEY) == HEADER_BACKEND:
+            recheck.proxy_groups_resync(request)
 
 
 def session_start(request: HttpRequest) -> None:
