@@ -144,6 +144,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "experiments.signin.middleware.SessionTimeoutMiddleware",
+    "experiments.signin.middleware.SSORecheckMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -407,6 +408,9 @@ if "openid" not in OIDC_SCOPES.split():
     raise ImproperlyConfigured(f"OIDC_SCOPES must include openid; got {OIDC_SCOPES!r}.")
 # Timeout of each call to the identity provider (discovery, keys, token), seconds.
 OIDC_TIMEOUT = env_float("OIDC_TIMEOUT", 10.0, minimum=0.1)
+# An SSO session is re-checked with the provider (its refresh token) when its ID token
+# expires, or this long after the last check if sooner; removed groups lose their roles then.
+OIDC_RECHECK_SECONDS = env_int("OIDC_RECHECK_SECONDS", 3600, minimum=60)
 # Names mozilla-django-oidc reads for itself.
 OIDC_RP_CLIENT_ID = OIDC_CLIENT_ID
 OIDC_RP_SCOPES = OIDC_SCOPES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from axes.backends import AxesStandaloneBackend
@@ -119,6 +120,16 @@ class ThrottleHandler(AxesDatabaseHandler):
             user_locked_out.send("axes", request=request, username=username, ip_address=request.axes_ip_address)
 
 
+@dataclass(frozen=True, slots=True)
+class SSOGrant:
+    """What an SSO sign-in leaves for re-checking the session: the refresh token ("" when the
+    provider gave none), when the ID token expires (epoch seconds), and its nonce."""
+
+    refresh_token: str = field(repr=False)
+    expires_at: float
+    nonce: str
+
+
 class OIDCBackend(OIDCAuthenticationBackend):
     """OpenID Connect sign-in with mozilla-django-oidc's code flow, checked and mapped our way.
 
@@ -165,9 +176,17 @@ class OIDCBackend(OIDCAuthenticationBackend):
         if not isinstance(id_token, str):
             raise oidc.SignInFailed(oidc.MSG_INVALID, reason="token answer has no id_token")
         claims = oidc.verify_id_token(id_token, nonce=kwargs["nonce"], config=config)
-        return sign_in_user(
+        user = sign_in_user(
             issuer=config.issuer, claims=claims, groups=oidc.groups_from_claims(claims), source=role_services.SOURCE_SSO
         )
+        # For the session's re-checks (experiments.signin.recheck), written once the login is done.
+        refresh_token = token_info.get("refresh_token")
+        request.desk_sso_grant = SSOGrant(
+            refresh_token=refresh_token if isinstance(refresh_token, str) else "",
+            expires_at=float(claims["exp"]),
+            nonce=claims["nonce"],
+        )
+        return user
 
 
 def trusted_groups(request: HttpRequest) -> list[str]:

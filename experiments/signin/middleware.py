@@ -103,3 +103,26 @@ class SessionTimeoutMiddleware:
         if now - last_seen >= LAST_SEEN_RESOLUTION:
             session[LAST_SEEN_AT] = now
         return None
+
+
+class SSORecheckMiddleware:
+    """Re-checks an SSO session with the identity provider when it is due
+    (experiments.signin.recheck): the roles follow the person's groups, and a session the
+    provider no longer confirms ends, with the same message on every server."""
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable, view_args: object, view_kwargs: object
+    ) -> HttpResponse | None:
+        if not getattr(view_func, "login_required", True) or not request.user.is_authenticated:
+            return None
+        if not recheck.sso_recheck_due(request) or recheck.sso_recheck(request):
+            return None
+        auth.logout(request)
+        messages.info(request, recheck.MSG_SSO_RECHECK_FAILED)
+        return redirect(settings.LOGIN_URL)

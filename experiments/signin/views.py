@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from experiments.signin import backends, challenge, oidc
+from experiments.signin import backends, challenge, oidc, recheck
 from experiments.signin.addresses import client_address
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,11 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
         except SuspiciousOperation:
             # The state is not one this session started: a replayed or stale callback.
             return _failed(request, oidc.MSG_STATE, "callback state unknown to this session")
+
+    def login_success(self) -> HttpResponse:
+        response = super().login_success()
+        recheck.sso_session_start(self.request)
+        return response
 
     def login_failure(self) -> HttpResponse:
         error = self.request.GET.get("error")

@@ -88,3 +88,37 @@ def test_a_never_failed_user_on_a_busy_address_signs_in_after_the_browser_s_chec
     page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
     expect(page.get_by_role("heading", name="Your workspaces")).to_be_visible()
     expect(page.get_by_text(MSG_CHALLENGE)).to_have_count(0)
+
+
+def test_an_sso_admin_removed_from_the_group_loses_the_settings_page_at_the_re_check(
+    page: Page, live_server, oidc_provider, workspace
+):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from experiments.signin import recheck
+
+    GroupRule.objects.create(group="growth-admins", workspace=workspace, role=Role.ADMIN)
+    oidc_provider.add_person("alice", sub="00u-alice", name="Alice", groups=["growth-admins"])
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(live_server.url + "/")
+    page.get_by_role("link", name="Sign in with SSO").click()
+    page.get_by_label("Username").fill("alice")
+    page.get_by_role("button", name="Continue").click()
+    settings_page = f"{live_server.url}/w/{workspace.pk}/settings/"
+    page.goto(settings_page)
+    expect(page).to_have_title(re.compile(r"^Settings · Growth"))
+
+    # Removed from the group at the provider; then the ID token expires.
+    oidc_provider.add_person("alice", sub="00u-alice", name="Alice", groups=[])
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "sessionid"]
+    session = SessionStore(session_key=cookie["value"])
+    session[recheck.SSO_RECHECK_AT] = 0
+    session.save()
+
+    response = page.goto(settings_page)
+    assert response.status == 404
+    expect(page).not_to_have_title(re.compile(r"^Settings"))
+    page.goto(live_server.url + "/")
+    expect(page.locator(".account-name")).to_have_text("Alice")  # still signed in, without the role
+    expect(page.get_by_role("heading", name="No workspaces yet")).to_be_visible()
+    assert oidc_provider.refreshes == 1
