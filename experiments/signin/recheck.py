@@ -50,7 +50,7 @@ MSG_SSO_RECHECK_FAILED = "Your sign-in could not be confirmed with your identity
 def proxy_groups_resync(request: HttpRequest) -> None:
     """Sync the roles of a person signed in by the proxy header when its groups header changed
     since the last sync in this session (a missing header is no groups)."""
-    groups = sorted({name for name in trusted_groups(request)})
+    groups = sorted(set(trusted_groups(request)))
     seen = ",".join(groups)
     if request.session.get(PROXY_GROUPS) == seen:
         return

@@ -77,7 +77,7 @@ def signin(request: HttpRequest) -> HttpResponse:
 def admin_login(request: HttpRequest) -> HttpResponse:
     """The admin's own password form, or the sign-in page when password sign-in is off or
     this address must pass the sign-in check."""
-    # From an address that must pass the sign-in check, our form carries it; the admin's cannot.
+    # Only our form carries the sign-in check.
     if not settings.PASSWORD_LOGIN or backends.address_challenged(request):
         return redirect_to_login(request.GET.get("next") or reverse("admin:index"))
     return admin.site.login(request)
