@@ -82,6 +82,24 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_networks(name: str) -> list[str]:
+    """Comma-separated IP addresses or networks. A /0 network is refused: trusting every
+    address would let anyone claim any identity or client address."""
+    items = env_list(name, [])
+    for item in items:
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list IP addresses or networks (e.g. 10.0.0.5,10.1.0.0/24); {item!r} is neither."
+            ) from None
+        if network.prefixlen == 0:
+            raise ImproperlyConfigured(
+                f"{name} must not contain {item!r}: that network is every address. List your proxies' addresses."
+            )
+    return items
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
@@ -125,6 +143,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "experiments.signin.middleware.SessionTimeoutMiddleware",
+    "experiments.signin.middleware.SSORecheckMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -393,6 +412,9 @@ PASSWORD_LOGIN = env_bool("DJANGO_PASSWORD_LOGIN", True)
 LOGIN_URL = "login" if PASSWORD_LOGIN else "signin"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = LOGIN_URL
+# Whom someone signed in without any role should ask for access, shown on their home page:
+# an e-mail address, a web address or a sentence. No workspace's admins are listed there.
+DESK_ACCESS_CONTACT = env_str("DESK_ACCESS_CONTACT").strip()
 
 # OpenID Connect: endpoints come from the issuer's discovery document at run time.
 # The client secret is read by experiments.signin.oidc when needed, never kept here.
@@ -407,6 +429,9 @@ if "openid" not in OIDC_SCOPES.split():
     raise ImproperlyConfigured(f"OIDC_SCOPES must include openid; got {OIDC_SCOPES!r}.")
 # Timeout of each call to the identity provider (discovery, keys, token), seconds.
 OIDC_TIMEOUT = env_float("OIDC_TIMEOUT", 10.0, minimum=0.1)
+# An SSO session is re-checked with the provider (its refresh token) when its ID token
+# expires, or this long after the last check if sooner; removed groups lose their roles then.
+OIDC_RECHECK_SECONDS = env_int("OIDC_RECHECK_SECONDS", 3600, minimum=60)
 # Names mozilla-django-oidc reads for itself.
 OIDC_RP_CLIENT_ID = OIDC_CLIENT_ID
 OIDC_RP_SCOPES = OIDC_SCOPES
@@ -417,7 +442,10 @@ OIDC_USE_PKCE = True
 # unless a header is named; only honoured from the listed proxy addresses.
 TRUSTED_USER_HEADER = env_str("DJANGO_TRUSTED_USER_HEADER")
 TRUSTED_GROUPS_HEADER = env_str("DJANGO_TRUSTED_GROUPS_HEADER")
-TRUSTED_PROXIES = env_list("DJANGO_TRUSTED_PROXIES", [])
+TRUSTED_PROXIES = env_networks("DJANGO_TRUSTED_PROXIES")
+# Where the trusted proxies put the client's address; each appends the address it received
+# the request from (experiments.signin.addresses). Empty: the peer's address only.
+CLIENT_ADDRESS_HEADER = env_str("DJANGO_CLIENT_ADDRESS_HEADER", "X-Forwarded-For").strip()
 if TRUSTED_USER_HEADER and not TRUSTED_PROXIES:
     raise ImproperlyConfigured("DJANGO_TRUSTED_USER_HEADER needs DJANGO_TRUSTED_PROXIES (the proxy addresses).")
 
@@ -429,13 +457,24 @@ AUTHENTICATION_BACKENDS = [
     "experiments.signin.backends.TrustedHeaderBackend",
 ]
 
-# Password throttle (django-axes): 5 failures for one username or 20 from one address
-# within AXES_COOLOFF_TIME lock that username or address out until the window passes.
+# Password throttle (django-axes), within AXES_COOLOFF_TIME (the window restarts with each
+# failed password): 5 failures for one username from one address lock that username out from
+# that address, 10 for one username from anywhere lock it out everywhere. 20 from one address
+# lock nobody out: attempts from there must pass the sign-in check (a proof of work of
+# DJANGO_LOGIN_CHALLENGE_BITS, experiments.signin.challenge), since behind a NAT or proxy
+# that address is everyone's. An attempt refused unchecked is not counted (a locked pair
+# cannot push its username to the everywhere limit).
 AXES_HANDLER = "experiments.signin.backends.ThrottleHandler"
 AXES_USERNAME_CALLABLE = "experiments.signin.backends.throttle_username"
-AXES_LOCKOUT_PARAMETERS = ["ip_address"]
-AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_ADDRESS_LIMIT", 20, minimum=1)
-LOGIN_USERNAME_LIMIT = env_int("DJANGO_LOGIN_USERNAME_LIMIT", 5, minimum=1)
+AXES_CLIENT_IP_CALLABLE = "experiments.signin.addresses.client_address"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_USERNAME_ADDRESS_LIMIT", 5, minimum=1)
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+LOGIN_USERNAME_LIMIT = env_int("DJANGO_LOGIN_USERNAME_LIMIT", 10, minimum=1)
+LOGIN_ADDRESS_LIMIT = env_int("DJANGO_LOGIN_ADDRESS_LIMIT", 20, minimum=1)
+LOGIN_CHALLENGE_BITS = env_int("DJANGO_LOGIN_CHALLENGE_BITS", 20)
+if LOGIN_CHALLENGE_BITS > 28:
+    raise ImproperlyConfigured(f"DJANGO_LOGIN_CHALLENGE_BITS must be at most 28; got {LOGIN_CHALLENGE_BITS}.")
 AXES_COOLOFF_TIME = env_float("DJANGO_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1) / 60  # hours
 AXES_LOCKOUT_CALLABLE = "experiments.signin.views.locked_out"
 AXES_RESET_ON_SUCCESS = False

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from experiments.models import (
@@ -14,12 +19,15 @@ from experiments.models import (
     RoleChange,
     Workspace,
 )
+from experiments.services import roles as role_services
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
+    # Set by sign-in's group rules; a role given here makes the membership a hand-given one.
+    readonly_fields = ["granted_by_group"]
 
 
 @admin.register(Workspace)
@@ -32,13 +40,40 @@ class WorkspaceAdmin(admin.ModelAdmin):
     exclude = ["webhook_url_sealed"]
     readonly_fields = ["webhook_url_hint"]
 
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        # Through the service, so every grant, change and removal is chained.
+        changed = formset.save(commit=False)
+        for membership in formset.deleted_objects:
+            role_services.membership_delete(
+                membership=membership, actor=request.user, source=role_services.SOURCE_ADMIN
+            )
+        for membership in changed:
+            role_services.membership_save(membership=membership, actor=request.user, source=role_services.SOURCE_ADMIN)
+        formset.save_m2m()
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
+    """Memberships; every grant, change and removal made here is chained in the audit trail."""
+
     list_display = ["user", "workspace", "role", "granted_by_group", "created_at"]
     list_filter = ["role", "workspace__region", "workspace"]
     search_fields = ["user__username", "user__email", "workspace__name"]
     autocomplete_fields = ["user", "workspace"]
+    readonly_fields = ["granted_by_group"]
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+        role_services.membership_save(membership=obj, actor=request.user, source=role_services.SOURCE_ADMIN)
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        role_services.membership_delete(membership=obj, actor=request.user, source=role_services.SOURCE_ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        for membership in queryset.select_related("user", "workspace"):
+            self.delete_model(request, membership)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -84,12 +119,23 @@ class BookmarkAdmin(admin.ModelAdmin):
 
 @admin.register(GroupRule)
 class GroupRuleAdmin(admin.ModelAdmin):
-    """Group-to-role rules, applied to each person at their next sign-in."""
+    """Group-to-role rules, applied to each person at their next sign-in or re-check; every
+    rule added, changed or removed here is chained in the audit trail."""
 
     list_display = ["group", "workspace", "role", "created_at"]
     list_filter = ["role", "workspace"]
     search_fields = ["group", "workspace__name"]
     autocomplete_fields = ["workspace"]
+
+    def save_model(self, request: HttpRequest, obj: GroupRule, form: Any, change: bool) -> None:
+        role_services.group_rule_save(rule=obj, actor=request.user, source=role_services.SOURCE_ADMIN)
+
+    def delete_model(self, request: HttpRequest, obj: GroupRule) -> None:
+        role_services.group_rule_delete(rule=obj, actor=request.user, source=role_services.SOURCE_ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[GroupRule]) -> None:
+        for rule in queryset.select_related("workspace"):
+            self.delete_model(request, rule)
 
 
 @admin.register(RoleChange)
@@ -106,3 +152,32 @@ class RoleChangeAdmin(ReadOnlyAdmin):
 class ExternalIdentityAdmin(ReadOnlyAdmin):
     list_display = ["user", "issuer", "subject", "created_at", "last_sign_in_at"]
     search_fields = ["subject", "user__username", "user__email"]
+
+
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class AccountAdmin(UserAdmin):
+    """Django's user admin, with the roles an account holds chained like the others: superuser
+    (admin of every workspace), "Can review all conclusions" (directly or through a group), and
+    every role of an account deleted here."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # What the account held before this form, read before any of the form is saved;
+        # permissions and groups are saved after this, in save_related.
+        request.desk_roles_before = role_services.account_roles(user=obj)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        role_services.account_roles_changed(
+            user=form.instance, before=request.desk_roles_before, actor=request.user, source=role_services.SOURCE_ADMIN
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        role_services.account_delete(user=obj, actor=request.user, source=role_services.SOURCE_ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for user in queryset:
+            self.delete_model(request, user)

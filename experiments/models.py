@@ -310,6 +310,9 @@ class EntryKind(models.TextChoices):
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
     # A workspace admin changed where the team hears about outcomes, or two-person approval.
     SETTINGS_CHANGED = "settings_changed", "Workspace settings changed"
+    # Someone's role (or a group rule's) was granted, changed or removed: by an admin in the
+    # admin site, a command, or sign-in bringing roles in line with identity-provider groups.
+    ROLE_CHANGED = "role_changed", "Role changed"
 
 
 # How an attempt ended (conclusions and decisions alike), and the steps of an approval.

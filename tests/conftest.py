@@ -190,8 +190,7 @@ def oidc_provider(oidc_provider_server, settings, monkeypatch):
     from experiments.signin import oidc
 
     provider = oidc_provider_server
-    provider.people.clear()
-    provider.spoil()
+    provider.reset()
     settings.OIDC_ISSUER_URL = provider.url
     settings.OIDC_CLIENT_ID = provider.client_id
     settings.OIDC_RP_CLIENT_ID = provider.client_id

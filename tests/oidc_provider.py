@@ -4,6 +4,11 @@ It listens on 127.0.0.1 on a port chosen at start, signs ID tokens with RS256 un
 RSA key, and implements the authorization code flow with state, nonce and PKCE (S256), so the
 dashboard talks to it exactly as to a company's provider. Tests choose who signs in
 (`add_person`) and can spoil the next ID token (`spoil`) to check each refusal.
+
+It issues refresh tokens (unless `issue_refresh_tokens` is off) and answers the refresh
+grant with a new ID token made from the person's claims as they are now, so a test can
+remove someone from a group (`add_person` again) or from the provider (`remove_person`)
+and see the dashboard's re-check follow. Refresh tokens rotate: each works once.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ class LoopbackProvider:
         self.codes: dict[str, dict[str, Any]] = {}
         self.spoiled: dict[str, Any] = {}
         self.issued_nonces: list[str] = []
+        self.issue_refresh_tokens = True
+        self.refresh_grants: dict[str, str] = {}  # refresh token -> username
+        self.refreshes = 0
+        self.id_token_lifetime = 300
         self.lock = threading.Lock()
         self._server: LoopbackServer | None = None
         self.url = ""
@@ -62,8 +71,23 @@ class LoopbackProvider:
             **claims,
         }
 
+    def remove_person(self, username: str) -> None:
+        """The person leaves the company: sign-in and their refresh tokens stop working."""
+        self.people.pop(username, None)
+
+    def reset(self) -> None:
+        """Nobody known, nothing spoiled, refresh tokens on and none outstanding."""
+        self.people.clear()
+        self.spoil()
+        self.issue_refresh_tokens = True
+        self.id_token_lifetime = 300
+        with self.lock:
+            self.refresh_grants.clear()
+            self.refreshes = 0
+
     def spoil(self, **changes: Any) -> None:
-        """Spoil the next ID tokens: iss=, aud=, exp_offset=, nonce=, drop_sub=True, foreign_key=True."""
+        """Spoil the next ID tokens: iss=, aud= (a string or a list), azp=, sub=, exp_offset=,
+        nonce=, drop_sub=True, foreign_key=True."""
         self.spoiled = dict(changes)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -114,16 +138,40 @@ class LoopbackProvider:
     def issue_code(self, params: dict[str, str], username: str) -> str:
         code = secrets.token_urlsafe(24)
         with self.lock:
-            self.codes[code] = {"params": params, "person": self.people[username], "at": time.time()}
+            self.codes[code] = {"params": params, "username": username, "at": time.time()}
         return code
+
+    def _tokens(self, username: str, *, nonce: str | None) -> dict[str, Any]:
+        answer = {
+            "access_token": secrets.token_urlsafe(24),
+            "token_type": "Bearer",
+            "expires_in": self.id_token_lifetime,
+            "id_token": self.id_token(self.people[username], nonce=nonce),
+        }
+        if self.issue_refresh_tokens:
+            answer["refresh_token"] = secrets.token_urlsafe(32)
+            with self.lock:
+                self.refresh_grants[answer["refresh_token"]] = username
+        return answer
+
+    def refresh(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            username = self.refresh_grants.pop(form.get("refresh_token", ""), None)  # rotates: works once
+            self.refreshes += 1
+        if username is None or username not in self.people:
+            return 400, {"error": "invalid_grant"}
+        # OpenID Connect Core 12.2: a refreshed ID token should carry no nonce.
+        return 200, self._tokens(username, nonce=None)
 
     def exchange(self, form: dict[str, str], basic: tuple[str, str] | None) -> tuple[int, dict[str, Any]]:
         client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
         if client_id != self.client_id or secret != self.client_secret:
             return 401, {"error": "invalid_client"}
+        if form.get("grant_type") == "refresh_token":
+            return self.refresh(form)
         with self.lock:
             grant = self.codes.pop(form.get("code", ""), None)  # a code works once
-        if grant is None or form.get("grant_type") != "authorization_code":
+        if grant is None or form.get("grant_type") != "authorization_code" or grant["username"] not in self.people:
             return 400, {"error": "invalid_grant"}
         params = grant["params"]
         if form.get("redirect_uri") != params.get("redirect_uri"):
@@ -132,14 +180,9 @@ class LoopbackProvider:
             digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
             if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != params["code_challenge"]:
                 return 400, {"error": "invalid_grant", "error_description": "PKCE verifier does not match"}
-        return 200, {
-            "access_token": secrets.token_urlsafe(24),
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "id_token": self.id_token(grant["person"], nonce=params.get("nonce", "")),
-        }
+        return 200, self._tokens(grant["username"], nonce=params.get("nonce", ""))
 
-    def id_token(self, person: dict[str, Any], *, nonce: str) -> str:
+    def id_token(self, person: dict[str, Any], *, nonce: str | None) -> str:
         now = int(time.time())
         spoiled = self.spoiled
         claims = {
@@ -147,12 +190,18 @@ class LoopbackProvider:
             "iss": spoiled.get("iss", self.url),
             "aud": spoiled.get("aud", self.client_id),
             "iat": now,
-            "exp": now + 300 + int(spoiled.get("exp_offset", 0)),
-            "nonce": spoiled.get("nonce", nonce),
+            "exp": now + self.id_token_lifetime + int(spoiled.get("exp_offset", 0)),
         }
+        if nonce is not None or "nonce" in spoiled:
+            claims["nonce"] = spoiled.get("nonce", nonce)
+        if "sub" in spoiled:
+            claims["sub"] = spoiled["sub"]
+        if "azp" in spoiled:
+            claims["azp"] = spoiled["azp"]
         if spoiled.get("drop_sub"):
             claims.pop("sub", None)
-        self.issued_nonces.append(nonce)
+        if nonce is not None:
+            self.issued_nonces.append(nonce)
         key = _new_key() if spoiled.get("foreign_key") else self.key
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.kid})
 

@@ -17,7 +17,6 @@ import datetime as dt
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ from experiments.models import (
     Role,
 )
 from tests.factories import assert_chain_valid
-from tests.processes import shared_test_database_url
+from tests.processes import Server, shared_test_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESSES = 20
@@ -60,54 +59,6 @@ def _skip_reason() -> str | None:
     if not os.environ.get("REDIS_URL"):
         return "several-servers test needs REDIS_URL: without Redis every process keeps its own cache"
     return None
-
-
-class Server:
-    """One gunicorn, given its listening socket by us (no port to guess, no race)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.socket.set_inheritable(True)
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "dashboard/gunicorn_conf.py",
-            "--bind",
-            f"fd://{self.socket.fileno()}",
-        ]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, pass_fds=(self.socket.fileno(),))
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with status {self.process.returncode} at start-up")
-            try:
-                # The socket listens from the start; the answer waits for a worker to boot.
-                if requests.get(self.url + "/readyz", timeout=timeout).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn at {self.url} was not ready within {timeout} s")
-
-    def worker_pids(self) -> list[int]:
-        """The gunicorn workers: the master's children, as Linux's /proc lists them."""
-        pid = self.process.pid
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.socket.close()
 
 
 @pytest.fixture(scope="module")

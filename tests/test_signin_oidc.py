@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -97,6 +99,38 @@ def test_sso_identity_never_takes_over_a_local_account_of_the_same_name(client, 
     assert not Membership.objects.filter(user=user).exists()
 
 
+def test_first_sign_in_gets_a_fresh_name_when_both_usual_names_are_taken(client, oidc_provider, pm, django_user_model):
+    # "pat" is a local account, and so is the name a second "pat" would get next
+    # (the name with a short hash of the subject): the account gets another fresh name.
+    suffix = hashlib.sha256(b"pat-at-the-provider").hexdigest()[:8]
+    squatter = django_user_model.objects.create_user(username=f"pat-{suffix}")
+    oidc_provider.add_person("pat", sub="pat-at-the-provider")
+    response = sign_in(client, oidc_provider, "pat")
+    assert response.status_code == 302
+    user = ExternalIdentity.objects.get(subject="pat-at-the-provider").user
+    assert user not in (pm, squatter)
+    assert re.fullmatch(r"pat-[0-9a-f]{8}", user.username)
+
+
+def test_a_name_taken_between_the_check_and_the_insert_gets_another(client, oidc_provider, monkeypatch):
+    from experiments.services import signin as signin_services
+
+    # Another sign-in takes "alice" just after this one saw it free.
+    taken = []
+
+    def check_then_lose_the_race(name: str) -> bool:
+        if not taken:
+            get_user_model().objects.create_user(username=name)
+            taken.append(name)
+            return False
+        return get_user_model().objects.filter(username=name).exists()
+
+    monkeypatch.setattr(signin_services, "_username_taken", check_then_lose_the_race)
+    oidc_provider.add_person("alice", sub="a-race")
+    assert sign_in(client, oidc_provider, "alice").status_code == 302
+    assert ExternalIdentity.objects.get(subject="a-race").user.username.startswith("alice-")
+
+
 @pytest.mark.parametrize(
     ("spoil", "message"),
     [
@@ -126,6 +160,33 @@ def test_a_bad_id_token_is_refused_with_a_readable_page_and_logged_without_the_t
     assert "eyJ" not in caplog.text  # no JWT (their header always starts so) in the log
     assert oidc_provider.client_secret not in caplog.text
     assert oidc_provider.client_secret not in page
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        {"aud": ["experiment-desk-test", "another-application"]},
+        {"aud": ["experiment-desk-test", "another-application"], "azp": "another-application"},
+        {"azp": "another-application"},
+    ],
+    ids=["several-audiences-no-azp", "several-audiences-foreign-azp", "one-audience-foreign-azp"],
+)
+def test_a_token_authorised_for_another_party_is_refused(client, oidc_provider, spoil):
+    # OpenID Connect Core 3.1.3.7: with several audiences azp must be present and be our
+    # client id; when azp is present it must be our client id.
+    oidc_provider.add_person("mallory", sub="m-2")
+    oidc_provider.spoil(**spoil)
+    response = sign_in(client, oidc_provider, "mallory")
+    assert response.status_code == 400
+    assert oidc.MSG_WRONG_AUDIENCE in response.content.decode()
+    assert not ExternalIdentity.objects.exists()
+
+
+def test_several_audiences_with_our_azp_sign_in(client, oidc_provider):
+    oidc_provider.add_person("alice", sub="a-azp")
+    oidc_provider.spoil(aud=[oidc_provider.client_id, "another-application"], azp=oidc_provider.client_id)
+    assert sign_in(client, oidc_provider, "alice").status_code == 302
+    assert ExternalIdentity.objects.filter(subject="a-azp").exists()
 
 
 def test_replayed_callback_is_refused(client, oidc_provider):

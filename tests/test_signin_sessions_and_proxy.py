@@ -198,14 +198,56 @@ def test_auditor_without_workspace_lands_on_the_audit_trail(client, auditor):
     assert client.get("/").url == reverse("experiments:audit-list")
 
 
-def test_newcomer_page_links_lead_nowhere_that_is_404(client, django_user_model, ws_admin):
-    newcomer = django_user_model.objects.create_user(username="newbie")
-    client.force_login(newcomer)
-    page = client.get("/").content.decode()
-    assert "Ada" in page
+@pytest.fixture
+def newcomer_client(client, django_user_model, workspace, other_workspace):
+    """Signed in with no role anywhere, while two workspaces have admins with e-mail addresses."""
+    for username, ws in (("ada", workspace), ("pia", other_workspace)):
+        admin = django_user_model.objects.create_user(
+            username=username, first_name=username.title(), email=f"{username}@example.com"
+        )
+        Membership.objects.create(user=admin, workspace=ws, role=Role.ADMIN)
+    client.force_login(django_user_model.objects.create_user(username="newbie", email="newbie@example.com"))
+    return client
+
+
+def test_newcomer_page_names_no_workspace_and_no_one_s_e_mail(newcomer_client, settings):
+    settings.DESK_ACCESS_CONTACT = ""
+    page = newcomer_client.get("/").content.decode()
+    assert "No workspaces yet" in page
+    for secret in ("Growth", "Payments", "ada@example.com", "pia@example.com", "Ada", "Pia", "mailto:"):
+        assert secret not in page, secret
+    assert "ask the person who runs Experiment Desk for your company" in page
+
+
+@pytest.mark.parametrize(
+    ("contact", "shown"),
+    [
+        ("desk-access@example.com", '<a href="mailto:desk-access@example.com">desk-access@example.com</a>'),
+        (
+            "https://help.example.com/desk?team=growth&x=1",
+            '<a href="https://help.example.com/desk?team=growth&amp;x=1">https://help.example.com/desk?team=growth&amp;x=1</a>',
+        ),
+        (
+            "Ask in #experiment-desk on Slack <or the data team>.",
+            "Ask in #experiment-desk on Slack &lt;or the data team&gt;.",
+        ),
+    ],
+    ids=["address", "url", "sentence"],
+)
+def test_newcomer_page_shows_the_configured_contact(newcomer_client, settings, contact, shown):
+    settings.DESK_ACCESS_CONTACT = contact
+    page = newcomer_client.get("/").content.decode()
+    assert shown in page
+    for secret in ("Growth", "Payments", "ada@example.com", "pia@example.com"):
+        assert secret not in page, secret
+
+
+def test_newcomer_page_links_lead_nowhere_that_is_404(newcomer_client, settings):
+    settings.DESK_ACCESS_CONTACT = "desk-access@example.com"
+    page = newcomer_client.get("/").content.decode()
     assert "python manage.py" not in page
     for href in set(re.findall(r'href="(/[^"]*)"', page)):
-        assert client.get(href).status_code in (200, 302), href
+        assert newcomer_client.get(href).status_code in (200, 302), href
 
 
 def test_auditor_pages_links_lead_nowhere_that_is_404(client, auditor):

@@ -54,30 +54,3 @@ def workspace_list_for_user(*, user: Any) -> list[WorkspaceAccess]:
         Membership.objects.select_related("workspace").filter(user=user).order_by("workspace__name", "workspace_id")
     )
     return [WorkspaceAccess(m.workspace, m.role) for m in memberships]
-
-
-@dataclass(frozen=True, slots=True)
-class AdminContact:
-    """Someone a newcomer can ask for access: a workspace admin and the workspaces they run."""
-
-    name: str
-    email: str
-    workspaces: tuple[str, ...]
-
-
-def workspace_admin_contacts(*, limit: int = 20) -> list[AdminContact]:
-    """The admins of every workspace, by name, each with the workspaces they administer."""
-    rows = (
-        Membership.objects.filter(role=Role.ADMIN, user__is_active=True)
-        .select_related("user", "workspace")
-        .order_by("user__first_name", "user__last_name", "user__username", "workspace__name")
-    )
-    contacts: dict[int, AdminContact] = {}
-    for membership in rows:
-        user = membership.user
-        known = contacts.get(user.pk)
-        names = (*known.workspaces, membership.workspace.name) if known else (membership.workspace.name,)
-        contacts[user.pk] = AdminContact(user.get_full_name() or user.get_username(), user.email, names)
-        if len(contacts) > limit:
-            break
-    return list(contacts.values())[:limit]

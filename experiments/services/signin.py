@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from experiments.models import ExternalIdentity, GroupRule, Membership, Role, RoleChange, RoleChangeAction
+from experiments.services import roles
 
 # The Django group through which sign-in grants "Can review all conclusions". A permission
 # given to the user by hand is a different grant, and sign-in leaves it alone.
 AUDITOR_GROUP_NAME = "Auditors (from sign-in)"
-AUDITOR_ROLE = "auditor"
+AUDITOR_ROLE = roles.AUDITOR_ROLE
 _ROLE_RANK = {Role.VIEWER: 1, Role.CONCLUDER: 2, Role.ADMIN: 3}
 
 
@@ -60,18 +62,44 @@ def profile_from_claims(*, issuer: str, claims: Mapping[str, Any]) -> SignInProf
     )
 
 
-def _free_username(hint: str, subject: str) -> str:
-    """`hint` if no account has it yet, else `hint` with a short hash of the subject.
+# After the hint and the hint with the subject's hash, this many random names are tried.
+RANDOM_NAME_TRIES = 5
+
+
+def _username_taken(name: str) -> bool:
+    user_model = get_user_model()
+    return user_model.objects.filter(**{user_model.USERNAME_FIELD: name}).exists()
+
+
+def _username_candidates(hint: str, subject: str) -> Iterator[str]:
+    """`hint`, then `hint` with a short hash of the subject, then with random suffixes.
 
     Never the existing account: joining an SSO identity to a local account by name or
     address would let whoever controls that name at the provider take the account over.
     """
+    yield hint
+    stem = hint[: 150 - 9]
+    yield f"{stem}-{hashlib.sha256(subject.encode()).hexdigest()[:8]}"
+    for _ in range(RANDOM_NAME_TRIES):
+        yield f"{stem}-{secrets.token_hex(4)}"
+
+
+def _user_create(profile: SignInProfile) -> Any:
+    """A new account with the first free name for `profile`; a name another sign-in takes
+    between the check and the insert is passed over like a taken one."""
     user_model = get_user_model()
-    taken = user_model.objects.filter(**{user_model.USERNAME_FIELD: hint}).exists()
-    if not taken:
-        return hint
-    suffix = hashlib.sha256(subject.encode()).hexdigest()[:8]
-    return f"{hint[: 150 - 9]}-{suffix}"
+    for name in _username_candidates(profile.username_hint, profile.subject):
+        if _username_taken(name):
+            continue
+        user = user_model(**{user_model.USERNAME_FIELD: name})
+        user.set_unusable_password()
+        try:
+            with transaction.atomic():
+                user.save()
+        except IntegrityError:
+            continue
+        return user
+    raise IdentityRefused("No free username could be found for this person. Ask an admin of Experiment Desk.")
 
 
 def identity_matches(*, user: Any, issuer: str, subject: str) -> bool:
@@ -84,7 +112,6 @@ def identity_user_get_or_create(*, profile: SignInProfile) -> Any:
 
     Raises IdentityRefused when the account exists but is deactivated.
     """
-    user_model = get_user_model()
     with transaction.atomic():
         identity = (
             ExternalIdentity.objects.select_for_update()
@@ -93,10 +120,16 @@ def identity_user_get_or_create(*, profile: SignInProfile) -> Any:
             .first()
         )
         if identity is None:
-            user = user_model(**{user_model.USERNAME_FIELD: _free_username(profile.username_hint, profile.subject)})
-            user.set_unusable_password()
-            user.save()
-            identity = ExternalIdentity.objects.create(user=user, issuer=profile.issuer, subject=profile.subject)
+            try:
+                with transaction.atomic():
+                    identity = ExternalIdentity.objects.create(
+                        user=_user_create(profile), issuer=profile.issuer, subject=profile.subject
+                    )
+            except IntegrityError:
+                # The same person's sign-in in another tab created the account first: use it.
+                identity = ExternalIdentity.objects.select_related("user").get(
+                    issuer=profile.issuer, subject=profile.subject
+                )
         user = identity.user
         if not user.is_active:
             raise IdentityRefused("This account is deactivated. Ask an admin of Experiment Desk.")
@@ -125,6 +158,7 @@ def _wanted_roles(groups: set[str]) -> dict[int, tuple[str, str, Any]]:
 
 
 def _record(user: Any, action: str, role: str, *, source: str, group: str, workspace: Any = None, **extra: str) -> None:
+    """Keep one change sign-in made: a RoleChange for the admin site's review, and an entry in the audit chain."""
     RoleChange.objects.create(
         user=user,
         user_name=user.get_full_name() or user.get_username(),
@@ -136,6 +170,15 @@ def _record(user: Any, action: str, role: str, *, source: str, group: str, works
         source=source,
         **extra,
     )
+    before = {RoleChangeAction.ADDED: "", RoleChangeAction.REMOVED: role}.get(action, extra.get("previous_role", ""))
+    roles.role_change_append(
+        source=source,
+        workspace=workspace,
+        member=user,
+        role_before=before,
+        role_after="" if action == RoleChangeAction.REMOVED else role,
+        via_group=group,
+    )
 
 
 def roles_sync_from_groups(*, user: Any, groups: Iterable[str], source: str, auditor_groups: Iterable[str]) -> int:
@@ -144,7 +187,7 @@ def roles_sync_from_groups(*, user: Any, groups: Iterable[str], source: str, aud
     Roles a rule grants appear, roles whose group is gone disappear, a changed rule changes
     the role. Memberships added by hand (no granting group) are never touched. Membership
     of any of `auditor_groups` grants "Can review all conclusions" through a Django group.
-    Every change is recorded as a RoleChange.
+    Every change is recorded as a RoleChange and chained as a role_changed audit entry.
     """
     groups = {g for g in groups if g}
     changes = 0

@@ -1,5 +1,5 @@
-"""Writes for workspaces and their members (the provisioning commands), and a workspace's
-settings (its admins' settings page)."""
+"""Writes for workspaces (the provisioning commands) and a workspace's settings (its admins'
+settings page). Members and group rules are experiments.services.roles."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from experiments import auditlog
-from experiments.models import EntryKind, GroupRule, Membership, Workspace
+from experiments.models import EntryKind, Workspace
 from experiments.notifications import deliveries as notifications
 from experiments.notifications import webhook
 
@@ -38,43 +38,6 @@ def workspace_ensure(
         workspace.mixpanel_project_id = mixpanel_project_id
         workspace.save(update_fields=["name", "mixpanel_project_id"])
         return workspace, "updated"
-
-
-def membership_set(*, user: Any, workspace: Workspace, role: str) -> str:
-    """Give `user` `role` in `workspace` by hand; returns "added", "changed" or "unchanged".
-
-    A membership set by hand is the person's own: sign-in's group rules no longer change it.
-    """
-    with transaction.atomic():
-        membership, created = Membership.objects.select_for_update().get_or_create(
-            user=user, workspace=workspace, defaults={"role": role}
-        )
-        if created:
-            return "added"
-        if membership.role == role and not membership.granted_by_group:
-            return "unchanged"
-        membership.role = role
-        membership.granted_by_group = ""
-        membership.save(update_fields=["role", "granted_by_group"])
-        return "changed"
-
-
-def group_rule_set(*, group: str, workspace: Workspace, role: str) -> str:
-    """Members of identity-provider `group` get `role` in `workspace` from their next sign-in on.
-
-    Returns "added", "changed" or "unchanged".
-    """
-    with transaction.atomic():
-        rule, created = GroupRule.objects.select_for_update().get_or_create(
-            group=group, workspace=workspace, defaults={"role": role}
-        )
-        if created:
-            return "added"
-        if rule.role == role:
-            return "unchanged"
-        rule.role = role
-        rule.save(update_fields=["role"])
-        return "changed"
 
 
 @sensitive_variables("webhook_url")

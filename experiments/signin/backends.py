@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
-from axes.attempts import get_cool_off_threshold
 from axes.backends import AxesStandaloneBackend
 from axes.handlers.database import AxesDatabaseHandler
-from axes.helpers import get_client_username
+from axes.helpers import get_client_username, get_cool_off
 from axes.models import AccessAttempt
 from axes.signals import user_locked_out
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend, RemoteUserBackend
+from django.core.exceptions import PermissionDenied
 from django.db.models import Sum
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import absolutify
 
+from experiments.services import roles as role_services
 from experiments.services import signin as signin_services
-from experiments.signin import oidc
+from experiments.signin import challenge, oidc
+from experiments.signin.addresses import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +47,22 @@ def throttle_username(request: HttpRequest | None, credentials: dict | None = No
     return username[:THROTTLE_USERNAME_MAX]
 
 
+def _failures(request: HttpRequest, **match: str) -> int:
+    """Failed password attempts matching `match` within the cool-off window."""
+    since = timezone.now() - get_cool_off(request)
+    attempts = AccessAttempt.objects.filter(attempt_time__gte=since, **match)
+    return attempts.aggregate(n=Sum("failures_since_start"))["n"] or 0
+
+
+def address_challenged(request: HttpRequest) -> bool:
+    """Whether password attempts from this request's client address must pass the sign-in check:
+    DJANGO_LOGIN_ADDRESS_LIMIT failures from it within the cool-off window."""
+    return _failures(request, ip_address=client_address(request)) >= settings.LOGIN_ADDRESS_LIMIT
+
+
 class ThrottleBackend(AxesStandaloneBackend):
-    """Refuses a password sign-in while its username or address is locked out.
+    """Refuses a password sign-in while its username, or its username from this address, is
+    locked out, and one from a busy address that did not pass the sign-in check.
 
     Only password attempts are throttled: SSO and the proxy header have no password to
     guess. Calls without a request (the test client's login(), scripts) are not web
@@ -56,23 +74,29 @@ class ThrottleBackend(AxesStandaloneBackend):
     ) -> None:
         if request is None or password is None:
             return None
-        return super().authenticate(request, username=username, password=password, **kwargs)
+        super().authenticate(request, username=username, password=password, **kwargs)
+        if address_challenged(request) and not challenge.challenge_passed(
+            request=request, address=client_address(request)
+        ):
+            request.signin_challenge_unmet = True
+            raise PermissionDenied(challenge.MSG_CHALLENGE)
+        return None
 
 
 class ThrottleHandler(AxesDatabaseHandler):
-    """django-axes with two limits: LOGIN_USERNAME_LIMIT per username, AXES_FAILURE_LIMIT per address.
+    """django-axes with two lock-outs and a check.
 
-    Axes compares one count with one limit. It counts per address here (AXES_LOCKOUT_PARAMETERS),
-    and this handler adds the per-username count over the same attempt rows. Failures for
-    unknown usernames are counted exactly like those for known ones.
+    Axes counts failures per username and address (AXES_LOCKOUT_PARAMETERS) and locks that
+    pair at AXES_FAILURE_LIMIT; this handler adds the per-username count over the same
+    attempt rows (LOGIN_USERNAME_LIMIT, from every address together). The count per address
+    locks nobody out: past LOGIN_ADDRESS_LIMIT it asks for the sign-in check
+    (experiments.signin.challenge), because behind a NAT or proxy that address is everyone's.
+    Failures for unknown usernames are counted exactly like those for known ones.
     """
 
     def _username_failures(self, request: HttpRequest, credentials: dict | None) -> int:
         username = get_client_username(request, credentials)
-        if not username:
-            return 0
-        attempts = AccessAttempt.objects.filter(username=username, attempt_time__gte=get_cool_off_threshold(request))
-        return attempts.aggregate(n=Sum("failures_since_start"))["n"] or 0
+        return _failures(request, username=username) if username else 0
 
     def is_locked(self, request: HttpRequest, credentials: dict | None = None) -> bool:
         if super().is_locked(request, credentials):
@@ -84,6 +108,8 @@ class ThrottleHandler(AxesDatabaseHandler):
     ) -> None:
         if "password" not in (credentials or {}):
             return  # not a password attempt (a failed SSO callback): nothing to guess, nothing to count
+        if getattr(request, "signin_challenge_unmet", False):
+            return  # refused before any password was checked
         super().user_login_failed(sender, credentials, request, **kwargs)
         if request is None or getattr(request, "axes_locked_out", False):
             return
@@ -92,6 +118,16 @@ class ThrottleHandler(AxesDatabaseHandler):
             request.axes_credentials = credentials
             username = get_client_username(request, credentials)
             user_locked_out.send("axes", request=request, username=username, ip_address=request.axes_ip_address)
+
+
+@dataclass(frozen=True, slots=True)
+class SSOGrant:
+    """What an SSO sign-in leaves for re-checking the session: the refresh token ("" when the
+    provider gave none), when the ID token expires (epoch seconds), and its nonce."""
+
+    refresh_token: str = field(repr=False)
+    expires_at: float
+    nonce: str
 
 
 class OIDCBackend(OIDCAuthenticationBackend):
@@ -140,7 +176,17 @@ class OIDCBackend(OIDCAuthenticationBackend):
         if not isinstance(id_token, str):
             raise oidc.SignInFailed(oidc.MSG_INVALID, reason="token answer has no id_token")
         claims = oidc.verify_id_token(id_token, nonce=kwargs["nonce"], config=config)
-        return sign_in_user(issuer=config.issuer, claims=claims, groups=oidc.groups_from_claims(claims), source="sso")
+        user = sign_in_user(
+            issuer=config.issuer, claims=claims, groups=oidc.groups_from_claims(claims), source=role_services.SOURCE_SSO
+        )
+        # For the session's re-checks (experiments.signin.recheck), written once the login is done.
+        refresh_token = token_info.get("refresh_token")
+        request.desk_sso_grant = SSOGrant(
+            refresh_token=refresh_token if isinstance(refresh_token, str) else "",
+            expires_at=float(claims["exp"]),
+            nonce=claims["nonce"],
+        )
+        return user
 
 
 def trusted_groups(request: HttpRequest) -> list[str]:
@@ -187,7 +233,7 @@ class TrustedHeaderBackend(RemoteUserBackend):
             claims["email"] = remote_user
         try:
             return sign_in_user(
-                issuer=PROXY_ISSUER, claims=claims, groups=trusted_groups(request), source="proxy header"
+                issuer=PROXY_ISSUER, claims=claims, groups=trusted_groups(request), source=role_services.SOURCE_PROXY
             )
         except oidc.SignInFailed as exc:
             logger.warning("Trusted header sign-in of %r refused: %s", remote_user, exc.reason)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from functools import cache
 
 from django.conf import settings
 from django.contrib import auth, messages
 from django.contrib.auth.middleware import RemoteUserMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+
+from experiments.signin import recheck
+from experiments.signin.addresses import from_trusted_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -22,27 +23,15 @@ LAST_SEEN_AT = "desk_last_seen_at"
 # last-seen is written at most this often, so an ordinary page does not rewrite the session.
 LAST_SEEN_RESOLUTION = 60
 MSG_SESSION_ENDED = "Your session ended. Please sign in again."
-
-
-@cache
-def _proxy_networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(item, strict=False) for item in proxies)
-
-
-def from_trusted_proxy(request: HttpRequest) -> bool:
-    """Whether the request's peer (REMOTE_ADDR) is one of DJANGO_TRUSTED_PROXIES (addresses or networks)."""
-    try:
-        peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(peer in network for network in _proxy_networks(tuple(settings.TRUSTED_PROXIES)))
+HEADER_BACKEND = "experiments.signin.backends.TrustedHeaderBackend"
 
 
 class TrustedHeaderMiddleware(RemoteUserMiddleware):
     """Django's remote-user sign-in from DJANGO_TRUSTED_USER_HEADER, only from the trusted proxies.
 
     Off when no header is named. A request that carries the header from any other address
-    is refused (403) and logged: it is someone trying to claim an identity.
+    is refused (403) and logged: it is someone trying to claim an identity. The groups
+    header is followed on every request (experiments.signin.recheck).
     """
 
     force_logout_if_no_header = True
@@ -63,6 +52,13 @@ class TrustedHeaderMiddleware(RemoteUserMiddleware):
             )
             return render(request, "registration/header_refused.html", status=403)
         return super().__call__(request)
+
+    def process_request(self, request: HttpRequest) -> None:
+        super().process_request(request)
+        # Signed in by this header (now or earlier in the session): the groups header is read
+        # on every request, so a removal at the identity provider counts from the next one.
+        if request.user.is_authenticated and request.session.get(auth.BACKEND_SESSION_KEY) == HEADER_BACKEND:
+            recheck.proxy_groups_resync(request)
 
 
 def session_start(request: HttpRequest) -> None:
@@ -107,3 +103,26 @@ class SessionTimeoutMiddleware:
         if now - last_seen >= LAST_SEEN_RESOLUTION:
             session[LAST_SEEN_AT] = now
         return None
+
+
+class SSORecheckMiddleware:
+    """Re-checks an SSO session with the identity provider when it is due
+    (experiments.signin.recheck): the roles follow the person's groups, and a session the
+    provider no longer confirms ends, with the same message on every server."""
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable, view_args: object, view_kwargs: object
+    ) -> HttpResponse | None:
+        if not getattr(view_func, "login_required", True) or not request.user.is_authenticated:
+            return None
+        if not recheck.sso_recheck_due(request) or recheck.sso_recheck(request):
+            return None
+        auth.logout(request)
+        messages.info(request, recheck.MSG_SSO_RECHECK_FAILED)
+        return redirect(settings.LOGIN_URL)

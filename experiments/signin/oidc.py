@@ -130,9 +130,9 @@ def _signing_key(token: str, config: ProviderConfig) -> jwt.PyJWK:
     raise SignInFailed(MSG_BAD_SIGNATURE, reason=f"no RS256 signing key with kid {header.get('kid')!r} in the JWKS")
 
 
-def verify_id_token(token: str, *, nonce: str | None, config: ProviderConfig) -> dict[str, Any]:
-    """The ID token's claims once its signature (RS256, the issuer's JWKS), issuer,
-    audience, expiry, nonce and subject are checked; SignInFailed otherwise."""
+def _decode(token: str, config: ProviderConfig) -> dict[str, Any]:
+    """The claims once signature (RS256, the issuer's JWKS), issuer, audience, authorized
+    party and expiry are checked; SignInFailed otherwise."""
     key = _signing_key(token, config)
     try:
         claims = jwt.decode(
@@ -154,11 +154,83 @@ def verify_id_token(token: str, *, nonce: str | None, config: ProviderConfig) ->
         raise SignInFailed(MSG_EXPIRED, reason="ID token expired") from None
     except jwt.PyJWTError as exc:
         raise SignInFailed(MSG_INVALID, reason=f"ID token rejected: {type(exc).__name__}: {exc}") from None
+    _check_authorized_party(claims)
+    return claims
+
+
+def verify_id_token(token: str, *, nonce: str | None, config: ProviderConfig) -> dict[str, Any]:
+    """The ID token's claims once its signature (RS256, the issuer's JWKS), issuer,
+    audience and authorized party, expiry, nonce and subject are checked; SignInFailed otherwise."""
+    claims = _decode(token, config)
     if nonce is None or claims.get("nonce") != nonce:
         raise SignInFailed(MSG_NONCE, reason="ID token nonce does not match this sign-in")
     if not isinstance(claims.get("sub"), str) or not claims["sub"].strip():
         raise SignInFailed(MSG_NO_SUBJECT, reason="ID token has no sub claim")
     return claims
+
+
+def verify_refreshed_id_token(token: str, *, subject: str, nonce: str | None, config: ProviderConfig) -> dict[str, Any]:
+    """A refreshed ID token's claims, checked as at sign-in and, per OpenID Connect Core 12.2,
+    for the same subject, with no nonce or the sign-in's one."""
+    claims = _decode(token, config)
+    if claims.get("sub") != subject:
+        raise SignInFailed(MSG_INVALID, reason="refreshed ID token names another subject")
+    if "nonce" in claims and claims["nonce"] != nonce:
+        raise SignInFailed(MSG_NONCE, reason="refreshed ID token carries a foreign nonce")
+    return claims
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """The provider's answer to a refresh: the new ID token and the refresh token to use next
+    (the same one unless the provider rotates them)."""
+
+    id_token: str
+    refresh_token: str
+
+
+def refresh(*, refresh_token: str, config: ProviderConfig) -> Refreshed:
+    """Ask the token endpoint for new tokens with `refresh_token` (the refresh grant).
+
+    SignInFailed when the provider refuses (the person was removed or signed out there, the
+    grant was revoked), cannot be reached, or answers without an ID token. Neither token
+    ever reaches a log line or an exception's text: the reason names the answer's status and
+    its OAuth error code only.
+    """
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": settings.OIDC_CLIENT_ID,
+        "client_secret": client_secret(),
+    }
+    try:
+        response = requests.post(
+            config.token_endpoint, data=form, timeout=settings.OIDC_TIMEOUT, headers={"Accept": "application/json"}
+        )
+        answer = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise SignInFailed(MSG_PROVIDER_DOWN, reason=f"refresh failed: {type(exc).__name__}") from None
+    if response.status_code != 200 or not isinstance(answer, dict):
+        error = answer.get("error") if isinstance(answer, dict) else None
+        code = error[:50] if isinstance(error, str) else "none"
+        raise SignInFailed(MSG_DENIED, reason=f"refresh refused: HTTP {response.status_code}, error {code!r}")
+    id_token = answer.get("id_token")
+    if not isinstance(id_token, str):
+        raise SignInFailed(MSG_INVALID, reason="refresh answer has no id_token")
+    rotated = answer.get("refresh_token")
+    return Refreshed(id_token=id_token, refresh_token=rotated if isinstance(rotated, str) else refresh_token)
+
+
+def _check_authorized_party(claims: dict[str, Any]) -> None:
+    """OpenID Connect Core 3.1.3.7: a token for several audiences must name us as its
+    authorized party (azp); an azp, when present, must be our client id. PyJWT checks only
+    that aud includes us."""
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    azp = claims.get("azp")
+    if len(audiences) > 1 and azp is None:
+        raise SignInFailed(MSG_WRONG_AUDIENCE, reason="ID token has several audiences and no azp")
+    if azp is not None and azp != settings.OIDC_CLIENT_ID:
+        raise SignInFailed(MSG_WRONG_AUDIENCE, reason="ID token azp is not our client id")
 
 
 def groups_from_claims(claims: dict[str, Any]) -> list[str]:

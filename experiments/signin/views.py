@@ -9,15 +9,17 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import SuspiciousOperation, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from experiments.signin import oidc
+from experiments.signin import backends, challenge, oidc, recheck
+from experiments.signin.addresses import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +33,35 @@ def _signin_context() -> dict[str, Any]:
     return {"sso_enabled": oidc.is_configured(), "password_login": settings.PASSWORD_LOGIN}
 
 
+class SignInForm(AuthenticationForm):
+    """Django's password form, saying so when the refusal was the sign-in check, not the password."""
+
+    def get_invalid_login_error(self) -> ValidationError:
+        if getattr(self.request, "signin_challenge_unmet", False):
+            return ValidationError(challenge.MSG_CHALLENGE, code="challenge")
+        return super().get_invalid_login_error()
+
+
+class PasswordLoginView(auth_views.LoginView):
+    """Django's login view with our form, and the sign-in check when this address needs it."""
+
+    template_name = "registration/login.html"
+    redirect_authenticated_user = True
+    form_class = SignInForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = {**super().get_context_data(**kwargs), **_signin_context()}
+        if backends.address_challenged(self.request):
+            context["challenge"] = challenge.challenge_issue(address=client_address(self.request))
+        return context
+
+
 @login_not_required
 def password_login(request: HttpRequest) -> HttpResponse:
     """The password form; answers 404 when DJANGO_PASSWORD_LOGIN=0."""
     if not settings.PASSWORD_LOGIN:
         raise Http404("Password sign-in is switched off.")
-    view = auth_views.LoginView.as_view(
-        template_name="registration/login.html", redirect_authenticated_user=True, extra_context=_signin_context()
-    )
-    return view(request)
+    return PasswordLoginView.as_view()(request)
 
 
 @login_not_required
@@ -53,8 +75,10 @@ def signin(request: HttpRequest) -> HttpResponse:
 
 @login_not_required
 def admin_login(request: HttpRequest) -> HttpResponse:
-    """The admin's own password form, or the sign-in page when password sign-in is off."""
-    if not settings.PASSWORD_LOGIN:
+    """The admin's own password form, or the sign-in page when password sign-in is off or
+    this address must pass the sign-in check."""
+    # Only our form carries the sign-in check.
+    if not settings.PASSWORD_LOGIN or backends.address_challenged(request):
         return redirect_to_login(request.GET.get("next") or reverse("admin:index"))
     return admin.site.login(request)
 
@@ -70,7 +94,7 @@ def locked_out(
 
 def _failed(request: HttpRequest, message: str, reason: str) -> HttpResponse:
     # The reason names the check that failed, never the token or the code.
-    logger.warning("SSO sign-in failed from %s: %s", request.META.get("REMOTE_ADDR", "?"), reason)
+    logger.warning("SSO sign-in failed from %s: %s", client_address(request) or "?", reason)
     return render(request, "registration/sso_failed.html", {**_signin_context(), "message": message}, status=400)
 
 
@@ -105,6 +129,11 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
         except SuspiciousOperation:
             # The state is not one this session started: a replayed or stale callback.
             return _failed(request, oidc.MSG_STATE, "callback state unknown to this session")
+
+    def login_success(self) -> HttpResponse:
+        response = super().login_success()
+        recheck.sso_session_start(self.request)
+        return response
 
     def login_failure(self) -> HttpResponse:
         error = self.request.GET.get("error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -26,14 +27,16 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
     filtered by workspace and search from the URL; htmx gets the results alone.
 
     An auditor without a workspace lands on the audit trail, and a newcomer without
-    any role is told whom to ask.
+    any role is told whom to ask (DESK_ACCESS_CONTACT).
     """
     workspaces = workspace_selectors.workspace_list_for_user(user=request.user)
     if not workspaces:
         if audit_selectors.audit_can_review_all(user=request.user):
             return redirect("experiments:audit-list")
-        contacts = workspace_selectors.workspace_admin_contacts()
-        return render(request, HOME_TEMPLATE, {"workspaces": workspaces, "contacts": contacts})
+        # Whom to ask comes from settings: listing the admins would show other workspaces' names and people.
+        return render(
+            request, HOME_TEMPLATE, {"workspaces": workspaces, "access_contact": settings.DESK_ACCESS_CONTACT}
+        )
     query = HomeQuery.from_querydict(request.GET, workspace_pks={access.workspace.pk for access in workspaces})
     overview = home_selectors.home_overview(workspaces=workspaces, workspace_pk=query.workspace, q=query.q)
     home_url = reverse("home")

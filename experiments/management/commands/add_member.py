@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments.models import Region, Role, Workspace
-from experiments.services import workspaces as workspace_services
+from experiments.services import roles as role_services
 
 
 class Command(BaseCommand):
@@ -31,7 +31,9 @@ class Command(BaseCommand):
             group = options["group"].strip()
             if not group:
                 raise CommandError("--group must not be empty.")
-            change = workspace_services.group_rule_set(group=group, workspace=workspace, role=options["role"])
+            change = role_services.group_rule_set(
+                group=group, workspace=workspace, role=options["role"], source=role_services.SOURCE_COMMAND
+            )
             self.stdout.write(
                 f"Members of group {group!r} get {options['role']} of {workspace.name} at each sign-in ({change})."
             )
@@ -41,7 +43,9 @@ class Command(BaseCommand):
             user = user_model.objects.get(**{user_model.USERNAME_FIELD: options["user"]})
         except user_model.DoesNotExist:
             raise CommandError(f"No user named {options['user']!r}; create it first (manage.py createuser).") from None
-        change = workspace_services.membership_set(user=user, workspace=workspace, role=options["role"])
+        change = role_services.membership_set(
+            user=user, workspace=workspace, role=options["role"], source=role_services.SOURCE_COMMAND
+        )
         self.stdout.write(f"{user.get_username()} is now {options['role']} of {workspace.name} ({change}).")
 
     def _workspace(self, workspace_id: int, region: str | None) -> Workspace:

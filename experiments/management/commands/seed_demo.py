@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from experiments.models import Role
+from experiments.services import roles as role_services
 from experiments.services import workspaces as workspace_services
 from experiments.standin import DEMO_WORKSPACES
 
@@ -85,7 +86,9 @@ class Command(BaseCommand):
                 user, change = ensure_user(username, superuser=superuser)
                 if role is not None:
                     for workspace in workspaces:
-                        workspace_services.membership_set(user=user, workspace=workspace, role=role)
+                        role_services.membership_set(
+                            user=user, workspace=workspace, role=role, source=role_services.SOURCE_COMMAND
+                        )
                 if reviews:
                     user.user_permissions.add(review)
                 self.stdout.write(f"User {username}: {change}")
