@@ -82,10 +82,11 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_networks(name: str) -> list[str]:
+def env_networks(name: str, default: list[str] | None = None) -> list[str]:
     """Comma-separated IP addresses or networks. A /0 network is refused: trusting every
-    address would let anyone claim any identity or client address."""
-    items = env_list(name, [])
+    address would let anyone claim any identity or client address, or read what only an
+    operator may."""
+    items = env_list(name, default or [])
     for item in items:
         try:
             network = ipaddress.ip_network(item, strict=False)
@@ -324,16 +325,6 @@ NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 10.0, minimum=0.1)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 60.0, minimum=1.0)
 WORKER_MAX_DELAY_SECONDS = env_float("WORKER_MAX_DELAY_SECONDS", 300.0, minimum=1.0)
-
-
-def env_networks(name: str, default: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    networks = []
-    for item in env_list(name, default):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(f"{name}: {item!r} is not a network such as 10.0.0.0/8 or ::1.") from None
-    return networks
 
 
 # /metrics: open to these networks (the scraper's), or to a request bearing METRICS_TOKEN.

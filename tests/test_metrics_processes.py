@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from experiments.forms import datetime_local_value
 from experiments.models import DeliveryState, NotificationDelivery, Workspace
 from experiments.notifications import webhook
-from tests.processes import shared_test_database_url
-from tests.test_several_servers import ROOT, Server, concluder, post, sign_in  # noqa: F401 - concluder: a fixture
+from tests.processes import ROOT, Server, shared_test_database_url
+from tests.test_several_servers import concluder, post, sign_in  # noqa: F401 - concluder: a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,7 +69,12 @@ def value(found: dict, name: str, **labels: str) -> float:
 
 
 def test_each_event_is_counted_once_across_two_gunicorn_workers_and_the_task_worker(
-    needs_postgresql, tmp_path, standin, workspace, concluder, webhook_receiver  # noqa: F811
+    needs_postgresql,
+    tmp_path,
+    standin,
+    workspace,
+    concluder,  # noqa: F811 - the fixture imported above
+    webhook_receiver,
 ):
     env = process_env(tmp_path, standin.url)
     webhook_receiver.answer_with(500)  # every notification fails, and with one try gives up
@@ -86,7 +91,11 @@ def test_each_event_is_counted_once_across_two_gunicorn_workers_and_the_task_wor
 
         # A press: the list, the read and the PUT.
         active = standin.find(1001, status="active")
-        form = {"reason_category": "business", "reason_text": "Counted.", "end_date": datetime_local_value(timezone.now())}
+        form = {
+            "reason_category": "business",
+            "reason_text": "Counted.",
+            "end_date": datetime_local_value(timezone.now()),
+        }
         pressed = post(browser, f"{server.url}/w/{workspace.pk}/experiments/{active['id']}/force-conclude/", data=form)
         assert pressed.status_code == 302
         # A decision: the page's read, the service's read and the PATCH.

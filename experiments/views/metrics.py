@@ -80,7 +80,7 @@ def _allowed_address(request: HttpRequest) -> bool:
         peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
         return False
-    return any(peer in network for network in settings.METRICS_ALLOWED_NETWORKS)
+    return any(peer in ipaddress.ip_network(network, strict=False) for network in settings.METRICS_ALLOWED_NETWORKS)
 
 
 def _has_token(request: HttpRequest) -> bool:

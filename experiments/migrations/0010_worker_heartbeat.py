@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("experiments", "0008_entry_kind_settings_changed"),
+        ("experiments", "0009_entry_kind_role_changed"),
     ]
 
     operations = [
