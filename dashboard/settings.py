@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 from pythonjsonlogger.core import RESERVED_ATTRS
 
+from experiments.errorreports import init_error_reports
 from experiments.secrets import SecretConfigError, read_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -81,10 +82,11 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_networks(name: str) -> list[str]:
+def env_networks(name: str, default: list[str] | None = None) -> list[str]:
     """Comma-separated IP addresses or networks. A /0 network is refused: trusting every
-    address would let anyone claim any identity or client address."""
-    items = env_list(name, [])
+    address would let anyone claim any identity or client address, or read what only an
+    operator may."""
+    items = env_list(name, default or [])
     for item in items:
         try:
             network = ipaddress.ip_network(item, strict=False)
@@ -124,8 +126,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
-    "django_tasks_db",
+    # Before django_tasks_db: its db_worker command is ours, with housekeeping (experiments.services.worker).
     "experiments",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -315,6 +318,18 @@ NOTIFY_MAX_TRIES = env_int("NOTIFY_MAX_TRIES", 5, minimum=1)
 NOTIFY_BACKOFF_SECONDS = env_float("NOTIFY_BACKOFF_SECONDS", 30.0, minimum=0.0)
 # Seconds to connect to a webhook, and again to wait for its answer.
 NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+
+# The task worker's health: it beats every WORKER_HEARTBEAT_SECONDS; /readyz/worker answers
+# 503 when no worker has beaten for WORKER_STALE_SECONDS, or when a task has been due for
+# longer than WORKER_MAX_DELAY_SECONDS (the worker is alive but not keeping up).
+WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 10.0, minimum=0.1)
+WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 60.0, minimum=1.0)
+WORKER_MAX_DELAY_SECONDS = env_float("WORKER_MAX_DELAY_SECONDS", 300.0, minimum=1.0)
+
+
+# /metrics: open to these networks (the scraper's), or to a request bearing METRICS_TOKEN.
+METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
 # Email goes through Django's default mailer: printed to the console in development
 # unless EMAIL_HOST names a mail server, SMTP otherwise. Tests use Django's in-memory
 # outbox whatever is set here.
@@ -380,7 +395,7 @@ LOGGING = {
 # A failed CSRF check gets our own page (plain words, the request id) instead of Django's.
 CSRF_FAILURE_VIEW = "experiments.views.errors.csrf_failure"
 # Probes from a load balancer usually come over plain HTTP: answer them, do not redirect.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^readyz/worker$", r"^metrics$"]
 
 # --- Sign-in: password, OpenID Connect, trusted proxy header, sessions ------------
 # Everything about who may sign in and how lives in this block.
@@ -464,3 +479,9 @@ SESSION_ABSOLUTE_TIMEOUT = env_int("DJANGO_SESSION_ABSOLUTE_TIMEOUT", 7 * 24 * 3
 SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT
 # django-axes logs every attempt at INFO; its warnings (lockouts) are what operators need.
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}
+
+# Error reports: with SENTRY_DSN set (it holds a key: NAME or NAME_FILE), unhandled errors
+# and ERROR log lines of the app servers and the worker go to Sentry, scrubbed of secrets.
+SENTRY_DSN = env_secret("SENTRY_DSN")
+if SENTRY_DSN:
+    init_error_reports(dsn=SENTRY_DSN, environment=env_str("SENTRY_ENVIRONMENT"))
