@@ -120,3 +120,16 @@ def test_a_staff_member_without_the_right_cannot_revoke(client, django_user_mode
         reverse("admin:experiments_apitoken_changelist"), {"action": "revoke", "_selected_action": [made.token.pk]}
     )
     assert token_services.api_token_authenticate(made.secret) is not None
+
+
+def test_the_worker_forgets_idempotency_answers_after_a_day(pm):
+    from experiments.models import IdempotencyRecord
+    from experiments.services import idempotency
+    from experiments.services.worker import Housekeeping
+
+    token = token_services.api_token_create(user=pm, name="x", scope=TokenScope.ACT).token
+    old = IdempotencyRecord.objects.create(token=token, key="old", fingerprint="f", status=200)
+    IdempotencyRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - idempotency.REPLAY_WINDOW)
+    fresh = IdempotencyRecord.objects.create(token=token, key="new", fingerprint="f", status=200)
+    Housekeeping(worker_id="w-test").tick()
+    assert list(IdempotencyRecord.objects.values_list("pk", flat=True)) == [fresh.pk]
