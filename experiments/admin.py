@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from experiments.models import (
     ApiToken,
     AuditEntry,
+    AuditStreamBatch,
     Bookmark,
     ConclusionAttempt,
     ConclusionClaim,
@@ -173,6 +174,14 @@ class ApiTokenAdmin(ReadOnlyAdmin):
                 continue  # revoked by someone else meanwhile
             revoked += 1
         self.message_user(request, f"Revoked {revoked} token(s).")
+
+
+@admin.register(AuditStreamBatch)
+class AuditStreamBatchAdmin(ReadOnlyAdmin):
+    """What was pushed to the SIEM collector, and what gave up."""
+
+    list_display = ["first_seq", "last_seq", "state", "tries", "last_error", "sent_at"]
+    list_filter = ["state"]
 
 
 @admin.register(ExternalIdentity)

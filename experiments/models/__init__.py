@@ -428,7 +428,13 @@ class NotificationDelivery(models.Model):
 # Models kept in modules of their own; Django finds them here.
 from experiments.models.bookmarks import Bookmark, BookmarkKind  # noqa: E402
 from experiments.models.identities import ExternalIdentity, GroupRule, RoleChange, RoleChangeAction  # noqa: E402
-from experiments.models.operations import ApiToken, IdempotencyRecord, TokenScope, WorkerHeartbeat  # noqa: E402
+from experiments.models.operations import (  # noqa: E402
+    ApiToken,
+    AuditStreamBatch,
+    IdempotencyRecord,
+    TokenScope,
+    WorkerHeartbeat,
+)
 
 __all__ = [
     "APPROVAL_KINDS",
@@ -438,6 +444,7 @@ __all__ = [
     "AttemptAction",
     "AttemptState",
     "AuditEntry",
+    "AuditStreamBatch",
     "Bookmark",
     "BookmarkKind",
     "ConclusionAttempt",

@@ -1,5 +1,6 @@
 """What keeps the dashboard running and reachable from scripts: the task worker's heartbeat,
-personal API tokens and the answers kept for Idempotency-Keys."""
+personal API tokens, the answers kept for Idempotency-Keys, and the audit trail's stream
+to a SIEM."""
 
 from __future__ import annotations
 
@@ -92,3 +93,28 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"Idempotency-Key {self.key} of token #{self.token_id}"
+
+
+class AuditStreamBatch(models.Model):
+    """Entries first_seq..last_seq of the hash chain, pushed to the SIEM collector
+    (AUDIT_STREAM_URL) as one batch, in order, with notifications' retry plan.
+
+    One batch is open at a time; the stream goes on after the last batch that was sent or
+    gave up, so a batch that gave up is a gap in the SIEM (the feed API can fill it) and a
+    record here. `first_seq` is unique: two workers never push the same batch twice.
+    """
+
+    first_seq = models.PositiveBigIntegerField(unique=True)
+    last_seq = models.PositiveBigIntegerField()
+    state = models.CharField(max_length=10, default="pending")  # a DeliveryState value
+    tries = models.PositiveSmallIntegerField(default=0)
+    next_try_at = models.DateTimeField(default=timezone.now)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_seq"]
+
+    def __str__(self) -> str:
+        return f"audit entries {self.first_seq}..{self.last_seq} to the SIEM ({self.state})"

@@ -2,7 +2,8 @@
 
 A daemon thread in the worker process records the worker's heartbeat every
 WORKER_HEARTBEAT_SECONDS, so /readyz/worker and /metrics can tell a live worker from one
-that died or hangs, and hourly forgets the API's Idempotency-Key answers past their day.
+that died or hangs; it pushes the audit trail to the SIEM collector when one is set, and
+hourly forgets the API's Idempotency-Key answers past their day.
 It runs apart from the tasks, so a slow task never stops the beat; a worker that keeps
 beating while its tasks pile up is caught by the age of the oldest due task instead.
 """
@@ -21,6 +22,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from experiments.models import WorkerHeartbeat
+from experiments.notifications import siem
 from experiments.services.idempotency import idempotency_prune
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,10 @@ class Housekeeping(threading.Thread):
             worker_beat(worker_id=self.worker_id, started_at=self.started_at)
         except Exception:
             logger.exception("Worker housekeeping: could not record the heartbeat of %s.", self.worker_id)
+        try:
+            siem.audit_stream_push()
+        except Exception:
+            logger.exception("Worker housekeeping: could not push the audit trail to the SIEM collector.")
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
             try:
