@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("experiments", "0013_api_tokens"),
+        ("experiments", "0011_api_tokens"),
     ]
 
     operations = [
