@@ -327,6 +327,13 @@ WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 60.0, minimum=1.0)
 WORKER_MAX_DELAY_SECONDS = env_float("WORKER_MAX_DELAY_SECONDS", 300.0, minimum=1.0)
 
 
+# The audit trail's stream to a SIEM collector (Splunk HEC style), pushed by the worker.
+AUDIT_STREAM_URL = env_str("AUDIT_STREAM_URL").strip()
+AUDIT_STREAM_TOKEN = env_secret("AUDIT_STREAM_TOKEN")
+
+# The API: requests one token may make in a minute (then 429 with Retry-After).
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 120, minimum=1)
+
 # /metrics: open to these networks (the scraper's), or to a request bearing METRICS_TOKEN.
 METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
 METRICS_TOKEN = env_secret("METRICS_TOKEN")

@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
+from experiments.api import urls as api_urls
 from experiments.signin import views as signin
 from experiments.views import core, metrics
 
@@ -25,6 +26,7 @@ urlpatterns = [
     ),
     path("admin/login/", signin.admin_login),
     path("admin/", admin.site.urls),
+    path("api/v1/", api_urls.urls),
     path("", include("experiments.urls")),
 ]
 

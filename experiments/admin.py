@@ -9,7 +9,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from experiments.models import (
+    ApiToken,
     AuditEntry,
+    AuditStreamBatch,
     Bookmark,
     ConclusionAttempt,
     ConclusionClaim,
@@ -20,6 +22,7 @@ from experiments.models import (
     Workspace,
 )
 from experiments.services import roles as role_services
+from experiments.services import tokens as token_services
 
 
 class MembershipInline(admin.TabularInline):
@@ -146,6 +149,39 @@ class RoleChangeAdmin(ReadOnlyAdmin):
     list_filter = ["action", "source", "role"]
     search_fields = ["user_name", "workspace_name", "group"]
     date_hierarchy = "created_at"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """People's API tokens (never their secrets): an admin may revoke one, which is chained."""
+
+    list_display = ["name", "user", "scope", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
+    list_filter = ["scope"]
+    search_fields = ["name", "user__username", "prefix"]
+    actions = ["revoke"]
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        # Revoking changes a token: those who may only view tokens may not.
+        return request.user.has_perm("experiments.change_apitoken")
+
+    @admin.action(description="Revoke the selected tokens", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        revoked = 0
+        for token in queryset.filter(revoked_at__isnull=True).select_related("user"):
+            try:
+                token_services.api_token_revoke(token=token, by=request.user)
+            except ValueError:
+                continue  # revoked by someone else meanwhile
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} token(s).")
+
+
+@admin.register(AuditStreamBatch)
+class AuditStreamBatchAdmin(ReadOnlyAdmin):
+    """What was pushed to the SIEM collector, and what gave up."""
+
+    list_display = ["first_seq", "last_seq", "state", "tries", "last_error", "sent_at"]
+    list_filter = ["state"]
 
 
 @admin.register(ExternalIdentity)

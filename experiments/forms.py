@@ -11,7 +11,7 @@ from django.utils.text import capfirst
 
 from experiments import dates
 from experiments.mixpanel.experiment import Experiment
-from experiments.models import ReasonCategory, decision_words
+from experiments.models import ReasonCategory, TokenScope, decision_words
 from experiments.notifications import webhook as notifications
 from experiments.notifications.webhook import MSG_URL_INVALID
 from experiments.queries import ExperimentListQuery
@@ -194,3 +194,27 @@ class WorkspaceSettingsForm(forms.Form):
         if cleaned.get("webhook_url") and cleaned.get("remove_webhook"):
             raise forms.ValidationError(MSG_SET_AND_REMOVE, code="set_and_remove")
         return cleaned
+
+
+class ApiTokenForm(forms.Form):
+    """A new personal API token: what it is for, what it may do, how long it lives."""
+
+    name = forms.CharField(
+        label="Name",
+        max_length=100,
+        help_text="What uses it, e.g. “release script” or “audit export to the SIEM”.",
+        error_messages={"required": "Give the token a name saying what uses it."},
+    )
+    scope = forms.ChoiceField(label="It may", choices=TokenScope.choices, initial=TokenScope.READ)
+    days = forms.IntegerField(
+        label="Expires after (days)",
+        min_value=1,
+        max_value=365,
+        initial=90,
+        error_messages={
+            "min_value": "A token lives from 1 to 365 days.",
+            "max_value": "A token lives from 1 to 365 days.",
+            "invalid": "Give the number of days, from 1 to 365.",
+            "required": "Give the number of days, from 1 to 365.",
+        },
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 
 from experiments.converters import ExperimentIdConverter, RowIdConverter
-from experiments.views import actions, attempts, audit, bookmarks
+from experiments.views import account, actions, attempts, audit, bookmarks
 from experiments.views import experiments as exp
 from experiments.views import settings as workspace_settings
 
@@ -41,6 +41,10 @@ urlpatterns = [
     path(W + "bookmarks/<id:bookmark_pk>/edit/", bookmarks.bookmark_update, name="bookmark-update"),
     path(W + "bookmarks/<id:bookmark_pk>/delete/", bookmarks.bookmark_delete, name="bookmark-delete"),
     path(W + "experiments/<experiment:experiment_id>/star/", bookmarks.bookmark_toggle, name="bookmark-toggle"),
+    # One's own API tokens
+    path("account/tokens/", account.account_tokens, name="account-tokens"),
+    path("account/tokens/new/", account.account_token_create, name="account-token-create"),
+    path("account/tokens/<id:token_pk>/revoke/", account.account_token_revoke, name="account-token-revoke"),
     # The workspace's settings: notifications and two-person approval (admins only)
     path(W + "settings/", workspace_settings.workspace_settings, name="workspace-settings"),
 ]

@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 from django.urls import URLResolver, get_resolver
 
-from experiments.models import Bookmark, BookmarkKind
+from experiments.models import Bookmark, BookmarkKind, TokenScope
+from experiments.services import tokens as token_services
 from tests.factories import make_attempt
 
 
@@ -82,8 +83,12 @@ def route_values(*, standin: Any, workspace: Any, owner: Any) -> dict[str, Calla
         )
         return str(bookmark.pk)
 
+    token = token_services.api_token_create(user=owner, name="routes", scope=TokenScope.READ).token
     return {
         "workspace_pk": lambda: str(workspace.pk),
+        "workspace_id": lambda: str(workspace.pk),
+        "attempt_id": lambda: str(attempt.pk),
+        "token_pk": lambda: str(token.pk),
         "experiment_id": lambda: experiment_id,
         "pk": lambda: str(attempt.pk),
         "attempt_pk": lambda: str(attempt.pk),

@@ -30,7 +30,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import resolve
 
-from experiments.forms import ForceConcludeForm, WorkspaceSettingsForm
+from experiments.forms import ApiTokenForm, ForceConcludeForm, WorkspaceSettingsForm
 from experiments.models import ReasonCategory
 from experiments.queries import ExperimentListQuery, HomeQuery
 from experiments.views.audit import AuditFilterForm
@@ -117,6 +117,9 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
     "experiments:bookmark-update": {"POST": [({"note": "n", "title": "t"}, ["note", "title", "next", "strip"])]},
     "experiments:bookmark-delete": {"POST": [({}, ["next", "strip"])]},
     "experiments:bookmark-toggle": {"POST": [({}, ["next", "strip"])]},
+    "experiments:account-token-create": {
+        "POST": [({"name": "Fuzzing", "scope": "read", "days": "30"}, ["name", "scope", "days"])]
+    },
     "experiments:workspace-settings": {
         "GET": [({}, ["page"])],
         "POST": [
@@ -262,7 +265,7 @@ def test_every_parameter_a_view_reads_is_fuzzed():
     for source in (ROOT / "experiments" / "views").glob("*.py"):
         read |= set(re.findall(r"""(?:GET|POST|data)\.get\(\s*["'](\w+)["']""", source.read_text()))
     read |= set(AuditFilterForm.base_fields) | set(ForceConcludeForm.base_fields)
-    read |= set(WorkspaceSettingsForm.base_fields)
+    read |= set(WorkspaceSettingsForm.base_fields) | set(ApiTokenForm.base_fields)
     read |= {"status", "q", "sort", "page"} | set(ExperimentListQuery.__slots__)
     # The home page's HomeQuery reads these two; its third field is derived, not read.
     read |= set(HomeQuery.__slots__) - {"workspace_refused"}

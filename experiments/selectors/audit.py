@@ -107,6 +107,21 @@ def _visible_attempts(user: Any) -> QuerySet[ConclusionAttempt]:
     return ConclusionAttempt.objects.filter(Exists(membership))
 
 
+def audit_attempt_for_user(*, user: Any, pk: int) -> ConclusionAttempt | None:
+    """One attempt, when `user` may read its audit (a member of its workspace, or a reviewer of all)."""
+    return _visible_attempts(user).select_related("workspace").filter(pk=pk).first()
+
+
+def audit_entries_after(*, user: Any, after: int, limit: int) -> list[AuditEntry]:
+    """Up to `limit` entries of the hash chain after seq `after`, in order, as `user` may read
+    them: every entry for a reviewer of all workspaces; else the entries of the workspaces they
+    belong to (which leaves gaps: only the whole chain can be verified). Keyset on seq."""
+    entries = AuditEntry.objects.filter(seq__gt=after).order_by("seq")
+    if not audit_can_review_all(user=user):
+        entries = entries.filter(Exists(Membership.objects.filter(user=user, workspace_id=OuterRef("workspace_id"))))
+    return list(entries[:limit])
+
+
 def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
 

@@ -20,13 +20,21 @@ from typing import Any
 from django.tasks import task
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog
+from experiments import audit_payloads
 from experiments.dates import format_utc
 from experiments.mixpanel.client import MixpanelClient
 from experiments.models import AttemptState, ConclusionAttempt, Workspace
 from experiments.observability import log_context
 from experiments.selectors import workspaces as workspace_selectors
-from experiments.services.attempts import AttemptOutcome, attempt_transition, quoted_name
+from experiments.services.attempts import (
+    FAILURE_CONFLICT,
+    FAILURE_FORBIDDEN,
+    FAILURE_INVALID,
+    AttemptOutcome,
+    acting_name,
+    attempt_transition,
+    quoted_name,
+)
 from experiments.services.reconcile import reconcile_attempt_when_judgeable
 from experiments.services.sending import attempt_send
 
@@ -151,7 +159,13 @@ def expire_request(attempt_id: int) -> str:
 
 
 def attempt_review(
-    *, attempt: ConclusionAttempt, user: Any, decision: str, note: str, client: MixpanelClient | None
+    *,
+    attempt: ConclusionAttempt,
+    user: Any,
+    decision: str,
+    note: str,
+    client: MixpanelClient | None,
+    via: str = "",
 ) -> AttemptOutcome:
     """Approve (`decision` "approve": sends the call, once) or reject a waiting request; its
     requester rejecting it withdraws it.
@@ -163,11 +177,13 @@ def attempt_review(
     note = (note or "").strip()
     refusal = _review_problem(attempt, user, decision, note)
     if refusal:
-        return AttemptOutcome(attempt, attempt.state, ok=False, message=refusal)
+        return AttemptOutcome(
+            attempt, attempt.state, ok=False, message=refusal, failure=_refusal_failure(attempt, refusal)
+        )
     if decision == REJECT:
-        return _reject(attempt, user, note)
-    if not _mark_approved(attempt, user, note):
-        return AttemptOutcome(attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt))
+        return _reject(attempt, user, note, via)
+    if not _mark_approved(attempt, user, note, via):
+        return _no_longer_waiting_outcome(attempt)
     return attempt_send(attempt, client=client)
 
 
@@ -194,6 +210,24 @@ def _review_problem(attempt: ConclusionAttempt, user: Any, decision: str, note: 
     return None
 
 
+def _refusal_failure(attempt: ConclusionAttempt, refusal: str) -> str:
+    """Why a review was refused, for callers that answer in HTTP: anything but these means
+    the request is no longer waiting (a conflict)."""
+    failures = {
+        MSG_FORBIDDEN: FAILURE_FORBIDDEN,
+        MSG_SELF_APPROVAL: FAILURE_FORBIDDEN,
+        MSG_NOTE_TOO_LONG: FAILURE_INVALID,
+        MSG_NOTE_REQUIRED.format(who=attempt.actor_name): FAILURE_INVALID,
+    }
+    return failures.get(refusal, FAILURE_CONFLICT)
+
+
+def _no_longer_waiting_outcome(attempt: ConclusionAttempt) -> AttemptOutcome:
+    return AttemptOutcome(
+        attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt), failure=FAILURE_CONFLICT
+    )
+
+
 def _no_longer_waiting(attempt: ConclusionAttempt) -> str:
     if attempt.is_awaiting_approval:  # lost a race with the expiry
         return MSG_EXPIRED_NOW.format(when=format_utc(attempt.expires_at))
@@ -202,16 +236,16 @@ def _no_longer_waiting(attempt: ConclusionAttempt) -> str:
     return MSG_ALREADY_APPROVED.format(reviewer=attempt.reviewer_name or "Someone")
 
 
-def _review_columns(user: Any, note: str, now: dt.datetime) -> dict[str, Any]:
-    return {"reviewer": user, "reviewer_name": auditlog.display_name(user), "review_note": note, "reviewed_at": now}
+def _review_columns(user: Any, note: str, now: dt.datetime, via: str) -> dict[str, Any]:
+    return {"reviewer": user, "reviewer_name": acting_name(user, via), "review_note": note, "reviewed_at": now}
 
 
-def _mark_approved(attempt: ConclusionAttempt, user: Any, note: str) -> bool:
+def _mark_approved(attempt: ConclusionAttempt, user: Any, note: str, via: str = "") -> bool:
     """Move the waiting request to "requested", with its entry and its reconcile task, in one
     transaction; False when it was no longer waiting (another approver, a rejection or the
     expiry came first). Only the caller that gets True may send."""
     now = timezone.now()
-    columns = _review_columns(user, note, now)
+    columns = _review_columns(user, note, now, via)
     return attempt_transition(
         attempt,
         to=AttemptState.REQUESTED,
@@ -227,12 +261,12 @@ def _mark_approved(attempt: ConclusionAttempt, user: Any, note: str) -> bool:
     )
 
 
-def _reject(attempt: ConclusionAttempt, user: Any, note: str) -> AttemptOutcome:
+def _reject(attempt: ConclusionAttempt, user: Any, note: str, via: str) -> AttemptOutcome:
     """Close the waiting request unsent, releasing its claim; its requester may withdraw it."""
     now = timezone.now()
     own = attempt.actor_id == user.pk
     name = quoted_name(attempt.experiment_name, attempt.experiment_id)
-    reviewer = _review_columns(user, note, now)
+    reviewer = _review_columns(user, note, now, via)
     reason = "Withdrawn by the requester" if own else f"Rejected by {reviewer['reviewer_name']}"
     columns = {
         **reviewer,
@@ -250,6 +284,6 @@ def _reject(attempt: ConclusionAttempt, user: Any, note: str) -> AttemptOutcome:
         actor_name=reviewer["reviewer_name"],
     )
     if not moved:
-        return AttemptOutcome(attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt))
+        return _no_longer_waiting_outcome(attempt)
     message = (MSG_WITHDRAWN if own else MSG_REJECTED).format(name=name, who=attempt.actor_name)
     return AttemptOutcome(attempt, AttemptState.REJECTED, ok=False, message=message)

@@ -39,6 +39,15 @@ MSG_NOT_RECORDED = (
 )
 MSG_LATE = "Mixpanel's answer for {name} came after the attempt was reconciled ({state}); it was kept as evidence."
 
+# Why a press failed, for callers that answer in HTTP (the API): set on refusals and
+# failures, "" on everything else.
+FAILURE_FORBIDDEN = "forbidden"  # the person may not do this here
+FAILURE_INVALID = "invalid"  # what they asked for is not a valid request
+FAILURE_NOT_FOUND = "not_found"  # Mixpanel has no such experiment in this workspace
+FAILURE_CONFLICT = "conflict"  # the experiment or the request is not in a state this applies to
+FAILURE_UPSTREAM = "upstream"  # Mixpanel failed or refused
+FAILURE_TIMEOUT = "timeout"  # Mixpanel did not answer in time (and nothing was sent)
+
 Then = Callable[[ConclusionAttempt], None]
 
 
@@ -57,6 +66,7 @@ class AttemptOutcome:
     message: str  # readable for a PM: what happened and what to do next
     experiment: Experiment | None = None
     blocked_by: ConclusionAttempt | None = None
+    failure: str = ""  # one of the FAILURE_ words when the press was refused or failed
 
     @property
     def claim_holder(self) -> ConclusionAttempt | None:
@@ -83,12 +93,21 @@ def quoted_name(name: str, experiment_id: str) -> str:
     return f"“{name}”" if name else f"experiment {experiment_id}"
 
 
-def refused(message: str) -> AttemptOutcome:
+def refused(message: str, *, failure: str = FAILURE_INVALID) -> AttemptOutcome:
     """A press refused before anything was recorded (no role, bad input)."""
-    return AttemptOutcome(attempt=None, state=AttemptState.FAILED, ok=False, message=message)
+    return AttemptOutcome(attempt=None, state=AttemptState.FAILED, ok=False, message=message, failure=failure)
 
 
-def attempt_request(*, workspace: Any, user: Any, experiment_id: str, experiment_name: str) -> dict[str, Any]:
+def acting_name(user: Any, via: str = "") -> str:
+    """How the trail names a person acting, and through what when not through the pages
+    ("Pat (pat) via API token release-bot")."""
+    name = auditlog.display_name(user)
+    return f"{name} via {via}" if via else name
+
+
+def attempt_request(
+    *, workspace: Any, user: Any, experiment_id: str, experiment_name: str, via: str = ""
+) -> dict[str, Any]:
     """The fields every new attempt starts with; the action adds its own."""
     # Names are free text from Mixpanel: keep what fits rather than fail on a long one.
     max_name = ConclusionAttempt._meta.get_field("experiment_name").max_length
@@ -96,7 +115,7 @@ def attempt_request(*, workspace: Any, user: Any, experiment_id: str, experiment
         "created_at": timezone.now(),
         "workspace": workspace,
         "actor": user,
-        "actor_name": auditlog.display_name(user),
+        "actor_name": acting_name(user, via),
         "experiment_id": experiment_id,
         "experiment_name": (experiment_name or "")[:max_name],
     }
@@ -308,9 +327,11 @@ def finish_attempt(
     release_claim: bool,
     *,
     shown: Experiment | None = None,
+    failure: str = "",
     **evidence: Any,
 ) -> AttemptOutcome:
-    """Record the outcome and say what the press came to. If even recording fails, the
+    """Record the outcome and say what the press came to (`failure`: why it failed, for a
+    failed one). If even recording fails, the
     committed first entry and the kept claim leave the attempt for reconciling."""
     name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     try:
@@ -330,7 +351,9 @@ def finish_attempt(
         shown = evidence.get("before")
     if state == AttemptState.SUCCEEDED:
         invalidate_list(attempt.workspace)
-    return AttemptOutcome(attempt, state, ok=state == AttemptState.SUCCEEDED, message=message, experiment=shown)
+    ok = state == AttemptState.SUCCEEDED
+    failure = failure if state == AttemptState.FAILED else ""
+    return AttemptOutcome(attempt, state, ok=ok, message=message, experiment=shown, failure=failure)
 
 
 def log_unexpected(exc: BaseException, *, attempt: ConclusionAttempt, step: str) -> None:

@@ -30,6 +30,8 @@ from experiments.services.approvals import (
     request_overdue,
 )
 from experiments.services.attempts import (
+    FAILURE_FORBIDDEN,
+    FAILURE_INVALID,
     AttemptOutcome,
     attempt_claim,
     attempt_request,
@@ -72,6 +74,7 @@ def experiment_force_conclude(
     reason_text: str,
     end_date: dt.datetime,
     client: MixpanelClient,
+    via: str = "",
 ) -> AttemptOutcome:
     """Force conclude one experiment in Mixpanel, at most once, and audit every step.
 
@@ -85,9 +88,11 @@ def experiment_force_conclude(
     """
     refusal = _request_problem(workspace, user, experiment_id, reason_category, end_date)
     if refusal:
-        return refused(refusal)
+        return refused(refusal, failure=FAILURE_FORBIDDEN if refusal == MSG_FORBIDDEN else FAILURE_INVALID)
     request = {
-        **attempt_request(workspace=workspace, user=user, experiment_id=experiment_id, experiment_name=experiment_name),
+        **attempt_request(
+            workspace=workspace, user=user, experiment_id=experiment_id, experiment_name=experiment_name, via=via
+        ),
         "reason_category": reason_category,
         "reason_text": reason_text,
         "end_date": end_date,

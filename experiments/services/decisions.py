@@ -15,6 +15,8 @@ from experiments.mixpanel.client import MixpanelClient
 from experiments.models import AttemptAction, ConclusionClaim, Workspace
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.attempts import (
+    FAILURE_FORBIDDEN,
+    FAILURE_INVALID,
     AttemptOutcome,
     attempt_claim,
     attempt_request,
@@ -55,6 +57,7 @@ def experiment_decide(
     variant: str | None,
     note: str,
     client: MixpanelClient,
+    via: str = "",
 ) -> AttemptOutcome:
     """Record the decision on one concluded experiment in Mixpanel, at most once, and audit every step.
 
@@ -66,9 +69,11 @@ def experiment_decide(
     """
     refusal = _request_problem(workspace, user, experiment_id, note)
     if refusal:
-        return refused(refusal)
+        return refused(refusal, failure=FAILURE_FORBIDDEN if refusal == MSG_FORBIDDEN else FAILURE_INVALID)
     request = {
-        **attempt_request(workspace=workspace, user=user, experiment_id=experiment_id, experiment_name=experiment_name),
+        **attempt_request(
+            workspace=workspace, user=user, experiment_id=experiment_id, experiment_name=experiment_name, via=via
+        ),
         "action": AttemptAction.DECISION,
         "reason_category": "",
         "reason_text": note,

@@ -16,13 +16,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from experiments import audit_payloads, auditlog
+from experiments import audit_payloads, auditlog, metrics
 from experiments.dates import end_date_problem, format_utc
 from experiments.mixpanel.client import MixpanelClient
 from experiments.mixpanel.errors import MixpanelError, MixpanelNotFound
 from experiments.mixpanel.experiment import DECIDED_STATUSES, ConcludeResult, Experiment, variant_summaries
+from experiments.mixpanel.wire import call_outcome
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt
-from experiments.services.attempts import AttemptOutcome, finish_attempt, log_unexpected, quoted_name
+from experiments.services.attempts import (
+    FAILURE_CONFLICT,
+    FAILURE_NOT_FOUND,
+    FAILURE_TIMEOUT,
+    FAILURE_UPSTREAM,
+    AttemptOutcome,
+    finish_attempt,
+    log_unexpected,
+    quoted_name,
+)
 
 MSG_READ_FAILED = "Nothing was sent: the experiment could not be read from Mixpanel first. {error}"
 MSG_NOT_FOUND = (
@@ -94,10 +104,11 @@ def attempt_send(attempt: ConclusionAttempt, *, client: MixpanelClient) -> Attem
     try:
         before = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
     except Exception as exc:
-        return finish_attempt(attempt, AttemptState.FAILED, _read_failure(exc, attempt), True, error=exc)
+        message = _read_failure(exc, attempt)
+        return finish_attempt(attempt, AttemptState.FAILED, message, True, failure=failure_of(exc), error=exc)
     problem = _not_decidable(before, attempt, name) if decision else _not_concludable(before, attempt, name)
     if problem:
-        return finish_attempt(attempt, AttemptState.FAILED, problem, True, before=before)
+        return finish_attempt(attempt, AttemptState.FAILED, problem, True, failure=FAILURE_CONFLICT, before=before)
 
     # 2. The call, once. Whatever it raises is recorded; nothing is retried.
     started = time.monotonic()
@@ -118,6 +129,15 @@ def attempt_send(attempt: ConclusionAttempt, *, client: MixpanelClient) -> Attem
 
     # 3. An answer came: record what it says.
     return _call_answered(attempt, result, name=name, before=before, started=started)
+
+
+def failure_of(exc: BaseException) -> str:
+    """Why a call that raised failed, as the FAILURE_ words say it."""
+    if isinstance(exc, MixpanelNotFound):
+        return FAILURE_NOT_FOUND
+    if isinstance(exc, MixpanelError) and call_outcome(exc) == metrics.TIMEOUT:
+        return FAILURE_TIMEOUT
+    return FAILURE_UPSTREAM
 
 
 def _read_failure(exc: BaseException, attempt: ConclusionAttempt) -> str:
@@ -171,8 +191,9 @@ def _call_raised(
     if isinstance(exc, MixpanelError) and not exc.outcome_unknown:
         message = failed.format(name=name, error=exc.message)
         sent = exc.http_status is not None
+        failure = failure_of(exc)
         return finish_attempt(
-            attempt, AttemptState.FAILED, message, True, before=before, error=exc, sent=sent, **timing
+            attempt, AttemptState.FAILED, message, True, before=before, error=exc, sent=sent, failure=failure, **timing
         )
     if not isinstance(exc, MixpanelError):
         log_unexpected(exc, attempt=attempt, step=attempt.action)
@@ -195,7 +216,9 @@ def _call_answered(
     landed = returned.status in DECIDED_STATUSES if decision else returned.is_concluded
     if not landed:
         message = (MSG_PATCH_NOT_APPLIED if decision else MSG_PUT_NOT_APPLIED).format(name=name, status=returned.status)
-        return finish_attempt(attempt, AttemptState.FAILED, message, True, shown=returned, **evidence)
+        return finish_attempt(
+            attempt, AttemptState.FAILED, message, True, shown=returned, failure=FAILURE_CONFLICT, **evidence
+        )
     if decision:
         message = MSG_DECIDED.format(name=name, status=returned.status, what=attempt.decision_words)
     else:

@@ -2,9 +2,10 @@
 
 A daemon thread in the worker process records the worker's heartbeat every
 WORKER_HEARTBEAT_SECONDS, so /readyz/worker and /metrics can tell a live worker from one
-that died or hangs. It runs apart from the tasks, so a slow task never stops the beat;
-a worker that keeps beating while its tasks pile up is caught by the age of the oldest
-due task instead.
+that died or hangs; it pushes the audit trail to the SIEM collector when one is set, and
+hourly forgets the API's Idempotency-Key answers past their day.
+It runs apart from the tasks, so a slow task never stops the beat; a worker that keeps
+beating while its tasks pile up is caught by the age of the oldest due task instead.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from experiments.models import WorkerHeartbeat
+from experiments.notifications import siem
+from experiments.services.idempotency import idempotency_prune
 
 logger = logging.getLogger(__name__)
 
 # Heartbeats of workers gone this long are dropped, so the metrics list only recent workers.
 HEARTBEAT_KEPT = dt.timedelta(days=1)
+# How often the answers kept for Idempotency-Keys past their 24 hours are forgotten.
+PRUNE_EVERY_SECONDS = 3600
 
 
 def worker_beat(*, worker_id: str, started_at: dt.datetime) -> None:
@@ -45,6 +51,7 @@ class Housekeeping(threading.Thread):
         self.worker_id = worker_id
         self.started_at = timezone.now()
         self._stopped = threading.Event()
+        self._next_prune = 0.0
 
     def run(self) -> None:
         try:
@@ -62,6 +69,16 @@ class Housekeeping(threading.Thread):
             worker_beat(worker_id=self.worker_id, started_at=self.started_at)
         except Exception:
             logger.exception("Worker housekeeping: could not record the heartbeat of %s.", self.worker_id)
+        try:
+            siem.audit_stream_push()
+        except Exception:
+            logger.exception("Worker housekeeping: could not push the audit trail to the SIEM collector.")
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+            try:
+                idempotency_prune()
+            except Exception:
+                logger.exception("Worker housekeeping: could not forget old Idempotency-Key answers.")
 
     def stop(self) -> None:
         self._stopped.set()

@@ -11,6 +11,11 @@ from django.http import HttpRequest, HttpResponse
 from django.template import loader
 from django.urls import reverse
 
+from experiments.api.problems import problem
+
+# The API's errors are problem details, even those no API view answered (an unknown address).
+API_PREFIX = "/api/"
+
 # Readable answers, as constants so tests can match them.
 PAGES = {
     400: (
@@ -49,7 +54,9 @@ CSRF_PAGE = (
 
 
 def error_page(request: HttpRequest, status: int, *, title: str, explanation: list[str]) -> HttpResponse:
-    """An error page with the request's id, for any status."""
+    """An error page with the request's id, for any status; for the API, problem details."""
+    if request.path.startswith(API_PREFIX):
+        return problem(status, " ".join(explanation), title=title, request_id=getattr(request, "request_id", None))
     context = {
         "status": status,
         "title": title,

@@ -11,25 +11,10 @@ import json
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-
-class Region(models.TextChoices):
-    US = "us", "US"
-    EU = "eu", "EU"
-    IN = "in", "India"
-
-
-class Role(models.TextChoices):
-    VIEWER = "viewer", "Viewer"
-    CONCLUDER = "concluder", "Concluder"
-    ADMIN = "admin", "Admin"
-
-
-# The roles that may force conclude, record decisions and approve requests.
-CONCLUDING_ROLES = frozenset({Role.CONCLUDER, Role.ADMIN})
+from experiments.models.roles import CONCLUDING_ROLES, Region, Role
 
 
 class Workspace(models.Model):
@@ -313,6 +298,9 @@ class EntryKind(models.TextChoices):
     # Someone's role (or a group rule's) was granted, changed or removed: by an admin in the
     # admin site, a command, or sign-in bringing roles in line with identity-provider groups.
     ROLE_CHANGED = "role_changed", "Role changed"
+    # A personal API token was made or revoked (never its secret: its name, scope and expiry).
+    TOKEN_CREATED = "token_created", "API token created"
+    TOKEN_REVOKED = "token_revoked", "API token revoked"
 
 
 # How an attempt ended (conclusions and decisions alike), and the steps of an approval.
@@ -385,131 +373,6 @@ class AuditEntry(models.Model):
         return json.loads(self.payload or "{}")
 
 
-class BookmarkKind(models.TextChoices):
-    EXPERIMENT = "experiment", "Experiment"
-    VIEW = "view", "Saved view"
-
-
-class Bookmark(models.Model):
-    """A team bookmark: an experiment, or a saved query of the experiments page."""
-
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="bookmarks")
-    kind = models.CharField(max_length=10, choices=BookmarkKind.choices)
-    experiment_id = models.CharField(max_length=100, blank=True)
-    experiment_name = models.CharField(max_length=500, blank=True)
-    # Only the query string of our own experiments page, normalised (never a URL).
-    view_query = models.CharField(max_length=1000, blank=True)
-    title = models.CharField(max_length=120, blank=True)
-    note = models.TextField(max_length=1000, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
-    created_by_name = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["workspace", "experiment_id"],
-                condition=Q(kind="experiment"),
-                name="bookmark_unique_ws_experiment",
-            ),
-            models.UniqueConstraint(
-                fields=["workspace", "view_query"],
-                condition=Q(kind="view"),
-                name="bookmark_unique_ws_view",
-            ),
-            models.CheckConstraint(
-                condition=(Q(kind="experiment") & ~Q(experiment_id="") & Q(view_query=""))
-                | (Q(kind="view") & Q(experiment_id="")),
-                name="bookmark_kind_fields_consistent",
-            ),
-        ]
-        indexes = [
-            # Bookmarks strip and page: one workspace's bookmarks, newest first.
-            models.Index(fields=["workspace", "-created_at"], name="bookmark_ws_created_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return self.title or self.experiment_name or self.experiment_id
-
-
-class GroupRule(models.Model):
-    """Members of an identity-provider group get a role in a workspace, at every sign-in."""
-
-    group = models.CharField(max_length=200, help_text="The group's name exactly as the identity provider sends it.")
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="group_rules")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["group", "workspace__name"]
-        constraints = [
-            models.UniqueConstraint(fields=["group", "workspace"], name="grouprule_unique_group_workspace"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.group} → {self.role} of {self.workspace.name}"
-
-
-class ExternalIdentity(models.Model):
-    """Who a user is at an identity provider: the ID token's `sub` under its issuer.
-
-    The subject, not the e-mail address, is the identity: an address can be reused or
-    changed, the subject cannot, and an SSO account is never joined to a local one by address.
-    """
-
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="external_identity")
-    issuer = models.CharField(max_length=500)
-    subject = models.CharField(max_length=255)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_sign_in_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["issuer", "subject"], name="externalidentity_unique_issuer_subject"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.subject} at {self.issuer}"
-
-
-class RoleChangeAction(models.TextChoices):
-    ADDED = "added", "Added"
-    CHANGED = "changed", "Changed"
-    REMOVED = "removed", "Removed"
-
-
-class RoleChange(models.Model):
-    """One change of a person's roles made by sign-in, kept for admins to review.
-
-    Names are snapshots, like the audit trail's: the record reads well after the user,
-    workspace or rule is gone. A blank workspace means the review-all (auditor) permission.
-    """
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
-    user_name = models.CharField(max_length=300)
-    workspace = models.ForeignKey(Workspace, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    workspace_name = models.CharField(max_length=200, blank=True)
-    action = models.CharField(max_length=10, choices=RoleChangeAction.choices)
-    role = models.CharField(max_length=20)
-    previous_role = models.CharField(max_length=20, blank=True)
-    group = models.CharField(max_length=200, blank=True)
-    source = models.CharField(max_length=20)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        indexes = [
-            # The admin's list, newest first.
-            models.Index(fields=["-created_at", "-id"], name="rolechange_created_idx"),
-        ]
-
-    def __str__(self) -> str:
-        where = self.workspace_name or "all workspaces"
-        return f"{self.user_name}: {self.action} {self.role} in {where}"
-
-
 class DeliveryChannel(models.TextChoices):
     WEBHOOK = "webhook", "Webhook"
     EMAIL = "email", "Email"
@@ -562,21 +425,45 @@ class NotificationDelivery(models.Model):
         return f"{self.get_channel_display()} to {self.recipient} about entry #{self.entry_id}"
 
 
-class WorkerHeartbeat(models.Model):
-    """A task worker's latest sign of life, written by its housekeeping thread every few
-    seconds; /readyz/worker and /metrics read it."""
+# Models kept in modules of their own; Django finds them here.
+from experiments.models.bookmarks import Bookmark, BookmarkKind  # noqa: E402
+from experiments.models.identities import ExternalIdentity, GroupRule, RoleChange, RoleChangeAction  # noqa: E402
+from experiments.models.operations import (  # noqa: E402
+    ApiToken,
+    AuditStreamBatch,
+    IdempotencyRecord,
+    TokenScope,
+    WorkerHeartbeat,
+)
 
-    worker_id = models.CharField(max_length=64, unique=True)
-    hostname = models.CharField(max_length=255)
-    pid = models.PositiveIntegerField()
-    started_at = models.DateTimeField()
-    beat_at = models.DateTimeField()
-
-    class Meta:
-        indexes = [
-            # /readyz/worker: the latest beat of any worker.
-            models.Index(fields=["-beat_at"], name="heartbeat_beat_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return f"worker {self.worker_id} on {self.hostname} (pid {self.pid})"
+__all__ = [
+    "APPROVAL_KINDS",
+    "CONCLUDING_ROLES",
+    "OUTCOME_KINDS",
+    "ApiToken",
+    "AttemptAction",
+    "AttemptState",
+    "AuditEntry",
+    "AuditStreamBatch",
+    "Bookmark",
+    "BookmarkKind",
+    "ConclusionAttempt",
+    "ConclusionClaim",
+    "DeliveryChannel",
+    "DeliveryState",
+    "EntryKind",
+    "ExternalIdentity",
+    "GroupRule",
+    "IdempotencyRecord",
+    "Membership",
+    "NotificationDelivery",
+    "ReasonCategory",
+    "Region",
+    "Role",
+    "RoleChange",
+    "RoleChangeAction",
+    "TokenScope",
+    "WorkerHeartbeat",
+    "Workspace",
+    "decision_words",
+]
