@@ -115,7 +115,7 @@ class AttemptState(models.TextChoices):
 class AttemptAction(models.TextChoices):
     """What an attempt asks Mixpanel to do to one experiment."""
 
-    CONCLUSION = "conclusion", "End analysis"
+    CONCLUSION = "conclusion", "Force conclude"
     DECISION = "decision", "Decision"
 
 

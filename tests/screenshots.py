@@ -5,7 +5,7 @@ temporary folder, the stand-in (in this process, with `make run`'s demo data), t
 users, and `manage.py runserver` on a free port. Chromium (/usr/bin/chromium, through
 Playwright) signs in as the demo concluder, ends one experiment's analysis and tries a
 "[demo fault]" one so the audit screens have something to show, and photographs the
-experiments list, an experiment page, the end-analysis dialog and the audit screens at
+experiments list, an experiment page, the Force conclude dialog and the audit screens at
 1440 px and 390 px. The PNGs go to docs/screenshots/, reduced to 256 colours (Pillow)
 so the tour stays small; desktop shots are also scaled to 1080 px wide.
 """
@@ -87,7 +87,7 @@ def tour(base: str, standin: Any) -> None:
         expect(page.locator("main h1")).to_be_visible()
         workspace_url = page.get_by_role("link", name="Growth").first.get_attribute("href")
 
-        # Something for the audit screens: one analysis ended, one refused by Mixpanel.
+        # Something for the audit screens: one force concluded, one refused by Mixpanel.
         for exp in (plain[0], fault):
             page.goto(f"{base}{workspace_url}experiments/{exp['id']}/")
             end_analysis(page, expect)

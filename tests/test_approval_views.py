@@ -52,7 +52,7 @@ def test_the_dialog_says_a_second_person_must_approve(approving, pm, fake):
 def test_the_dialog_without_approval_ends_the_analysis_at_once(workspace, pm, fake):
     html = logged_in(pm).get(conclude_url(workspace), **HTMX).content.decode()
     assert "second person" not in html
-    assert ">End analysis</button>" in html
+    assert ">Force conclude</button>" in html
 
 
 def test_the_press_answers_with_the_waiting_request_and_sends_nothing(approving, pm, fake):
@@ -62,18 +62,18 @@ def test_the_press_answers_with_the_waiting_request_and_sends_nothing(approving,
         html = logged_in(pm).get(url).content.decode()
         assert "Awaiting approval:" in html
         assert "Withdraw my request" in html
-        assert "Approve and end analysis" not in html
+        assert "Approve and force conclude" not in html
     assert attempt.actor == pm
 
 
 def test_another_concluder_sees_approve_and_reject_and_a_viewer_sees_neither(approving, pm, second, teammate, fake):
     ask(approving, pm)
     html = logged_in(second).get(list_url(approving)).content.decode()
-    assert "Approve and end analysis" in html
+    assert "Approve and force conclude" in html
     assert "Reject" in html
     viewer_html = logged_in(teammate).get(detail_url(approving)).content.decode()
     assert "Awaiting approval:" in viewer_html
-    assert "Approve and end analysis" not in viewer_html
+    assert "Approve and force conclude" not in viewer_html
     assert "Withdraw my request" not in viewer_html
 
 
@@ -111,7 +111,7 @@ def test_reject_without_a_note_asks_for_one_and_with_one_frees_the_experiment(ap
     response = logged_in(second).post(review_url(attempt), {"decision": "reject", "note": "Not <b>yet</b>."}, **HTMX)
     html = response.content.decode()
     assert "Rejected:" in html
-    assert "End analysis…" in html  # the experiment may be asked about again
+    assert "Force conclude…" in html  # the experiment may be asked about again
     attempt.refresh_from_db()
     assert attempt.state == AttemptState.REJECTED
     # The note is the reviewer's text: escaped wherever it shows.

@@ -198,7 +198,7 @@ def test_an_approval_for_someone_who_lost_the_role_is_refused(approving, pm, sec
     attempt = request_it(approving, pm, fake)
     Membership.objects.filter(user=pm).update(role=Role.VIEWER)
     outcome = review(attempt, second, approvals.APPROVE, "", fake)
-    assert "may no longer end analyses" in outcome.message
+    assert "may no longer force conclude" in outcome.message
     assert fake.puts == []
 
 

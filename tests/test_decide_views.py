@@ -144,7 +144,7 @@ def test_decisions_are_in_the_audit_list_filter_detail_and_both_exports(client, 
     audit = reverse("experiments:audit-list")
 
     everything = client.get(audit).content.decode()
-    assert "End analysis" in everything
+    assert "Force conclude" in everything
     assert "Ship variant green" in everything
     only = client.get(audit, {"action": "decision"}).content.decode()
     assert f'href="/audit/{decided.pk}/"' in only

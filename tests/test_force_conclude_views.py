@@ -136,7 +136,7 @@ def test_button_only_for_concluders_and_admins_and_only_on_active_rows(client, r
         assert 'data-open-dialog="force-conclude-dialog"' in html
     else:
         assert conclude_links(html) == []
-        assert "End analysis" not in html.split('<div id="results"')[1]
+        assert "Force conclude" not in html.split('<div id="results"')[1]
 
 
 @pytest.mark.django_db
@@ -149,7 +149,7 @@ def test_button_on_the_experiment_page(client, request, workspace, fake, persona
     html = client.get(detail_url(workspace, experiment_id)).content.decode()
     assert (conclude_links(html) == [experiment_id]) is sees
     if persona == "teammate":
-        assert "Only concluders and admins of this workspace can end its analysis" in html
+        assert "Only concluders and admins of this workspace can force conclude it" in html
 
 
 @pytest.mark.django_db
@@ -183,7 +183,7 @@ def test_viewer_post_is_refused_readably(client, teammate, workspace, fake, spy,
     response = client.post(conclude_url(workspace), form_data(), **headers)
     assert response.status_code == 403
     body = response.content.decode()
-    assert "Only concluders and admins of Growth can end the analysis of an experiment." in body
+    assert "Only concluders and admins of Growth can force conclude experiments." in body
     assert "You are a viewer here; ask a workspace admin" in body
     assert spy.calls == []
     assert fake.put_calls == []
@@ -267,8 +267,8 @@ def test_without_javascript_the_dialog_is_a_page(pm_client, workspace, fake):
 @pytest.mark.django_db
 def test_dialog_for_an_experiment_that_is_not_active_has_no_form(pm_client, workspace, fake):
     html = pm_client.get(conclude_url(workspace, CONCLUDED), **HTMX).content.decode()
-    assert "Nothing to end" in html
-    assert "only an active experiment's analysis can be ended" in html
+    assert "Nothing to force conclude" in html
+    assert "only an active experiment can be force concluded" in html
     assert "force-conclude-form" not in html
 
 
@@ -455,7 +455,7 @@ def test_without_javascript_failure_redirects_with_an_error(pm_client, workspace
 def test_htmx_from_the_experiment_page_swaps_its_section(pm_client, workspace, fake, spy):
     html = pm_client.post(conclude_url(workspace), form_data(back="detail"), **HTMX).content.decode()
     assert html.lstrip().startswith('<section id="conclude-section"')
-    assert "Analysis ended by Pat at" in html
+    assert "Force concluded by Pat at" in html
     assert "<h3>Attempts</h3>" in html
     # In place, out of band: the header with its new status badge, and the end date.
     header = html[html.index('<header class="experiment-header card" id="experiment-header" hx-swap-oob="true"') :]

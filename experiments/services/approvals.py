@@ -39,11 +39,11 @@ NOTE_MAX_LENGTH = 2000
 EXPIRY_NAME = "approval expiry"
 
 MSG_AWAITING = (
-    "Asked for approval: ending the analysis of {name} now waits for another concluder or admin of this "
+    "Asked for approval: force concluding {name} now waits for another concluder or admin of this "
     "workspace to approve it (until {when}). Nothing has been sent to Mixpanel yet."
 )
-MSG_EXPIRED = "Expired: nobody approved ending the analysis of {name} within {hours} h, so nothing was sent."
-MSG_FORBIDDEN = "Only concluders and admins of this workspace can approve or reject requests to end an analysis."
+MSG_EXPIRED = "Expired: nobody approved force concluding {name} within {hours} h, so nothing was sent."
+MSG_FORBIDDEN = "Only concluders and admins of this workspace can approve or reject requests to force conclude."
 MSG_SELF_APPROVAL = (
     "You asked for this yourself, so you cannot approve it: another concluder or admin of this workspace must. "
     "Nothing was sent."
@@ -51,7 +51,7 @@ MSG_SELF_APPROVAL = (
 MSG_NOTE_REQUIRED = "Say why you reject it in the note: {who} reads it."
 MSG_NOTE_TOO_LONG = f"Keep the note under {NOTE_MAX_LENGTH} characters."
 MSG_REQUESTER_CANNOT = (
-    "{who} may no longer end analyses in this workspace, so their request cannot be approved. Reject it instead."
+    "{who} may no longer force conclude in this workspace, so their request cannot be approved. Reject it instead."
 )
 MSG_EXPIRED_NOW = (
     "This request expired at {when} before anyone approved it. Nothing was sent; ask again if still needed."
@@ -61,8 +61,8 @@ MSG_ALREADY = {
     AttemptState.EXPIRED: "This request had already expired. Nothing was sent.",
 }
 MSG_ALREADY_APPROVED = "{reviewer} already approved this request; it was sent once, by that approval."
-MSG_REJECTED = "Rejected: the analysis of {name} will not be ended. {who} sees your note."
-MSG_WITHDRAWN = "Withdrawn: your request to end the analysis of {name} is closed. Nothing was sent."
+MSG_REJECTED = "Rejected: {name} will not be force concluded. {who} sees your note."
+MSG_WITHDRAWN = "Withdrawn: your request to force conclude {name} is closed. Nothing was sent."
 
 # What the expiry task did, kept in its result row.
 RESULT_MISSING = "missing"

@@ -51,7 +51,7 @@ from experiments.views.helpers import (
 CONCLUDE_TEMPLATE = "experiments/force_conclude.html"
 DECIDE_TEMPLATE = "experiments/decide.html"
 MSG_FORBIDDEN = (
-    "Only concluders and admins of {workspace} can end the analysis of an experiment. You are a {role} here; "
+    "Only concluders and admins of {workspace} can force conclude experiments. You are a {role} here; "
     "ask a workspace admin if you need to."
 )
 MSG_DECIDE_FORBIDDEN = (

@@ -43,7 +43,7 @@ from experiments.views.helpers import (
 
 STATUS_TEMPLATE = "experiments/attempt_status.html"
 
-MSG_APPROVED = "{reviewer} approved the request: ending the analysis of {name} was sent to Mixpanel."
+MSG_APPROVED = "{reviewer} approved the request: the force conclude of {name} was sent to Mixpanel."
 MSG_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was applied."
 MSG_NOT_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was not applied."
 MSG_CHECK_FORBIDDEN = "Only concluders and admins of this workspace can check an attempt with Mixpanel."
@@ -144,7 +144,7 @@ def attempt_status(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int)
 
 @require_POST
 def attempt_review(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) -> HttpResponse:
-    """Approve (which ends the analysis, once) or reject a request waiting for a second person;
+    """Approve (which force concludes, once) or reject a request waiting for a second person;
     its requester may withdraw it. A refusal leaves the request as it was, saying why."""
     access = get_workspace_access(request, workspace_pk)
     attempt = _attempt_or_404(access, attempt_pk)

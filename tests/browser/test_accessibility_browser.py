@@ -195,7 +195,7 @@ def check_screens(
         report.check(page, f"{role}: workspace settings with errors")
     # Without JavaScript the action is a page of its own (a 403 page for a viewer).
     page.goto(base + reverse("experiments:experiment-force-conclude", args=[ws.pk, exp["id"]]))
-    report.check(page, f"{role}: end-analysis page without JavaScript")
+    report.check(page, f"{role}: force-conclude page without JavaScript")
 
 
 @pytest.mark.parametrize("role", ["viewer", "concluder", "admin", "auditor"])
@@ -255,7 +255,7 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     page: Page, live_server, standin, pm, workspace
 ):
     exp = standin.find(1001, status="active")
-    # A slow PUT keeps "Ending the analysis…" on screen long enough to look at it.
+    # A slow PUT keeps "Force concluding…" on screen long enough to look at it.
     standin.set_fault("latency", experiment_id=exp["id"], method="PUT", latency_ms=1500)
     page.set_default_timeout(TIMEOUT_MS)
     log_in(page, live_server.url, "pat")
@@ -266,7 +266,7 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     # Idle indicators are hidden from assistive technology, not merely transparent.
     progress = page.locator("#force-conclude-progress")
     assert progress.evaluate("el => getComputedStyle(el).visibility") == "hidden"
-    expect(page.get_by_text("Ending the analysis…")).to_be_hidden()
+    expect(page.get_by_text("Force concluding…")).to_be_hidden()
     for live in page.locator("[aria-live], [role=status], [role=alert]").all():
         # No live region sits inside a block htmx replaces wholesale.
         assert not live.evaluate("el => !!el.closest('#force-conclude-body, #conclude-section, #results')"), (
@@ -287,7 +287,7 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     page.locator("#force-conclude-submit").click()
     # While the PUT is on its way: shown, and said once through the page's one live region.
     expect(progress).to_be_visible()
-    expect(page.locator("#announcer")).to_have_text("Ending the analysis…")
+    expect(page.locator("#announcer")).to_have_text("Force concluding…")
     # After a second, the person is told what we wait for.
     expect(page.locator("#slow-notice")).to_contain_text("Waiting for Mixpanel")
 

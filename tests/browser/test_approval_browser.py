@@ -68,7 +68,7 @@ def test_one_person_asks_a_second_approves_and_one_put_is_sent(
         other_row = other.locator("#results tbody tr").first
         expect(other_row).to_contain_text("Awaiting approval: Pat (pat)")
         other_row.get_by_label(re.compile("^Note to Pat")).fill("Checked the numbers.")
-        other_row.get_by_role("button", name=re.compile("^Approve and end analysis")).dblclick()
+        other_row.get_by_role("button", name=re.compile("^Approve and force conclude")).dblclick()
         expect(other_row.locator(".badge")).to_have_text("concluded", timeout=TIMEOUT_MS)
         expect(other_row).to_contain_text("You approved Pat (pat)'s request. Concluded:")
         expect(other_row).to_contain_text("Concluded by Pat (pat), approved by Quinn (quinn), at")
@@ -98,7 +98,7 @@ def test_an_expired_request_sends_nothing(page: Page, browser: Browser, live_ser
         log_in(other, live_server.url, "quinn")
         open_workspace_and_search(other, exp["name"])
         other_row = other.locator("#results tbody tr").first
-        other_row.get_by_role("button", name=re.compile("^Approve and end analysis")).click()
+        other_row.get_by_role("button", name=re.compile("^Approve and force conclude")).click()
         expect(other_row).to_contain_text("expired", timeout=TIMEOUT_MS)
         expect(other_row.locator(".badge")).to_have_text("active")
     finally:
