@@ -106,10 +106,12 @@ class AttemptState(models.TextChoices):
     RECONCILED_APPLIED = "reconciled_applied", "Reconciled: applied"
     RECONCILED_NOT_APPLIED = "reconciled_not_applied", "Reconciled: not applied"
     # Two-person approval: a request waits for a second person; an approval moves it to
-    # REQUESTED (and the PUT is sent), a rejection or the end of its window closes it.
+    # REQUESTED (and the PUT is sent); a rejection, its requester withdrawing it or the end
+    # of its window closes it.
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     REJECTED = "rejected", "Rejected"
     EXPIRED = "expired", "Expired"
+    WITHDRAWN = "withdrawn", "Withdrawn"
 
 
 class AttemptAction(models.TextChoices):
@@ -169,7 +171,7 @@ class ConclusionAttempt(models.Model):
     # move, as a compare-and-set from the states MOVES_FROM allows for the target.
     #
     #   (a press) -> requested -> succeeded | failed | unknown
-    #   (a press needing approval) -> awaiting_approval -> requested | rejected | expired
+    #   (a press needing approval) -> awaiting_approval -> requested | rejected | withdrawn | expired
     #   requested, unknown -> reconciled_applied | reconciled_not_applied (by reading Mixpanel)
     #
     # Sent, or about to be, and no answer recorded yet: reconciling resolves these.
@@ -196,6 +198,7 @@ class ConclusionAttempt(models.Model):
         AttemptState.RECONCILED_NOT_APPLIED: OPEN_STATES,
         AttemptState.REJECTED: frozenset({AttemptState.AWAITING_APPROVAL}),
         AttemptState.EXPIRED: frozenset({AttemptState.AWAITING_APPROVAL}),
+        AttemptState.WITHDRAWN: frozenset({AttemptState.AWAITING_APPROVAL}),
     }
 
     class Meta:
@@ -289,11 +292,11 @@ class ConclusionClaim(models.Model):
 
 
 class EntryKind(models.TextChoices):
-    CONCLUSION_REQUESTED = "conclusion_requested", "Conclusion requested"
-    CONCLUSION_SUCCEEDED = "conclusion_succeeded", "Conclusion succeeded"
-    CONCLUSION_FAILED = "conclusion_failed", "Conclusion failed"
-    CONCLUSION_UNKNOWN = "conclusion_unknown", "Conclusion outcome unknown"
-    CONCLUSION_RECONCILED = "conclusion_reconciled", "Conclusion reconciled"
+    CONCLUSION_REQUESTED = "conclusion_requested", "Force conclude requested"
+    CONCLUSION_SUCCEEDED = "conclusion_succeeded", "Force conclude succeeded"
+    CONCLUSION_FAILED = "conclusion_failed", "Force conclude failed"
+    CONCLUSION_UNKNOWN = "conclusion_unknown", "Force conclude outcome unknown"
+    CONCLUSION_RECONCILED = "conclusion_reconciled", "Force conclude reconciled"
     # An outcome that came back after the attempt was already resolved: evidence only.
     CONCLUSION_LATE_ANSWER = "conclusion_late_answer", "Late answer after reconciling"
     DECISION_REQUESTED = "decision_requested", "Decision requested"
@@ -306,6 +309,8 @@ class EntryKind(models.TextChoices):
     APPROVAL_APPROVED = "approval_approved", "Request approved"
     APPROVAL_REJECTED = "approval_rejected", "Request rejected"
     APPROVAL_EXPIRED = "approval_expired", "Request expired"
+    # The requester closed their own request: no one reviewed it.
+    APPROVAL_WITHDRAWN = "approval_withdrawn", "Request withdrawn"
     BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
     # A workspace admin changed where the team hears about outcomes, or two-person approval.
@@ -331,6 +336,7 @@ APPROVAL_KINDS = frozenset(
         EntryKind.APPROVAL_APPROVED,
         EntryKind.APPROVAL_REJECTED,
         EntryKind.APPROVAL_EXPIRED,
+        EntryKind.APPROVAL_WITHDRAWN,
     }
 )
 

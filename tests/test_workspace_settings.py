@@ -252,7 +252,7 @@ def test_the_latest_deliveries_are_listed_with_state_tries_error_and_a_link(admi
     attempt = make_attempt(workspace=fresh(workspace), actor=pm, experiment_name="Checkout <b>button</b>")
     NotificationDelivery.objects.update(state=DeliveryState.GAVE_UP, tries=5, last_error="HTTP 500 from the webhook")
     page = admin_client.get(settings_url(workspace)).content.decode()
-    assert "Conclusion succeeded" in page
+    assert "Force conclude succeeded" in page
     assert "Gave up" in page
     assert "HTTP 500 from the webhook" in page
     assert HINT in page

@@ -59,6 +59,7 @@ MSG_EXPIRED_NOW = (
 MSG_ALREADY = {
     AttemptState.REJECTED: "This request was already rejected by {reviewer}. Nothing was sent.",
     AttemptState.EXPIRED: "This request had already expired. Nothing was sent.",
+    AttemptState.WITHDRAWN: "This request was already withdrawn by {requester}. Nothing was sent.",
 }
 MSG_ALREADY_APPROVED = "{reviewer} already approved this request; it was sent once, by that approval."
 MSG_REJECTED = "Rejected: {name} will not be force concluded. {who} sees your note."
@@ -154,7 +155,7 @@ def attempt_review(
     *, attempt: ConclusionAttempt, user: Any, decision: str, note: str, client: MixpanelClient | None
 ) -> AttemptOutcome:
     """Approve (`decision` "approve": sends the call, once) or reject a waiting request; its
-    requester rejecting it withdraws it.
+    requester rejecting it withdraws it (state "withdrawn", with no reviewer).
 
     Refusals (not a concluder, one's own request, a rejection without a note, a request
     no longer waiting) come back as outcomes with a readable message and change nothing.
@@ -164,6 +165,8 @@ def attempt_review(
     refusal = _review_problem(attempt, user, decision, note)
     if refusal:
         return AttemptOutcome(attempt, attempt.state, ok=False, message=refusal)
+    if decision == REJECT and attempt.actor_id == user.pk:
+        return _withdraw(attempt, user, note)
     if decision == REJECT:
         return _reject(attempt, user, note)
     if not _mark_approved(attempt, user, note):
@@ -198,7 +201,9 @@ def _no_longer_waiting(attempt: ConclusionAttempt) -> str:
     if attempt.is_awaiting_approval:  # lost a race with the expiry
         return MSG_EXPIRED_NOW.format(when=format_utc(attempt.expires_at))
     if attempt.state in MSG_ALREADY:
-        return MSG_ALREADY[attempt.state].format(reviewer=attempt.reviewer_name or "someone")
+        return MSG_ALREADY[attempt.state].format(
+            reviewer=attempt.reviewer_name or "someone", requester=attempt.actor_name or "its requester"
+        )
     return MSG_ALREADY_APPROVED.format(reviewer=attempt.reviewer_name or "Someone")
 
 
@@ -228,16 +233,14 @@ def _mark_approved(attempt: ConclusionAttempt, user: Any, note: str) -> bool:
 
 
 def _reject(attempt: ConclusionAttempt, user: Any, note: str) -> AttemptOutcome:
-    """Close the waiting request unsent, releasing its claim; its requester may withdraw it."""
+    """Close the waiting request unsent, releasing its claim, with the reviewer's note."""
     now = timezone.now()
-    own = attempt.actor_id == user.pk
     name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     reviewer = _review_columns(user, note, now)
-    reason = "Withdrawn by the requester" if own else f"Rejected by {reviewer['reviewer_name']}"
     columns = {
         **reviewer,
         "finished_at": now,
-        "failure_reason": f"{reason}{': ' + note if note else ''}. Nothing was sent.",
+        "failure_reason": f"Rejected by {reviewer['reviewer_name']}: {note}. Nothing was sent.",
     }
     moved = attempt_transition(
         attempt,
@@ -251,5 +254,28 @@ def _reject(attempt: ConclusionAttempt, user: Any, note: str) -> AttemptOutcome:
     )
     if not moved:
         return AttemptOutcome(attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt))
-    message = (MSG_WITHDRAWN if own else MSG_REJECTED).format(name=name, who=attempt.actor_name)
+    message = MSG_REJECTED.format(name=name, who=attempt.actor_name)
     return AttemptOutcome(attempt, AttemptState.REJECTED, ok=False, message=message)
+
+
+def _withdraw(attempt: ConclusionAttempt, user: Any, note: str) -> AttemptOutcome:
+    """The requester closes their own request unsent, releasing its claim. Nobody reviewed
+    it, so the review columns stay blank; the entry is the requester's."""
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
+    columns = {
+        "finished_at": timezone.now(),
+        "failure_reason": f"Withdrawn by the requester{': ' + note if note else ''}. Nothing was sent.",
+    }
+    moved = attempt_transition(
+        attempt,
+        to=AttemptState.WITHDRAWN,
+        step=AttemptState.WITHDRAWN,
+        columns=columns,
+        release_claim=True,
+        payload=lambda a: audit_payloads.reviewed(a, closed=True, claim_released=True),
+        actor=user,
+        actor_name=auditlog.display_name(user),
+    )
+    if not moved:
+        return AttemptOutcome(attempt, attempt.state, ok=False, message=_no_longer_waiting(attempt))
+    return AttemptOutcome(attempt, AttemptState.WITHDRAWN, ok=False, message=MSG_WITHDRAWN.format(name=name))
