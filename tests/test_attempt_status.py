@@ -200,6 +200,11 @@ def test_check_now_records_an_applied_outcome_with_one_read_and_no_put(client, r
     assert fake.get_calls == [ACTIVE]
     assert fake.put_calls == []
     assert entry_kinds(attempt)[-1] == EntryKind.CONCLUSION_RECONCILED
+    # The trail says who pressed it, not the reconcile command.
+    person = request.getfixturevalue(persona)
+    reconciled = AuditEntry.objects.filter(attempt=attempt).latest("seq")
+    assert reconciled.actor == person
+    assert reconciled.actor_name == f"{person.first_name} ({person.username})"
     assert ConclusionClaim.objects.filter(attempt=attempt).exists()
     assert_chain_valid()
 

@@ -178,7 +178,8 @@ def attempt_check(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) 
         # The button is not shown to viewers: only a hand-made request gets here.
         return errors.error_page(request, 403, title="You cannot check this attempt", explanation=[MSG_CHECK_FORBIDDEN])
     attempt = _attempt_or_404(access, attempt_pk)
-    result = reconcile_services.conclusion_reconcile(attempt=attempt, client=mixpanel.client_for(access.workspace))
+    client = mixpanel.client_for(access.workspace)
+    result = reconcile_services.conclusion_reconcile(attempt=attempt, client=client, by=request.user)
     if result.resolved:
         # Resolved now, or already by the worker or someone else: show the outcome either way.
         notice, ok = _final_notice(attempt)
