@@ -33,7 +33,6 @@ from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions as decision_services
 from experiments.services.attempts import AttemptOutcome
-from experiments.services.sending import variant_keys
 from experiments.views.helpers import (
     DETAIL_TEMPLATE,
     LIST_TEMPLATE,
@@ -253,8 +252,8 @@ def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     section = conclude_section_context(access, experiment)
     context.update(experiment=experiment, decide_url=request.path, show_decide=section["show_decide"])
     context["decision_text"] = section["decision_text"]
-    keys = variant_keys(experiment)
-    form = DecisionForm(request.POST or None, variant_keys=keys)
+    options = page_selectors.decision_options(experiment=experiment)
+    form = DecisionForm(request.POST or None, options=options)
     if request.method == "GET" or not form.is_valid():
         context["form"] = form
         return _decide_form_response(request, context)

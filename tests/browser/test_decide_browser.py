@@ -60,7 +60,8 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     page.get_by_role("link", name="Record the decision").click()
     dialog = page.locator("#decide-dialog")
     expect(dialog.locator("#decide-form")).to_be_visible()
-    expect(dialog.get_by_label("Ship none")).to_be_visible()
+    expect(dialog.get_by_label("Keep control (ship none)")).to_be_visible()
+    expect(dialog).to_contain_text("Mixpanel records a success, with treatment as the winning variant.")
     dialog.get_by_label("Ship variant treatment").check()
     dialog.get_by_label(re.compile("^Note")).fill(NOTE)
     page.locator("#decide-submit").dblclick()  # the second click lands on a disabled button
