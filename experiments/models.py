@@ -183,6 +183,8 @@ class ConclusionAttempt(models.Model):
     # The attempt holding its experiment's claim after the move to one of these: an applied
     # conclusion keeps it, so the experiment is never concluded twice.
     CLAIM_HOLDING_STATES = WAITING_STATES | APPLIED_STATES
+    # A request for approval closed with nothing sent: rejected, withdrawn or expired.
+    UNSENT_STATES = frozenset({AttemptState.REJECTED, AttemptState.WITHDRAWN, AttemptState.EXPIRED})
     FINAL_STATES = frozenset(AttemptState) - WAITING_STATES
     # The states an attempt is created in: a press, or a press that asks for approval.
     FIRST_STATES = frozenset({AttemptState.REQUESTED, AttemptState.AWAITING_APPROVAL})
@@ -246,6 +248,15 @@ class ConclusionAttempt(models.Model):
     @property
     def is_awaiting_approval(self) -> bool:
         return self.state == AttemptState.AWAITING_APPROVAL
+
+    @property
+    def is_closed_unsent(self) -> bool:
+        return self.state in self.UNSENT_STATES
+
+    @property
+    def is_unknown(self) -> bool:
+        """Sent, and its answer was lost: reconciling settles it by reading Mixpanel."""
+        return self.state == AttemptState.UNKNOWN
 
     @property
     def is_refused_press(self) -> bool:

@@ -100,6 +100,12 @@ def list_url(workspace) -> str:
     return reverse("experiments:experiment-list", args=[workspace.pk])
 
 
+def toast(response) -> str:
+    """The page's one notice an htmx answer asks for (HX-Trigger showToast), or ""."""
+    trigger = json.loads(response.headers.get("HX-Trigger") or "{}")
+    return trigger.get("showToast", {}).get("message", "")
+
+
 def detail_url(workspace, experiment_id=ACTIVE) -> str:
     return reverse("experiments:experiment-detail", args=[workspace.pk, experiment_id])
 
@@ -158,8 +164,15 @@ def test_claimed_experiments_show_who_and_no_button(pm_client, pm, ws_admin, wor
     _attempt(workspace, ws_admin, experiment_id=ACTIVE_TOO, state=AttemptState.SUCCEEDED, claim=True)
     html = pm_client.get(list_url(workspace)).content.decode()
     assert conclude_links(html) == []
-    assert re.search(r"Sent at <time [^>]*>[\d-]+ \d\d:\d\d UTC</time> by Ada, waiting for Mixpanel\.", html)
+    # On the list, a waiting row is a short chip (who and when in its tooltip) ...
+    assert re.search(
+        r'title="Sent at [\d-]+ \d\d:\d\d UTC by Ada;[^"]*">\s*<span class="spinner"[^>]*></span> Waiting for Mixpanel',
+        html,
+    )
     assert "Concluded by Ada at" in html
+    # ... and the experiment page says it in full.
+    page = pm_client.get(detail_url(workspace, ACTIVE)).content.decode()
+    assert re.search(r"Sent at <time [^>]*>[\d-]+ \d\d:\d\d UTC</time> by Ada, waiting for Mixpanel\.", page)
 
 
 @pytest.mark.django_db
@@ -423,9 +436,13 @@ def test_htmx_blocked_shows_who_holds_it(pm_client, pm, ws_admin, workspace, fak
         )
 
     monkeypatch.setattr(conclusion_services, "experiment_force_conclude", ServiceSpy(blocked))
-    html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
-    assert "Not sent: “Experiment 00001” is already being concluded by Ada" in html
-    assert "by Ada, waiting for Mixpanel." in html
+    response = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
+    html = response.content.decode()
+    # The row shows the attempt that holds it, as its chip; why this press was refused is the page's notice.
+    assert "Not sent: “Experiment 00001” is already being concluded by Ada" in toast(response)
+    assert re.search(
+        r'title="Sent at [^"]* by Ada;[^"]*">\s*<span class="spinner"[^>]*></span> Waiting for Mixpanel', html
+    )
     assert conclude_links(html) == []
 
 
@@ -512,9 +529,10 @@ def test_real_service_concludes_once_and_audits(pm_client, workspace, fake):
     kinds = list(AuditEntry.objects.filter(attempt=attempt).order_by("seq").values_list("kind", flat=True))
     assert kinds == [EntryKind.CONCLUSION_REQUESTED, EntryKind.CONCLUSION_SUCCEEDED]
     # A second press (another tab, a stale page) sends no PUT and says why.
-    second = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
+    second = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
     assert len(fake.put_calls) == 1
-    assert "already concluded" in second
+    assert "already concluded" in toast(second)
+    assert "Concluded by Pat (pat) at" in second.content.decode()
     # The list was invalidated: the next view reads Mixpanel and shows the new status.
     listing = pm_client.get(list_url(workspace) + "?status=concluded").content.decode()
     assert fake.list_calls > lists_before

@@ -49,7 +49,8 @@ class ExperimentRow:
     """An experiment as a table row or page section shows it, with its claim and notice.
 
     `claim` is the attempt holding the one-at-a-time claim, if any; `notice` is the
-    answer to a force conclude just made (readable text), `notice_ok` its tone.
+    answer to a force conclude just made (readable text), `notice_tone` its tone:
+    "success", "warning" (nothing to do: it waits, or was closed unsent) or "error".
     The display values are prepared once here, as plain text, so the row template
     stays a handful of variables: a Django template variable costs microseconds, and a
     page has 50 rows. `linkable` is False for an id our routes cannot carry.
@@ -63,7 +64,7 @@ class ExperimentRow:
     end_relative: str
     linkable: bool = False
     notice: str = ""
-    notice_ok: bool = False
+    notice_tone: str = ""
     name: str = ""
     start_iso: str = ""
     start_text: str = ""
@@ -97,6 +98,13 @@ class ExperimentRow:
     @property
     def in_flight(self) -> bool:
         return self.claim is not None and not self.claim.is_applied
+
+    @property
+    def notice_in_row(self) -> bool:
+        """Whether a list row shows its notice in place: only while nothing else on the row
+        says what happened. A success shows "Concluded by ..." and a waiting row its chip (their
+        notice goes to the page's one notice), so a row keeps its height."""
+        return bool(self.notice) and self.claim is None and self.notice_tone != "success"
 
     @property
     def has_actions(self) -> bool:
@@ -133,7 +141,7 @@ def experiment_row(
     claim: ConclusionAttempt | None,
     now: dt.datetime | None = None,
     notice: str = "",
-    notice_ok: bool = False,
+    notice_tone: str = "",
     decision: ConclusionAttempt | None = None,
 ) -> ExperimentRow:
     """One row. The button shows for concluders and admins on active experiments nobody has claimed.
@@ -153,7 +161,7 @@ def experiment_row(
         start_relative=relative_time(experiment.start_date, now),
         end_relative=relative_time(experiment.end_date, now),
         notice=notice,
-        notice_ok=notice_ok,
+        notice_tone=notice_tone,
         name=experiment.name or "(no name)",
         start_iso=_iso(experiment.start_date),
         start_text=_utc_text(experiment.start_date),

@@ -105,12 +105,14 @@ def _outcome_fragment(
     when the experiment changed, what else on the page shows its status (out of band)."""
     shown = outcome.experiment if outcome.experiment is not None else experiment
     # A request for approval went as asked: said in the tone of a success, though nothing changed yet.
-    notice_ok = outcome.tone == "success"
+    tone = outcome.tone
+    in_place = True
     if back == "detail":
-        context = conclude_section_context(access, shown, notice=outcome.message, notice_ok=notice_ok)
+        context = conclude_section_context(access, shown, notice=outcome.message, notice_tone=tone)
         template = DETAIL_TEMPLATE + "#conclude-section"
     else:
-        row = row_for(access, shown, notice=outcome.message, notice_ok=notice_ok, claim=outcome.claim_holder)
+        row = row_for(access, shown, notice=outcome.message, notice_tone=tone, claim=outcome.claim_holder)
+        in_place = row.notice_in_row
         context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
         context["keep_star"] = True  # the star on the page stays (hx-preserve): no bookmark query
         template = LIST_TEMPLATE + "#row"
@@ -121,7 +123,8 @@ def _outcome_fragment(
     # Replacing the open <dialog> element closes it: no script needed.
     html += render_to_string(dialog, {"oob": True}, request=request)
     response = HttpResponse(html)
-    if outcome.ok:
+    # The page's one notice: every success, and on the list whatever the row does not say itself.
+    if outcome.ok or not in_place:
         trigger_client_event(response, "showToast", {"message": outcome.message})
     return response
 

@@ -18,7 +18,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import reswap, retarget, trigger_client_event
 
 from experiments import observability
 from experiments.mixpanel import client as mixpanel
@@ -74,18 +74,28 @@ def _suffix(back: str, list_query: str) -> str:
     return "?" + urlencode({"back": "list", "list_query": list_query})
 
 
-def _final_notice(attempt: ConclusionAttempt) -> tuple[str, bool]:
+def _final_notice(attempt: ConclusionAttempt) -> tuple[str, str]:
+    """What the attempt came to, and its tone: "success", "warning" (a request closed with
+    nothing sent: nothing went wrong) or "error"."""
     name = f"“{attempt.experiment_name}”" if attempt.experiment_name else f"experiment {attempt.experiment_id}"
     if attempt.is_applied:
         approved = f"{attempt.reviewer_name} approved the request. " if attempt.reviewer_name else ""
-        return approved + MSG_APPLIED.format(name=name), True
+        return approved + MSG_APPLIED.format(name=name), "success"
     if attempt.is_open:  # a request approved elsewhere, now on its way
-        return MSG_APPROVED.format(reviewer=attempt.reviewer_name or "Someone", name=name), True
-    return attempt.failure_reason or MSG_NOT_APPLIED.format(name=name), False
+        return MSG_APPROVED.format(reviewer=attempt.reviewer_name or "Someone", name=name), "success"
+    if attempt.is_closed_unsent:
+        return attempt.failure_reason, "warning"
+    return attempt.failure_reason or MSG_NOT_APPLIED.format(name=name), "error"
+
+
+def _toast(response: HttpResponse, message: str) -> HttpResponse:
+    """The page's one notice (#toasts, read out politely)."""
+    trigger_client_event(response, "showToast", {"message": message})
+    return response
 
 
 def _render_final(
-    request: HtmxHttpRequest, access: WorkspaceAccess, attempt: ConclusionAttempt, notice: str, ok: bool
+    request: HtmxHttpRequest, access: WorkspaceAccess, attempt: ConclusionAttempt, notice: str, tone: str
 ) -> HttpResponse:
     """The row (or conclusion section) drawn again with the outcome, in place of the waiting line."""
     back, list_query = _place(request)
@@ -97,34 +107,42 @@ def _render_final(
     context: dict[str, Any] = {"access": access, "workspace": access.workspace, "attempt": attempt}
     if listed.experiment is None:
         # The list cannot be read just now: say the outcome where the line was.
-        context.update(notice=notice, notice_ok=ok)
+        context.update(notice=notice, notice_tone=tone)
         return render(request, STATUS_TEMPLATE + "#final", context)
+    in_place = True
     if back == "detail":
-        context.update(conclude_section_context(access, listed.experiment, notice=notice, notice_ok=ok))
+        context.update(conclude_section_context(access, listed.experiment, notice=notice, notice_tone=tone))
         response = render(request, DETAIL_TEMPLATE + "#conclude-section", context)
         target = "#conclude-section"
     else:
-        row = row_for(access, listed.experiment, notice=notice, notice_ok=ok)
+        row = row_for(access, listed.experiment, notice=notice, notice_tone=tone)
         context.update(row=row, conclude_suffix=_suffix(back, list_query), keep_star=True)
         response = render(request, LIST_TEMPLATE + "#row", context)
         target = "#" + row.dom_id
+        in_place = row.notice_in_row
     retarget(response, target)
     reswap(response, "outerHTML")
-    return response
+    return response if in_place else _toast(response, notice)
 
 
 def _render_waiting(
-    request: HtmxHttpRequest, access: WorkspaceAccess, attempt: ConclusionAttempt, *, part: str, message: str = ""
+    request: HtmxHttpRequest, access: WorkspaceAccess, attempt: ConclusionAttempt, *, whole: bool, message: str = ""
 ) -> HttpResponse:
+    """A still-waiting attempt drawn again: on the experiment page its line (or, `whole`, the
+    line with its buttons and `message`); on a list row its chip (and its one action), with
+    `message` as the page's one notice, so the row stays one line."""
     back, list_query = _place(request)
     context = {
         "access": access,
         "workspace": access.workspace,
         "attempt": attempt,
         "conclude_suffix": _suffix(back, list_query),
-        "check_message": message,
     }
-    return render(request, f"{STATUS_TEMPLATE}#{part}", context)
+    if back == "list":
+        response = render(request, f"{STATUS_TEMPLATE}#{'chip' if whole else 'chip-line'}", context)
+        return _toast(response, message) if message else response
+    part = "waiting" if whole else ("approval-line" if attempt.is_awaiting_approval else "line")
+    return render(request, f"{STATUS_TEMPLATE}#{part}", {**context, "check_message": message})
 
 
 @require_GET
@@ -135,10 +153,8 @@ def attempt_status(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int)
     if not wants_fragment(request):
         back, list_query = _place(request)
         return redirect(experiment_back_url(access, attempt.experiment_id, back, list_query))
-    if attempt.is_awaiting_approval:
-        return _render_waiting(request, access, attempt, part="approval-line")
-    if attempt.is_open and request.GET.get("was") != "awaiting":
-        return _render_waiting(request, access, attempt, part="line")
+    if attempt.is_awaiting_approval or (attempt.is_open and request.GET.get("was") != "awaiting"):
+        return _render_waiting(request, access, attempt, whole=False)
     return _render_final(request, access, attempt, *_final_notice(attempt))
 
 
@@ -159,15 +175,15 @@ def attempt_review(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int)
     )
     if attempt.is_awaiting_approval:  # refused: nothing changed
         if wants_fragment(request):
-            return _render_waiting(request, access, attempt, part="waiting", message=outcome.message)
+            return _render_waiting(request, access, attempt, whole=True, message=outcome.message)
         return _redirect_with(request, access, attempt, outcome.message, False)
-    ok = outcome.ok or attempt.is_open
+    tone = "success" if outcome.ok or attempt.is_open else _final_notice(attempt)[1]
     message = outcome.message
     if attempt.reviewer_id == request.user.pk and decision == approval_services.APPROVE:
         message = f"You approved {attempt.actor_name}'s request. {message}"
     if wants_fragment(request):
-        return _render_final(request, access, attempt, message, ok)
-    return _redirect_with(request, access, attempt, message, ok)
+        return _render_final(request, access, attempt, message, tone)
+    return _redirect_with(request, access, attempt, message, tone == "success")
 
 
 @require_POST
@@ -182,17 +198,17 @@ def attempt_check(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) 
     result = reconcile_services.conclusion_reconcile(attempt=attempt, client=client, by=request.user)
     if result.resolved:
         # Resolved now, or already by the worker or someone else: show the outcome either way.
-        notice, ok = _final_notice(attempt)
+        notice, tone = _final_notice(attempt)
         if wants_fragment(request):
-            return _render_final(request, access, attempt, notice, ok)
-        return _redirect_with(request, access, attempt, notice, ok)
+            return _render_final(request, access, attempt, notice, tone)
+        return _redirect_with(request, access, attempt, notice, tone == "success")
     if result.outcome == reconcile_services.TOO_EARLY:
         left = reconcile_services.attempt_judgeable_at(attempt) - timezone.now()
         message = MSG_CHECK_TOO_EARLY.format(seconds=max(1, math.ceil(left.total_seconds())))
     else:
         message = MSG_CHECK_UNRESOLVED.format(detail=result.message)
     if wants_fragment(request):
-        return _render_waiting(request, access, attempt, part="waiting", message=message)
+        return _render_waiting(request, access, attempt, whole=True, message=message)
     return _redirect_with(request, access, attempt, message, False)
 
 

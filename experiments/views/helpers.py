@@ -85,7 +85,7 @@ def row_for(
     experiment: Experiment,
     *,
     notice: str = "",
-    notice_ok: bool = False,
+    notice_tone: str = "",
     claim: Any = _READ_CLAIM,
 ) -> row_selectors.ExperimentRow:
     """One row's display; `claim` is the attempt holding the claim when the caller knows it."""
@@ -93,19 +93,19 @@ def row_for(
         claims = conclusion_selectors.claim_for_experiments(workspace=access.workspace, experiment_ids=[experiment.id])
         claim = claims.get(experiment.id)
     return row_selectors.experiment_row(
-        access=access, experiment=experiment, claim=claim, notice=notice, notice_ok=notice_ok
+        access=access, experiment=experiment, claim=claim, notice=notice, notice_tone=notice_tone
     )
 
 
 def conclude_section_context(
-    access: WorkspaceAccess, experiment: Experiment, *, notice: str = "", notice_ok: bool = False
+    access: WorkspaceAccess, experiment: Experiment, *, notice: str = "", notice_tone: str = ""
 ) -> dict[str, Any]:
     """The experiment page's conclusion section: its row state, its decision, and every attempt."""
     claims = conclusion_selectors.claims_by_action(workspace=access.workspace, experiment_id=experiment.id)
     decision = claims.get(AttemptAction.DECISION)
     claim = claims.get(AttemptAction.CONCLUSION)
     return {
-        "row": row_for(access, experiment, notice=notice, notice_ok=notice_ok, claim=claim),
+        "row": row_for(access, experiment, notice=notice, notice_tone=notice_tone, claim=claim),
         "decision": decision,
         "decision_text": row_selectors.decision_text(experiment.status, decision),
         "show_decide": access.can_conclude and experiment.status == "concluded" and decision is None,

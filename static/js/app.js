@@ -11,16 +11,34 @@ function announce(text) {
   setTimeout(() => { region.textContent = text; }, 60);
 }
 
+// The page's one notice. Raised by the server with HX-Trigger: {"showToast": {"message": "..."}}.
+// A new notice takes the place of the last, so notices never stack up over the page. It goes
+// by itself after a while (never while pointed at or focused), or at Dismiss; what it says is
+// also shown where it happened (a row's chip or line), so nothing is lost with it.
+const TOAST_MS = 8000;
+function dismissLater(toast) {
+  setTimeout(() => {
+    if (toast.matches(":hover, :focus-within")) dismissLater(toast);
+    else toast.remove();
+  }, TOAST_MS);
+}
 document.addEventListener("showToast", (event) => {
-  // Raised by the server with HX-Trigger: {"showToast": {"message": "..."}}.
   const box = document.getElementById("toasts");
   const text = event.detail && event.detail.message;
   if (!box || !text) return;
-  const toast = document.createElement("p");
+  hideSlow();
+  const toast = document.createElement("div");
   toast.className = "toast";
-  toast.textContent = text; // text, never HTML
-  box.append(toast);
-  setTimeout(() => toast.remove(), 6000);
+  const said = document.createElement("p");
+  said.textContent = text; // text, never HTML
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "toast-close";
+  close.textContent = "Dismiss";
+  close.addEventListener("click", () => toast.remove());
+  toast.append(said, close);
+  box.replaceChildren(toast);
+  dismissLater(toast);
 });
 
 document.addEventListener("click", (event) => {
