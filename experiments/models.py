@@ -341,6 +341,11 @@ OUTCOME_KINDS = frozenset(
         EntryKind.DECISION_RECONCILED,
     }
 )
+# The entries about the controls rather than an attempt: who changed a workspace's safeguards
+# and notifications. The audit list shows them as their own view, with their own filter, and
+# both exports carry them; a new kind of such entry joins by being added here (and by the
+# migration makemigrations then writes for entry_governance_seq_idx).
+GOVERNANCE_KINDS = frozenset({EntryKind.SETTINGS_CHANGED})
 APPROVAL_KINDS = frozenset(
     {
         EntryKind.APPROVAL_REQUESTED,
@@ -387,6 +392,13 @@ class AuditEntry(models.Model):
         indexes = [
             # Attempt detail timeline: entries of one attempt in order.
             models.Index(fields=["attempt", "seq"], name="entry_attempt_seq_idx"),
+            # The audit list's controls view: the governance entries, newest first, keyset on
+            # seq. Partial, so a page of them among millions of attempt entries reads a page.
+            models.Index(
+                fields=["-seq"],
+                condition=Q(kind__in=sorted(GOVERNANCE_KINDS)),
+                name="entry_governance_seq_idx",
+            ),
             # Bookmarks page "recent activity" of one workspace.
             models.Index(fields=["workspace", "kind", "-seq"], name="entry_ws_kind_seq_idx"),
         ]

@@ -1,6 +1,7 @@
 # Force conclude is called by its button's name in the action and entry kind labels; a
 # requester withdrawing their request is its own state and entry kind (it used to be a
 # rejection with the requester as reviewer). Choices live in Django only: no table changes.
+# A partial index serves the audit list's view of the governance entries.
 
 from django.db import migrations, models
 
@@ -66,5 +67,14 @@ class Migration(migrations.Migration):
             model_name="auditentry",
             name="kind",
             field=models.CharField(choices=KIND_CHOICES, max_length=30),
+        ),
+        # The audit list's controls view pages the governance entries by seq.
+        migrations.AddIndex(
+            model_name="auditentry",
+            index=models.Index(
+                condition=models.Q(("kind__in", ["settings_changed"])),
+                fields=["-seq"],
+                name="entry_governance_seq_idx",
+            ),
         ),
     ]

@@ -82,10 +82,33 @@ document.addEventListener("click", (event) => {
     return;
   }
   // <button data-copy="TEXT"> puts TEXT on the clipboard (an experiment's id) and says so.
+  // Where the clipboard API is missing or refused (a plain http:// address is no secure
+  // context), the id is shown beside the button and selected, ready for Ctrl+C.
   const copy = event.target.closest("[data-copy]");
   if (copy) {
-    const done = () => announce("Copied the id to the clipboard.");
-    if (navigator.clipboard) navigator.clipboard.writeText(copy.dataset.copy).then(done, () => announce("Could not copy; the id is " + copy.dataset.copy));
+    const text = copy.dataset.copy;
+    const selectIt = () => {
+      let shown = copy.parentElement.querySelector(".copy-id-text");
+      if (!shown) {
+        shown = document.createElement("code");
+        shown.className = "copy-id-text";
+        shown.textContent = text;
+        copy.after(shown);
+      }
+      const range = document.createRange();
+      range.selectNodeContents(shown);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      let copied = false;
+      try { copied = document.execCommand("copy"); } catch (error) { copied = false; }
+      announce(copied ? "Copied the id to the clipboard." : "The id is selected: press Ctrl+C to copy it.");
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(() => announce("Copied the id to the clipboard."), selectIt);
+    } else {
+      selectIt();
+    }
     return;
   }
   // <button data-fill-now="ID"> puts the current UTC minute into <input id="ID">.
