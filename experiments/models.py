@@ -326,6 +326,8 @@ class EntryKind(models.TextChoices):
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
     # A workspace admin changed where the team hears about outcomes, or two-person approval.
     SETTINGS_CHANGED = "settings_changed", "Workspace settings changed"
+    # A workspace admin sent a test message through the workspace's notification channels.
+    NOTIFICATION_TEST = "notification_test", "Test message"
 
 
 # How an attempt ended (conclusions and decisions alike), and the steps of an approval.

@@ -43,4 +43,5 @@ urlpatterns = [
     path(W + "experiments/<experiment:experiment_id>/star/", bookmarks.bookmark_toggle, name="bookmark-toggle"),
     # The workspace's settings: notifications and two-person approval (admins only)
     path(W + "settings/", workspace_settings.workspace_settings, name="workspace-settings"),
+    path(W + "settings/test-message/", workspace_settings.workspace_notification_test, name="workspace-test-message"),
 ]

@@ -1,7 +1,8 @@
 # Force conclude is called by its button's name in the action and entry kind labels; a
 # requester withdrawing their request is its own state and entry kind (it used to be a
 # rejection with the requester as reviewer). Choices live in Django only: no table changes.
-# A partial index serves the audit list's view of the governance entries.
+# A partial index serves the audit list's view of the governance entries. An admin's test
+# message is an entry kind of its own.
 
 from django.db import migrations, models
 
@@ -39,6 +40,7 @@ KIND_CHOICES = [
     ("bookmark_added", "Bookmark added"),
     ("bookmark_removed", "Bookmark removed"),
     ("settings_changed", "Workspace settings changed"),
+    ("notification_test", "Test message"),
 ]
 
 

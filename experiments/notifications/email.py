@@ -37,10 +37,12 @@ def email_recipients(*, entry: AuditEntry, attempt: ConclusionAttempt | None, wo
     of it (or a superuser). An approval step: the requester; a new request, and its
     withdrawal, also every other concluder and admin of the workspace (who may approve it). An entry about the
     workspace itself (a settings change): every admin of the workspace. Only active
-    accounts with an e-mail address.
+    accounts with an e-mail address. A test message: the admin who sent it.
     """
     people = get_user_model().objects.filter(is_active=True).exclude(email="")
-    if attempt is None:
+    if entry.kind == EntryKind.NOTIFICATION_TEST:
+        people = people.filter(pk=entry.actor_id)
+    elif attempt is None:
         people = people.filter(memberships__workspace=workspace, memberships__role=Role.ADMIN)
     elif entry.kind in OUTCOME_KINDS:
         bookmarkers = Bookmark.objects.filter(
