@@ -156,7 +156,7 @@ def test_the_first_row_is_on_a_phones_first_screen(page: Page, live_server, stan
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
 
-def test_a_dialogs_buttons_show_on_a_phone_without_scrolling(page: Page, live_server, standin, approving, pm):
+def test_both_dialogs_show_their_buttons_on_a_phone_without_scrolling(page: Page, live_server, standin, approving, pm):
     exp = standin.find(1001, status="active")
     page.set_viewport_size(PHONE)
     log_in(page, live_server.url)
@@ -166,6 +166,14 @@ def test_a_dialogs_buttons_show_on_a_phone_without_scrolling(page: Page, live_se
     expect(submit).to_be_visible()
     expect(submit).to_be_in_viewport()
     box = submit.bounding_box()
+    assert box["y"] + box["height"] <= PHONE["height"]
+    page.keyboard.press("Escape")
+    ended = next(e for e in standin.experiments(1001) if e["status"] == "concluded" and e["variants"])
+    page.goto(live_server.url + reverse("experiments:experiment-detail", args=[approving.pk, ended["id"]]))
+    page.get_by_role("link", name="Record the decision").click()
+    record = page.locator("#decide-submit")
+    expect(record).to_be_in_viewport()
+    box = record.bounding_box()
     assert box["y"] + box["height"] <= PHONE["height"]
 
 
