@@ -63,6 +63,7 @@ ENTRY_KINDS = {
         "approved": EntryKind.APPROVAL_APPROVED,
         AttemptState.REJECTED: EntryKind.APPROVAL_REJECTED,
         AttemptState.EXPIRED: EntryKind.APPROVAL_EXPIRED,
+        AttemptState.WITHDRAWN: EntryKind.APPROVAL_WITHDRAWN,
     },
     AttemptAction.DECISION: {
         AttemptState.REQUESTED: EntryKind.DECISION_REQUESTED,
@@ -185,9 +186,10 @@ def outcome(
 
 
 def reviewed(attempt: Any, *, closed: bool, claim_released: bool) -> dict[str, Any]:
-    """approval_approved / _rejected / _expired: who decided on a waiting request, when and
-    why. An approval moves the attempt on to "requested" (its PUT follows); a rejection or
-    an expiry closes it, so it carries the outcome columns too."""
+    """approval_approved / _rejected / _expired / _withdrawn: who decided on a waiting request,
+    when and why. An approval moves the attempt on to "requested" (its PUT follows); a
+    rejection, an expiry or a withdrawal closes it, so it carries the outcome columns too (a
+    withdrawal and an expiry with the review columns blank: nobody reviewed them)."""
     names = REVIEW_COLUMNS + OUTCOME_COLUMNS if closed else REVIEW_COLUMNS
     return {ATTEMPT: columns(attempt, dict.fromkeys(names)), "claim_released": claim_released}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
@@ -15,6 +16,7 @@ from experiments.models import ReasonCategory, TokenScope, decision_words
 from experiments.notifications import webhook as notifications
 from experiments.notifications.webhook import MSG_URL_INVALID
 from experiments.queries import ExperimentListQuery
+from experiments.selectors.experiment_page import VariantOption
 from experiments.services.decisions import NOTE_MAX_LENGTH
 
 # --- Force conclude ---------------------------------------------------------------
@@ -104,13 +106,34 @@ class ForceConcludeForm(forms.Form):
 
 
 SHIP_NONE = "none"
+MSG_RECORDS_VARIANT = "Mixpanel records a success, with {key} as the winning variant."
+MSG_RECORDS_NONE = "Mixpanel records a fail: no variant won, none ships."
+MSG_RECORDS_KEEP_CONTROL = "Mixpanel records a fail: no variant beat {key}, none ships."
+MSG_RECORDS_CONTROL = (
+    "Mixpanel records a success, with {key} as the winning variant. To keep things as they are, "
+    "choose Keep {key} (ship none) instead."
+)
+
+
+@dataclass(frozen=True)
+class DecisionChoice:
+    """One answer in the decision dialog: its label, what Mixpanel will record, and the
+    evidence beside it (the variant's exposures and lift, when known)."""
+
+    value: str
+    label: str
+    records: str
+    exposures: int | None = None
+    lift: str = ""
 
 
 class DecisionForm(forms.Form):
     """The decision dialog: which variant to ship (or none), and a required note.
 
-    `variant_keys` are the experiment's variants as the page lists them; the choice
-    values are "variant:<key>" or "none", so no key can pass for "ship none".
+    `options` are the experiment's variants as the page lists them; the choice values are
+    "variant:<key>" or "none", so no key can pass for "ship none". The control variant,
+    when one is recognisable, is offered last: shipping it records a success, which is
+    rarely what "keep control" means, so "Keep control (ship none)" comes before it.
     """
 
     decision = forms.ChoiceField(
@@ -132,15 +155,35 @@ class DecisionForm(forms.Form):
         },
     )
 
-    def __init__(self, *args: Any, variant_keys: tuple[str, ...] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, options: tuple[VariantOption, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        choices = [(f"variant:{key}", capfirst(decision_words(success=True, variant=key))) for key in variant_keys]
-        self.fields["decision"].choices = [*choices, (SHIP_NONE, capfirst(decision_words(success=False, variant="")))]
+        self.choices = _decision_choices(options)
+        self.fields["decision"].choices = [(choice.value, choice.label) for choice in self.choices]
 
     def variant(self) -> str | None:
         """The key of the variant to ship, or None for "ship none" (after is_valid())."""
         value = self.cleaned_data["decision"]
         return None if value == SHIP_NONE else value.removeprefix("variant:")
+
+
+def _decision_choices(options: tuple[VariantOption, ...]) -> list[DecisionChoice]:
+    control = next((option for option in options if option.is_control), None)
+
+    def ship(option: VariantOption, records: str) -> DecisionChoice:
+        label = capfirst(decision_words(success=True, variant=option.key))
+        return DecisionChoice(
+            f"variant:{option.key}", label, records.format(key=option.key), option.exposures, option.lift
+        )
+
+    choices = [ship(option, MSG_RECORDS_VARIANT) for option in options if option is not control]
+    if control is None:
+        choices.append(DecisionChoice(SHIP_NONE, capfirst(decision_words(success=False, variant="")), MSG_RECORDS_NONE))
+    else:
+        keep = f"Keep {control.key} ({decision_words(success=False, variant='')})"
+        records = MSG_RECORDS_KEEP_CONTROL.format(key=control.key)
+        choices.append(DecisionChoice(SHIP_NONE, keep, records, control.exposures, control.lift))
+        choices.append(ship(control, MSG_RECORDS_CONTROL))
+    return choices
 
 
 # --- Workspace settings -------------------------------------------------------------

@@ -23,6 +23,9 @@ STATUS_TABS: tuple[tuple[str, str], ...] = (
     ("concluded", "Ended, not decided"),
     ("success", "Shipped a variant"),
     ("fail", "Shipped none"),
+    # Not Mixpanel's statuses: what waits here (selectors.experiment_rows.WAITING_TABS).
+    ("awaiting", "Awaiting approval"),
+    ("concluding", "Being concluded"),
 )
 # How the tabs are grouped on the page: Mixpanel's "success" and "fail" are decisions
 # (a variant shipped, or none), not failed attempts, so they sit under "Decided".
@@ -30,6 +33,8 @@ STATUS_TAB_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("", ("all", "active", "draft", "concluded")),
     ("Decided", ("success", "fail")),
 )
+# The Waiting tabs, drawn apart: their counts come from our records, not from Mixpanel's list.
+WAITING_TAB_GROUP: tuple[str, tuple[str, ...]] = ("Waiting", ("awaiting", "concluding"))
 SORT_CHOICES: tuple[tuple[str, str], ...] = (
     ("-start", "Start date, newest first"),
     ("start", "Start date, oldest first"),

@@ -47,4 +47,5 @@ urlpatterns = [
     path("account/tokens/<id:token_pk>/revoke/", account.account_token_revoke, name="account-token-revoke"),
     # The workspace's settings: notifications and two-person approval (admins only)
     path(W + "settings/", workspace_settings.workspace_settings, name="workspace-settings"),
+    path(W + "settings/test-message/", workspace_settings.workspace_notification_test, name="workspace-test-message"),
 ]

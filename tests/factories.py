@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -146,3 +147,10 @@ def assert_chain_valid() -> None:
 def session_queries() -> int:
     """Queries a request spends on its session: none when Redis holds sessions (cached_db), else one."""
     return 0 if settings.SESSION_ENGINE.endswith(".cached_db") else 1
+
+
+def said(response) -> str:
+    """Everything an htmx answer tells the person: the fragment, and the page's one notice
+    (HX-Trigger showToast), where a list row's messages go so the row stays one line."""
+    trigger = json.loads(response.headers.get("HX-Trigger") or "{}")
+    return response.content.decode() + "\n" + trigger.get("showToast", {}).get("message", "")

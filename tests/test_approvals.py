@@ -126,9 +126,23 @@ def test_the_requester_may_withdraw_without_a_note(approving, pm):
     attempt = request_it(approving, pm, FakeMixpanel())
     outcome = review(attempt, pm, approvals.REJECT, "")
     assert outcome.message.startswith("Withdrawn")
+    assert outcome.state == AttemptState.WITHDRAWN
     attempt.refresh_from_db()
-    assert attempt.state == AttemptState.REJECTED
-    assert attempt.reviewer == pm
+    # A withdrawal is its own outcome: nobody reviewed it, so it has no reviewer.
+    assert attempt.state == AttemptState.WITHDRAWN
+    assert attempt.reviewer is None
+    assert attempt.reviewer_name == attempt.review_note == ""
+    assert attempt.reviewed_at is None
+    assert attempt.failure_reason == "Withdrawn by the requester. Nothing was sent."
+    assert not ConclusionClaim.objects.exists()
+    assert kinds(attempt) == [EntryKind.APPROVAL_REQUESTED, EntryKind.APPROVAL_WITHDRAWN]
+    withdrawn = AuditEntry.objects.get(kind=EntryKind.APPROVAL_WITHDRAWN)
+    assert withdrawn.actor == pm
+    assert (
+        review(attempt, pm, approvals.REJECT, "").message
+        == "This request was already withdrawn by Pat (pat). Nothing was sent."
+    )
+    assert_chain_valid()
 
 
 def test_an_expired_request_sends_nothing_and_is_closed_once(approving, pm, second):
@@ -198,7 +212,7 @@ def test_an_approval_for_someone_who_lost_the_role_is_refused(approving, pm, sec
     attempt = request_it(approving, pm, fake)
     Membership.objects.filter(user=pm).update(role=Role.VIEWER)
     outcome = review(attempt, second, approvals.APPROVE, "", fake)
-    assert "may no longer end analyses" in outcome.message
+    assert "may no longer force conclude" in outcome.message
     assert fake.puts == []
 
 

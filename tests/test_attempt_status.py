@@ -17,7 +17,7 @@ from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_rows as row_selectors
 from experiments.services import conclusions as conclusion_services
 from experiments.services import reconcile as reconcile_services
-from tests.factories import assert_chain_valid, made_long_ago
+from tests.factories import assert_chain_valid, made_long_ago, said
 from tests.fake_mixpanel import FakeMixpanel, ProcessDied, exp_json, install
 
 ACTIVE = "00000000-0000-4000-8000-000000000001"
@@ -86,11 +86,19 @@ def test_an_open_attempt_shows_when_it_was_sent_and_polls(pm_client, pm, workspa
     html = pm_client.get(url).content.decode()
 
     sent = timezone.localtime(attempt.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M")
-    assert re.search(rf"Sent at <time [^>]*>{sent} UTC</time> by Pat \(pat\), waiting for Mixpanel", html)
+    if where == "list":
+        # A row stays one line: a chip (who and when in its tooltip) and its one action.
+        assert f'title="Sent at {sent} UTC by Pat (pat);' in html
+        chip = "Answer lost: checking" if state == AttemptState.UNKNOWN else "Waiting for Mixpanel"
+        assert re.search(rf'<span class="spinner"[^>]*></span> {chip}<span class="visually-hidden">', html)
+    else:
+        assert re.search(rf"Sent at <time [^>]*>{sent} UTC</time> by Pat \(pat\), waiting for Mixpanel", html)
+        assert ("its answer was lost" in html) is (state == AttemptState.UNKNOWN)
     assert html.count(POLL) == 1
     assert f'hx-get="{status_url(attempt, where)}' in html
-    assert "Check Mixpanel now" in html
-    assert ("its answer was lost" in html) is (state == AttemptState.UNKNOWN)
+    # On the list the button reads "Check now"; its name for assistive technology is the whole one.
+    check = 'Check<span class="visually-hidden"> Mixpanel</span> now' if where == "list" else "Check Mixpanel now"
+    assert check in html
 
 
 @pytest.mark.django_db
@@ -98,9 +106,9 @@ def test_a_viewer_sees_the_waiting_line_without_the_check_button(client, teammat
     open_attempt(workspace, pm, fake)
     client.force_login(teammate)
     html = client.get(reverse("experiments:experiment-list", args=[workspace.pk])).content.decode()
-    assert "waiting for Mixpanel" in html
+    assert "Answer lost: checking" in html
     assert POLL in html
-    assert "Check Mixpanel now" not in html
+    assert 'class="attempt-check"' not in html
 
 
 @pytest.mark.django_db
@@ -110,7 +118,7 @@ def test_polling_an_open_attempt_answers_the_same_line_and_reads_nothing_upstrea
     response = pm_client.get(status_url(attempt), **HTMX)
     html = response.content.decode()
     assert response.status_code == 200
-    assert "waiting for Mixpanel" in html
+    assert "Answer lost: checking" in html
     assert POLL in html
     assert "HX-Retarget" not in response.headers
     assert (fake.list_calls, fake.get_calls) == (lists, [])
@@ -126,10 +134,10 @@ def test_once_the_worker_resolved_it_the_poll_answers_the_final_row_without_a_tr
     html = response.content.decode()
     assert response.headers["HX-Retarget"] == ROW_ID
     assert response.headers["HX-Reswap"] == "outerHTML"
-    assert "was applied" in html
+    assert "was applied" in said(response)
     assert '<span class="badge status-concluded">concluded</span>' in html
     assert "hx-trigger" not in html  # polling stops
-    assert "waiting for Mixpanel" not in html
+    assert "Answer lost" not in html
 
 
 @pytest.mark.django_db
@@ -193,13 +201,18 @@ def test_check_now_records_an_applied_outcome_with_one_read_and_no_put(client, r
     html = response.content.decode()
 
     assert response.headers["HX-Retarget"] == ROW_ID
-    assert "was applied" in html
+    assert "was applied" in said(response)
     assert "hx-trigger" not in html
     attempt.refresh_from_db()
     assert attempt.state == AttemptState.RECONCILED_APPLIED
     assert fake.get_calls == [ACTIVE]
     assert fake.put_calls == []
     assert entry_kinds(attempt)[-1] == EntryKind.CONCLUSION_RECONCILED
+    # The trail says who pressed it, not the reconcile command.
+    person = request.getfixturevalue(persona)
+    reconciled = AuditEntry.objects.filter(attempt=attempt).latest("seq")
+    assert reconciled.actor == person
+    assert reconciled.actor_name == f"{person.first_name} ({person.username})"
     assert ConclusionClaim.objects.filter(attempt=attempt).exists()
     assert_chain_valid()
 
@@ -228,9 +241,9 @@ def test_check_now_too_early_says_so_and_changes_nothing(pm_client, pm, workspac
     response = pm_client.post(check_url(attempt), **HTMX)
     html = response.content.decode()
 
-    assert "Too early to tell" in html
-    assert re.search(r"for another \d+ s", html)
-    assert "Nothing was changed" in html
+    assert "Too early to tell" in said(response)
+    assert re.search(r"for another \d+ s", said(response))
+    assert "Nothing was changed" in said(response)
     assert POLL in html  # still waiting, still polling
     assert "HX-Retarget" not in response.headers
     attempt.refresh_from_db()
@@ -243,10 +256,10 @@ def test_check_now_too_early_says_so_and_changes_nothing(pm_client, pm, workspac
 def test_check_now_while_mixpanel_cannot_be_read_leaves_it_open(pm_client, pm, workspace, fake):
     attempt = open_attempt(workspace, pm, fake)
     fake.get = MixpanelUnavailable("Mixpanel did not answer in time.")
-    html = pm_client.post(check_url(attempt), **HTMX).content.decode()
-    assert "Checked Mixpanel; nothing was changed." in html
-    assert "Mixpanel did not answer in time." in html
-    assert POLL in html
+    response = pm_client.post(check_url(attempt), **HTMX)
+    assert "Checked Mixpanel; nothing was changed." in said(response)
+    assert "Mixpanel did not answer in time." in said(response)
+    assert POLL in response.content.decode()
     attempt.refresh_from_db()
     assert attempt.state == AttemptState.UNKNOWN
     assert fake.put_calls == []
@@ -260,8 +273,8 @@ def test_check_now_on_an_attempt_already_resolved_shows_its_outcome_and_reads_no
     fake.calls.clear()
     entries = AuditEntry.objects.count()
 
-    html = pm_client.post(check_url(attempt), **HTMX).content.decode()
-    assert "was applied" in html
+    response = pm_client.post(check_url(attempt), **HTMX)
+    assert "was applied" in said(response)
     assert fake.get_calls == []
     assert AuditEntry.objects.count() == entries
 

@@ -267,3 +267,28 @@ def test_both_exports_carry_the_seq_and_hash_of_each_attempts_latest_entry(clien
         pk: (entry.seq, entry.hash) for pk, entry in latest.items()
     }
     assert all(isinstance(r["seq"], int) and re.fullmatch(r"[0-9a-f]{64}", r["hash"]) for r in records)
+
+
+@pytest.mark.django_db
+def test_a_withdrawal_is_exported_as_its_own_outcome_with_no_reviewer(client, auditor, approving, pm, second):
+    from experiments.services import approvals
+    from tests.fake_mixpanel import FakeMixpanel
+    from tests.test_services_force_conclude import conclude
+
+    fake = FakeMixpanel()
+    withdrawn = conclude(approving, pm, fake).attempt
+    approvals.attempt_review(attempt=withdrawn, user=pm, decision=approvals.REJECT, note="", client=None)
+    rejected = conclude(approving, pm, fake).attempt
+    approvals.attempt_review(attempt=rejected, user=second, decision=approvals.REJECT, note="Not yet.", client=None)
+    client.force_login(auditor)
+    rows = {int(row["attempt_id"]): row for row in csv_rows(client.get(CSV_URL))}
+    assert rows[withdrawn.pk]["outcome"] == "withdrawn"
+    # Nobody reviewed it: it must not read as the requester reviewing their own request.
+    assert rows[withdrawn.pk]["reviewer_id"] == rows[withdrawn.pk]["reviewer_name"] == ""
+    assert rows[withdrawn.pk]["reviewed_at"] == ""
+    assert rows[rejected.pk]["outcome"] == "rejected"
+    assert rows[rejected.pk]["reviewer_name"] == "Quinn (quinn)"
+    lines = [json.loads(line) for line in body_of(client.get(NDJSON_URL, {"outcome": "withdrawn"})).splitlines()]
+    assert [(line["attempt_id"], line["outcome"], line["reviewer_id"]) for line in lines] == [
+        (withdrawn.pk, "withdrawn", None)
+    ]

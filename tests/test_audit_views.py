@@ -343,8 +343,8 @@ def test_attempt_page_shows_timeline_request_and_returned_experiment(client, tea
     for entry in entries:
         assert f"entry #{entry.seq}" in text
         assert entry.hash[:12] in text
-    assert "Conclusion requested" in text
-    assert "Conclusion succeeded" in text
+    assert "Force conclude requested" in text
+    assert "Force conclude succeeded" in text
     assert "Pat (pat)" in text
     assert "Clear winner" in text
     # The request body as sent, the summary of what came back, and the full JSON.
@@ -373,7 +373,7 @@ def test_attempt_page_shows_a_failure_readably(client, pm_client, workspace, pm)
     )
     text = pm_client.get(detail(attempt)).content.decode()
     assert "What went wrong:</strong> Mixpanel is rate limiting us; try again in 30 seconds." in text
-    assert "Conclusion failed" in text
+    assert "Force conclude failed" in text
     assert "429" in text
 
 
@@ -416,7 +416,7 @@ def test_attempt_page_reads_the_service_payload_shape(pm_client, workspace, pm):
 def test_attempt_page_with_reconciliation(pm_client, workspace, pm):
     attempt = make_attempt(workspace=workspace, actor=pm, outcome=AttemptState.UNKNOWN, reconciled="not_applied")
     text = pm_client.get(detail(attempt)).content.decode()
-    assert "Conclusion reconciled" in text
+    assert "Force conclude reconciled" in text
     assert "Reconciliation" in text
     assert "not_applied" in text
     assert "by reconcile_conclusions" in text
@@ -530,8 +530,8 @@ def test_attempt_page_for_a_service_refusal_and_a_reconciled_unknown(pm_client, 
     with past_the_in_flight_limit():
         reconcile_services.conclusion_reconcile(attempt=unknown.attempt, client=fake)
     text = pm_client.get(detail(unknown.attempt)).content.decode()
-    assert "Conclusion outcome unknown" in text
-    assert "Conclusion reconciled" in text
+    assert "Force conclude outcome unknown" in text
+    assert "Force conclude reconciled" in text
     assert "<dt>Status seen in Mixpanel</dt><dd>concluded</dd>" in text
     # The list shows both, with their outcomes.
     listing = pm_client.get(LIST).content.decode()

@@ -65,8 +65,27 @@ def test_the_dialog_offers_one_choice_per_variant_and_ship_none(pm_client, works
     assert "Ship variant control" in body
     assert "Ship variant green" in body
     assert 'value="none"' in body
-    assert "Ship none" in body
+    assert "Keep control (ship none)" in body
     assert "<html" not in body  # the dialog's content only
+
+
+@pytest.mark.django_db
+def test_each_choice_says_what_mixpanel_records_with_exposures_and_lift(pm_client, workspace, monkeypatch, settings):
+    settings.EXPERIMENT_DETAIL_CACHE_SECONDS = 0
+    results = {"metrics": [{"name": "Conversion", "variants": {"green": {"lift": 0.034, "p_value": 0.01}}}]}
+    concluded = raw_experiment(status="concluded", end_date="2026-11-20T10:00:00Z", results_cache=results)
+    fake_mixpanel.install(monkeypatch, FakeMixpanel({1001: [concluded]}))
+    body = pm_client.get(decide_url(workspace), **HTMX).content.decode()
+    labels = re.findall(r'name="decision" value="([^"]+)"', body)
+    # Keeping control comes before shipping control, which Mixpanel records as a success.
+    assert labels == ["variant:green", "none", "variant:control"]
+    green, keep, control = re.findall(r'<p class="small muted" id="decide-choice-\d">(.*?)</p>', body, re.S)
+    assert "Mixpanel records a success, with green as the winning variant." in green
+    assert "118 exposures · lift +0.034 on Conversion" in green
+    assert "Mixpanel records a fail: no variant beat control, none ships." in keep
+    assert "120 exposures" in keep
+    assert "Mixpanel records a success, with control as the winning variant." in control
+    assert "choose Keep control (ship none) instead" in control
 
 
 @pytest.mark.django_db
@@ -144,7 +163,7 @@ def test_decisions_are_in_the_audit_list_filter_detail_and_both_exports(client, 
     audit = reverse("experiments:audit-list")
 
     everything = client.get(audit).content.decode()
-    assert "End analysis" in everything
+    assert "Force conclude" in everything
     assert "Ship variant green" in everything
     only = client.get(audit, {"action": "decision"}).content.decode()
     assert f'href="/audit/{decided.pk}/"' in only

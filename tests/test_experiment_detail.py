@@ -395,7 +395,7 @@ def test_conclusion_attempts_are_listed_with_links_to_the_audit(pm_client, pm, w
 
 @pytest.mark.django_db
 def test_page_without_attempts_says_so(pm_client, workspace, fake):
-    assert "No one has tried to end its analysis from this dashboard." in get(pm_client, workspace)
+    assert "No one has tried to force conclude it from this dashboard." in get(pm_client, workspace)
 
 
 @pytest.mark.django_db

@@ -512,7 +512,7 @@ def test_id_our_routes_cannot_carry_gets_no_link_rather_than_a_500(pm_client, wo
     install(monkeypatch, FakeMixpanel([exp_json(1, "active", id="a/b", name="Slashed")]))
     html = page(pm_client, workspace)
     assert "Slashed" in html
-    assert "End analysis" not in html.split('<div id="results"')[1].split("</table>")[0]
+    assert "Force conclude" not in html.split('<div id="results"')[1].split("</table>")[0]
 
 
 # --- SQL ------------------------------------------------------------------------------------
@@ -807,5 +807,5 @@ def test_the_row_action_is_quiet_and_named_for_what_it_does(pm_client, workspace
     html = page(pm_client, workspace, "status=active")
     actions = re.findall(r'<a class="button([^"]*)"[^>]*data-open-dialog="force-conclude-dialog"[^>]*>([^<]*)<', html)
     assert actions
-    assert all(classes == " small" and text == "End analysis…" for classes, text in actions)
+    assert all(classes == " small" and text == "Force conclude…" for classes, text in actions)
     assert "danger" not in "".join(re.findall(r"<tbody>.*</tbody>", html, re.S))

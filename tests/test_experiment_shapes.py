@@ -292,3 +292,23 @@ def test_the_split_is_checked_when_everything_is_known(workspace):
     overview = experiment_overview(workspace=workspace, experiment=exp)
     assert overview.srm.mismatch
     assert overview.srm.chi_square == pytest.approx(20.0)
+
+
+def test_the_control_is_the_marked_variant_else_the_one_called_control():
+    assert shapes.control_variant([{"key": "a"}, {"key": "base", "is_control": True}]) == "base"
+    assert shapes.control_variant([{"key": "treatment"}, {"key": "Control"}]) == "Control"
+    assert shapes.control_variant([{"key": "x", "name": "control"}]) == "x"
+    assert shapes.control_variant([{"key": "a"}, {"key": "b"}]) is None
+    assert shapes.control_variant("not a list") is None
+
+
+def test_variant_lifts_take_each_variants_first_lift_and_its_metric():
+    results = {
+        "metrics": [
+            {"name": "Conversion", "variants": {"treatment": {"lift": 0.034, "p_value": 0.01}}},
+            {"name": "Revenue", "variants": {"treatment": {"lift": 0.5}, "b": {"lift": -0.01}}},
+        ]
+    }
+    assert shapes.variant_lifts(results) == {"treatment": ("+0.034", "Conversion"), "b": ("-0.01", "Revenue")}
+    assert shapes.variant_lifts({"lift": 0.2}) == {}  # a lift of no variant
+    assert shapes.variant_lifts(None) == {}

@@ -100,6 +100,12 @@ def list_url(workspace) -> str:
     return reverse("experiments:experiment-list", args=[workspace.pk])
 
 
+def toast(response) -> str:
+    """The page's one notice an htmx answer asks for (HX-Trigger showToast), or ""."""
+    trigger = json.loads(response.headers.get("HX-Trigger") or "{}")
+    return trigger.get("showToast", {}).get("message", "")
+
+
 def detail_url(workspace, experiment_id=ACTIVE) -> str:
     return reverse("experiments:experiment-detail", args=[workspace.pk, experiment_id])
 
@@ -136,7 +142,7 @@ def test_button_only_for_concluders_and_admins_and_only_on_active_rows(client, r
         assert 'data-open-dialog="force-conclude-dialog"' in html
     else:
         assert conclude_links(html) == []
-        assert "End analysis" not in html.split('<div id="results"')[1]
+        assert "Force conclude" not in html.split('<div id="results"')[1]
 
 
 @pytest.mark.django_db
@@ -149,7 +155,7 @@ def test_button_on_the_experiment_page(client, request, workspace, fake, persona
     html = client.get(detail_url(workspace, experiment_id)).content.decode()
     assert (conclude_links(html) == [experiment_id]) is sees
     if persona == "teammate":
-        assert "Only concluders and admins of this workspace can end its analysis" in html
+        assert "Only concluders and admins of this workspace can force conclude it" in html
 
 
 @pytest.mark.django_db
@@ -158,8 +164,15 @@ def test_claimed_experiments_show_who_and_no_button(pm_client, pm, ws_admin, wor
     _attempt(workspace, ws_admin, experiment_id=ACTIVE_TOO, state=AttemptState.SUCCEEDED, claim=True)
     html = pm_client.get(list_url(workspace)).content.decode()
     assert conclude_links(html) == []
-    assert re.search(r"Sent at <time [^>]*>[\d-]+ \d\d:\d\d UTC</time> by Ada, waiting for Mixpanel\.", html)
+    # On the list, a waiting row is a short chip (who and when in its tooltip) ...
+    assert re.search(
+        r'title="Sent at [\d-]+ \d\d:\d\d UTC by Ada;[^"]*">\s*<span class="spinner"[^>]*></span> Waiting for Mixpanel',
+        html,
+    )
     assert "Concluded by Ada at" in html
+    # ... and the experiment page says it in full.
+    page = pm_client.get(detail_url(workspace, ACTIVE)).content.decode()
+    assert re.search(r"Sent at <time [^>]*>[\d-]+ \d\d:\d\d UTC</time> by Ada, waiting for Mixpanel\.", page)
 
 
 @pytest.mark.django_db
@@ -183,7 +196,7 @@ def test_viewer_post_is_refused_readably(client, teammate, workspace, fake, spy,
     response = client.post(conclude_url(workspace), form_data(), **headers)
     assert response.status_code == 403
     body = response.content.decode()
-    assert "Only concluders and admins of Growth can end the analysis of an experiment." in body
+    assert "Only concluders and admins of Growth can force conclude experiments." in body
     assert "You are a viewer here; ask a workspace admin" in body
     assert spy.calls == []
     assert fake.put_calls == []
@@ -267,8 +280,8 @@ def test_without_javascript_the_dialog_is_a_page(pm_client, workspace, fake):
 @pytest.mark.django_db
 def test_dialog_for_an_experiment_that_is_not_active_has_no_form(pm_client, workspace, fake):
     html = pm_client.get(conclude_url(workspace, CONCLUDED), **HTMX).content.decode()
-    assert "Nothing to end" in html
-    assert "only an active experiment's analysis can be ended" in html
+    assert "Nothing to force conclude" in html
+    assert "only an active experiment can be force concluded" in html
     assert "force-conclude-form" not in html
 
 
@@ -423,9 +436,13 @@ def test_htmx_blocked_shows_who_holds_it(pm_client, pm, ws_admin, workspace, fak
         )
 
     monkeypatch.setattr(conclusion_services, "experiment_force_conclude", ServiceSpy(blocked))
-    html = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
-    assert "Not sent: “Experiment 00001” is already being concluded by Ada" in html
-    assert "by Ada, waiting for Mixpanel." in html
+    response = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
+    html = response.content.decode()
+    # The row shows the attempt that holds it, as its chip; why this press was refused is the page's notice.
+    assert "Not sent: “Experiment 00001” is already being concluded by Ada" in toast(response)
+    assert re.search(
+        r'title="Sent at [^"]* by Ada;[^"]*">\s*<span class="spinner"[^>]*></span> Waiting for Mixpanel', html
+    )
     assert conclude_links(html) == []
 
 
@@ -455,7 +472,7 @@ def test_without_javascript_failure_redirects_with_an_error(pm_client, workspace
 def test_htmx_from_the_experiment_page_swaps_its_section(pm_client, workspace, fake, spy):
     html = pm_client.post(conclude_url(workspace), form_data(back="detail"), **HTMX).content.decode()
     assert html.lstrip().startswith('<section id="conclude-section"')
-    assert "Analysis ended by Pat at" in html
+    assert "Force concluded by Pat at" in html
     assert "<h3>Attempts</h3>" in html
     # In place, out of band: the header with its new status badge, and the end date.
     header = html[html.index('<header class="experiment-header card" id="experiment-header" hx-swap-oob="true"') :]
@@ -512,9 +529,10 @@ def test_real_service_concludes_once_and_audits(pm_client, workspace, fake):
     kinds = list(AuditEntry.objects.filter(attempt=attempt).order_by("seq").values_list("kind", flat=True))
     assert kinds == [EntryKind.CONCLUSION_REQUESTED, EntryKind.CONCLUSION_SUCCEEDED]
     # A second press (another tab, a stale page) sends no PUT and says why.
-    second = pm_client.post(conclude_url(workspace), form_data(), **HTMX).content.decode()
+    second = pm_client.post(conclude_url(workspace), form_data(), **HTMX)
     assert len(fake.put_calls) == 1
-    assert "already concluded" in second
+    assert "already concluded" in toast(second)
+    assert "Concluded by Pat (pat) at" in second.content.decode()
     # The list was invalidated: the next view reads Mixpanel and shows the new status.
     listing = pm_client.get(list_url(workspace) + "?status=concluded").content.decode()
     assert fake.list_calls > lists_before

@@ -301,18 +301,23 @@ def test_open_attempts_show_on_their_rows_and_count_on_the_cards(home, fake, pm,
     # Not open: a succeeded one (its claim stays) and a failed one on an experiment of the list.
     make_open_attempt(workspace, pm, "00000000-0000-4000-8000-000000000003", AttemptState.SUCCEEDED)
     html = unescape(home())
+    # Each open attempt leads to where it can be acted on: its experiment page.
+    requested_page = reverse("experiments:experiment-detail", args=[workspace.pk, requested.experiment_id])
     assert (
-        f'<a href="{requested.get_absolute_url()}">Being concluded<span class="visually-hidden">: Growth test 1' in html
+        f'<a href="{requested_page}#conclude-section">Being concluded<span class="visually-hidden">: Growth test 1'
+        in html
     )
     assert "Outcome unknown<span" in html
-    assert f'<a href="{awaiting.get_absolute_url()}">Awaiting approval<span' in html
+    awaiting_page = reverse("experiments:experiment-detail", args=[other_workspace.pk, awaiting.experiment_id])
+    assert f'<a href="{awaiting_page}#conclude-section">Awaiting approval<span' in html
     assert html.count("None open") == 0
-    # Cards: Growth has one being concluded and one unknown; Payments one awaiting approval.
-    growth_audit = reverse("experiments:audit-workspace-list", args=[workspace.pk])
-    assert f'<a href="{growth_audit}?action=conclusion&outcome=requested">1 being concluded' in html
-    assert f'<a class="count-warn" href="{growth_audit}?action=conclusion&outcome=unknown">1 outcome unknown' in html
-    payments_audit = reverse("experiments:audit-workspace-list", args=[other_workspace.pk])
-    assert f'<a href="{payments_audit}?action=conclusion&outcome=awaiting_approval">1 awaiting approval' in html
+    # Cards: Growth has one being concluded and one unknown; Payments one awaiting approval. The
+    # counts lead to the list's Waiting tabs (Pat, a viewer of Payments, cannot approve there).
+    growth_list = reverse("experiments:experiment-list", args=[workspace.pk])
+    assert f'<a href="{growth_list}?status=concluding">1 being concluded' in html
+    assert f'<a class="count-warn" href="{growth_list}?status=concluding">1 outcome unknown' in html
+    payments_list = reverse("experiments:experiment-list", args=[other_workspace.pk])
+    assert f'<a href="{payments_list}?status=awaiting">1 awaiting approval' in html
     assert "0 being concluded" in html  # Payments
 
 

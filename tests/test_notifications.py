@@ -358,7 +358,7 @@ def test_a_message_says_what_happened_to_which_experiment_where_by_whom_with_a_l
     webhook_on(workspace, "https://hooks.example.com/services/abcdefghijklmnopqrstuvwx")
     attempt = make_attempt(workspace=workspace, actor=pm, outcome=AttemptState.FAILED, error="Mixpanel was down.")
     (delivery,) = deliveries()
-    assert delivery.subject == "Growth: Conclusion failed, “Checkout button colour”"
+    assert delivery.subject == "Growth: Force conclude failed, “Checkout button colour”"
     text = delivery.body
     assert "Force concluding “Checkout button colour” in Growth failed; nothing was changed in Mixpanel." in text
     assert "Pressed by: Pat (pat)" in text
@@ -378,7 +378,7 @@ def test_webhook_text_escapes_slack_markup_in_names_from_mixpanel(workspace, pm,
     assert "&lt;!channel&gt; Free &amp; &lt;https://evil.example|click here&gt;" in text
     assert "<!channel>" not in text
     assert "<https://" not in text
-    assert text.startswith("*Growth: Conclusion succeeded,")
+    assert text.startswith("*Growth: Force conclude succeeded,")
 
 
 def test_email_is_plain_text_and_a_name_with_line_breaks_cannot_add_a_header(workspace, pm):
@@ -391,7 +391,7 @@ def test_email_is_plain_text_and_a_name_with_line_breaks_cannot_add_a_header(wor
     run_notification_tasks()
     (sent,) = mail.outbox
     assert sent.to == ["pat@example.com"]
-    assert sent.subject == "Growth: Conclusion succeeded, “Evil Bcc: all@example.com <b>x</b>”"
+    assert sent.subject == "Growth: Force conclude succeeded, “Evil Bcc: all@example.com <b>x</b>”"
     message = sent.message()
     assert message["Bcc"] is None
     assert message["To"] == "pat@example.com"
@@ -542,7 +542,7 @@ def test_email_is_sent_through_the_outbox_and_recorded(workspace, pm):
     assert [r.return_value for r in run_notification_tasks()] == [DeliveryState.SENT]
     (sent,) = mail.outbox
     assert sent.to == ["pat@example.com"]
-    assert sent.subject == "Growth: Conclusion succeeded, “Checkout button colour”"
+    assert sent.subject == "Growth: Force conclude succeeded, “Checkout button colour”"
     assert f"/audit/{attempt.pk}/" in sent.body
     assert "Pat (pat) force concluded “Checkout button colour” in Growth" in sent.body
     (delivery,) = deliveries()
@@ -650,7 +650,15 @@ def test_a_rejected_and_a_withdrawn_request_are_told_to_the_requester(approving,
 
     attempt = ask(approving, crew["requester"], fake)
     approvals.attempt_review(attempt=attempt, user=crew["requester"], decision=approvals.REJECT, note="", client=fake)
-    withdrawn = deliveries(entry__kind=EntryKind.APPROVAL_REJECTED, channel=DeliveryChannel.EMAIL)[-1]
+    # A withdrawal is told as one, to the requester and to everyone who was asked to approve.
+    assert told(EntryKind.APPROVAL_WITHDRAWN) == [
+        ("email", "adam@example.com"),
+        ("email", "carl@example.com"),
+        ("email", "rita@example.com"),
+        ("webhook", approving.webhook_url_hint),
+    ]
+    withdrawn = deliveries(entry__kind=EntryKind.APPROVAL_WITHDRAWN, channel=DeliveryChannel.EMAIL)[-1]
+    assert withdrawn.subject.startswith("Growth: Request withdrawn,")
     assert "Rita (rita) withdrew their request to force conclude" in withdrawn.body
     assert fake.puts == []
 

@@ -252,7 +252,7 @@ def test_the_latest_deliveries_are_listed_with_state_tries_error_and_a_link(admi
     attempt = make_attempt(workspace=fresh(workspace), actor=pm, experiment_name="Checkout <b>button</b>")
     NotificationDelivery.objects.update(state=DeliveryState.GAVE_UP, tries=5, last_error="HTTP 500 from the webhook")
     page = admin_client.get(settings_url(workspace)).content.decode()
-    assert "Conclusion succeeded" in page
+    assert "Force conclude succeeded" in page
     assert "Gave up" in page
     assert "HTTP 500 from the webhook" in page
     assert HINT in page
@@ -370,3 +370,63 @@ def test_a_lengthened_window_or_email_turned_on_tells_nobody(admin_client, works
     admin_client.post(settings_url(workspace), form(approval_window_hours="72", email_bookmarkers="1"))
     assert told(workspace) == []
     assert AuditEntry.objects.filter(kind=EntryKind.SETTINGS_CHANGED).count() == 1
+
+
+# --- Trying the notifications ------------------------------------------------------------------
+
+
+def test_help_says_https_and_owns_up_to_plain_http(admin_client, workspace):
+    page = admin_client.get(settings_url(workspace)).content.decode()
+    assert "It should start with https://; a plain http:// address is accepted for now" in page
+
+
+def test_a_test_message_goes_the_same_way_as_every_message_and_is_logged(admin_client, workspace, ws_admin):
+    ws_admin.email = "ada@example.com"
+    ws_admin.save()
+    admin_client.post(settings_url(workspace), form(webhook_url=URL, email_bookmarkers="1"))
+    response = admin_client.post(reverse("experiments:workspace-test-message", args=[workspace.pk]), follow=True)
+    page = response.content.decode()
+    assert f"A test message is on its way to the webhook {HINT} and by email to ada@example.com." in page
+    entry = AuditEntry.objects.get(kind=EntryKind.NOTIFICATION_TEST)
+    assert entry.actor == ws_admin
+    deliveries = NotificationDelivery.objects.filter(entry=entry).order_by("channel")
+    assert [(d.channel, d.recipient) for d in deliveries] == [("email", "ada@example.com"), ("webhook", HINT)]
+    assert "Ada (ada) sent this test message from the settings of Growth" in deliveries[0].body
+    # Listed with the other messages, as a test.
+    assert '<td data-label="Event" class="name">Test message</td>' in page
+    assert_chain_valid()
+
+
+def test_a_test_message_with_nowhere_to_go_says_so_and_records_nothing(admin_client, workspace):
+    response = admin_client.post(reverse("experiments:workspace-test-message", args=[workspace.pk]), follow=True)
+    assert "Nothing was sent: no webhook is set and email is off." in response.content.decode()
+    assert not AuditEntry.objects.filter(kind=EntryKind.NOTIFICATION_TEST).exists()
+
+
+def test_a_test_message_to_an_admin_without_an_address_says_so(admin_client, workspace):
+    admin_client.post(settings_url(workspace), form(email_bookmarkers="1"))
+    response = admin_client.post(reverse("experiments:workspace-test-message", args=[workspace.pk]), follow=True)
+    assert "email is on but your account has no email address" in response.content.decode()
+    assert not NotificationDelivery.objects.exists()
+
+
+def test_only_admins_send_test_messages_and_only_by_post(client, pm, workspace):
+    client.force_login(pm)
+    url = reverse("experiments:workspace-test-message", args=[workspace.pk])
+    assert client.post(url).status_code == 403
+    assert client.get(url).status_code == 405
+    assert not AuditEntry.objects.filter(kind=EntryKind.NOTIFICATION_TEST).exists()
+
+
+def test_with_email_on_the_page_says_how_many_can_be_reached(admin_client, workspace, ws_admin, pm, teammate):
+    assert (
+        "people concerned"
+        not in admin_client.get(settings_url(workspace)).content.decode().split("Email the people concerned")[1]
+    )
+    admin_client.post(settings_url(workspace), form(email_bookmarkers="1"))
+    page = admin_client.get(settings_url(workspace)).content.decode()
+    assert "0 of 3 people concerned have an email address: no email will be sent until someone adds one" in page
+    pm.email = "pat@example.com"
+    pm.save()
+    page = admin_client.get(settings_url(workspace)).content.decode()
+    assert "1 of 3 people concerned has an email address." in page

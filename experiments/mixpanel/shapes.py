@@ -391,6 +391,32 @@ def results_summary(results_cache: Any) -> ResultsSummary:
     return ResultsSummary(rows, tuple(walk.pairs), walk.omitted)
 
 
+def variant_lifts(results_cache: Any) -> dict[str, tuple[str, str]]:
+    """Per variant (by its key, casefolded): the first lift the results give for it, as text,
+    and the metric it is about: {"treatment": ("+0.034", "Conversion")}. A row whose label's
+    last part is a variant key is that variant's; a variant with no lift is left out."""
+    walk = _ResultsWalk()
+    if isinstance(results_cache, (Mapping, list)):
+        walk.walk(results_cache, ())
+    lifts: dict[str, tuple[str, str]] = {}
+    for path, stats in walk.rows.items():
+        shown = [part for part in path if part.casefold() not in LABEL_NOISE]
+        if "lift" in stats and len(shown) >= 2:
+            lifts.setdefault(shown[-1].casefold(), (stats["lift"], " · ".join(shown[:-1])))
+    return lifts
+
+
+def control_variant(variants: Any) -> str | None:
+    """The key of the variant Mixpanel marks as the control (is_control or control set), else of
+    one keyed or named "control"; None when no variant is recognisably the control."""
+    keys = _variant_keys(variants)
+    items = variants if isinstance(variants, (list, tuple)) else ()
+    for (key, _, _), item in zip(keys, items, strict=False):
+        if isinstance(item, Mapping) and (item.get("is_control") is True or item.get("control") is True):
+            return key
+    return next((key for key, name, _ in keys if "control" in (key.casefold(), name.casefold())), None)
+
+
 # --- Metrics ------------------------------------------------------------------------------
 
 

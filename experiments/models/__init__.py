@@ -91,16 +91,18 @@ class AttemptState(models.TextChoices):
     RECONCILED_APPLIED = "reconciled_applied", "Reconciled: applied"
     RECONCILED_NOT_APPLIED = "reconciled_not_applied", "Reconciled: not applied"
     # Two-person approval: a request waits for a second person; an approval moves it to
-    # REQUESTED (and the PUT is sent), a rejection or the end of its window closes it.
+    # REQUESTED (and the PUT is sent); a rejection, its requester withdrawing it or the end
+    # of its window closes it.
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     REJECTED = "rejected", "Rejected"
     EXPIRED = "expired", "Expired"
+    WITHDRAWN = "withdrawn", "Withdrawn"
 
 
 class AttemptAction(models.TextChoices):
     """What an attempt asks Mixpanel to do to one experiment."""
 
-    CONCLUSION = "conclusion", "End analysis"
+    CONCLUSION = "conclusion", "Force conclude"
     DECISION = "decision", "Decision"
 
 
@@ -154,7 +156,7 @@ class ConclusionAttempt(models.Model):
     # move, as a compare-and-set from the states MOVES_FROM allows for the target.
     #
     #   (a press) -> requested -> succeeded | failed | unknown
-    #   (a press needing approval) -> awaiting_approval -> requested | rejected | expired
+    #   (a press needing approval) -> awaiting_approval -> requested | rejected | withdrawn | expired
     #   requested, unknown -> reconciled_applied | reconciled_not_applied (by reading Mixpanel)
     #
     # Sent, or about to be, and no answer recorded yet: reconciling resolves these.
@@ -166,6 +168,8 @@ class ConclusionAttempt(models.Model):
     # The attempt holding its experiment's claim after the move to one of these: an applied
     # conclusion keeps it, so the experiment is never concluded twice.
     CLAIM_HOLDING_STATES = WAITING_STATES | APPLIED_STATES
+    # A request for approval closed with nothing sent: rejected, withdrawn or expired.
+    UNSENT_STATES = frozenset({AttemptState.REJECTED, AttemptState.WITHDRAWN, AttemptState.EXPIRED})
     FINAL_STATES = frozenset(AttemptState) - WAITING_STATES
     # The states an attempt is created in: a press, or a press that asks for approval.
     FIRST_STATES = frozenset({AttemptState.REQUESTED, AttemptState.AWAITING_APPROVAL})
@@ -181,6 +185,7 @@ class ConclusionAttempt(models.Model):
         AttemptState.RECONCILED_NOT_APPLIED: OPEN_STATES,
         AttemptState.REJECTED: frozenset({AttemptState.AWAITING_APPROVAL}),
         AttemptState.EXPIRED: frozenset({AttemptState.AWAITING_APPROVAL}),
+        AttemptState.WITHDRAWN: frozenset({AttemptState.AWAITING_APPROVAL}),
     }
 
     class Meta:
@@ -230,6 +235,15 @@ class ConclusionAttempt(models.Model):
         return self.state == AttemptState.AWAITING_APPROVAL
 
     @property
+    def is_closed_unsent(self) -> bool:
+        return self.state in self.UNSENT_STATES
+
+    @property
+    def is_unknown(self) -> bool:
+        """Sent, and its answer was lost: reconciling settles it by reading Mixpanel."""
+        return self.state == AttemptState.UNKNOWN
+
+    @property
     def is_refused_press(self) -> bool:
         """A press refused because another attempt held the claim: it sent nothing."""
         return self.state == AttemptState.FAILED and self.failure_reason.startswith(self.BLOCKED_PREFIX)
@@ -274,11 +288,11 @@ class ConclusionClaim(models.Model):
 
 
 class EntryKind(models.TextChoices):
-    CONCLUSION_REQUESTED = "conclusion_requested", "Conclusion requested"
-    CONCLUSION_SUCCEEDED = "conclusion_succeeded", "Conclusion succeeded"
-    CONCLUSION_FAILED = "conclusion_failed", "Conclusion failed"
-    CONCLUSION_UNKNOWN = "conclusion_unknown", "Conclusion outcome unknown"
-    CONCLUSION_RECONCILED = "conclusion_reconciled", "Conclusion reconciled"
+    CONCLUSION_REQUESTED = "conclusion_requested", "Force conclude requested"
+    CONCLUSION_SUCCEEDED = "conclusion_succeeded", "Force conclude succeeded"
+    CONCLUSION_FAILED = "conclusion_failed", "Force conclude failed"
+    CONCLUSION_UNKNOWN = "conclusion_unknown", "Force conclude outcome unknown"
+    CONCLUSION_RECONCILED = "conclusion_reconciled", "Force conclude reconciled"
     # An outcome that came back after the attempt was already resolved: evidence only.
     CONCLUSION_LATE_ANSWER = "conclusion_late_answer", "Late answer after reconciling"
     DECISION_REQUESTED = "decision_requested", "Decision requested"
@@ -291,6 +305,8 @@ class EntryKind(models.TextChoices):
     APPROVAL_APPROVED = "approval_approved", "Request approved"
     APPROVAL_REJECTED = "approval_rejected", "Request rejected"
     APPROVAL_EXPIRED = "approval_expired", "Request expired"
+    # The requester closed their own request: no one reviewed it.
+    APPROVAL_WITHDRAWN = "approval_withdrawn", "Request withdrawn"
     BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
     # A workspace admin changed where the team hears about outcomes, or two-person approval.
@@ -301,6 +317,8 @@ class EntryKind(models.TextChoices):
     # A personal API token was made or revoked (never its secret: its name, scope and expiry).
     TOKEN_CREATED = "token_created", "API token created"
     TOKEN_REVOKED = "token_revoked", "API token revoked"
+    # A workspace admin sent a test message through the workspace's notification channels.
+    NOTIFICATION_TEST = "notification_test", "Test message"
 
 
 # How an attempt ended (conclusions and decisions alike), and the steps of an approval.
@@ -316,12 +334,19 @@ OUTCOME_KINDS = frozenset(
         EntryKind.DECISION_RECONCILED,
     }
 )
+# The entries about the controls rather than an attempt: who changed a workspace's safeguards
+# and notifications. The audit list shows them as their own view, with their own filter, and
+# both exports carry them; a new kind of such entry joins by being added here.
+GOVERNANCE_KINDS = frozenset(
+    {EntryKind.SETTINGS_CHANGED, EntryKind.ROLE_CHANGED, EntryKind.TOKEN_CREATED, EntryKind.TOKEN_REVOKED}
+)
 APPROVAL_KINDS = frozenset(
     {
         EntryKind.APPROVAL_REQUESTED,
         EntryKind.APPROVAL_APPROVED,
         EntryKind.APPROVAL_REJECTED,
         EntryKind.APPROVAL_EXPIRED,
+        EntryKind.APPROVAL_WITHDRAWN,
     }
 )
 
@@ -361,6 +386,10 @@ class AuditEntry(models.Model):
         indexes = [
             # Attempt detail timeline: entries of one attempt in order.
             models.Index(fields=["attempt", "seq"], name="entry_attempt_seq_idx"),
+            # The audit list's controls view: the governance entries of each kind, newest first,
+            # keyset on seq (one range read per kind: SQLite cannot match a partial index on
+            # "kind IN (...)" when the kinds are bound parameters).
+            models.Index(fields=["kind", "-seq"], name="entry_kind_seq_idx"),
             # Bookmarks page "recent activity" of one workspace.
             models.Index(fields=["workspace", "kind", "-seq"], name="entry_ws_kind_seq_idx"),
         ]

@@ -46,15 +46,16 @@ logger = logging.getLogger(__name__)
 # Not told: a "requested" entry (its outcome follows), a late answer (it changes nothing),
 # a bookmark. A refused press (a second click) is an outcome entry that is skipped too:
 # see _refused_press. A settings change is told when it loosens governance: see _worth_telling.
-NOTIFIED_KINDS = OUTCOME_KINDS | APPROVAL_KINDS | {EntryKind.SETTINGS_CHANGED}
+# A test message goes the same way as every other, so it proves that way works.
+NOTIFIED_KINDS = OUTCOME_KINDS | APPROVAL_KINDS | {EntryKind.SETTINGS_CHANGED, EntryKind.NOTIFICATION_TEST}
 
 
 # --- Which entries, to whom --------------------------------------------------------------
 
 
-def entry_recorded(*, entry: AuditEntry, attempt: ConclusionAttempt | None = None) -> None:
+def entry_recorded(*, entry: AuditEntry, attempt: ConclusionAttempt | None = None) -> list[NotificationDelivery]:
     """Queue the messages about `entry`, an audit entry just appended: one of `attempt`'s, or
-    (with no attempt) one about its workspace.
+    (with no attempt) one about its workspace; returns the deliveries written.
 
     Called in the entry's transaction. Does nothing, without a query, for an entry that is
     not told or an attempt's entry in a workspace with neither a webhook nor e-mail on.
@@ -62,12 +63,12 @@ def entry_recorded(*, entry: AuditEntry, attempt: ConclusionAttempt | None = Non
     logged and swallowed, so the entry and what it records commit regardless.
     """
     if entry.kind not in NOTIFIED_KINDS:
-        return
+        return []
     workspace = attempt.workspace if attempt is not None else entry.workspace  # loaded: no query
     if attempt is not None and not (workspace.webhook_url_sealed or workspace.email_bookmarkers):
-        return
+        return []
     if not _worth_telling(entry, attempt):
-        return
+        return []
     try:
         with transaction.atomic():
             deliveries = NotificationDelivery.objects.bulk_create(_deliveries(entry, attempt, workspace))
@@ -79,8 +80,10 @@ def entry_recorded(*, entry: AuditEntry, attempt: ConclusionAttempt | None = Non
             "Could not queue the notifications about entry #%s (%s) of attempt #%s; the entry is recorded.",
             entry.seq,
             entry.kind,
-            attempt.pk,
+            attempt.pk if attempt is not None else None,
         )
+        return []
+    return deliveries
 
 
 def _worth_telling(entry: AuditEntry, attempt: ConclusionAttempt | None) -> bool:
@@ -112,9 +115,10 @@ def _deliveries(
                 body=webhook.webhook_text(message.subject, message.body),
             )
         )
-    # An attempt's news goes by e-mail where the workspace turned it on; news about the
-    # workspace's own governance always goes to its admins.
-    if workspace.email_bookmarkers or attempt is None:
+    # An attempt's news, and a test, go by e-mail where the workspace turned it on; news about
+    # the workspace's own governance always goes to its admins.
+    governance = attempt is None and entry.kind != EntryKind.NOTIFICATION_TEST
+    if workspace.email_bookmarkers or governance:
         deliveries.extend(
             NotificationDelivery(
                 **common, channel=DeliveryChannel.EMAIL, recipient=address, subject=message.subject, body=message.body

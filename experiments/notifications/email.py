@@ -34,20 +34,22 @@ def email_recipients(*, entry: AuditEntry, attempt: ConclusionAttempt | None, wo
     """Who is e-mailed about `entry`, one address each, sorted.
 
     An outcome: whoever bookmarked the experiment in this workspace, while still a member
-    of it (or a superuser). An approval step: the requester; a new request also every
-    other concluder and admin of the workspace (who may approve it). An entry about the
+    of it (or a superuser). An approval step: the requester; a new request, and its
+    withdrawal, also every other concluder and admin of the workspace (who may approve it). An entry about the
     workspace itself (a settings change): every admin of the workspace. Only active
-    accounts with an e-mail address.
+    accounts with an e-mail address. A test message: the admin who sent it.
     """
     people = get_user_model().objects.filter(is_active=True).exclude(email="")
-    if attempt is None:
+    if entry.kind == EntryKind.NOTIFICATION_TEST:
+        people = people.filter(pk=entry.actor_id)
+    elif attempt is None:
         people = people.filter(memberships__workspace=workspace, memberships__role=Role.ADMIN)
     elif entry.kind in OUTCOME_KINDS:
         bookmarkers = Bookmark.objects.filter(
             workspace=workspace, kind=BookmarkKind.EXPERIMENT, experiment_id=attempt.experiment_id
         ).values("created_by")
         people = people.filter(Q(memberships__workspace=workspace) | Q(is_superuser=True), pk__in=bookmarkers)
-    elif entry.kind == EntryKind.APPROVAL_REQUESTED:
+    elif entry.kind in (EntryKind.APPROVAL_REQUESTED, EntryKind.APPROVAL_WITHDRAWN):
         approvers = Q(memberships__workspace=workspace, memberships__role__in=CONCLUDING_ROLES)
         people = people.filter(Q(pk=attempt.actor_id) | approvers)
     else:

@@ -73,8 +73,6 @@ def notification_message(*, entry: AuditEntry, attempt: ConclusionAttempt | None
             "name": name,
             "where": one_line(workspace.name),
             "reason": _reason(attempt),
-            # A request its own requester rejected is a withdrawal.
-            "withdrawn": entry.actor_id is not None and entry.actor_id == attempt.actor_id,
             "approval_step": entry.kind in APPROVAL_KINDS,
             "outcome": entry.kind in OUTCOME_KINDS,
             "reviewed": entry.kind in (EntryKind.APPROVAL_APPROVED, EntryKind.APPROVAL_REJECTED),

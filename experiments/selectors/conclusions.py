@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Q
 from django.utils import timezone
 
 from experiments.mixpanel.experiment import Experiment
@@ -22,14 +23,32 @@ def claim_for_experiments(
     return {claim.experiment_id: claim.attempt for claim in claims}
 
 
-def claims_for_experiments_by_action(
+def waiting_conclusions(*, workspace: Workspace) -> dict[str, ConclusionAttempt]:
+    """The attempts holding a waiting conclusion claim in `workspace` (on their way, answer lost,
+    or awaiting approval), by experiment id. One query: claims are few (one per concluded
+    experiment or open attempt), and the waiting ones fewer still."""
+    claims = ConclusionClaim.objects.filter(
+        workspace=workspace, action=AttemptAction.CONCLUSION, attempt__state__in=ConclusionAttempt.WAITING_STATES
+    ).select_related("attempt")
+    return {claim.experiment_id: claim.attempt for claim in claims}
+
+
+def claims_for_list_page(
     *, workspace: Workspace, experiment_ids: list[str]
-) -> dict[tuple[str, str], ConclusionAttempt]:
-    """The attempts holding the claims of several experiments, keyed (experiment id, action), in one query."""
-    claims = ConclusionClaim.objects.filter(workspace=workspace, experiment_id__in=experiment_ids).select_related(
-        "attempt"
-    )
-    return {(claim.experiment_id, claim.action): claim.attempt for claim in claims}
+) -> tuple[dict[tuple[str, str], ConclusionAttempt], dict[str, ConclusionAttempt]]:
+    """The claims of one page of the list, keyed (experiment id, action), and every waiting
+    conclusion of the workspace by experiment id (for the list's Waiting tabs): one query."""
+    waiting = Q(action=AttemptAction.CONCLUSION, attempt__state__in=ConclusionAttempt.WAITING_STATES)
+    claims = ConclusionClaim.objects.filter(Q(experiment_id__in=experiment_ids) | waiting, workspace=workspace)
+    page: dict[tuple[str, str], ConclusionAttempt] = {}
+    waiting_ones: dict[str, ConclusionAttempt] = {}
+    wanted = set(experiment_ids)
+    for claim in claims.select_related("attempt"):
+        if claim.experiment_id in wanted:
+            page[(claim.experiment_id, claim.action)] = claim.attempt
+        if claim.action == AttemptAction.CONCLUSION and claim.attempt.is_waiting:
+            waiting_ones[claim.experiment_id] = claim.attempt
+    return page, waiting_ones
 
 
 def claims_by_action(*, workspace: Workspace, experiment_id: str) -> dict[str, ConclusionAttempt]:

@@ -9,6 +9,7 @@ import uuid
 import zlib
 from bisect import bisect_right
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,7 @@ class _ListIndex:
         "_haystack",
         "_lock",
         "_orders",
+        "_positions",
         "_ranks",
         "_selections",
         "_starts",
@@ -90,6 +92,7 @@ class _ListIndex:
         self.counts = counts
         self._orders: dict[str, tuple[int, ...]] = {}
         self._by_id: dict[str, ExperimentSummary] | None = None
+        self._positions: dict[str, int] | None = None
         self._ranks: dict[str, list[int]] = {}
         self._haystack: str | None = None
         self._starts: list[int] = []
@@ -149,7 +152,7 @@ class _ListIndex:
         found = self._selections.get(key)
         if found is not None:
             return found
-        terms = [term for term in q.casefold().replace("\x00", " ").split() if term]
+        terms = _terms(q)
         experiments = self.experiments
         if terms:
             matched = sorted(self.search(terms), key=self.rank(sort).__getitem__)
@@ -166,6 +169,24 @@ class _ListIndex:
                 self._selections.clear()
             self._selections[key] = found
         return found
+
+    def among(self, experiment_ids: Iterable[str], *, q: str, sort: str | None = None) -> tuple[int, ...]:
+        """Indexes of the listed experiments among `experiment_ids` that match `q`, in `sort`
+        order (None: any order). The list's Waiting tabs are a few experiments picked by id from our own
+        records, not by Mixpanel's status: this costs their number, not the list's length."""
+        if self._positions is None:
+            self._positions = {e.id: i for i, e in enumerate(self.experiments)}
+        terms, blobs = _terms(q), self.blobs
+        found = [
+            i
+            for i in (self._positions.get(experiment_id) for experiment_id in experiment_ids)
+            if i is not None and all(term in blobs[i] for term in terms)
+        ]
+        return tuple(sorted(found, key=self.rank(sort).__getitem__) if sort else found)
+
+
+def _terms(q: str) -> list[str]:
+    return [term for term in q.casefold().replace("\x00", " ").split() if term]
 
 
 def _search_blob(experiment: ExperimentSummary) -> str:
@@ -403,13 +424,25 @@ def invalidate_experiment_list(*, workspace: Workspace) -> None:
 
 
 def experiment_list_page(
-    *, snapshot: ExperimentListSnapshot, status: str, q: str, sort: str, page: int, page_size: int
+    *,
+    snapshot: ExperimentListSnapshot,
+    status: str,
+    q: str,
+    sort: str,
+    page: int,
+    page_size: int,
+    only: Iterable[str] | None = None,
 ) -> ExperimentPage:
-    """One page of the filtered, searched and sorted list; a page past the end shows the last one."""
+    """One page of the filtered, searched and sorted list; a page past the end shows the last one.
+
+    `only` picks the experiments by id instead of by `status` (the list's Waiting tabs).
+    """
     if snapshot.index is None:
         empty = dict.fromkeys(("all", *STATUSES), 0)
         return ExperimentPage((), empty, 0, 1, 1, page_size)
-    matched, counts = snapshot.index.select(status=status, q=q, sort=sort)
+    matched, counts = snapshot.index.select(status="all" if only is not None else status, q=q, sort=sort)
+    if only is not None:
+        matched = snapshot.index.among(only, q=q, sort=sort)
     num_pages = max(1, -(-len(matched) // page_size))
     page = min(max(1, page), num_pages)
     start = (page - 1) * page_size
@@ -428,6 +461,13 @@ class ListedExperiment:
 
     experiment: ExperimentSummary | None
     unavailable: str | None = None
+
+
+def experiment_list_among_count(*, snapshot: ExperimentListSnapshot, experiment_ids: Iterable[str], q: str) -> int:
+    """How many of `experiment_ids` the list holds that match `q` (a Waiting tab's count)."""
+    if snapshot.index is None:
+        return 0
+    return len(snapshot.index.among(experiment_ids, q=q))
 
 
 def experiment_lookup(*, workspace: Workspace, client: Any = None, experiment_id: str) -> ListedExperiment:

@@ -130,6 +130,33 @@ def _days_left(experiment: Experiment, running: int | None, planned: int | None,
     return max(0, (end - now).days) if end is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class VariantOption:
+    """One variant as the decision dialog offers it, with the evidence beside it: its
+    exposures and the first lift the results give for it ("+0.034 on Conversion")."""
+
+    key: str
+    exposures: int | None
+    lift: str
+    is_control: bool
+
+
+def decision_options(*, experiment: Experiment) -> tuple[VariantOption, ...]:
+    """The variants a decision may ship, in the variants table's order (the same keys the
+    decision service accepts), each with its exposures, lift and whether it is the control."""
+    table = shapes.variant_table(experiment.variants, experiment.exposures_cache)
+    lifts = shapes.variant_lifts(experiment.results_cache)
+    control = shapes.control_variant(experiment.variants)
+    options = []
+    for row in table.rows:
+        if not row.listed:
+            continue
+        lift, metric = lifts.get(row.key.casefold(), ("", ""))
+        shown = f"{lift} on {metric}" if lift and metric else lift
+        options.append(VariantOption(row.key, row.exposures, shown, is_control=row.key == control))
+    return tuple(options)
+
+
 def experiment_overview(
     *, workspace: Workspace, experiment: Experiment, now: dt.datetime | None = None
 ) -> ExperimentOverview:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from experiments.mixpanel import shapes
 from experiments.mixpanel.experiment import DECIDED_STATUSES, STATUSES, Experiment, ExperimentSummary
 from experiments.models import AttemptAction, ConclusionAttempt
 from experiments.selectors import conclusions as conclusion_selectors
+from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors.experiment_list import ExperimentListSnapshot, ExperimentPage
 from experiments.selectors.workspaces import WorkspaceAccess
 
 # Relative times in one unit, for table cells: (below this many seconds, unit seconds, unit name).
@@ -49,7 +52,8 @@ class ExperimentRow:
     """An experiment as a table row or page section shows it, with its claim and notice.
 
     `claim` is the attempt holding the one-at-a-time claim, if any; `notice` is the
-    answer to a force conclude just made (readable text), `notice_ok` its tone.
+    answer to a force conclude just made (readable text), `notice_tone` its tone:
+    "success", "warning" (nothing to do: it waits, or was closed unsent) or "error".
     The display values are prepared once here, as plain text, so the row template
     stays a handful of variables: a Django template variable costs microseconds, and a
     page has 50 rows. `linkable` is False for an id our routes cannot carry.
@@ -63,7 +67,7 @@ class ExperimentRow:
     end_relative: str
     linkable: bool = False
     notice: str = ""
-    notice_ok: bool = False
+    notice_tone: str = ""
     name: str = ""
     start_iso: str = ""
     start_text: str = ""
@@ -97,6 +101,13 @@ class ExperimentRow:
     @property
     def in_flight(self) -> bool:
         return self.claim is not None and not self.claim.is_applied
+
+    @property
+    def notice_in_row(self) -> bool:
+        """Whether a list row shows its notice in place: only while nothing else on the row
+        says what happened. A success shows "Concluded by ..." and a waiting row its chip (their
+        notice goes to the page's one notice), so a row keeps its height."""
+        return bool(self.notice) and self.claim is None and self.notice_tone != "success"
 
     @property
     def has_actions(self) -> bool:
@@ -133,7 +144,7 @@ def experiment_row(
     claim: ConclusionAttempt | None,
     now: dt.datetime | None = None,
     notice: str = "",
-    notice_ok: bool = False,
+    notice_tone: str = "",
     decision: ConclusionAttempt | None = None,
 ) -> ExperimentRow:
     """One row. The button shows for concluders and admins on active experiments nobody has claimed.
@@ -153,7 +164,7 @@ def experiment_row(
         start_relative=relative_time(experiment.start_date, now),
         end_relative=relative_time(experiment.end_date, now),
         notice=notice,
-        notice_ok=notice_ok,
+        notice_tone=notice_tone,
         name=experiment.name or "(no name)",
         start_iso=_iso(experiment.start_date),
         start_text=_utc_text(experiment.start_date),
@@ -185,15 +196,73 @@ def decision_text(status: str, decision: ConclusionAttempt | None) -> str:
     return ""
 
 
-def experiment_rows(*, access: WorkspaceAccess, experiments: tuple[ExperimentSummary, ...]) -> list[ExperimentRow]:
-    """Rows for one page of experiments, with their claims (conclusion and decision) in one query."""
-    claims = (
-        conclusion_selectors.claims_for_experiments_by_action(
-            workspace=access.workspace, experiment_ids=[e.id for e in experiments]
+# The list's own tabs, beside Mixpanel's statuses: experiments picked by what our records say
+# about them (their waiting conclusion), so a person finds what waits for them in one click.
+WAITING_TABS: dict[str, Callable[[ConclusionAttempt], bool]] = {
+    "awaiting": lambda attempt: attempt.is_awaiting_approval,
+    "concluding": lambda attempt: attempt.is_open,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of the experiments list: its rows, and the counts of every tab (Mixpanel's
+    statuses and the Waiting tabs). `waiting_tabs` says whether the Waiting tabs are shown:
+    in a workspace that requires approval, or while anything waits, or when one is chosen."""
+
+    page: ExperimentPage
+    rows: list[ExperimentRow]
+    waiting_counts: dict[str, int]
+    waiting_tabs: bool
+
+
+def waiting_tab_counts(
+    *, snapshot: ExperimentListSnapshot, waiting: dict[str, ConclusionAttempt], q: str
+) -> dict[str, int]:
+    """Each Waiting tab's count: its waiting experiments that the list holds and that match `q`."""
+    return {
+        tab: list_selectors.experiment_list_among_count(
+            snapshot=snapshot, experiment_ids=[eid for eid, attempt in waiting.items() if picks(attempt)], q=q
         )
-        if experiments
-        else {}
+        for tab, picks in WAITING_TABS.items()
+    }
+
+
+def experiment_list_rows(
+    *, access: WorkspaceAccess, snapshot: ExperimentListSnapshot, status: str, q: str, sort: str, page: int, size: int
+) -> ListPage:
+    """One page of the list with its rows and every tab's count.
+
+    One query for a page of a status tab (the page's claims, with every waiting conclusion
+    of the workspace for the Waiting tabs' counts); a Waiting tab reads the waiting
+    conclusions first, to know which experiments it shows.
+    """
+    picks = WAITING_TABS.get(status)
+    chosen = None
+    if picks is not None:
+        waiting = conclusion_selectors.waiting_conclusions(workspace=access.workspace)
+        chosen = [eid for eid, attempt in waiting.items() if picks(attempt)]
+    shown = list_selectors.experiment_list_page(
+        snapshot=snapshot, status=status, q=q, sort=sort, page=page, page_size=size, only=chosen
     )
+    claims, waiting = conclusion_selectors.claims_for_list_page(
+        workspace=access.workspace, experiment_ids=[e.id for e in shown.experiments]
+    )
+    counts = waiting_tab_counts(snapshot=snapshot, waiting=waiting, q=q)
+    show_tabs = access.workspace.requires_approval or any(counts.values()) or picks is not None
+    return ListPage(
+        shown, experiment_rows(access=access, experiments=shown.experiments, claims=claims), counts, show_tabs
+    )
+
+
+def experiment_rows(
+    *,
+    access: WorkspaceAccess,
+    experiments: tuple[ExperimentSummary, ...],
+    claims: dict[tuple[str, str], ConclusionAttempt],
+) -> list[ExperimentRow]:
+    """Rows for one page of experiments, with their claims (conclusion and decision), keyed
+    (experiment id, action)."""
     conclusion, decision = AttemptAction.CONCLUSION, AttemptAction.DECISION
     now = timezone.now()
     return [

@@ -136,17 +136,7 @@ def home_overview(
     now = now or timezone.now()
     snapshots = _read_lists(workspaces)
     attempts = open_conclusion_attempts(workspaces=[access.workspace for access in workspaces])
-    by_state = Counter((ws_pk, attempt.state) for (ws_pk, _), attempt in attempts.items())
-    cards = tuple(
-        WorkspaceOverview(
-            access=access,
-            snapshot=snapshot,
-            being_concluded=by_state[(access.workspace.pk, AttemptState.REQUESTED)],
-            unknown=by_state[(access.workspace.pk, AttemptState.UNKNOWN)],
-            awaiting_approval=by_state[(access.workspace.pk, AttemptState.AWAITING_APPROVAL)],
-        )
-        for access, snapshot in zip(workspaces, snapshots, strict=True)
-    )
+    cards = tuple(_card(access, snapshot, attempts) for access, snapshot in zip(workspaces, snapshots, strict=True))
     chosen = [card for card in cards if workspace_pk is None or card.workspace.pk == workspace_pk]
     rows: list[ActiveExperiment] = []
     for card in chosen:
@@ -176,6 +166,26 @@ def home_overview(
         searched=sum(1 for card in chosen if card.snapshot.available),
         unread=tuple(card for card in chosen if not card.snapshot.available),
     )
+
+
+def _card(
+    access: WorkspaceAccess, snapshot: ExperimentListSnapshot, attempts: dict[tuple[int, str], ConclusionAttempt]
+) -> WorkspaceOverview:
+    by_state = Counter(attempt.state for (ws_pk, _), attempt in attempts.items() if ws_pk == access.workspace.pk)
+    return WorkspaceOverview(
+        access=access,
+        snapshot=snapshot,
+        being_concluded=by_state[AttemptState.REQUESTED],
+        unknown=by_state[AttemptState.UNKNOWN],
+        awaiting_approval=by_state[AttemptState.AWAITING_APPROVAL],
+    )
+
+
+def workspace_card(*, access: WorkspaceAccess) -> WorkspaceOverview:
+    """One workspace's card, read again (its list, as cached, and one query for its open
+    attempts): what the home page redraws after a review changed its counts."""
+    snapshot = list_selectors.experiment_list_cached(workspace=access.workspace)
+    return _card(access, snapshot, open_conclusion_attempts(workspaces=[access.workspace]))
 
 
 def _row_order(row: ActiveExperiment) -> tuple[int, str, str, int, str]:

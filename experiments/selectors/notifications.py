@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.paginator import Page, Paginator
-from django.db.models import F
+from django.db.models import Count, F, Q
 
-from experiments.models import AuditEntry, EntryKind, NotificationDelivery, Workspace
+from experiments.models import AuditEntry, EntryKind, Membership, NotificationDelivery, Workspace
 
 DELIVERIES_PER_PAGE = 25
 SETTINGS_CHANGES_SHOWN = 10
@@ -30,6 +30,14 @@ def settings_change_list(*, workspace: Workspace, limit: int = SETTINGS_CHANGES_
             }
         )
     return changes
+
+
+def email_reach(*, workspace: Workspace) -> tuple[int, int]:
+    """(with an address, in all): the workspace's active members who could be emailed, and how
+    many there are. One query."""
+    members = Membership.objects.filter(workspace=workspace, user__is_active=True)
+    reach = members.aggregate(total=Count("pk"), with_address=Count("pk", filter=~Q(user__email="")))
+    return reach["with_address"], reach["total"]
 
 
 def delivery_page(*, workspace: Workspace, page: Any) -> Page:

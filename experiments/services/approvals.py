@@ -47,11 +47,11 @@ NOTE_MAX_LENGTH = 2000
 EXPIRY_NAME = "approval expiry"
 
 MSG_AWAITING = (
-    "Asked for approval: ending the analysis of {name} now waits for another concluder or admin of this "
+    "Asked for approval: force concluding {name} now waits for another concluder or admin of this "
     "workspace to approve it (until {when}). Nothing has been sent to Mixpanel yet."
 )
-MSG_EXPIRED = "Expired: nobody approved ending the analysis of {name} within {hours} h, so nothing was sent."
-MSG_FORBIDDEN = "Only concluders and admins of this workspace can approve or reject requests to end an analysis."
+MSG_EXPIRED = "Expired: nobody approved force concluding {name} within {hours} h, so nothing was sent."
+MSG_FORBIDDEN = "Only concluders and admins of this workspace can approve or reject requests to force conclude."
 MSG_SELF_APPROVAL = (
     "You asked for this yourself, so you cannot approve it: another concluder or admin of this workspace must. "
     "Nothing was sent."
@@ -59,7 +59,7 @@ MSG_SELF_APPROVAL = (
 MSG_NOTE_REQUIRED = "Say why you reject it in the note: {who} reads it."
 MSG_NOTE_TOO_LONG = f"Keep the note under {NOTE_MAX_LENGTH} characters."
 MSG_REQUESTER_CANNOT = (
-    "{who} may no longer end analyses in this workspace, so their request cannot be approved. Reject it instead."
+    "{who} may no longer force conclude in this workspace, so their request cannot be approved. Reject it instead."
 )
 MSG_EXPIRED_NOW = (
     "This request expired at {when} before anyone approved it. Nothing was sent; ask again if still needed."
@@ -67,10 +67,11 @@ MSG_EXPIRED_NOW = (
 MSG_ALREADY = {
     AttemptState.REJECTED: "This request was already rejected by {reviewer}. Nothing was sent.",
     AttemptState.EXPIRED: "This request had already expired. Nothing was sent.",
+    AttemptState.WITHDRAWN: "This request was already withdrawn by {requester}. Nothing was sent.",
 }
 MSG_ALREADY_APPROVED = "{reviewer} already approved this request; it was sent once, by that approval."
-MSG_REJECTED = "Rejected: the analysis of {name} will not be ended. {who} sees your note."
-MSG_WITHDRAWN = "Withdrawn: your request to end the analysis of {name} is closed. Nothing was sent."
+MSG_REJECTED = "Rejected: {name} will not be force concluded. {who} sees your note."
+MSG_WITHDRAWN = "Withdrawn: your request to force conclude {name} is closed. Nothing was sent."
 
 # What the expiry task did, kept in its result row.
 RESULT_MISSING = "missing"
@@ -168,7 +169,7 @@ def attempt_review(
     via: str = "",
 ) -> AttemptOutcome:
     """Approve (`decision` "approve": sends the call, once) or reject a waiting request; its
-    requester rejecting it withdraws it.
+    requester rejecting it withdraws it (state "withdrawn", with no reviewer).
 
     Refusals (not a concluder, one's own request, a rejection without a note, a request
     no longer waiting) come back as outcomes with a readable message and change nothing.
@@ -180,6 +181,8 @@ def attempt_review(
         return AttemptOutcome(
             attempt, attempt.state, ok=False, message=refusal, failure=_refusal_failure(attempt, refusal)
         )
+    if decision == REJECT and attempt.actor_id == user.pk:
+        return _withdraw(attempt, user, note, via)
     if decision == REJECT:
         return _reject(attempt, user, note, via)
     if not _mark_approved(attempt, user, note, via):
@@ -232,7 +235,9 @@ def _no_longer_waiting(attempt: ConclusionAttempt) -> str:
     if attempt.is_awaiting_approval:  # lost a race with the expiry
         return MSG_EXPIRED_NOW.format(when=format_utc(attempt.expires_at))
     if attempt.state in MSG_ALREADY:
-        return MSG_ALREADY[attempt.state].format(reviewer=attempt.reviewer_name or "someone")
+        return MSG_ALREADY[attempt.state].format(
+            reviewer=attempt.reviewer_name or "someone", requester=attempt.actor_name or "its requester"
+        )
     return MSG_ALREADY_APPROVED.format(reviewer=attempt.reviewer_name or "Someone")
 
 
@@ -262,16 +267,14 @@ def _mark_approved(attempt: ConclusionAttempt, user: Any, note: str, via: str = 
 
 
 def _reject(attempt: ConclusionAttempt, user: Any, note: str, via: str) -> AttemptOutcome:
-    """Close the waiting request unsent, releasing its claim; its requester may withdraw it."""
+    """Close the waiting request unsent, releasing its claim, with the reviewer's note."""
     now = timezone.now()
-    own = attempt.actor_id == user.pk
     name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     reviewer = _review_columns(user, note, now, via)
-    reason = "Withdrawn by the requester" if own else f"Rejected by {reviewer['reviewer_name']}"
     columns = {
         **reviewer,
         "finished_at": now,
-        "failure_reason": f"{reason}{': ' + note if note else ''}. Nothing was sent.",
+        "failure_reason": f"Rejected by {reviewer['reviewer_name']}: {note}. Nothing was sent.",
     }
     moved = attempt_transition(
         attempt,
@@ -285,5 +288,28 @@ def _reject(attempt: ConclusionAttempt, user: Any, note: str, via: str) -> Attem
     )
     if not moved:
         return _no_longer_waiting_outcome(attempt)
-    message = (MSG_WITHDRAWN if own else MSG_REJECTED).format(name=name, who=attempt.actor_name)
+    message = MSG_REJECTED.format(name=name, who=attempt.actor_name)
     return AttemptOutcome(attempt, AttemptState.REJECTED, ok=False, message=message)
+
+
+def _withdraw(attempt: ConclusionAttempt, user: Any, note: str, via: str) -> AttemptOutcome:
+    """The requester closes their own request unsent, releasing its claim. Nobody reviewed
+    it, so the review columns stay blank; the entry is the requester's."""
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
+    columns = {
+        "finished_at": timezone.now(),
+        "failure_reason": f"Withdrawn by the requester{': ' + note if note else ''}. Nothing was sent.",
+    }
+    moved = attempt_transition(
+        attempt,
+        to=AttemptState.WITHDRAWN,
+        step=AttemptState.WITHDRAWN,
+        columns=columns,
+        release_claim=True,
+        payload=lambda a: audit_payloads.reviewed(a, closed=True, claim_released=True),
+        actor=user,
+        actor_name=acting_name(user, via),
+    )
+    if not moved:
+        return _no_longer_waiting_outcome(attempt)
+    return AttemptOutcome(attempt, AttemptState.WITHDRAWN, ok=False, message=MSG_WITHDRAWN.format(name=name))

@@ -271,9 +271,12 @@ def _late_evidence(columns: dict[str, Any], evidence: dict[str, Any]) -> dict[st
     }
 
 
-def attempt_record_reconciled(*, attempt: ConclusionAttempt, applied: bool, message: str, current: Experiment) -> bool:
+def attempt_record_reconciled(
+    *, attempt: ConclusionAttempt, applied: bool, message: str, current: Experiment, by: Any = None
+) -> bool:
     """Resolve the attempt if it is still in the state it was read in (compare-and-set);
-    False when another reconcile, or the original request, resolved it first."""
+    False when another reconcile, or the original request, resolved it first. The entry is
+    `by`'s, a person who asked for the check, else the reconcile command's."""
     previous = attempt.state
     state = AttemptState.RECONCILED_APPLIED if applied else AttemptState.RECONCILED_NOT_APPLIED
     sent_end = attempt.request_body.get("end_date") if attempt.action == AttemptAction.CONCLUSION else None
@@ -293,8 +296,8 @@ def attempt_record_reconciled(*, attempt: ConclusionAttempt, applied: bool, mess
             current=current,
             end_date_matches_request=ours,
         ),
-        actor=None,
-        actor_name=RECONCILER_NAME,
+        actor=by,
+        actor_name=auditlog.display_name(by) if by is not None else RECONCILER_NAME,
     )
     if moved and applied:
         invalidate_list(attempt.workspace)

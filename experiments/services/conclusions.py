@@ -59,7 +59,7 @@ MSG_BLOCKED_RACE = (
     "Not sent: another attempt on {name} finished a moment ago. Refresh to see its outcome before trying again."
 )
 MSG_BLOCKED_AWAITING = (
-    "Not sent: {who} asked at {when} to end the analysis of {name}, and that request waits for approval. "
+    "Not sent: {who} asked at {when} to force conclude {name}, and that request waits for approval. "
     "Approve or reject it instead."
 )
 

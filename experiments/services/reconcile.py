@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.tasks import task
@@ -101,7 +102,9 @@ class ReconcileResult:
         return self.outcome in (APPLIED, NOT_APPLIED, SKIPPED)
 
 
-def conclusion_reconcile(*, attempt: ConclusionAttempt, client: mixpanel.MixpanelClient) -> ReconcileResult:
+def conclusion_reconcile(
+    *, attempt: ConclusionAttempt, client: mixpanel.MixpanelClient, by: Any = None
+) -> ReconcileResult:
     """Resolve one open attempt (a conclusion or a decision) by reading its experiment.
 
     A conclusion counts as applied when Mixpanel shows concluded, success or fail (the
@@ -109,7 +112,9 @@ def conclusion_reconcile(*, attempt: ConclusionAttempt, client: mixpanel.Mixpane
     released). A decision counts as applied at success or fail, and as not applied while
     the experiment is still only concluded. A read failure or an unexpected status leaves
     the attempt open, and so does an attempt younger than attempt_judgeable_at, whatever
-    the caller asked. Never sends the request again.
+    the caller asked. Never sends the request again. `by` is the person who asked ("Check
+    Mixpanel now"), recorded as the resolution's actor; the worker and cron leave it None and
+    the entry is the reconcile command's.
     """
     name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     previous = attempt.state
@@ -137,7 +142,8 @@ def conclusion_reconcile(*, attempt: ConclusionAttempt, client: mixpanel.Mixpane
         message = MSG_RECONCILE_ODD.format(name=name, status=current.status)
         return ReconcileResult(attempt, UNRESOLVED, previous, current.status, message)
     message = message.format(name=name, status=current.status, action=ACTION_NOUNS[attempt.action])
-    if not attempt_record_reconciled(attempt=attempt, applied=outcome == APPLIED, message=message, current=current):
+    applied = outcome == APPLIED
+    if not attempt_record_reconciled(attempt=attempt, applied=applied, message=message, current=current, by=by):
         done = MSG_RECONCILE_DONE.format(state=attempt.state)
         return ReconcileResult(attempt, SKIPPED, previous, current.status, done)
     return ReconcileResult(attempt, outcome, previous, current.status, message)

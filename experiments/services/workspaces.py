@@ -10,7 +10,7 @@ from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from experiments import auditlog
-from experiments.models import EntryKind, Workspace
+from experiments.models import DeliveryChannel, EntryKind, Workspace
 from experiments.notifications import deliveries as notifications
 from experiments.notifications import webhook
 
@@ -121,3 +121,45 @@ def workspace_settings_update(
         "; ".join(changes),
     )
     return changes
+
+
+MSG_TEST_NOWHERE = "Nothing was sent: no webhook is set and email is off. Set one of them first, then try again."
+MSG_TEST_SENT = "A test message is on its way {where}. It is listed under Latest messages below: reload to see it sent."
+MSG_TEST_NO_ADDRESS = (
+    "Nothing was sent: email is on but your account has no email address, and no webhook is set. "
+    "The test is kept in the audit trail."
+)
+
+
+def notification_test_send(*, workspace: Workspace, user: Any) -> str:
+    """Send a test message through the same path as every notification, and say where it went.
+
+    It is an audit entry (notification_test, by `user`) told to the workspace's channels like
+    any other entry: the webhook, and by email to `user` when email is on. Its deliveries are
+    sent by the worker and listed on the settings page like every message. With neither channel
+    on nothing is recorded.
+    """
+    if not (workspace.webhook_url_sealed or workspace.email_bookmarkers):
+        return MSG_TEST_NOWHERE
+    with transaction.atomic():
+        entry = auditlog.append_entry(
+            kind=EntryKind.NOTIFICATION_TEST,
+            workspace=workspace,
+            actor=user,
+            actor_name=auditlog.display_name(user),
+            payload={
+                "webhook": workspace.webhook_url_hint if workspace.webhook_url_sealed else "",
+                "email": workspace.email_bookmarkers,
+            },
+        )
+        deliveries = notifications.entry_recorded(entry=entry)
+    logger.info("Test message of %s (#%s) sent by %s.", workspace.name, workspace.pk, auditlog.display_name(user))
+    if not deliveries:
+        return MSG_TEST_NO_ADDRESS
+    places = [
+        f"to the webhook {delivery.recipient}"
+        if delivery.channel == DeliveryChannel.WEBHOOK
+        else f"by email to {delivery.recipient}"
+        for delivery in deliveries
+    ]
+    return MSG_TEST_SENT.format(where=" and ".join(places))

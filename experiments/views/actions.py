@@ -8,7 +8,6 @@ with a readable fragment (htmx 2 does not swap 4xx/5xx).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,7 +24,6 @@ from experiments.forms import DecisionForm, ForceConcludeForm
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.experiment import Experiment
 from experiments.queries import ExperimentListQuery
-from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
 from experiments.selectors import experiment_rows as row_selectors
@@ -33,25 +31,24 @@ from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions as decision_services
 from experiments.services.attempts import AttemptOutcome
-from experiments.services.sending import variant_keys
 from experiments.views.helpers import (
     DETAIL_TEMPLATE,
     LIST_TEMPLATE,
     HtmxHttpRequest,
+    changed_elsewhere,
     conclude_section_context,
     experiment_back_url,
     experiment_list_url,
     flash_outcome,
     get_workspace_access,
     row_for,
-    tab_groups,
     wants_fragment,
 )
 
 CONCLUDE_TEMPLATE = "experiments/force_conclude.html"
 DECIDE_TEMPLATE = "experiments/decide.html"
 MSG_FORBIDDEN = (
-    "Only concluders and admins of {workspace} can end the analysis of an experiment. You are a {role} here; "
+    "Only concluders and admins of {workspace} can force conclude experiments. You are a {role} here; "
     "ask a workspace admin if you need to."
 )
 MSG_DECIDE_FORBIDDEN = (
@@ -106,67 +103,38 @@ def _outcome_fragment(
     when the experiment changed, what else on the page shows its status (out of band)."""
     shown = outcome.experiment if outcome.experiment is not None else experiment
     # A request for approval went as asked: said in the tone of a success, though nothing changed yet.
-    notice_ok = outcome.tone == "success"
+    tone = outcome.tone
+    in_place = True
     if back == "detail":
-        context = conclude_section_context(access, shown, notice=outcome.message, notice_ok=notice_ok)
+        context = conclude_section_context(access, shown, notice=outcome.message, notice_tone=tone)
         template = DETAIL_TEMPLATE + "#conclude-section"
     else:
-        row = row_for(access, shown, notice=outcome.message, notice_ok=notice_ok, claim=outcome.claim_holder)
+        row = row_for(access, shown, notice=outcome.message, notice_tone=tone, claim=outcome.claim_holder)
+        in_place = row.notice_in_row
         context = {"row": row, "conclude_suffix": "?" + urlencode({"back": "list", "list_query": list_query})}
         context["keep_star"] = True  # the star on the page stays (hx-preserve): no bookmark query
         template = LIST_TEMPLATE + "#row"
     context.update(access=access, workspace=access.workspace)
     html = render_to_string(template, context, request=request)
-    if outcome.ok:
-        html += _changed_elsewhere(request, access, shown, back=back, list_query=list_query, before=before)
+    # A success moves the experiment's status; anything else may change what waits (a request
+    # asked for, an answer lost), but never the status, so each costs only what it changes.
+    html += changed_elsewhere(
+        request,
+        access,
+        shown,
+        back=back,
+        list_query=list_query,
+        before=before,
+        status_changed=outcome.ok,
+        waiting_changed=not outcome.ok,
+    )
     # Replacing the open <dialog> element closes it: no script needed.
     html += render_to_string(dialog, {"oob": True}, request=request)
     response = HttpResponse(html)
-    if outcome.ok:
+    # The page's one notice: every success, and on the list whatever the row does not say itself.
+    if outcome.ok or not in_place:
         trigger_client_event(response, "showToast", {"message": outcome.message})
     return response
-
-
-def _changed_elsewhere(
-    request: HtmxHttpRequest,
-    access: WorkspaceAccess,
-    experiment: Any,
-    *,
-    back: str,
-    list_query: str,
-    before: Any = None,
-) -> str:
-    """Out-of-band swaps for an experiment whose status just changed: on its page the
-    header (status badge, days running) and the end date; on the list the tab counts."""
-    context: dict[str, Any] = {"access": access, "workspace": access.workspace, "oob": True}
-    if back == "detail":
-        context.update(
-            experiment=experiment,
-            row=row_for(access, experiment),
-            overview=page_selectors.experiment_overview(workspace=access.workspace, experiment=experiment),
-            starred=bookmark_selectors.bookmark_ids_for_experiments(
-                workspace=access.workspace, experiment_ids=[experiment.id]
-            ),
-        )
-        html = render_to_string(DETAIL_TEMPLATE + "#experiment-header", context, request=request)
-        return html + render_to_string(DETAIL_TEMPLATE + "#experiment-end", context, request=request)
-    # The service dropped the cached list, and reading it again would cost every press a
-    # second call to Mixpanel. The copy read before the press, with this experiment moved
-    # to its new status, gives the same counts.
-    if before is None or before.index is None:
-        return ""  # the counts stay as they were; the next page load shows them
-    query = ExperimentListQuery.from_querystring(list_query)
-    page = list_selectors.experiment_list_page(
-        snapshot=before, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=query.size
-    )
-    counts = dict(page.counts)
-    was = before.index.get(experiment.id)
-    if was is not None and was.status != experiment.status and counts.get(was.status, 0) > 0:
-        counts[was.status] -= 1
-        counts[experiment.status] = counts.get(experiment.status, 0) + 1
-    page = dataclasses.replace(page, counts=counts)
-    context["tab_groups"] = tab_groups(query, page, experiment_list_url(access.workspace.pk), counts_known=True)
-    return render_to_string(LIST_TEMPLATE + "#status-tabs", context, request=request)
 
 
 @require_http_methods(["GET", "POST"])
@@ -253,8 +221,8 @@ def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     section = conclude_section_context(access, experiment)
     context.update(experiment=experiment, decide_url=request.path, show_decide=section["show_decide"])
     context["decision_text"] = section["decision_text"]
-    keys = variant_keys(experiment)
-    form = DecisionForm(request.POST or None, variant_keys=keys)
+    options = page_selectors.decision_options(experiment=experiment)
+    form = DecisionForm(request.POST or None, options=options)
     if request.method == "GET" or not form.is_valid():
         context["form"] = form
         return _decide_form_response(request, context)

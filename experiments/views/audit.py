@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,8 +26,10 @@ from django_htmx.http import push_url
 from experiments.converters import DB_ID_MAX
 from experiments.models import AttemptAction, AttemptState, Workspace
 from experiments.selectors import audit as audit_selectors
+from experiments.selectors import audit_controls as control_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS, AUDIT_PAGE_SIZE, AUDIT_PAGE_SIZES, AuditFilters
+from experiments.selectors.audit_controls import CONTROL_EXPORT_FIELDS, CONTROLS, CONTROLS_LABEL
 from experiments.views.helpers import get_workspace_access
 
 SEARCH_MAX_LENGTH = 200
@@ -58,12 +61,40 @@ EXPORT_HEADERS = {
     "seq": "seq",
     "hash": "hash",
 }
-_HEADERS = [EXPORT_HEADERS[name] for name in AUDIT_EXPORT_FIELDS]
-_JSON_COLUMN = AUDIT_EXPORT_FIELDS.index("request_body")
+# The controls view's export: one row per governance entry (settings changes).
+CONTROL_EXPORT_HEADERS = {
+    "seq": "seq",
+    "kind": "kind",
+    "created_at": "created_at",
+    "workspace_id": "workspace_id",
+    "workspace__name": "workspace",
+    "actor_id": "actor_id",
+    "actor_name": "actor_name",
+    "changes": "changes",
+    "payload": "payload",
+    "hash": "hash",
+}
 # Every text column (all but the numbers: ids, HTTP status, duration) is neutralised,
 # dates and JSON included, though those start with a digit or "{".
 _NUMBER_COLUMNS = ("id", "workspace_id", "actor_id", "http_status", "duration_ms", "reviewer_id", "seq")
-_TEXT_COLUMNS = [i for i, name in enumerate(AUDIT_EXPORT_FIELDS) if name not in _NUMBER_COLUMNS]
+
+
+@dataclass(frozen=True)
+class _ExportShape:
+    """An export's columns: their headers, the one that is JSON text, and the text ones to neutralise."""
+
+    headers: list[str]
+    json_column: int
+    text_columns: list[int]
+
+    @classmethod
+    def of(cls, fields: tuple[str, ...], headers: dict[str, str], json_field: str) -> _ExportShape:
+        text = [i for i, name in enumerate(fields) if name not in _NUMBER_COLUMNS]
+        return cls([headers[name] for name in fields], fields.index(json_field), text)
+
+
+ATTEMPT_EXPORT = _ExportShape.of(AUDIT_EXPORT_FIELDS, EXPORT_HEADERS, "request_body")
+CONTROL_EXPORT = _ExportShape.of(CONTROL_EXPORT_FIELDS, CONTROL_EXPORT_HEADERS, "payload")
 EXPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson; charset=utf-8"}
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV
 # injection"); fullwidth forms too in some versions. Some skip leading whitespace
@@ -110,7 +141,7 @@ class AuditFilterForm(forms.Form):
     person = forms.CharField(required=False, max_length=150)
     action = forms.ChoiceField(
         required=False,
-        choices=[("", "Any action"), *AttemptAction.choices],
+        choices=[("", "Any action"), *AttemptAction.choices, (CONTROLS, CONTROLS_LABEL)],
         error_messages={"invalid_choice": "Choose one of the listed actions."},
     )
     outcome = forms.ChoiceField(
@@ -181,9 +212,9 @@ def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: W
     form = AuditFilterForm(request.GET)
     filters = form.filters(workspace=pinned)
     cursor = request.GET.get("cursor") if audit_selectors.parse_audit_cursor(request.GET.get("cursor")) else None
-    page = audit_selectors.audit_attempt_page(
-        user=request.user, filters=filters, cursor=cursor, page_size=form.page_size
-    )
+    controls = filters.action == CONTROLS
+    page_of = control_selectors.audit_control_page if controls else audit_selectors.audit_attempt_page
+    page = page_of(user=request.user, filters=filters, cursor=cursor, page_size=form.page_size)
     list_url = (
         reverse("experiments:audit-workspace-list", args=[pinned.pk]) if pinned else reverse("experiments:audit-list")
     )
@@ -212,7 +243,9 @@ def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: W
         + ("?" + export_query if export_query else ""),
         "approximate_total": f"{page.approximate_total:,}" if page.approximate_total else "",
         "outcome_choices": AttemptState.choices,
-        "action_choices": AttemptAction.choices,
+        "action_choices": [*AttemptAction.choices, (CONTROLS, CONTROLS_LABEL)],
+        "controls": controls,
+        "controls_label": CONTROLS_LABEL,
         "page_sizes": AUDIT_PAGE_SIZES,
         "may_open": pinned is not None and _may_open(request, pinned),
     }
@@ -261,11 +294,17 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     if not form.is_valid():
         problems = "; ".join(str(e) for errors in form.errors.values() for e in errors)
         return HttpResponseBadRequest(f"The export's filter is not valid: {problems}", content_type="text/plain")
-    rows = audit_selectors.audit_export_rows(user=request.user, filters=form.filters())
-    body = _csv_stream(rows) if fmt == "csv" else _ndjson_stream(rows)
+    filters = form.filters()
+    if filters.action == CONTROLS:
+        rows = control_selectors.audit_control_export_rows(user=request.user, filters=filters)
+        shape, name = CONTROL_EXPORT, "settings-audit"
+    else:
+        rows = audit_selectors.audit_export_rows(user=request.user, filters=filters)
+        shape, name = ATTEMPT_EXPORT, "conclusion-audit"
+    body = _csv_stream(rows, shape) if fmt == "csv" else _ndjson_stream(rows, shape)
     response = StreamingHttpResponse(body, content_type=EXPORT_CONTENT_TYPES[fmt])
     stamp = timezone.now().astimezone(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    response["Content-Disposition"] = f'attachment; filename="conclusion-audit-{stamp}.{fmt}"'
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.{fmt}"'
     return response
 
 
@@ -297,30 +336,33 @@ def _batched(lines: Iterable[str]) -> Iterator[str]:
         yield "".join(batch)
 
 
-def _csv_stream(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
+def _csv_stream(rows: Iterable[tuple[Any, ...]], shape: _ExportShape) -> Iterator[str]:
     """CSV lines; per row only the columns that need it are touched (this runs a million times)."""
     writer = csv.writer(_Echo())
+    text_columns = shape.text_columns
 
     def line(row: tuple[Any, ...]) -> str:
         cells = list(row)
-        for i in _TEXT_COLUMNS:
+        for i in text_columns:
             text = cells[i]
             if text and (text[0] in _RISKY_FIRST or text[0].isspace()):
                 cells[i] = neutralise_cell(text)
         return writer.writerow(cells)  # None is written as an empty cell
 
-    yield writer.writerow(_HEADERS)
+    yield writer.writerow(shape.headers)
     yield from _batched(line(row) for row in rows)
 
 
-def _ndjson_stream(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
-    """One JSON object per line; request_body is spliced in as the JSON text it already is."""
-    headers = [h for i, h in enumerate(_HEADERS) if i != _JSON_COLUMN]
-    body_key = json.dumps(_HEADERS[_JSON_COLUMN])
+def _ndjson_stream(rows: Iterable[tuple[Any, ...]], shape: _ExportShape) -> Iterator[str]:
+    """One JSON object per line; the JSON column (request_body, payload) is spliced in as the
+    JSON text it already is."""
+    json_column = shape.json_column
+    headers = [h for i, h in enumerate(shape.headers) if i != json_column]
+    body_key = json.dumps(shape.headers[json_column])
 
     def line(row: tuple[Any, ...]) -> str:
         cells = list(row)
-        body = cells.pop(_JSON_COLUMN) or "null"
+        body = cells.pop(json_column) or "null"
         head = json.dumps(dict(zip(headers, cells, strict=True)), ensure_ascii=False)
         return f"{head[:-1]}, {body_key}: {body}}}\n"
 

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import push_url
 
 from experiments.queries import MSG_HOME_WORKSPACE, SEARCH_MAX_LENGTH, HomeQuery
+from experiments.selectors import approvals as approval_selectors
 from experiments.selectors import audit as audit_selectors
 from experiments.selectors import health
 from experiments.selectors import home as home_selectors
@@ -23,8 +24,9 @@ HOME_TEMPLATE = "experiments/home.html"
 
 @require_GET
 def home(request: HtmxHttpRequest) -> HttpResponse:
-    """The person's workspaces with their counts, and every active experiment in them,
-    filtered by workspace and search from the URL; htmx gets the results alone.
+    """The requests waiting for the person's approval and their own requests, their workspaces
+    with their counts, and every active experiment in them, filtered by workspace and search
+    from the URL; htmx gets the results alone.
 
     An auditor without a workspace lands on the audit trail, and a newcomer without
     any role is told whom to ask (DESK_ACCESS_CONTACT).
@@ -44,6 +46,10 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
     context = {
         "workspaces": workspaces,
         "overview": overview,
+        # First on the page: what waits for this person, and what they asked for.
+        "inbox": approval_selectors.approval_inbox(user=request.user, workspaces=workspaces),
+        "own_requests": approval_selectors.own_requests(user=request.user, workspaces=workspaces),
+        "can_approve": any(access.can_conclude for access in workspaces),
         "query": query,
         "chosen": next((a.workspace for a in workspaces if a.workspace.pk == query.workspace), None),
         "refused_message": MSG_HOME_WORKSPACE if query.workspace_refused else "",

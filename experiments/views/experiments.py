@@ -32,6 +32,7 @@ from experiments.views.helpers import (
     experiment_list_url,
     get_workspace_access,
     tab_groups,
+    waiting_tabs,
     wants_fragment,
 )
 
@@ -85,9 +86,16 @@ def _page_links(query: ExperimentListQuery, page: Any, list_url: str) -> list[di
 def _render_list(
     request: HtmxHttpRequest, access: WorkspaceAccess, query: ExperimentListQuery, snapshot: Any
 ) -> HttpResponse:
-    page = list_selectors.experiment_list_page(
-        snapshot=snapshot, status=query.status, q=query.q, sort=query.sort, page=query.page, page_size=query.size
+    listed = row_selectors.experiment_list_rows(
+        access=access,
+        snapshot=snapshot,
+        status=query.status,
+        q=query.q,
+        sort=query.sort,
+        page=query.page,
+        size=query.size,
     )
+    page = listed.page
     query = query.with_(page=page.page)  # a page past the end was clamped to the last one
     list_url = experiment_list_url(access.workspace.pk)
     now = timezone.now()
@@ -98,7 +106,8 @@ def _render_list(
         "query": query,
         "snapshot": snapshot,
         "page": page,
-        "rows": row_selectors.experiment_rows(access=access, experiments=page.experiments),
+        "rows": listed.rows,
+        "waiting_tabs": waiting_tabs(query, listed.waiting_counts, list_url) if listed.waiting_tabs else None,
         "bookmark_strip": strip,
         "starred": strip.starred,
         "list_url": list_url,

@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from experiments.forms import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS, WorkspaceSettingsForm
 from experiments.notifications import webhook as notification_webhook
@@ -43,6 +43,8 @@ def _page_context(request: HttpRequest, access: WorkspaceAccess, form: Workspace
         "window_max": APPROVAL_WINDOW_MAX_HOURS,
         "deliveries": notification_selectors.delivery_page(workspace=workspace, page=request.GET.get("page")),
         "setting_changes": notification_selectors.settings_change_list(workspace=workspace),
+        # How many of the people concerned an email can reach: said while email is on.
+        "email_reach": notification_selectors.email_reach(workspace=workspace) if workspace.email_bookmarkers else None,
     }
 
 
@@ -67,3 +69,13 @@ def workspace_settings(request: HttpRequest, workspace_pk: int) -> HttpResponse:
         messages.success(request, MSG_SAVED.format(changes="; ".join(changes)) if changes else MSG_UNCHANGED)
         return redirect("experiments:workspace-settings", workspace_pk=workspace.pk)
     return render(request, TEMPLATE, _page_context(request, access, form))
+
+
+@require_POST
+def workspace_notification_test(request: HttpRequest, workspace_pk: int) -> HttpResponse:
+    """Send a test message through the workspace's channels, then back to its settings."""
+    access = get_workspace_access(request, workspace_pk)
+    if not access.is_admin:
+        raise PermissionDenied("Only a workspace admin may send a test message.")
+    messages.info(request, workspace_services.notification_test_send(workspace=access.workspace, user=request.user))
+    return redirect("experiments:workspace-settings", workspace_pk=access.workspace.pk)

@@ -11,16 +11,34 @@ function announce(text) {
   setTimeout(() => { region.textContent = text; }, 60);
 }
 
+// The page's one notice. Raised by the server with HX-Trigger: {"showToast": {"message": "..."}}.
+// A new notice takes the place of the last, so notices never stack up over the page. It goes
+// by itself after a while (never while pointed at or focused), or at Dismiss; what it says is
+// also shown where it happened (a row's chip or line), so nothing is lost with it.
+const TOAST_MS = 8000;
+function dismissLater(toast) {
+  setTimeout(() => {
+    if (toast.matches(":hover, :focus-within")) dismissLater(toast);
+    else toast.remove();
+  }, TOAST_MS);
+}
 document.addEventListener("showToast", (event) => {
-  // Raised by the server with HX-Trigger: {"showToast": {"message": "..."}}.
   const box = document.getElementById("toasts");
   const text = event.detail && event.detail.message;
   if (!box || !text) return;
-  const toast = document.createElement("p");
+  hideSlow();
+  const toast = document.createElement("div");
   toast.className = "toast";
-  toast.textContent = text; // text, never HTML
-  box.append(toast);
-  setTimeout(() => toast.remove(), 6000);
+  const said = document.createElement("p");
+  said.textContent = text; // text, never HTML
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "toast-close";
+  close.textContent = "Dismiss";
+  close.addEventListener("click", () => toast.remove());
+  toast.append(said, close);
+  box.replaceChildren(toast);
+  dismissLater(toast);
 });
 
 document.addEventListener("click", (event) => {
@@ -64,10 +82,33 @@ document.addEventListener("click", (event) => {
     return;
   }
   // <button data-copy="TEXT"> puts TEXT on the clipboard (an experiment's id) and says so.
+  // Where the clipboard API is missing or refused (a plain http:// address is no secure
+  // context), the id is shown beside the button and selected, ready for Ctrl+C.
   const copy = event.target.closest("[data-copy]");
   if (copy) {
-    const done = () => announce("Copied the id to the clipboard.");
-    if (navigator.clipboard) navigator.clipboard.writeText(copy.dataset.copy).then(done, () => announce("Could not copy; the id is " + copy.dataset.copy));
+    const text = copy.dataset.copy;
+    const selectIt = () => {
+      let shown = copy.parentElement.querySelector(".copy-id-text");
+      if (!shown) {
+        shown = document.createElement("code");
+        shown.className = "copy-id-text";
+        shown.textContent = text;
+        copy.after(shown);
+      }
+      const range = document.createRange();
+      range.selectNodeContents(shown);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      let copied = false;
+      try { copied = document.execCommand("copy"); } catch (error) { copied = false; }
+      announce(copied ? "Copied the id to the clipboard." : "The id is selected: press Ctrl+C to copy it.");
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(() => announce("Copied the id to the clipboard."), selectIt);
+    } else {
+      selectIt();
+    }
     return;
   }
   // <button data-fill-now="ID"> puts the current UTC minute into <input id="ID">.

@@ -1,4 +1,5 @@
-"""axe-core on every screen and dialog, for every role, at laptop and phone widths.
+"""axe-core on every screen and dialog, for every role, at laptop and phone widths, and on the
+error pages (400, 403, 404, 500 and the CSRF failure).
 
 axe-core is vendored (tests/browser/vendor/axe.min.js, from npm's axe-core package; see
 the README) and put into each page by Playwright before the page's own scripts run, so
@@ -32,6 +33,8 @@ from experiments.models import (
 )
 from experiments.notifications import webhook
 from experiments.selectors import experiment_list as list_selectors
+from experiments.services import workspaces as workspace_services
+from experiments.views.errors import CSRF_PAGE, PAGES
 from tests.browser.signin import TIMEOUT_MS, log_in
 from tests.factories import make_attempt
 
@@ -125,6 +128,40 @@ def add_home_scene(standin: Any, user: Any, pm: Any, payments: Any) -> None:
         )
 
 
+def add_waiting_scene(standin: Any, workspace: Any, pm: Any) -> None:
+    """What waits in Growth: a request for approval (in the inbox of its concluders and admins),
+    an answer lost; a settings change for the controls view; email on, for the reach."""
+    ws_admin = Membership.objects.filter(workspace=workspace, role=Role.ADMIN).first()
+    changer = ws_admin.user if ws_admin else pm
+    workspace_services.workspace_settings_update(
+        workspace=workspace,
+        user=changer,
+        webhook_url="",
+        remove_webhook=False,
+        email_bookmarkers=True,
+        requires_approval=workspace.requires_approval,
+        approval_window_hours=12,
+    )
+    active = [e for e in standin.experiments(1001) if e["status"] == "active" and MISMATCH not in e["name"]]
+    for experiment, state in zip(active[3:5], (AttemptState.AWAITING_APPROVAL, AttemptState.UNKNOWN), strict=True):
+        waiting = ConclusionAttempt.objects.create(
+            workspace=workspace,
+            experiment_id=experiment["id"],
+            experiment_name=experiment["name"],
+            actor=pm,
+            actor_name="Pat (pat)",
+            reason_category="significance",
+            reason_text="The lift is clear.",
+            state=state,
+            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)
+            if state == AttemptState.AWAITING_APPROVAL
+            else None,
+        )
+        ConclusionClaim.objects.create(
+            workspace=workspace, experiment_id=experiment["id"], action=AttemptAction.CONCLUSION, attempt=waiting
+        )
+
+
 def check_screens(
     page: Page, report: AxeReport, base: str, *, role: str, ws: Any, exp: dict, ended: dict, attempt: Any
 ) -> None:
@@ -141,6 +178,9 @@ def check_screens(
         expect(page.locator("#home-summary")).to_contain_text("matching")
         report.check(page, f"{role}: home, searched")
     report.check(page.goto(base + reverse("experiments:audit-list")) and page, f"{role}: audit list")
+    page.goto(base + reverse("experiments:audit-list") + "?action=controls")
+    expect(page.locator("#audit-results")).to_contain_text("approval window")
+    report.check(page, f"{role}: audit list of settings changes")
     url = base + reverse("experiments:audit-workspace-list", args=[ws.pk])
     report.check(page.goto(url) and page, f"{role}: audit of one workspace")
     report.check(page.goto(base + attempt.get_absolute_url()) and page, f"{role}: attempt detail")
@@ -150,6 +190,10 @@ def check_screens(
     page.goto(base + reverse("experiments:experiment-list", args=[ws.pk]))
     expect(page.locator("#results")).to_be_visible()
     report.check(page, f"{role}: experiments list")
+    # The list's Waiting tab: rows with their chips (a request, an answer lost).
+    page.goto(base + reverse("experiments:experiment-list", args=[ws.pk]) + "?status=concluding")
+    expect(page.locator("#results a.chip").first).to_be_visible()
+    report.check(page, f"{role}: experiments list, waiting rows")
     page.locator("details.bookmark-view > summary").click()
     report.check(page, f"{role}: bookmark this view (open)")
 
@@ -187,7 +231,11 @@ def check_screens(
     if role == "admin":
         page.goto(base + reverse("experiments:workspace-settings", args=[ws.pk]))
         expect(page.locator(".deliveries-table")).to_be_visible()
+        expect(page.locator("#settings-email-reach")).to_be_visible()
         report.check(page, f"{role}: workspace settings")
+        page.get_by_role("button", name="Send a test message").click()
+        expect(page.locator(".messages")).to_contain_text("A test message is on its way")
+        report.check(page, f"{role}: workspace settings after a test message")
         page.get_by_label("Webhook address").fill("ftp://not-a-webhook")
         page.get_by_label("Approval window (hours)").fill("0")
         page.get_by_role("button", name="Save settings").click()
@@ -195,7 +243,7 @@ def check_screens(
         report.check(page, f"{role}: workspace settings with errors")
     # Without JavaScript the action is a page of its own (a 403 page for a viewer).
     page.goto(base + reverse("experiments:experiment-force-conclude", args=[ws.pk, exp["id"]]))
-    report.check(page, f"{role}: end-analysis page without JavaScript")
+    report.check(page, f"{role}: force-conclude page without JavaScript")
 
 
 @pytest.mark.parametrize("role", ["viewer", "concluder", "admin", "auditor"])
@@ -213,6 +261,7 @@ def test_no_serious_axe_violation_on_any_screen(
         workspace.save()
     attempt = make_attempt(workspace=workspace, actor=pm, experiment_id=exp["id"], experiment_name=exp["name"])
     make_attempt(workspace=workspace, actor=pm, outcome="failed", http_status=503, error="Mixpanel was down.")
+    add_waiting_scene(standin, workspace, pm)
     Bookmark.objects.create(
         workspace=workspace,
         kind=BookmarkKind.VIEW,
@@ -255,7 +304,7 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     page: Page, live_server, standin, pm, workspace
 ):
     exp = standin.find(1001, status="active")
-    # A slow PUT keeps "Ending the analysis…" on screen long enough to look at it.
+    # A slow PUT keeps "Force concluding…" on screen long enough to look at it.
     standin.set_fault("latency", experiment_id=exp["id"], method="PUT", latency_ms=1500)
     page.set_default_timeout(TIMEOUT_MS)
     log_in(page, live_server.url, "pat")
@@ -266,7 +315,7 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     # Idle indicators are hidden from assistive technology, not merely transparent.
     progress = page.locator("#force-conclude-progress")
     assert progress.evaluate("el => getComputedStyle(el).visibility") == "hidden"
-    expect(page.get_by_text("Ending the analysis…")).to_be_hidden()
+    expect(page.get_by_text("Force concluding…")).to_be_hidden()
     for live in page.locator("[aria-live], [role=status], [role=alert]").all():
         # No live region sits inside a block htmx replaces wholesale.
         assert not live.evaluate("el => !!el.closest('#force-conclude-body, #conclude-section, #results')"), (
@@ -287,7 +336,7 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     page.locator("#force-conclude-submit").click()
     # While the PUT is on its way: shown, and said once through the page's one live region.
     expect(progress).to_be_visible()
-    expect(page.locator("#announcer")).to_have_text("Ending the analysis…")
+    expect(page.locator("#announcer")).to_have_text("Force concluding…")
     # After a second, the person is told what we wait for.
     expect(page.locator("#slow-notice")).to_contain_text("Waiting for Mixpanel")
 
@@ -323,3 +372,33 @@ def test_a_slow_mixpanel_page_says_what_it_waits_for(page: Page, live_server, st
     assert "Waiting for Mixpanel" in seen["said"]
     expect(page.locator("h1.workspace-title")).to_have_text("Growth", timeout=TIMEOUT_MS)
     expect(page.locator("#slow-notice")).to_be_hidden()
+
+
+def test_no_serious_axe_violation_on_the_error_pages(browser: Browser, live_server, settings, pm):
+    """The 400, 403, 404 and 500 pages (tests.error_urls adds views that fail on purpose), and
+    the CSRF page a form posted with a spoiled token gets, at both widths."""
+    settings.ROOT_URLCONF = "tests.error_urls"
+    report = AxeReport()
+    context = browser.new_context(viewport=WIDTHS["desktop"])
+    context.add_init_script(path=str(AXE_PATH))
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        for width, size in WIDTHS.items():
+            page.set_viewport_size(size)
+            report.width = width
+            for path, status in (("/bad/", 400), ("/forbidden/", 403), ("/no/such/page/", 404), ("/boom/", 500)):
+                response = page.goto(live_server.url + path)
+                assert response.status == status
+                expect(page.locator("main h1")).to_have_text(PAGES[status][0])
+                report.check(page, f"{status} page")
+            page.goto(live_server.url + reverse("login"))
+            page.evaluate("document.querySelector('input[name=csrfmiddlewaretoken]').value = 'spoiled'")
+            page.get_by_label("Username").fill("pat")
+            page.get_by_label("Password").fill("pw-pat")
+            page.get_by_role("button", name=re.compile("log in", re.IGNORECASE)).click()
+            expect(page.locator("main h1")).to_have_text(CSRF_PAGE[0])
+            report.check(page, "CSRF page")
+    finally:
+        context.close()
+    report.assert_clean()

@@ -30,9 +30,12 @@ def ask_for_approval(page: Page, base_url: str, exp: dict) -> None:
     expect(page.locator("#force-conclude-dialog")).to_contain_text("requires a second person's approval")
     fill_dialog(page)
     page.get_by_role("button", name="Ask for approval").click()
-    expect(row).to_contain_text("Asked for approval", timeout=TIMEOUT_MS)
-    expect(row).to_contain_text("Awaiting approval: Pat (pat) asked at")
+    expect(page.locator("#toasts")).to_contain_text("Asked for approval", timeout=TIMEOUT_MS)
+    # The row stays one line: a chip and the requester's one action.
+    expect(row.locator("a.chip")).to_contain_text("Awaiting approval")
+    expect(row.locator("a.chip")).to_have_attribute("title", re.compile("^Pat \\(pat\\) asked at"))
     expect(row.locator(".badge")).to_have_text("active")
+    assert row.bounding_box()["height"] <= 64
 
 
 def test_one_person_asks_a_second_approves_and_one_put_is_sent(
@@ -45,14 +48,14 @@ def test_one_person_asks_a_second_approves_and_one_put_is_sent(
 
     # Pat sees no Approve button, and approving by hand (the form's own token) is refused.
     expect(row.get_by_role("button", name=re.compile("^Approve"))).to_have_count(0)
-    expect(row.get_by_role("button", name=re.compile("^Withdraw my request"))).to_be_visible()
+    expect(row.get_by_role("button", name=re.compile("^Withdraw"))).to_be_visible()
     attempt = ConclusionAttempt.objects.get(state=AttemptState.AWAITING_APPROVAL)
     answer = page.evaluate(
         """async (url) => {
             const token = document.querySelector('.attempt-review input[name=csrfmiddlewaretoken]').value;
             const body = new URLSearchParams({csrfmiddlewaretoken: token, decision: 'approve'});
             const response = await fetch(url, {method: 'POST', body, headers: {'HX-Request': 'true'}});
-            return await response.text();
+            return (await response.text()) + (response.headers.get('HX-Trigger') || '');
         }""",
         f"/w/{approving.pk}/attempts/{attempt.pk}/review/?back=list",
     )
@@ -66,12 +69,15 @@ def test_one_person_asks_a_second_approves_and_one_put_is_sent(
         log_in(other, live_server.url, "quinn")
         open_workspace_and_search(other, exp["name"])
         other_row = other.locator("#results tbody tr").first
-        expect(other_row).to_contain_text("Awaiting approval: Pat (pat)")
-        other_row.get_by_label(re.compile("^Note to Pat")).fill("Checked the numbers.")
-        other_row.get_by_role("button", name=re.compile("^Approve and end analysis")).dblclick()
-        expect(other_row.locator(".badge")).to_have_text("concluded", timeout=TIMEOUT_MS)
-        expect(other_row).to_contain_text("You approved Pat (pat)'s request. Concluded:")
-        expect(other_row).to_contain_text("Concluded by Pat (pat), approved by Quinn (quinn), at")
+        expect(other_row.locator("a.chip")).to_contain_text("Awaiting approval")
+        # The row's one action leads to the experiment page, where the request is in full.
+        other_row.get_by_role("link", name=re.compile("^Review")).click()
+        section = other.locator("#conclude-section")
+        expect(section).to_contain_text("Awaiting approval: Pat (pat)")
+        section.get_by_label(re.compile("^Note to Pat")).fill("Checked the numbers.")
+        section.get_by_role("button", name=re.compile("^Approve and force conclude")).dblclick()
+        expect(section).to_contain_text("You approved Pat (pat)'s request. Concluded:", timeout=TIMEOUT_MS)
+        expect(section).to_contain_text("Force concluded by Pat (pat), approved by Quinn (quinn), at")
     finally:
         context.close()
 
@@ -96,11 +102,11 @@ def test_an_expired_request_sends_nothing(page: Page, browser: Browser, live_ser
     other = context.new_page()
     try:
         log_in(other, live_server.url, "quinn")
-        open_workspace_and_search(other, exp["name"])
-        other_row = other.locator("#results tbody tr").first
-        other_row.get_by_role("button", name=re.compile("^Approve and end analysis")).click()
-        expect(other_row).to_contain_text("expired", timeout=TIMEOUT_MS)
-        expect(other_row.locator(".badge")).to_have_text("active")
+        other.goto(f"{live_server.url}/w/{approving.pk}/experiments/{exp['id']}/")
+        section = other.locator("#conclude-section")
+        section.get_by_role("button", name=re.compile("^Approve and force conclude")).click()
+        expect(section).to_contain_text("expired", timeout=TIMEOUT_MS)
+        expect(other.locator("#experiment-header .badge")).to_have_text("active")
     finally:
         context.close()
     assert standin.requests(method="PUT", path_contains=exp["id"]) == []
@@ -131,7 +137,7 @@ def test_a_waiting_request_reads_well_for_axe_at_both_widths(
                 page.goto(
                     live_server.url + reverse("experiments:experiment-list", args=[approving.pk]) + "?q=" + exp["id"]
                 )
-                expect(page.locator(".attempt-waiting")).to_contain_text("Awaiting approval")
+                expect(page.locator(".attempt-chip")).to_contain_text("Awaiting approval")
                 report.check(page, f"{username}: list with a waiting request")
                 page.goto(live_server.url + reverse("experiments:experiment-detail", args=[approving.pk, exp["id"]]))
                 expect(page.locator("#conclude-section")).to_contain_text("Awaiting approval")

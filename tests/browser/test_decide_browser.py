@@ -42,7 +42,7 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     expect(page.get_by_role("link", name="Record the decision")).to_have_count(0)
 
     # Force conclude from the page.
-    page.get_by_role("link", name=re.compile("^End analysis")).click()
+    page.get_by_role("link", name=re.compile("^Force conclude")).click()
     expect(page.locator("#force-conclude-form")).to_be_visible()
     page.get_by_label("Reason").select_option("significance")
     page.get_by_label("In your own words").fill("Treatment won clearly.")
@@ -60,7 +60,8 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     page.get_by_role("link", name="Record the decision").click()
     dialog = page.locator("#decide-dialog")
     expect(dialog.locator("#decide-form")).to_be_visible()
-    expect(dialog.get_by_label("Ship none")).to_be_visible()
+    expect(dialog.get_by_label("Keep control (ship none)")).to_be_visible()
+    expect(dialog).to_contain_text("Mixpanel records a success, with treatment as the winning variant.")
     dialog.get_by_label("Ship variant treatment").check()
     dialog.get_by_label(re.compile("^Note")).fill(NOTE)
     page.locator("#decide-submit").dblclick()  # the second click lands on a disabled button
@@ -100,5 +101,5 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     for exp_id in (other["id"], an_active_experiment_with_a_treatment(standin)["id"]):
         page.goto(live_server.url + reverse("experiments:experiment-detail", args=[workspace.pk, exp_id]))
         expect(page.locator("#experiment-header")).to_be_visible()
-        expect(page.get_by_role("link", name=re.compile("^End analysis"))).to_have_count(0)
+        expect(page.get_by_role("link", name=re.compile("^Force conclude"))).to_have_count(0)
         expect(page.get_by_role("link", name="Record the decision")).to_have_count(0)

@@ -115,12 +115,12 @@ def test_headers_and_pages_work_from_the_keyboard_and_live_in_the_url(page: Page
     expect(page.locator("#pages-top a[aria-current=page]")).to_contain_text("2")
 
     # The row action is reached with Tab and opens the dialog; the red button stays inside it.
-    action = page.locator("#results tbody").get_by_role("link", name=re.compile("^End analysis…")).first
+    action = page.locator("#results tbody").get_by_role("link", name=re.compile("^Force conclude…")).first
     action.focus()
     page.keyboard.press("Enter")
     dialog = page.locator("#force-conclude-dialog")
     expect(dialog).to_be_visible()
-    expect(dialog.get_by_role("button", name="End analysis")).to_be_visible()
+    expect(dialog.get_by_role("button", name="Force conclude", exact=True)).to_be_visible()
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 

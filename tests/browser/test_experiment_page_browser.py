@@ -35,7 +35,7 @@ def test_mismatch_is_announced_before_the_conclude_button_at_laptop_and_phone_wi
     expect(alert).to_contain_text("Chi-square 61.46 with 1 degree of freedom")
     variants = page.get_by_role("table", name=re.compile("^Planned split and exposures"))
     expect(variants).to_contain_text("19,723")
-    button = page.get_by_role("link", name="End analysis…")
+    button = page.get_by_role("link", name="Force conclude…")
     assert alert.bounding_box()["y"] < button.bounding_box()["y"]
     assert no_horizontal_scroll(page)
 

@@ -26,7 +26,7 @@ def open_workspace_and_search(page: Page, text: str) -> None:
 
 
 def open_dialog(page: Page, row) -> None:
-    row.get_by_role("link", name=re.compile("^End analysis")).click()
+    row.get_by_role("link", name=re.compile("^Force conclude")).click()
     dialog = page.locator("#force-conclude-dialog")
     expect(dialog).to_be_visible()
     expect(dialog.locator("#force-conclude-form")).to_be_visible(timeout=TIMEOUT_MS)
@@ -78,7 +78,7 @@ def test_force_conclude_in_the_browser(page: Page, live_server, standin, pm, wor
     expect(row.locator("button.star-button")).to_have_attribute("aria-pressed", "false")
 
     # No button remains, and exactly one PUT reached Mixpanel.
-    expect(row.get_by_role("link", name=re.compile("^End analysis"))).to_have_count(0)
+    expect(row.get_by_role("link", name=re.compile("^Force conclude"))).to_have_count(0)
     assert len(standin.requests(method="PUT", path_contains=exp["id"])) == 1
     assert standin.experiment(1001, exp["id"])["status"] == "concluded"
 

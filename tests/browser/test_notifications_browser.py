@@ -104,7 +104,7 @@ def test_the_webhook_hears_once_per_outcome_and_a_failing_one_changes_nothing(
     assert standin.experiment(1001, second["id"])["status"] == "concluded"
     assert len(standin.requests(method="PUT", path_contains=second["id"])) == 1
     concluder.reload()
-    expect(concluder.locator("#conclude-section")).to_contain_text("Analysis ended by Pat (pat)")
+    expect(concluder.locator("#conclude-section")).to_contain_text("Force concluded by Pat (pat)")
 
     admin.reload()
     row = admin.locator(".deliveries-table tbody tr").first
