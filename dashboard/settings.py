@@ -81,9 +81,10 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_networks(name: str) -> list[str]:
-    """Comma-separated IP addresses or networks. A /0 network is refused: trusting every
-    address would let anyone claim any identity or client address."""
+def env_networks(name: str, *, what: str = "your proxies' addresses") -> list[str]:
+    """Comma-separated IP addresses or networks. A /0 network is refused: it is every address
+    (trusting every proxy would let anyone claim any identity; letting webhooks reach every
+    network would let them reach this server's own)."""
     items = env_list(name, [])
     for item in items:
         try:
@@ -93,9 +94,7 @@ def env_networks(name: str) -> list[str]:
                 f"{name} must list IP addresses or networks (e.g. 10.0.0.5,10.1.0.0/24); {item!r} is neither."
             ) from None
         if network.prefixlen == 0:
-            raise ImproperlyConfigured(
-                f"{name} must not contain {item!r}: that network is every address. List your proxies' addresses."
-            )
+            raise ImproperlyConfigured(f"{name} must not contain {item!r}: that network is every address. List {what}.")
     return items
 
 
@@ -313,8 +312,12 @@ if DESK_BASE_URL and not DESK_BASE_URL.startswith(("http://", "https://")):
 # (doubling), at most NOTIFY_MAX_TRIES times in all; then it is marked "gave up".
 NOTIFY_MAX_TRIES = env_int("NOTIFY_MAX_TRIES", 5, minimum=1)
 NOTIFY_BACKOFF_SECONDS = env_float("NOTIFY_BACKOFF_SECONDS", 30.0, minimum=0.0)
-# Seconds to connect to a webhook, and again to wait for its answer.
-NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+# Seconds for one webhook post in all: looking its host up, connecting, TLS, sending and the
+# answer's status line, however slowly a receiver answers.
+NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+# Webhooks go only to public internet addresses over https://. Networks listed here (a chat
+# server inside the company, say 10.20.0.0/16) may be reached too, over http:// as well.
+NOTIFY_WEBHOOK_ALLOW_NETWORKS = env_networks("NOTIFY_WEBHOOK_ALLOW_NETWORKS", what="only the networks webhooks need")
 # Email goes through Django's default mailer: printed to the console in development
 # unless EMAIL_HOST names a mail server, SMTP otherwise. Tests use Django's in-memory
 # outbox whatever is set here.

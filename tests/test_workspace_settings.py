@@ -10,7 +10,7 @@ from django.test import override_settings
 from django.urls import reverse
 
 from experiments.models import AuditEntry, DeliveryState, EntryKind, NotificationDelivery, Workspace
-from experiments.notifications import webhook
+from experiments.notifications import webhook, webhook_address
 from experiments.views.errors import PAGES
 from tests.factories import assert_chain_valid, make_attempt, session_queries
 from tests.fake_mixpanel import FakeMixpanel, install
@@ -184,11 +184,11 @@ def test_each_change_is_kept_in_the_audit_chain_and_listed_on_the_page(admin_cli
 @pytest.mark.parametrize(
     ("url", "message", "marker"),
     [
-        ("ftp://hooks.example.com/x-s3cret", webhook.MSG_URL_SCHEME, "x-s3cret"),
-        ("hooks.slack.com/services/abc-s3cret", webhook.MSG_URL_INVALID, "abc-s3cret"),
-        ("https:///no-host-s3cret", webhook.MSG_URL_HOST, "no-host-s3cret"),
-        ("https://hooks.example.com/" + "s3cret" * 400, webhook.MSG_URL_TOO_LONG, "s3crets3cret"),
-        ("https://hooks.example.com/a\x00b-s3cret", webhook.MSG_URL_INVALID, "b-s3cret"),
+        ("ftp://hooks.example.com/x-s3cret", webhook_address.MSG_URL_SCHEME, "x-s3cret"),
+        ("hooks.slack.com/services/abc-s3cret", webhook_address.MSG_URL_INVALID, "abc-s3cret"),
+        ("https:///no-host-s3cret", webhook_address.MSG_URL_HOST, "no-host-s3cret"),
+        ("https://hooks.example.com/" + "s3cret" * 400, webhook_address.MSG_URL_TOO_LONG, "s3crets3cret"),
+        ("https://hooks.example.com/a\x00b-s3cret", webhook_address.MSG_URL_INVALID, "b-s3cret"),
     ],
 )
 def test_a_bad_address_is_refused_in_words_and_never_drawn_back(admin_client, workspace, url, message, marker):
@@ -199,6 +199,18 @@ def test_a_bad_address_is_refused_in_words_and_never_drawn_back(admin_client, wo
     assert 'aria-invalid="true"' in page
     assert marker not in page
     assert fresh(workspace).webhook_url_sealed == ""
+
+
+def test_a_long_valid_address_is_saved_with_a_hint_that_fits_its_column(admin_client, workspace, fake_dns):
+    """Its hint was 81 characters, one more than its column: PostgreSQL refused the row and the page answered 500."""
+    host = ".".join(["h" * 63, "o" * 63, "s" * 63, "t" * 53, "example"])
+    fake_dns.add(host, "93.184.215.14")
+    response = admin_client.post(settings_url(workspace), form(webhook_url=f"https://{host}:65535/services/" + TOKEN))
+    assert response.status_code == 302
+    ws = fresh(workspace)
+    assert ws.webhook_url_hint.startswith("https://hhhh")
+    assert ws.webhook_url_hint.endswith(":65535/…Zab1")
+    assert len(ws.webhook_url_hint) <= 80
 
 
 @pytest.mark.parametrize("hours", ["0", "169", "-1", "1.5", "abc", "", "9" * 400])

@@ -12,7 +12,7 @@ from django.views.decorators.debug import sensitive_variables
 from experiments import auditlog
 from experiments.models import EntryKind, Workspace
 from experiments.notifications import deliveries as notifications
-from experiments.notifications import webhook
+from experiments.notifications import webhook, webhook_address
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def workspace_settings_update(
         changes.append("webhook removed")
         loosened.append(f"the webhook {workspace.webhook_url_hint} was removed: the channel hears nothing more")
     elif webhook_url:
-        hint = webhook.webhook_hint(webhook_url)
+        hint = webhook_address.webhook_hint(webhook_url)
         columns.update(webhook_url_sealed=webhook.webhook_seal(webhook_url), webhook_url_hint=hint)
         changes.append(f"webhook set to {hint}")
     if email_bookmarkers != workspace.email_bookmarkers:
