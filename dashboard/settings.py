@@ -295,7 +295,10 @@ EXPERIMENT_DETAIL_CACHE_SECONDS = env_int("EXPERIMENT_DETAIL_CACHE_SECONDS", 15)
 # Django's Tasks framework with the database as the queue (django-tasks-db): the
 # database every process already shares, so no broker to run. `manage.py db_worker`
 # runs the tasks; `make run` and `make serve` start one beside the web server.
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# Notifications have a queue of their own, run by a worker of their own
+# (`db_worker --queue-name notifications`), so a slow webhook or mail server never holds up
+# reconciles and approval expiries on the default queue.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "notifications"]}}
 # A reconcile task that cannot read Mixpanel tries again after 15 s, 30 s, 60 s, ...
 # (doubling), at most this many times in all; then the cron safety net
 # (reconcile_conclusions) is left to resolve the attempt.

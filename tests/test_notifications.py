@@ -680,3 +680,79 @@ def test_a_press_refused_while_a_request_waits_is_not_told(approving, crew):
     refused = conclude(approving, crew["concluder"], fake)
     assert refused.state == "blocked"
     assert deliveries(attempt=refused.attempt) == []
+
+
+# --- A slow receiver holds up nothing else --------------------------------------------------------
+
+
+def _worker(queue: str, *, max_tasks: int | None = None):
+    """A worker of one queue, as `db_worker --queue-name QUEUE --batch` runs it."""
+    from django_tasks_db.management.commands.db_worker import Worker
+
+    return Worker(
+        queue_names=[queue],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=max_tasks,
+        worker_id="worker-" + queue,
+        excluded_queue_names=[],
+    )
+
+
+def test_deliveries_have_a_queue_of_their_own(workspace, pm, webhook_receiver):
+    webhook_on(workspace, webhook_receiver.url)
+    press(workspace, pm, FakeMixpanel())
+    by_queue = sorted((t.queue_name, t.task_path.rsplit(".", 1)[1]) for t in waiting())
+    assert by_queue == [("default", "reconcile_attempt"), ("notifications", "deliver_notification")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dripping_webhook_is_cut_off_at_its_deadline_while_a_reconcile_runs_on_time(
+    workspace, pm, webhook_receiver, settings, monkeypatch
+):
+    """The two workers as make serve runs them, at once: the notifications worker's post to a
+    receiver dripping its answer ends at NOTIFY_WEBHOOK_TIMEOUT, and meanwhile the default
+    worker runs the reconcile that was due. Before, one worker ran both queues' tasks in turn
+    and a dripping receiver held it for as long as it dripped."""
+    import threading
+    import time
+
+    from tests.factories import made_long_ago
+    from tests.fake_mixpanel import install
+
+    settings.NOTIFY_WEBHOOK_TIMEOUT = 2.0
+    webhook_receiver.drip = 0.25  # a 60-byte answer: 15 s if nobody stops it
+    webhook_on(workspace, webhook_receiver.url)
+    fake = install(monkeypatch, FakeMixpanel(put=("apply", MixpanelOutcomeUnknown())))
+    with made_long_ago():
+        outcome = press(workspace, pm, fake)  # its reconcile task is due at once
+    assert outcome.state == AttemptState.UNKNOWN
+    assert len(notification_tasks()) == 1
+
+    posting: dict[str, float] = {}
+
+    def notifications_worker() -> None:
+        posting["started"] = time.monotonic()
+        _worker("notifications", max_tasks=1).run()
+        posting["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=notifications_worker)
+    thread.start()
+    for _ in range(200):  # until the receiver holds the post
+        if webhook_receiver.messages():
+            break
+        time.sleep(0.01)
+    reconciling = time.monotonic()
+    _worker("default").run()  # everything due on its queue, then it stops
+    reconciled = time.monotonic()
+    still_posting = thread.is_alive()
+    thread.join(10)
+
+    assert ConclusionAttempt.objects.get().state == AttemptState.RECONCILED_APPLIED
+    assert reconciled - reconciling < 1.0
+    assert still_posting  # the reconcile did not wait for the post to end
+    assert 1.9 <= posting["ended"] - posting["started"] < 2.6
+    delivery = deliveries(entry__kind=EntryKind.CONCLUSION_UNKNOWN)[0]
+    assert (delivery.state, delivery.last_error) == (DeliveryState.FAILED, "could not be delivered")

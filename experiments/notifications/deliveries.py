@@ -141,7 +141,12 @@ def deliver_notification_later(*, delivery_id: int, run_after: dt.datetime | Non
     queued.enqueue(delivery_id)
 
 
-@task()
+# Deliveries wait on other people's servers: on a queue of their own, with a worker of their
+# own, they never stand between a reconcile or an approval expiry and the default worker.
+QUEUE = "notifications"
+
+
+@task(queue_name=QUEUE)
 def deliver_notification(delivery_id: int) -> str:
     """Send one notification (a webhook post or an e-mail) and record how it went.
 

@@ -98,6 +98,7 @@ def webhook_readable(sealed: str) -> bool:
 
 # --- Text for chat tools -----------------------------------------------------------------
 
+
 def slack_escape(text: str) -> str:
     """Escape the three characters Slack reads as markup (&, <, >)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
