@@ -381,6 +381,33 @@ def test_webhook_text_escapes_slack_markup_in_names_from_mixpanel(workspace, pm,
     assert text.startswith("*Growth: Conclusion succeeded,")
 
 
+@pytest.mark.parametrize(
+    ("name", "live"),
+    [
+        ("Pricing @channel test", "@channel"),
+        ("Pricing @here test", "@here"),
+        ("Pricing @everyone test", "@everyone"),
+        ("Pricing @ALL test", "@ALL"),
+        ("See [the results](https://evil.example/phish)", "](https://"),
+        ("Logo ![pixel](https://evil.example/track.png)", "](https://"),
+        ("Ref [the results][1]", "]["),
+        ("[1]: https://evil.example/phish", "]:"),
+    ],
+)
+def test_webhook_text_makes_mentions_and_markdown_links_from_mixpanel_inert(
+    workspace, pm, webhook_receiver, name, live
+):
+    """Slack ignores these, but Mattermost, Rocket.Chat and Discord (also "Slack-compatible")
+    ping the whole channel on @channel/@here/@everyone/@all and draw Markdown links and images."""
+    webhook_on(workspace, webhook_receiver.url)
+    make_attempt(workspace=workspace, actor=pm, experiment_name=name)
+    run_notification_tasks()
+    (message,) = webhook_receiver.messages()
+    assert live not in message.text
+    # Still readable: the same words, with an invisible space where the markup was.
+    assert name.replace("\u200b", "") in message.text.replace("\u200b", "")
+
+
 def test_email_is_plain_text_and_a_name_with_line_breaks_cannot_add_a_header(workspace, pm):
     email_on(workspace)
     with_address(pm)

@@ -99,15 +99,30 @@ def webhook_readable(sealed: str) -> bool:
 # --- Text for chat tools -----------------------------------------------------------------
 
 
+# Words that ping a whole channel in Slack-compatible tools that are not Slack (Mattermost,
+# Rocket.Chat, Discord). A zero-width space after the @ leaves the word readable and inert.
+_CHANNEL_MENTION = re.compile(r"@(?=(?:channel|here|everyone|all)\b)", re.IGNORECASE)
+# A Markdown link or image needs "](" (or "][" / "]:" for a reference) with nothing between.
+_MARKDOWN_LINK = re.compile(r"\](?=[(\[:])")
+ZERO_WIDTH_SPACE = "\u200b"
+
+
 def slack_escape(text: str) -> str:
     """Escape the three characters Slack reads as markup (&, <, >)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def chat_inert(text: str) -> str:
+    """`text` with channel-wide mentions and Markdown links and images made inert, for every
+    Slack-compatible receiver (Slack's own markup is slack_escape's)."""
+    text = _CHANNEL_MENTION.sub("@" + ZERO_WIDTH_SPACE, text)
+    return _MARKDOWN_LINK.sub("]" + ZERO_WIDTH_SPACE, text)
+
+
 def webhook_text(subject: str, body: str) -> str:
-    """The text a Slack-compatible webhook posts: the subject in bold, then the body, with
-    Slack's control characters escaped so no name can ping a channel or make a link."""
-    return slack_escape(f"*{subject}*\n{body}")
+    """The text a Slack-compatible webhook posts: the subject in bold, then the body, with chat
+    markup made inert so no name from Mixpanel can ping a channel or make a link."""
+    return slack_escape(chat_inert(f"*{subject}*\n{body}"))
 
 
 # --- Sending -----------------------------------------------------------------------------
