@@ -383,6 +383,9 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
     },
 }
+# Sensitive variables and POST parameters (a typed webhook address) are hidden on the debug
+# page too, and wherever else in a traceback they turn up.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "experiments.observability.SecretsHiddenReporterFilter"
 # A failed CSRF check gets our own page (plain words, the request id) instead of Django's.
 CSRF_FAILURE_VIEW = "experiments.views.errors.csrf_failure"
 # Probes from a load balancer usually come over plain HTTP: answer them, do not redirect.

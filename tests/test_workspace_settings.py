@@ -237,6 +237,34 @@ def test_a_typed_address_is_hidden_from_error_reports(rf, ws_admin, workspace):
     assert cleansed["approval_window_hours"] == "24"
 
 
+@pytest.mark.parametrize("fails_in", ["the form", "the service", "the audit chain"])
+def test_the_debug_page_never_shows_a_typed_address(client, ws_admin, workspace, settings, monkeypatch, fails_in):
+    """With DEBUG on, Django's 500 page lists every frame's variables, and applied neither
+    sensitive_variables nor sensitive_post_parameters: the address showed in full."""
+    from experiments import auditlog
+    from experiments.notifications import webhook_address as address_module
+    from experiments.services import workspaces as workspace_services
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    target = {
+        "the form": (address_module, "webhook_url_problem"),
+        "the service": (workspace_services, "workspace_settings_update"),
+        "the audit chain": (auditlog, "append_entry"),
+    }[fails_in]
+    monkeypatch.setattr(*target, broken)
+    settings.DEBUG = True
+    client.raise_request_exception = False
+    client.force_login(ws_admin)
+    response = client.post(settings_url(workspace), form(webhook_url=URL), HTTP_ACCEPT="text/html")
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "Local vars" in page  # Django's debug page, frames and all
+    assert "RuntimeError" in page
+    assert TOKEN not in page
+
+
 def test_the_page_warns_when_the_saved_webhook_no_longer_opens(admin_client, workspace):
     admin_client.post(settings_url(workspace), form(webhook_url=URL))
     assert "can no longer be read" not in admin_client.get(settings_url(workspace)).content.decode()

@@ -2,7 +2,8 @@
 
 Workspace admins only (others get the readable 403 page; outsiders a 404). The webhook
 address is write-only: the page shows its hint, and a typed address is never drawn
-back, logged, or shown on Django's debug page (sensitive_post_parameters).
+back, logged, or shown in an error report or on Django's debug page (sensitive_post_parameters,
+which observability.SecretsHiddenReporterFilter applies in debug mode too).
 """
 
 from __future__ import annotations
