@@ -109,6 +109,10 @@ if not SECRET_KEY:
     # Development only: never used when debug is off.
     SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
 
+# Older keys that still open what they sealed (sessions, password resets, webhook addresses)
+# while everything moves to the new key: several, separated by commas or white space.
+SECRET_KEY_FALLBACKS = env_secret("DJANGO_SECRET_KEY_FALLBACKS").replace(",", " ").split()
+
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 

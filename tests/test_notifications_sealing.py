@@ -107,3 +107,97 @@ def test_the_saved_webhook_is_nowhere_in_the_workspace_its_deliveries_or_the_adm
     assert workspace.webhook_url_hint in page
     assert workspace.webhook_url_sealed not in page
     assert 'name="webhook_url_sealed"' not in page
+
+
+# --- Rotating the secret key ------------------------------------------------------------------
+
+OLD_KEY = "the-old-secret-key-before-rotation-0123456789-abcdefghij"
+NEW_KEY = "the-new-secret-key-after-rotation-0123456789-abcdefghijk"
+
+
+def _settings_in_a_new_process(**env: str) -> str:
+    """SECRET_KEY_FALLBACKS as dashboard/settings.py reads them from this environment."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_SECRET_KEY_FALLBACKS")}
+    environ.update(DJANGO_SETTINGS_MODULE="dashboard.settings", DJANGO_SECRET_KEY=NEW_KEY, **env)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_the_secret_key_fallbacks_are_read_from_the_environment_or_a_file(tmp_path):
+    """The docs promised that older keys still open their seals; no setting read them."""
+    assert _settings_in_a_new_process() == "[]"
+    assert _settings_in_a_new_process(DJANGO_SECRET_KEY_FALLBACKS=f"{OLD_KEY}, second-old-key") == str(
+        [OLD_KEY, "second-old-key"]
+    )
+    mounted = tmp_path / "fallbacks"
+    mounted.write_text(f"{OLD_KEY}\nsecond-old-key\n")
+    assert _settings_in_a_new_process(DJANGO_SECRET_KEY_FALLBACKS_FILE=str(mounted)) == str([OLD_KEY, "second-old-key"])
+
+
+@pytest.mark.django_db
+def test_after_a_rotation_the_next_message_is_sent_and_moves_its_seal_to_the_new_key(
+    workspace, pm, webhook_receiver, settings
+):
+    from experiments.models import Workspace
+    from tests.factories import make_attempt
+    from tests.test_notifications import run_notification_tasks, webhook_on
+
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = OLD_KEY, []
+    webhook_on(workspace, webhook_receiver.url)
+    make_attempt(workspace=workspace, actor=pm)
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, [OLD_KEY]
+
+    assert [r.return_value for r in run_notification_tasks()] == ["sent"]
+    assert len(webhook_receiver.messages()) == 1
+    settings.SECRET_KEY_FALLBACKS = []  # the old key is gone: the webhook still opens
+    assert webhook.webhook_open(Workspace.objects.get(pk=workspace.pk).webhook_url_sealed) == webhook_receiver.url
+
+
+@pytest.mark.django_db
+def test_the_reseal_command_seals_every_webhook_under_the_new_key_and_names_the_unreadable(
+    workspace, other_workspace, settings
+):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from experiments.models import Region, Workspace
+
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = OLD_KEY, []
+    old_seal = webhook.webhook_seal(URL)
+    Workspace.objects.filter(pk=workspace.pk).update(webhook_url_sealed=old_seal, webhook_url_hint="https://a/…")
+    lost = Workspace.objects.create(
+        name="Lost", region=Region.US, mixpanel_workspace_id=9, webhook_url_sealed="gAAAA-garbage", webhook_url_hint="x"
+    )
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, [OLD_KEY]
+    Workspace.objects.filter(pk=other_workspace.pk).update(webhook_url_sealed=webhook.webhook_seal(URL))
+
+    out = StringIO()
+    with pytest.raises(CommandError, match="Unreadable, set them again on the Settings page: Lost"):
+        call_command("reseal_webhooks", stdout=out)
+    text = out.getvalue()
+    assert f"Growth (#{workspace.pk}): webhook https://a/… sealed again under the current key" in text
+    assert "Payments" in text
+    assert "already sealed under the current key" in text
+    assert f"Lost (#{lost.pk})" in text
+    assert TOKEN not in text
+    settings.SECRET_KEY_FALLBACKS = []
+    for ws in (workspace, other_workspace):
+        assert webhook.webhook_open(Workspace.objects.get(pk=ws.pk).webhook_url_sealed) == URL
+    # With the unreadable one gone, every seal is current: nothing to do, and no failure.
+    Workspace.objects.filter(pk=lost.pk).delete()
+    call_command("reseal_webhooks", stdout=StringIO())

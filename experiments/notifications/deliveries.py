@@ -184,6 +184,9 @@ def _send_webhook(delivery: NotificationDelivery) -> tuple[str, bool]:
     if workspace.webhook_url_sealed and delivery.recipient != workspace.webhook_url_hint[:254]:
         delivery.recipient = workspace.webhook_url_hint[:254]
         NotificationDelivery.objects.filter(pk=delivery.pk).update(recipient=delivery.recipient)
+    # After a key rotation, the first message sent moves the seal to the current key, so the
+    # old key can leave SECRET_KEY_FALLBACKS without making the webhook unreadable.
+    webhook.webhook_reseal_saved(workspace=workspace)
     return webhook.send(sealed=workspace.webhook_url_sealed, text=delivery.body)
 
 

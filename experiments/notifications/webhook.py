@@ -2,7 +2,8 @@
 
 The webhook URL is a secret (whoever holds it can post into the channel): it is stored only
 sealed (Fernet, under a key derived from SECRET_KEY; SECRET_KEY_FALLBACKS still open older
-seals) and shown only as a hint.
+seals, which are sealed again under the current key when a message is sent) and shown only
+as a hint.
 Where a post may go, and what of the URL may be shown, is experiments.notifications.
 webhook_address's to decide.
 
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
+from experiments.models import Workspace
 from experiments.notifications import webhook_address
 from experiments.notifications.webhook_address import (
     MSG_NOT_DELIVERED,
@@ -85,6 +87,50 @@ def webhook_open(sealed: str) -> str:
         return MultiFernet(_fernets()).decrypt(sealed.encode("ascii")).decode("utf-8")
     except (InvalidToken, ValueError):
         raise WebhookUnreadable(MSG_WEBHOOK_UNREADABLE) from None
+
+
+@sensitive_variables()
+def webhook_resealed(sealed: str) -> str | None:
+    """`sealed` sealed again under the current key when only a fallback key opens it; None when
+    the current key already does. WebhookUnreadable when no key opens it."""
+    current, *_ = fernets = _fernets()
+    token = sealed.encode("ascii", errors="replace")
+    try:
+        current.decrypt(token)
+        return None
+    except InvalidToken:
+        pass
+    try:
+        return MultiFernet(fernets).rotate(token).decode("ascii")
+    except (InvalidToken, ValueError):
+        raise WebhookUnreadable(MSG_WEBHOOK_UNREADABLE) from None
+
+
+RESEALED = "resealed"
+CURRENT = "current"
+UNREADABLE = "unreadable"
+NO_WEBHOOK = "none"
+
+
+def webhook_reseal_saved(*, workspace: Workspace) -> str:
+    """Seal the workspace's webhook again under the current key if only a fallback key opens it.
+
+    Returns RESEALED, CURRENT (already under the current key), UNREADABLE or NO_WEBHOOK. The
+    write is a compare-and-set on the old seal, so an admin who saved a new webhook meanwhile
+    keeps it; the webhook itself (and so its hint and the audit trail) does not change.
+    """
+    sealed = workspace.webhook_url_sealed
+    if not sealed:
+        return NO_WEBHOOK
+    try:
+        resealed = webhook_resealed(sealed)
+    except WebhookUnreadable:
+        return UNREADABLE
+    if resealed is None:
+        return CURRENT
+    if Workspace.objects.filter(pk=workspace.pk, webhook_url_sealed=sealed).update(webhook_url_sealed=resealed):
+        workspace.webhook_url_sealed = resealed
+    return RESEALED
 
 
 def webhook_readable(sealed: str) -> bool:

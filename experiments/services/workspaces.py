@@ -40,6 +40,14 @@ def workspace_ensure(
         return workspace, "updated"
 
 
+def workspace_webhooks_reseal() -> list[tuple[Workspace, str]]:
+    """Seal every workspace's webhook under the current SECRET_KEY (after a key rotation, so the
+    old key can leave SECRET_KEY_FALLBACKS). Returns each workspace with a webhook and what
+    became of it: webhook.RESEALED, webhook.CURRENT or webhook.UNREADABLE."""
+    found = Workspace.objects.exclude(webhook_url_sealed="").order_by("name", "id")
+    return [(workspace, webhook.webhook_reseal_saved(workspace=workspace)) for workspace in found]
+
+
 @sensitive_variables("webhook_url")
 def workspace_settings_update(
     *,
