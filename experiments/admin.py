@@ -20,6 +20,10 @@ from experiments.models import (
     Workspace,
 )
 from experiments.services import roles as role_services
+from experiments.services import workspaces as workspace_services
+
+# The settings that go through workspace_settings_update, whichever form edits them.
+GOVERNED_FIELDS = ("email_bookmarkers", "requires_approval", "approval_window_hours")
 
 
 class MembershipInline(admin.TabularInline):
@@ -32,6 +36,9 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
+    """Workspaces. Their notification and approval settings change only through the settings
+    service, as on the Settings page: chained in the audit trail, told when loosened, bounded."""
+
     list_display = ["name", "region", "mixpanel_workspace_id", "mixpanel_project_id", "created_at"]
     list_filter = ["region"]
     search_fields = ["name", "mixpanel_workspace_id"]
@@ -39,6 +46,24 @@ class WorkspaceAdmin(admin.ModelAdmin):
     # The webhook is set on the workspace's settings page, which seals it; here only its hint shows.
     exclude = ["webhook_url_sealed"]
     readonly_fields = ["webhook_url_hint"]
+
+    def save_model(self, request: HttpRequest, obj: Workspace, form: Any, change: bool) -> None:
+        wanted = {name: form.cleaned_data[name] for name in GOVERNED_FIELDS if name in form.cleaned_data}
+        # The row is saved with the settings it has (a new one with the defaults); the service
+        # then makes the change, so the form cannot write them around the chain.
+        kept = Workspace.objects.get(pk=obj.pk) if change else Workspace()
+        for name in GOVERNED_FIELDS:
+            setattr(obj, name, getattr(kept, name))
+        super().save_model(request, obj, form, change)
+        workspace_services.workspace_settings_update(
+            workspace=obj,
+            user=request.user,
+            webhook_url="",
+            remove_webhook=False,
+            email_bookmarkers=wanted.get("email_bookmarkers", obj.email_bookmarkers),
+            requires_approval=wanted.get("requires_approval", obj.requires_approval),
+            approval_window_hours=wanted.get("approval_window_hours", obj.approval_window_hours),
+        )
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not Membership:

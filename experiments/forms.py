@@ -11,7 +11,12 @@ from django.utils.text import capfirst
 
 from experiments import dates
 from experiments.mixpanel.experiment import Experiment
-from experiments.models import ReasonCategory, decision_words
+from experiments.models import (
+    APPROVAL_WINDOW_MAX_HOURS,
+    APPROVAL_WINDOW_MIN_HOURS,
+    ReasonCategory,
+    decision_words,
+)
 from experiments.notifications import webhook_address
 from experiments.notifications.webhook_address import MSG_URL_INVALID
 from experiments.queries import ExperimentListQuery
@@ -145,8 +150,6 @@ class DecisionForm(forms.Form):
 
 # --- Workspace settings -------------------------------------------------------------
 
-APPROVAL_WINDOW_MIN_HOURS = 1
-APPROVAL_WINDOW_MAX_HOURS = 168
 MSG_WINDOW = (
     f"Give the approval window in whole hours, from {APPROVAL_WINDOW_MIN_HOURS} to {APPROVAL_WINDOW_MAX_HOURS}."
 )

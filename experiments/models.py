@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -30,6 +31,9 @@ class Role(models.TextChoices):
 
 # The roles that may force conclude, record decisions and approve requests.
 CONCLUDING_ROLES = frozenset({Role.CONCLUDER, Role.ADMIN})
+# How long a request for approval may wait: an hour to a week (the database refuses others).
+APPROVAL_WINDOW_MIN_HOURS = 1
+APPROVAL_WINDOW_MAX_HOURS = 168
 
 
 class Workspace(models.Model):
@@ -47,7 +51,9 @@ class Workspace(models.Model):
         help_text="A press of Force conclude becomes a request a second concluder or admin must approve.",
     )
     approval_window_hours = models.PositiveSmallIntegerField(
-        default=24, help_text="How long a request waits for approval before it expires."
+        default=24,
+        validators=[MinValueValidator(APPROVAL_WINDOW_MIN_HOURS), MaxValueValidator(APPROVAL_WINDOW_MAX_HOURS)],
+        help_text="How long a request waits for approval before it expires (1 to 168 hours).",
     )
     # Notifications. The webhook URL is a secret: only its sealed form (encrypted with a
     # key derived from SECRET_KEY, see experiments.notifications.webhook) and a short
@@ -61,6 +67,12 @@ class Workspace(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["region", "mixpanel_workspace_id"], name="workspace_unique_region_mixpanel_id"
+            ),
+            # A window of 0 hours makes every request born expired; one of years, one nobody closes.
+            models.CheckConstraint(
+                condition=Q(approval_window_hours__gte=APPROVAL_WINDOW_MIN_HOURS)
+                & Q(approval_window_hours__lte=APPROVAL_WINDOW_MAX_HOURS),
+                name="workspace_approval_window_1_to_168_hours",
             ),
         ]
 

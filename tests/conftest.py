@@ -90,9 +90,9 @@ def second(django_user_model, workspace):
 @pytest.fixture
 def approving(workspace):
     """`workspace`, where a press of Force conclude needs a second person's approval."""
-    workspace.requires_approval = True
-    workspace.save()
-    return workspace
+    from tests.factories import workspace_settings_set
+
+    return workspace_settings_set(workspace, requires_approval=True)
 
 
 @pytest.fixture

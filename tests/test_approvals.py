@@ -14,7 +14,7 @@ from django.utils import timezone
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind, Membership, Role
 from experiments.services import approvals
 from experiments.services.attempts import STATE_BLOCKED
-from tests.factories import _clock_shifted, assert_chain_valid
+from tests.factories import _clock_shifted, assert_chain_valid, workspace_settings_set
 from tests.fake_mixpanel import FakeMixpanel
 from tests.test_services_force_conclude import conclude, kinds
 from tests.test_tasks import make_due, run_ready_tasks, waiting
@@ -239,8 +239,7 @@ def test_verify_audit_checks_the_review_columns(approving, pm, second):
 def test_two_approvers_at_once_send_one_put(workspace, pm, second, ws_admin):
     if connection.vendor != "postgresql":
         pytest.skip("two threads writing at once need PostgreSQL; SQLite serialises them")
-    workspace.requires_approval = True
-    workspace.save()
+    workspace_settings_set(workspace, requires_approval=True)
     fake = FakeMixpanel(put_delay=0.2)
     attempt = request_it(workspace, pm, fake)
     barrier = threading.Barrier(2)

@@ -36,9 +36,9 @@ from experiments.models import (
 )
 from experiments.notifications import deliveries as notification_deliveries
 from experiments.notifications import email as email_channel
-from experiments.notifications import webhook, webhook_address
+from experiments.notifications import webhook
 from experiments.services import attempts as attempt_services
-from tests.factories import assert_chain_valid, make_attempt
+from tests.factories import assert_chain_valid, make_attempt, workspace_settings_set
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 from tests.test_reconcile import press
 from tests.test_services_decide import decide
@@ -48,14 +48,11 @@ pytestmark = pytest.mark.django_db
 
 
 def webhook_on(workspace, url: str) -> None:
-    workspace.webhook_url_sealed = webhook.webhook_seal(url)
-    workspace.webhook_url_hint = webhook_address.webhook_hint(url)
-    workspace.save()
+    workspace_settings_set(workspace, webhook_url=url)
 
 
 def email_on(workspace) -> None:
-    workspace.email_bookmarkers = True
-    workspace.save()
+    workspace_settings_set(workspace, email_bookmarkers=True)
 
 
 def bookmark(workspace, user, experiment_id: str = EXP_ID) -> Bookmark:
@@ -614,10 +611,12 @@ def test_webhook_and_email_together_are_two_deliveries_sent_independently(worksp
 
 @pytest.fixture
 def approving(workspace, crew):
-    workspace.requires_approval = True
-    workspace.email_bookmarkers = True
-    workspace.save()
-    webhook_on(workspace, "https://hooks.example.com/services/abcdefghijklmnopqrstuvwx")
+    workspace_settings_set(
+        workspace,
+        requires_approval=True,
+        email_bookmarkers=True,
+        webhook_url="https://hooks.example.com/services/abcdefghijklmnopqrstuvwx",
+    )
     return workspace
 
 

@@ -9,12 +9,17 @@ from typing import Any
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from experiments import auditlog
-from experiments.models import EntryKind, Workspace
+from experiments import audit_payloads, auditlog
+from experiments.models import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS, EntryKind, Workspace
 from experiments.notifications import deliveries as notifications
 from experiments.notifications import webhook, webhook_address
 
 logger = logging.getLogger(__name__)
+
+MSG_WINDOW_BOUNDS = (
+    f"The approval window is {APPROVAL_WINDOW_MIN_HOURS} to {APPROVAL_WINDOW_MAX_HOURS} hours: a request must be "
+    "able to wait for its approver, and must not wait for ever."
+)
 
 
 def workspace_ensure(
@@ -58,18 +63,80 @@ def workspace_settings_update(
     email_bookmarkers: bool,
     requires_approval: bool,
     approval_window_hours: int,
+    actor_name: str = "",
 ) -> list[str]:
     """Save a workspace's notification and approval settings; returns what changed, in words.
-    A change is kept in the audit hash chain too (settings_changed, by whom, what).
+    Every change is kept in the audit hash chain too (settings_changed: by whom, what, and the
+    settings after it, which verify_audit compares the workspace with).
 
-    `webhook_url` is validated already (forms.WorkspaceSettingsForm); "" keeps the current
-    webhook unless `remove_webhook`. The URL is stored sealed with its hint, and never
-    logged: the log line names who changed what, with the hint for a new webhook.
+    The one way these settings change: the settings page, the admin site and the commands all
+    come here. `webhook_url` is validated already (forms.WorkspaceSettingsForm); "" keeps the
+    current webhook unless `remove_webhook`. The URL is stored sealed with its hint, and never
+    logged: the log line names who changed what, with the hint for a new webhook. `user` may be
+    None for a command, which names itself in `actor_name`. A window outside 1 to 168 hours is
+    a ValueError (the forms refuse it first, and the database refuses it last).
     """
-    changes: list[str] = []
-    # What makes the workspace's safeguards weaker: told to its admins, whoever does it.
-    loosened: list[str] = []
+    if not APPROVAL_WINDOW_MIN_HOURS <= approval_window_hours <= APPROVAL_WINDOW_MAX_HOURS:
+        raise ValueError(MSG_WINDOW_BOUNDS)
+    actor_name = actor_name or auditlog.display_name(user)
+    with transaction.atomic():
+        # Locked and read afresh: two admins saving at once are chained one after the other,
+        # each entry with the settings as they then were.
+        current = Workspace.objects.select_for_update().get(pk=workspace.pk)
+        columns, changes, loosened = _changed_columns(
+            current,
+            webhook_url=webhook_url,
+            remove_webhook=remove_webhook,
+            email_bookmarkers=email_bookmarkers,
+            requires_approval=requires_approval,
+            approval_window_hours=approval_window_hours,
+        )
+        if not columns:
+            return []
+        Workspace.objects.filter(pk=workspace.pk).update(**columns)
+        for name, value in columns.items():
+            setattr(current, name, value)
+            setattr(workspace, name, value)
+        # In the hash chain, like every conclusion: turning approval off is something an
+        # auditor must be able to see. The webhook appears by its hint only.
+        entry = auditlog.append_entry(
+            kind=EntryKind.SETTINGS_CHANGED,
+            workspace=current,
+            actor=user,
+            actor_name=actor_name,
+            payload={
+                "changes": changes,
+                "loosened": loosened,
+                audit_payloads.SETTINGS: audit_payloads.workspace_settings(current),
+            },
+        )
+        notifications.entry_recorded(entry=entry)
+
+    logger.info(
+        "Workspace settings of %s (#%s) changed by %s: %s.",
+        workspace.name,
+        workspace.pk,
+        actor_name,
+        "; ".join(changes),
+    )
+    return changes
+
+
+@sensitive_variables("webhook_url")
+def _changed_columns(
+    workspace: Workspace,
+    *,
+    webhook_url: str,
+    remove_webhook: bool,
+    email_bookmarkers: bool,
+    requires_approval: bool,
+    approval_window_hours: int,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The columns to write, what changed in words, and what of it weakens the safeguards
+    (told to the workspace's admins, whoever does it)."""
     columns: dict[str, Any] = {}
+    changes: list[str] = []
+    loosened: list[str] = []
     if remove_webhook and workspace.webhook_url_sealed:
         columns.update(webhook_url_sealed="", webhook_url_hint="")
         changes.append("webhook removed")
@@ -94,38 +161,4 @@ def workspace_settings_update(
                 f"the approval window was shortened from {workspace.approval_window_hours} h to "
                 f"{approval_window_hours} h: requests expire sooner"
             )
-    if not columns:
-        return []
-    with transaction.atomic():
-        # Only the columns that changed: an admin saving another setting at the same time keeps theirs.
-        Workspace.objects.filter(pk=workspace.pk).update(**columns)
-        for name, value in columns.items():
-            setattr(workspace, name, value)
-        # In the hash chain, like every conclusion: turning approval off is something an
-        # auditor must be able to see. The webhook appears by its hint only.
-        entry = auditlog.append_entry(
-            kind=EntryKind.SETTINGS_CHANGED,
-            workspace=workspace,
-            actor=user,
-            actor_name=auditlog.display_name(user),
-            payload={
-                "changes": changes,
-                "loosened": loosened,
-                "settings": {
-                    "webhook": workspace.webhook_url_hint if workspace.webhook_url_sealed else "",
-                    "email_bookmarkers": workspace.email_bookmarkers,
-                    "requires_approval": workspace.requires_approval,
-                    "approval_window_hours": workspace.approval_window_hours,
-                },
-            },
-        )
-        notifications.entry_recorded(entry=entry)
-
-    logger.info(
-        "Workspace settings of %s (#%s) changed by %s: %s.",
-        workspace.name,
-        workspace.pk,
-        auditlog.display_name(user),
-        "; ".join(changes),
-    )
-    return changes
+    return columns, changes, loosened

@@ -18,7 +18,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from experiments.forms import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS, WorkspaceSettingsForm
+from experiments.forms import WorkspaceSettingsForm
+from experiments.models import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS
 from experiments.notifications import webhook as notification_webhook
 from experiments.selectors import notifications as notification_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
