@@ -42,6 +42,8 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-base requirements-dev.txt
 # the defaults.
 run: $(VENV)/.stamp-base
 	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1} DESK_BASE_URL=$${DESK_BASE_URL:-http://127.0.0.1:$(PORT)}; \
+	export PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/.run/metrics}; \
+	mkdir -p "$$PROMETHEUS_MULTIPROC_DIR" && rm -f "$$PROMETHEUS_MULTIPROC_DIR"/*.db; \
 	$(PY) manage.py migrate --noinput -v 0 || exit 1; \
 	pids=""; trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
 	if [ -z "$$MIXPANEL_SERVICE_ACCOUNT_USERNAME$$MIXPANEL_SERVICE_ACCOUNT_USERNAME_FILE" ]; then \

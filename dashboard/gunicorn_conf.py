@@ -8,6 +8,9 @@ threads, and the timeout is well above both. Counts come from the environment.
 from __future__ import annotations
 
 import os
+from typing import Any
+
+from prometheus_client import multiprocess
 
 
 def _count(name: str, default: int) -> int:
@@ -56,3 +59,9 @@ logconfig_dict = {
         "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
     },
 }
+
+
+def child_exit(server: object, worker: Any) -> None:
+    """A worker process ended: its live gauges leave /metrics; its counters stay counted."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

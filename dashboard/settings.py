@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 from pythonjsonlogger.core import RESERVED_ATTRS
 
+from experiments.errorreports import init_error_reports
 from experiments.secrets import SecretConfigError, read_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -81,11 +82,11 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_networks(name: str, *, what: str = "your proxies' addresses") -> list[str]:
+def env_networks(name: str, default: list[str] | None = None, *, what: str = "your proxies' addresses") -> list[str]:
     """Comma-separated IP addresses or networks. A /0 network is refused: it is every address
-    (trusting every proxy would let anyone claim any identity; letting webhooks reach every
-    network would let them reach this server's own)."""
-    items = env_list(name, [])
+    (trusting every proxy would let anyone claim any identity or client address; letting anyone
+    read what only an operator may; letting webhooks reach every network, this server's own too)."""
+    items = env_list(name, default or [])
     for item in items:
         try:
             network = ipaddress.ip_network(item, strict=False)
@@ -127,8 +128,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
-    "django_tasks_db",
+    # Before django_tasks_db: its db_worker command is ours, with housekeeping (experiments.services.worker).
     "experiments",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -325,6 +327,20 @@ NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
 # Webhooks go only to public internet addresses over https://. Networks listed here (a chat
 # server inside the company, say 10.20.0.0/16) may be reached too, over http:// as well.
 NOTIFY_WEBHOOK_ALLOW_NETWORKS = env_networks("NOTIFY_WEBHOOK_ALLOW_NETWORKS", what="only the networks webhooks need")
+
+# The task worker's health: it beats every WORKER_HEARTBEAT_SECONDS; /readyz/worker answers
+# 503 when no worker has beaten for WORKER_STALE_SECONDS, or when a task has been due for
+# longer than WORKER_MAX_DELAY_SECONDS (the worker is alive but not keeping up).
+WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 10.0, minimum=0.1)
+WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 60.0, minimum=1.0)
+WORKER_MAX_DELAY_SECONDS = env_float("WORKER_MAX_DELAY_SECONDS", 300.0, minimum=1.0)
+
+
+# /metrics: open to these networks (the scraper's), or to a request bearing METRICS_TOKEN.
+METRICS_ALLOWED_NETWORKS = env_networks(
+    "METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"], what="the scrapers' addresses"
+)
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
 # Email goes through Django's default mailer: printed to the console in development
 # unless EMAIL_HOST names a mail server, SMTP otherwise. Tests use Django's in-memory
 # outbox whatever is set here.
@@ -393,7 +409,7 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "experiments.observability.SecretsHiddenRepo
 # A failed CSRF check gets our own page (plain words, the request id) instead of Django's.
 CSRF_FAILURE_VIEW = "experiments.views.errors.csrf_failure"
 # Probes from a load balancer usually come over plain HTTP: answer them, do not redirect.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^readyz/worker$", r"^metrics$"]
 
 # --- Sign-in: password, OpenID Connect, trusted proxy header, sessions ------------
 # Everything about who may sign in and how lives in this block.
@@ -477,3 +493,9 @@ SESSION_ABSOLUTE_TIMEOUT = env_int("DJANGO_SESSION_ABSOLUTE_TIMEOUT", 7 * 24 * 3
 SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT
 # django-axes logs every attempt at INFO; its warnings (lockouts) are what operators need.
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}
+
+# Error reports: with SENTRY_DSN set (it holds a key: NAME or NAME_FILE), unhandled errors
+# and ERROR log lines of the app servers and the worker go to Sentry, scrubbed of secrets.
+SENTRY_DSN = env_secret("SENTRY_DSN")
+if SENTRY_DSN:
+    init_error_reports(dsn=SENTRY_DSN, environment=env_str("SENTRY_ENVIRONMENT"))

@@ -6,12 +6,14 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
 from experiments.signin import views as signin
-from experiments.views import core
+from experiments.views import core, metrics
 
 urlpatterns = [
     path("", core.home, name="home"),
     path("healthz", core.healthz, name="healthz"),
     path("readyz", core.readyz, name="readyz"),
+    path("readyz/worker", core.readyz_worker, name="readyz-worker"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("accounts/login/", signin.password_login, name="login"),
     path("accounts/signin/", signin.signin, name="signin"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -572,3 +572,23 @@ class NotificationDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()} to {self.recipient} about entry #{self.entry_id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A task worker's latest sign of life, written by its housekeeping thread every few
+    seconds; /readyz/worker and /metrics read it."""
+
+    worker_id = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # /readyz/worker: the latest beat of any worker.
+            models.Index(fields=["-beat_at"], name="heartbeat_beat_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} on {self.hostname} (pid {self.pid})"

@@ -26,6 +26,8 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.functional import empty
 from django.views.debug import SafeExceptionReporterFilter
 
+from experiments import metrics
+
 request_logger = logging.getLogger("dashboard.request")
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -103,6 +105,14 @@ class RequestIdMiddleware:
         response[REQUEST_ID_HEADER] = request_id
         bind(user=_username(request))
         # For a streamed response (CSV export) this is the time to its first byte.
+        seconds = time.monotonic() - started
+        match = getattr(request, "resolver_match", None)
+        metrics.request_observed(
+            route=match.view_name if match is not None else "unmatched",
+            method=request.method or "",
+            status=response.status_code,
+            seconds=seconds,
+        )
         request_logger.info(
             "%s %s %s",
             request.method,
@@ -111,7 +121,7 @@ class RequestIdMiddleware:
             extra={
                 "method": request.method,
                 "status": response.status_code,
-                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                "duration_ms": round(seconds * 1000, 1),
             },
         )
         return response

@@ -89,7 +89,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("experiments", "0009_entry_kind_role_changed"),
+        ("experiments", "0010_worker_heartbeat"),
     ]
 
     operations = [

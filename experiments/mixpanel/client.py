@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from urllib3.util.retry import Retry
 
-from experiments import __version__
+from experiments import __version__, metrics
 from experiments.mixpanel import wire
 from experiments.mixpanel.errors import (
     MixpanelAuthError,
@@ -182,6 +182,7 @@ class MixpanelClient:
         self._session.close()
 
     # -- public calls ---------------------------------------------------------
+    @wire.counted("list")
     def list_experiments(self, workspace_id: int) -> list[ExperimentSummary]:
         """GET /workspaces/{id}/experiments: a summary of every experiment of a workspace.
 
@@ -193,6 +194,7 @@ class MixpanelClient:
         """
         path = f"/workspaces/{int(workspace_id)}/experiments"
         answer, streamed = self._read(path, stream=wire.stream_list)
+        metrics.mixpanel_list_bytes_total.inc(answer.size)
         summaries, skipped, envelope = streamed
         if envelope is wire.NOT_JSON:
             raise self._bad(wire.MSG_NOT_JSON.format(status=answer.status), answer)
@@ -211,6 +213,7 @@ class MixpanelClient:
             logger.warning("Mixpanel list of workspace %s: skipped %d unusable experiment(s)", workspace_id, skipped)
         return summaries
 
+    @wire.counted("get")
     def get_experiment(self, workspace_id: int, experiment_id: str) -> Experiment:
         """GET /workspaces/{id}/experiments/{experiment_id}: one experiment, parsed.
 
@@ -223,6 +226,7 @@ class MixpanelClient:
         except MixpanelBadResponse as exc:
             raise self._bad(f"{wire.MSG_BAD_SHAPE.format(status=answer.status)} {exc.message}", answer) from None
 
+    @wire.counted("force_conclude")
     def force_conclude(self, workspace_id: int, experiment_id: str, *, end_date: dt.datetime) -> ConcludeResult:
         """PUT .../force_conclude with {"end_date": ...}; sent at most once, never retried.
 
@@ -235,6 +239,7 @@ class MixpanelClient:
         path = f"/workspaces/{int(workspace_id)}/experiments/{quote(str(experiment_id), safe='')}/force_conclude"
         return self._write_once("PUT", path, {"end_date": format_end_date(end_date)})
 
+    @wire.counted("decide")
     def decide(
         self, workspace_id: int, experiment_id: str, *, success: bool, variant: str, message: str
     ) -> ConcludeResult:
@@ -417,7 +422,7 @@ class MixpanelClient:
             raise wire.TransportFailure(message, sent=sent) from None
 
         try:
-            data, streamed = self._receive(response, deadline=deadline, read_timeout=read_timeout, stream=stream)
+            data, streamed, size = self._receive(response, deadline=deadline, read_timeout=read_timeout, stream=stream)
         except wire.TransportFailure as exc:
             logger.warning("Mixpanel %s %s failed after %d ms: %s", method, path, self._ms_since(started), exc.message)
             raise
@@ -429,11 +434,14 @@ class MixpanelClient:
             body=data,
             duration_ms=self._ms_since(started),
             streamed=streamed,
+            size=size,
         )
         logger.debug("Mixpanel %s %s -> %d in %d ms", method, path, answer.status, answer.duration_ms)
         return answer
 
-    def _receive(self, response: Any, *, deadline: float, read_timeout: float | None, stream: Any) -> tuple[bytes, Any]:
+    def _receive(
+        self, response: Any, *, deadline: float, read_timeout: float | None, stream: Any
+    ) -> tuple[bytes, Any, int]:
         """The body (or, streamed, its head) and what `stream` made of it, under the cap that applies."""
         streaming = stream is not None and response.status_code == 200
         setting = "MIXPANEL_MAX_LIST_BYTES" if streaming else "MIXPANEL_MAX_RESPONSE_BYTES"
@@ -449,8 +457,9 @@ class MixpanelClient:
             raise reader.too_large()
         if streaming:
             streamed = stream(reader, self)
-            return reader.head, streamed
-        return b"".join(iter(reader.read, b"")), None
+            return reader.head, streamed, reader.size
+        body = b"".join(iter(reader.read, b""))
+        return body, None, len(body)
 
     @staticmethod
     def _bound_socket_wait(raw: Any, seconds: float) -> None:

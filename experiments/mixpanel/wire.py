@@ -10,11 +10,13 @@ import base64
 import contextlib
 import datetime as dt
 import email.utils
+import functools
 import html
 import io
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
@@ -24,7 +26,8 @@ import requests
 import urllib3
 from urllib3.exceptions import NewConnectionError
 
-from experiments.mixpanel.errors import MixpanelBadResponse
+from experiments import metrics
+from experiments.mixpanel.errors import MixpanelBadResponse, MixpanelError, MixpanelRateLimited
 from experiments.mixpanel.experiment import ExperimentSummary, summarize_experiment
 
 logger = logging.getLogger("experiments.mixpanel")
@@ -99,6 +102,7 @@ class Answer:
     body: bytes
     duration_ms: int
     streamed: Any = None  # what a streamed body was parsed into
+    size: int = 0  # bytes of body read
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -295,3 +299,39 @@ def encoded_forms(username: str, secret: str) -> tuple[str, ...]:
 
 NOT_JSON: Any = object()
 NO_STATUS: Any = object()
+
+
+def call_outcome(exc: BaseException) -> str:
+    """How a failed call to Mixpanel is counted: by the HTTP status Mixpanel gave, else a timeout, else unknown."""
+    status = getattr(exc, "http_status", None)
+    if isinstance(exc, MixpanelRateLimited) or status == 429:
+        return metrics.RATE_LIMITED
+    if status is not None and status >= 500:
+        return metrics.SERVER_ERROR
+    if status is not None and 400 <= status < 500:
+        return metrics.CLIENT_ERROR
+    if isinstance(exc, MixpanelError) and MSG_TIMEOUT.removesuffix(RETRY_ADVICE) in exc.message:
+        return metrics.TIMEOUT
+    return metrics.UNKNOWN
+
+
+def counted(operation: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Count each call of a public method as one Mixpanel operation, with its outcome and time."""
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            try:
+                result = method(self, *args, **kwargs)
+            except Exception as exc:
+                seconds = time.monotonic() - started
+                metrics.mixpanel_call_observed(operation=operation, outcome=call_outcome(exc), seconds=seconds)
+                raise
+            seconds = time.monotonic() - started
+            metrics.mixpanel_call_observed(operation=operation, outcome=metrics.OK, seconds=seconds)
+            return result
+
+        return counted
+
+    return wrap

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.tasks import task
 from django.utils import timezone
 
+from experiments import metrics
 from experiments.models import (
     APPROVAL_KINDS,
     OUTCOME_KINDS,
@@ -206,6 +207,7 @@ def _record_try(delivery: NotificationDelivery, error: str, *, may_retry: bool) 
         NotificationDelivery.objects.filter(pk=delivery.pk).update(**columns)
         if state == DeliveryState.FAILED:
             deliver_notification_later(delivery_id=delivery.pk, run_after=now + retry_delay(tries))
+    metrics.notification_tries_total.labels(delivery.channel, state).inc()
     where = f"{delivery.get_channel_display()} to {delivery.recipient}"
     if state == DeliveryState.SENT:
         logger.info("Notification #%s sent (%s, try %s).", delivery.pk, where, tries)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from experiments import metrics
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel import shapes
 from experiments.mixpanel.errors import MixpanelError
@@ -346,13 +347,13 @@ def experiment_list_cached(
         if fresh:
             index = _index_for_token(base, fresh["token"])
             if index is not None:
-                return _snapshot(index)
+                return _served(_snapshot(index), "hit")
         failed = found.get(base + ":failed")
         if failed:
             # Mixpanel failed moments ago: do not make every page view wait for it again.
-            return _stale_snapshot(base, failed["error"])
+            return _served(_stale_snapshot(base, failed["error"]), "stale")
         if not ask_mixpanel:
-            return _stale_snapshot(base, NOT_ASKED_MESSAGE)
+            return _served(_stale_snapshot(base, NOT_ASKED_MESSAGE), "stale")
     try:
         # No client given: the workspace's own, built only now that Mixpanel must be
         # asked, so a missing configuration is one more readable MixpanelError.
@@ -364,7 +365,7 @@ def experiment_list_cached(
         # Until the back-off ends, every page shows the copy with this error (even after a failed Refresh).
         cache.delete(base + ":fresh")
         cache.set(base + ":failed", {"error": error}, min(LIST_FAILURE_BACKOFF_SECONDS, _fresh_seconds()))
-        return _stale_snapshot(base, error)
+        return _served(_stale_snapshot(base, error), "stale")
     index = _ListIndex(token=uuid.uuid4().hex, fetched_at=timezone.now(), experiments=experiments)
     _remember(base, index)
     packed = _pack(experiments)
@@ -377,7 +378,15 @@ def experiment_list_cached(
     )
     cache.set(base + ":fresh", {"token": index.token}, _fresh_seconds())
     cache.delete(base + ":failed")
-    return _snapshot(index)
+    return _served(_snapshot(index), "miss")
+
+
+def _served(snapshot: ExperimentListSnapshot, result: str) -> ExperimentListSnapshot:
+    """Count a read of a list as a hit, a miss or stale, with the age of the copy served."""
+    metrics.list_cache_total.labels(result).inc()
+    if snapshot.fetched_at is not None:
+        metrics.list_copy_age_seconds.observe(max(0.0, (timezone.now() - snapshot.fetched_at).total_seconds()))
+    return snapshot
 
 
 def _fresh_seconds() -> int:

@@ -1,13 +1,17 @@
-"""Readiness checks for /readyz: the database, its migrations, and the cache."""
+"""Readiness checks: /readyz (this app server: the database, its migrations, the cache) and
+/readyz/worker (a task worker beats, and the queue is not falling behind)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
+
+from experiments.selectors import metrics as metrics_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +65,20 @@ def _cache() -> str:
         logger.warning("Readiness: the cache did not answer (%s).", type(exc).__name__)
         return "unreachable"
     return OK if answered == OK else "unreachable"
+
+
+def worker_readiness() -> dict[str, str]:
+    """The worker's checks: "heartbeat" (a worker beat within WORKER_STALE_SECONDS: "ok",
+    "stale" or "none") and "queue" (no task due for longer than WORKER_MAX_DELAY_SECONDS:
+    "ok" or "behind"); "unknown" for both while the database does not answer."""
+    try:
+        beats = metrics_selectors.worker_heartbeats()
+        queue = metrics_selectors.task_queue()
+    except Exception as exc:
+        logger.warning("Worker readiness: the database did not answer (%s).", type(exc).__name__)
+        return {"heartbeat": "unknown", "queue": "unknown"}
+    latest = min(beats.values(), default=None)  # seconds since the most recent beat
+    fresh = latest is not None and latest <= settings.WORKER_STALE_SECONDS
+    heartbeat = OK if fresh else ("none" if latest is None else "stale")
+    behind = queue.oldest_due_seconds is not None and queue.oldest_due_seconds > settings.WORKER_MAX_DELAY_SECONDS
+    return {"heartbeat": heartbeat, "queue": "behind" if behind else OK}

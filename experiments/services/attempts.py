@@ -22,7 +22,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from experiments import audit_payloads, auditlog
+from experiments import audit_payloads, auditlog, metrics
 from experiments.mixpanel.experiment import Experiment, format_end_date
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim
 from experiments.notifications import deliveries as notifications
@@ -141,6 +141,7 @@ def attempt_record_intent(*, request: dict[str, Any]) -> ConclusionAttempt:
     writes roll back with it). Takes no claim."""
     with transaction.atomic(savepoint=False):
         attempt = ConclusionAttempt.objects.create(**request)
+        _count_move(attempt)
         workspace = attempt.workspace
         payload = audit_payloads.requested(
             attempt, mixpanel_workspace_id=workspace.mixpanel_workspace_id, region=workspace.region
@@ -196,12 +197,19 @@ def attempt_transition(
             return False
         for field_name, value in moved_columns.items():
             setattr(attempt, field_name, value)
+        _count_move(attempt)
         if release_claim:
             ConclusionClaim.objects.filter(attempt=attempt).delete()
         attempt_append_entry(attempt, audit_payloads.entry_kind(attempt.action, step), payload(attempt), **by)
         if then is not None:
             then(attempt)
     return True
+
+
+def _count_move(attempt: ConclusionAttempt) -> None:
+    # Counted once the move commits: a move that rolls back never happened.
+    action, state = attempt.action, attempt.state
+    transaction.on_commit(lambda: metrics.attempt_moves_total.labels(action, state).inc())
 
 
 def attempt_record_outcome(

@@ -80,3 +80,15 @@ def readyz(request: HttpRequest) -> JsonResponse:
     checks = health.readiness()
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "error", **checks}, status=200 if ready else 503)
+
+
+@login_not_required
+@never_cache
+@require_GET
+def readyz_worker(request: HttpRequest) -> JsonResponse:
+    """The task worker's readiness, for monitoring: 200 while a worker beat within
+    WORKER_STALE_SECONDS and no task has been due for longer than WORKER_MAX_DELAY_SECONDS;
+    else 503, with each check's state."""
+    checks = health.worker_readiness()
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if ready else "error", **checks}, status=200 if ready else 503)

@@ -1,5 +1,9 @@
 """B6: throughput of real served pages, gunicorn gthread 2 workers x 4 threads, 8 keep-alive clients.
 
+The experiments page is served twice more: once as production runs it, with every process's
+metrics kept in files under PROMETHEUS_MULTIPROC_DIR for /metrics to add up, and once without
+(each process counts in its own memory), to show what sharing the metrics costs a request.
+
 The load generator runs in the benchmark process (Python threads, http.client), so on a
 two-core machine it competes with the server for CPU: the figures are what this machine
 serves with its own load generator attached, which is why they are given as ratios to a
@@ -7,6 +11,9 @@ hello-world page served and loaded the same way.
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
 
 from django.urls import reverse
 
@@ -58,6 +65,10 @@ def b6_served(ctx: BenchContext) -> list[common.Result]:
             stats[name] = outcome.summary()
     finally:
         server.stop()
+    list_name = f"experiments page ({TYPICAL_SIZE:,} experiments, warm)"
+    metrics_off, metrics_on = (
+        _served_once(ctx, standin.url, targets[list_name], shared_metrics=shared) for shared in (False, True)
+    )
     cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
     hello = stats.pop("hello-world")
     results = []
@@ -77,4 +88,46 @@ def b6_served(ctx: BenchContext) -> list[common.Result]:
                 ),
             ).judge()
         )
+    results.append(
+        common.Result(
+            bench="B6",
+            name="experiments page with metrics shared across processes vs without (p95)",
+            goal="ratio <= 1.10",
+            measured=metrics_on,
+            baseline=metrics_off,
+            ratio=common.ratio(metrics_on["p95_ms"], metrics_off["p95_ms"]),
+            limit=1.10,
+            note=f"req/s ratio {common.ratio(metrics_on['req_per_s'], metrics_off['req_per_s'])}",
+        ).judge()
+    )
     return results
+
+
+def _served_once(ctx: BenchContext, standin_url: str, target: tuple[str, str], *, shared_metrics: bool) -> dict:
+    """One page under load from a fresh gunicorn, with or without PROMETHEUS_MULTIPROC_DIR."""
+    plan = ctx.plan
+    env = {"MIXPANEL_API_BASE_URL": standin_url}
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as directory:
+        if shared_metrics:
+            env["PROMETHEUS_MULTIPROC_DIR"] = directory
+        else:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        server = Gunicorn(workers=2, threads=4, env=env).start()
+        try:
+            path, cookie = target
+            status, _ = server.request(path, {"Cookie": cookie})
+            if status != 200:
+                raise common.NotMeasured(f"{path} answered HTTP {status} through gunicorn")
+            outcome = load(
+                server.port,
+                path,
+                headers={"Cookie": cookie},
+                concurrency=plan.b6_concurrency,
+                seconds=plan.b6_seconds,
+                warmup=1.0 if not plan.quick else 0.5,
+            )
+        finally:
+            server.stop()
+    if outcome.errors:
+        raise common.NotMeasured(f"{path}: {outcome.errors} failed requests (first: {outcome.first_error})")
+    return outcome.summary()
