@@ -321,6 +321,9 @@ if DESK_BASE_URL and not DESK_BASE_URL.startswith(("http://", "https://")):
 # (doubling), at most NOTIFY_MAX_TRIES times in all; then it is marked "gave up".
 NOTIFY_MAX_TRIES = env_int("NOTIFY_MAX_TRIES", 5, minimum=1)
 NOTIFY_BACKOFF_SECONDS = env_float("NOTIFY_BACKOFF_SECONDS", 30.0, minimum=0.0)
+# Turning two-person approval off takes effect this many hours after an admin saves it; every
+# admin and the webhook are told at once, and any admin may keep it on meanwhile.
+APPROVAL_OFF_DELAY_HOURS = env_int("APPROVAL_OFF_DELAY_HOURS", 24, minimum=1)
 # Seconds for one webhook post in all: looking its host up, connecting, TLS, sending and the
 # answer's status line, however slowly a receiver answers.
 NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)

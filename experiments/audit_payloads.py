@@ -35,6 +35,7 @@ REQUEST_COLUMNS = (
     "request_body",
     "state",
     "expires_at",
+    "approval_off_since",
 )
 # Columns an outcome or a reconciliation sets.
 OUTCOME_COLUMNS = ("state", "failure_reason", "http_status", "duration_ms", "finished_at")
@@ -244,6 +245,7 @@ def workspace_settings(workspace: Any) -> dict[str, Any]:
         "email_bookmarkers": workspace.email_bookmarkers,
         "requires_approval": workspace.requires_approval,
         "approval_window_hours": workspace.approval_window_hours,
+        "approval_off_at": as_json(workspace.approval_off_at),
     }
 
 

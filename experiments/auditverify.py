@@ -286,7 +286,8 @@ ATTEMPT_FIELDS = ("id", "action", *audit_payloads.ENTRY_COLUMNS, *_CHECKED_COLUM
 # The entry fields it reads, in (attempt_id, seq) order.
 ENTRY_FIELDS = ("attempt_id", "kind", "payload", *audit_payloads.ENTRY_COLUMNS)
 # What an attempt holds before any outcome is recorded.
-# (Entries written before two-person approval existed carry no expiry or review columns.)
+# (Entries written before two-person approval existed carry no expiry or review columns, and
+# those before approval's switch-off was recorded on attempts no approval_off_since.)
 _NO_OUTCOME = {
     "failure_reason": "",
     "http_status": None,
@@ -297,6 +298,7 @@ _NO_OUTCOME = {
     "reviewer_name": "",
     "review_note": "",
     "reviewed_at": None,
+    "approval_off_since": None,
 }
 _SHOWN_CHARS = 60
 
@@ -389,6 +391,7 @@ WORKSPACE_FIELDS = (
     "email_bookmarkers",
     "requires_approval",
     "approval_window_hours",
+    "approval_off_at",
 )
 SETTINGS_ENTRY_FIELDS = ("workspace_id", "seq", "payload")
 SETTINGS_ENTRY_KIND = EntryKind.SETTINGS_CHANGED

@@ -55,9 +55,11 @@ class Workspace(models.Model):
         validators=[MinValueValidator(APPROVAL_WINDOW_MIN_HOURS), MaxValueValidator(APPROVAL_WINDOW_MAX_HOURS)],
         help_text="How long a request waits for approval before it expires (1 to 168 hours).",
     )
-    # Notifications. The webhook URL is a secret: only its sealed form (encrypted with a
-    # key derived from SECRET_KEY, see experiments.notifications.webhook) and a short
-    # hint are stored; neither is ever the URL in clear.
+    # When approval turns off: ahead while an admin's switch-off waits out its delay (approval
+    # still applies), past once it is off; None while it is on, or was never turned off.
+    approval_off_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Notifications. The webhook URL is a secret: only its sealed form (Fernet, a key derived
+    # from SECRET_KEY: notifications.webhook) and a short hint are stored, never the URL in clear.
     webhook_url_sealed = models.TextField(blank=True)
     webhook_url_hint = models.CharField(max_length=80, blank=True)
     email_bookmarkers = models.BooleanField("email the people who bookmarked the experiment", default=False)
@@ -176,6 +178,8 @@ class ConclusionAttempt(models.Model):
     reviewer_name = models.CharField(max_length=300, blank=True)
     review_note = models.TextField(blank=True)
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # A conclusion pressed where two-person approval had been turned off: since when.
+    approval_off_since = models.DateTimeField(null=True, blank=True)
 
     # The state machine, in one place. services.attempts.attempt_transition makes every
     # move, as a compare-and-set from the states MOVES_FROM allows for the target.

@@ -83,11 +83,14 @@ def test_the_admin_form_changes_approval_through_the_service(admin_site, workspa
     assert response.status_code == 302, response.content.decode()[:3000]
 
     fresh = Workspace.objects.get(pk=workspace.pk)
-    assert (fresh.requires_approval, fresh.approval_window_hours) == (False, 12)
+    # Approval stays on until its switch-off's delay is over, as from the Settings page.
+    assert (fresh.requires_approval, fresh.approval_window_hours) == (True, 12)
+    assert fresh.approval_off_at is not None
     last = settings_entries(workspace)[-1]
     assert last.actor_name == "Root (root)"
-    assert last.payload_data["changes"] == ["two-person approval no longer required", "approval window 48 h → 12 h"]
-    assert last.payload_data["settings"]["requires_approval"] is False
+    assert last.payload_data["changes"][0].startswith("two-person approval turns off at ")
+    assert last.payload_data["changes"][1] == "approval window 48 h → 12 h"
+    assert last.payload_data["settings"]["approval_off_at"] is not None
     # Loosening is told, whoever does it and wherever.
     told = NotificationDelivery.objects.filter(entry=last).values_list("recipient", flat=True)
     assert list(told) == ["ada@example.com"]

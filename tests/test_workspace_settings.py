@@ -9,6 +9,8 @@ import pytest
 from django.test import override_settings
 from django.urls import reverse
 
+from experiments import auditlog
+from experiments.dates import format_utc
 from experiments.models import AuditEntry, DeliveryState, EntryKind, NotificationDelivery, Workspace
 from experiments.notifications import webhook, webhook_address
 from experiments.views.errors import PAGES
@@ -158,18 +160,20 @@ def test_approval_settings_are_saved_and_logged(admin_client, workspace, caplog)
 
 def test_each_change_is_kept_in_the_audit_chain_and_listed_on_the_page(admin_client, workspace):
     admin_client.post(settings_url(workspace), form(webhook_url=URL, requires_approval="1"))
-    admin_client.post(settings_url(workspace), form(approval_window_hours="24"))  # approval off again
+    admin_client.post(settings_url(workspace), form(approval_window_hours="24"))  # approval off, after its delay
     admin_client.post(settings_url(workspace), form())  # nothing changed: no entry
     entries = list(AuditEntry.objects.filter(kind=EntryKind.SETTINGS_CHANGED).order_by("seq"))
+    off_at = fresh(workspace).approval_off_at
     assert [e.payload_data["changes"] for e in entries] == [
         [f"webhook set to {HINT}", "two-person approval required"],
-        ["two-person approval no longer required"],
+        [f"two-person approval turns off at {format_utc(off_at)}, unless an admin keeps it on"],
     ]
     assert entries[1].payload_data["settings"] == {
         "webhook": HINT,
         "email_bookmarkers": False,
-        "requires_approval": False,
+        "requires_approval": True,
         "approval_window_hours": 24,
+        "approval_off_at": auditlog.format_timestamp(off_at),
     }
     assert {(e.workspace_id, e.actor_name) for e in entries} == {(workspace.pk, "Ada (ada)")}
     assert all(TOKEN not in e.payload for e in entries)
@@ -177,8 +181,8 @@ def test_each_change_is_kept_in_the_audit_chain_and_listed_on_the_page(admin_cli
     html = admin_client.get(settings_url(workspace)).content.decode()
     assert TOKEN not in html
     listed = html[html.index("Recent changes") :]
-    assert "Ada (ada): two-person approval no longer required" in listed
-    assert listed.index("no longer required") < listed.index("webhook set to")  # newest first
+    assert "Ada (ada): two-person approval turns off at" in listed
+    assert listed.index("turns off at") < listed.index("webhook set to")  # newest first
 
 
 @pytest.mark.parametrize(
@@ -383,7 +387,8 @@ def test_turning_approval_off_tells_every_admin_and_the_webhook(admin_client, wo
         ("webhook", HINT, subject),
     ]
     body = NotificationDelivery.objects.filter(channel="email").first().body
-    assert "two-person approval was turned off: one person can now force conclude alone" in body
+    assert "two-person approval will be turned off at" in body
+    assert "from then on one person can force conclude alone" in body
     assert settings_url(workspace) in body
     assert_chain_valid()
 

@@ -1,5 +1,8 @@
 # Governance nobody can quietly bypass.
 #
+# A workspace keeps when two-person approval turns (or turned) off, and an attempt since when it
+# was off when it was pressed.
+#
 # The database refuses an approval window outside 1 to 168 hours. Before that constraint, a
 # window outside it (the admin site accepted 0 and 32,767) is brought into range, and every
 # workspace whose settings differ from what its last settings_changed entry recorded (changed
@@ -93,6 +96,17 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Turning approval off waits out a delay; conclusions made while it is off say since when.
+        migrations.AddField(
+            model_name="workspace",
+            name="approval_off_at",
+            field=models.DateTimeField(blank=True, editable=False, null=True),
+        ),
+        migrations.AddField(
+            model_name="conclusionattempt",
+            name="approval_off_since",
+            field=models.DateTimeField(blank=True, null=True),
+        ),
         migrations.RunPython(record_settings_as_found, migrations.RunPython.noop, atomic=True),
         migrations.AlterField(
             model_name="workspace",

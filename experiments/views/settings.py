@@ -22,6 +22,7 @@ from experiments.forms import WorkspaceSettingsForm
 from experiments.models import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS
 from experiments.notifications import webhook as notification_webhook
 from experiments.selectors import notifications as notification_selectors
+from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import workspaces as workspace_services
 from experiments.views.helpers import get_workspace_access
@@ -43,6 +44,9 @@ def _page_context(request: HttpRequest, access: WorkspaceAccess, form: Workspace
         "links_are_paths": not settings.DESK_BASE_URL,
         "window_min": APPROVAL_WINDOW_MIN_HOURS,
         "window_max": APPROVAL_WINDOW_MAX_HOURS,
+        # Approval still applies until then: an admin turned it off, and the delay is not over.
+        "approval_off_pending": workspace.approval_off_at if workspace.requires_approval else None,
+        "approval_off_delay_hours": settings.APPROVAL_OFF_DELAY_HOURS,
         "deliveries": notification_selectors.delivery_page(workspace=workspace, page=request.GET.get("page")),
         "setting_changes": notification_selectors.settings_change_list(workspace=workspace),
     }
@@ -56,11 +60,7 @@ def workspace_settings(request: HttpRequest, workspace_pk: int) -> HttpResponse:
     if not access.is_admin:
         raise PermissionDenied("Only a workspace admin may open its settings.")
     workspace = access.workspace
-    current = {
-        "email_bookmarkers": workspace.email_bookmarkers,
-        "requires_approval": workspace.requires_approval,
-        "approval_window_hours": workspace.approval_window_hours,
-    }
+    current = workspace_selectors.workspace_settings_wanted(workspace=workspace)
     form = WorkspaceSettingsForm(request.POST if request.method == "POST" else None, initial=current)
     if request.method == "POST" and form.is_valid():
         changes = workspace_services.workspace_settings_update(
