@@ -337,6 +337,9 @@ NOTIFY_WEBHOOK_ALLOW_NETWORKS = env_networks("NOTIFY_WEBHOOK_ALLOW_NETWORKS", wh
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 10.0, minimum=0.1)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 60.0, minimum=1.0)
 WORKER_MAX_DELAY_SECONDS = env_float("WORKER_MAX_DELAY_SECONDS", 300.0, minimum=1.0)
+# A task running this long is stuck, not slow (every task's own deadlines are far shorter):
+# the workers' sweep puts it back on the queue, as it does one whose worker stopped beating.
+WORKER_TASK_LIMIT_SECONDS = env_float("WORKER_TASK_LIMIT_SECONDS", 600.0, minimum=60.0)
 
 
 # /metrics: open to these networks (the scraper's), or to a request bearing METRICS_TOKEN.

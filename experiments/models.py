@@ -55,11 +55,9 @@ class Workspace(models.Model):
         validators=[MinValueValidator(APPROVAL_WINDOW_MIN_HOURS), MaxValueValidator(APPROVAL_WINDOW_MAX_HOURS)],
         help_text="How long a request waits for approval before it expires (1 to 168 hours).",
     )
-    # When approval turns off: ahead while an admin's switch-off waits out its delay (approval
-    # still applies), past once it is off; None while it is on, or was never turned off.
+    # When approval turns off: ahead while its switch-off waits out the delay, past once off; else None.
     approval_off_at = models.DateTimeField(null=True, blank=True, editable=False)
-    # Notifications. The webhook URL is a secret: only its sealed form (Fernet, a key derived
-    # from SECRET_KEY: notifications.webhook) and a short hint are stored, never the URL in clear.
+    # Notifications. The webhook URL is a secret, stored only sealed (notifications.webhook) and as a hint.
     webhook_url_sealed = models.TextField(blank=True)
     webhook_url_hint = models.CharField(max_length=80, blank=True)
     email_bookmarkers = models.BooleanField("email the people who bookmarked the experiment", default=False)
@@ -533,18 +531,16 @@ class DeliveryChannel(models.TextChoices):
 
 class DeliveryState(models.TextChoices):
     PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed, will retry"
     GAVE_UP = "gave_up", "Gave up"
 
 
 class NotificationDelivery(models.Model):
-    """One message about one audit entry (an outcome or an approval step) to one place.
-
-    Created with the entry, in its transaction, and sent by a background task with
-    bounded retries; a delivery never changes the attempt it tells about. `recipient`
-    is an email address or the webhook URL's hint, never the URL itself.
-    """
+    """One message about one audit entry to one place (an e-mail address, or the webhook by its hint,
+    never its URL): made in the entry's transaction, sent by a task with bounded retries, never
+    changing the attempt it tells about. While "sending", `updated_at` is when the try began."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="deliveries")
     entry = models.ForeignKey(AuditEntry, on_delete=models.PROTECT, related_name="deliveries")
@@ -572,6 +568,8 @@ class NotificationDelivery(models.Model):
         indexes = [
             # The workspace settings page: its deliveries, newest first.
             models.Index(fields=["workspace", "-id"], name="delivery_ws_id_idx"),
+            # The worker's sweep: unfinished deliveries that nothing has moved on for a while.
+            models.Index(fields=["updated_at"], condition=~Q(state__in=["sent", "gave_up"]), name="delivery_open_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,7 +1,8 @@
 # Governance nobody can quietly bypass.
 #
 # A workspace keeps when two-person approval turns (or turned) off, and an attempt since when it
-# was off when it was pressed.
+# was off when it was pressed. A notification is claimed while it is sent, and indexed so the
+# workers' sweep finds those left unfinished.
 #
 # The database refuses an approval window outside 1 to 168 hours. Before that constraint, a
 # window outside it (the admin site accepted 0 and 32,767) is brought into range, and every
@@ -125,6 +126,31 @@ class Migration(migrations.Migration):
             constraint=models.CheckConstraint(
                 condition=models.Q(("approval_window_hours__gte", 1), ("approval_window_hours__lte", 168)),
                 name="workspace_approval_window_1_to_168_hours",
+            ),
+        ),
+        # A delivery is claimed ("sending") while one run sends it; the workers' sweep finds the
+        # unfinished ones nothing moves on any more.
+        migrations.AlterField(
+            model_name="notificationdelivery",
+            name="state",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("sending", "Sending"),
+                    ("sent", "Sent"),
+                    ("failed", "Failed, will retry"),
+                    ("gave_up", "Gave up"),
+                ],
+                default="pending",
+                max_length=10,
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="notificationdelivery",
+            index=models.Index(
+                condition=models.Q(("state__in", ["sent", "gave_up"]), _negated=True),
+                fields=["updated_at"],
+                name="delivery_open_idx",
             ),
         ),
     ]
