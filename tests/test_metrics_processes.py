@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from experiments.forms import datetime_local_value
 from experiments.models import DeliveryState, NotificationDelivery, Workspace
-from experiments.notifications import webhook
+from experiments.notifications import webhook, webhook_address
 from tests.processes import ROOT, Server, shared_test_database_url
 from tests.test_several_servers import concluder, post, sign_in  # noqa: F401 - concluder: a fixture
 
@@ -80,7 +80,7 @@ def test_each_event_is_counted_once_across_two_gunicorn_workers_and_the_task_wor
     webhook_receiver.answer_with(500)  # every notification fails, and with one try gives up
     Workspace.objects.filter(pk=workspace.pk).update(
         webhook_url_sealed=webhook.webhook_seal(webhook_receiver.url),
-        webhook_url_hint=webhook.webhook_hint(webhook_receiver.url),
+        webhook_url_hint=webhook_address.webhook_hint(webhook_receiver.url),
     )
     server = Server(env)
     try:
