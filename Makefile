@@ -55,8 +55,9 @@ run: $(VENV)/.stamp-base
 	else \
 	  $(PY) manage.py bootstrap_dev || exit 1; \
 	fi; \
-	echo "Starting the task worker (manage.py db_worker): it reconciles open force-conclude attempts and sends notifications."; \
+	echo "Starting the task workers (manage.py db_worker): one reconciles open force-conclude attempts, one sends notifications."; \
 	$(PY) manage.py db_worker --no-reload & pids="$$pids $$!"; \
+	$(PY) manage.py db_worker --no-reload --queue-name notifications & pids="$$pids $$!"; \
 	if [ -n "$$OIDC_ISSUER_URL" ]; then \
 	  echo "Single sign-on through $$OIDC_ISSUER_URL (client $$OIDC_CLIENT_ID); the provider must allow the redirect URI http://127.0.0.1:$(PORT)/accounts/sso/callback/"; \
 	fi; \

@@ -82,10 +82,10 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_networks(name: str, default: list[str] | None = None) -> list[str]:
-    """Comma-separated IP addresses or networks. A /0 network is refused: trusting every
-    address would let anyone claim any identity or client address, or read what only an
-    operator may."""
+def env_networks(name: str, default: list[str] | None = None, *, what: str = "your proxies' addresses") -> list[str]:
+    """Comma-separated IP addresses or networks. A /0 network is refused: it is every address
+    (trusting every proxy would let anyone claim any identity or client address; letting anyone
+    read what only an operator may; letting webhooks reach every network, this server's own too)."""
     items = env_list(name, default or [])
     for item in items:
         try:
@@ -95,9 +95,7 @@ def env_networks(name: str, default: list[str] | None = None) -> list[str]:
                 f"{name} must list IP addresses or networks (e.g. 10.0.0.5,10.1.0.0/24); {item!r} is neither."
             ) from None
         if network.prefixlen == 0:
-            raise ImproperlyConfigured(
-                f"{name} must not contain {item!r}: that network is every address. List your proxies' addresses."
-            )
+            raise ImproperlyConfigured(f"{name} must not contain {item!r}: that network is every address. List {what}.")
     return items
 
 
@@ -111,6 +109,10 @@ if not SECRET_KEY:
         )
     # Development only: never used when debug is off.
     SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
+
+# Older keys that still open what they sealed (sessions, password resets, webhook addresses)
+# while everything moves to the new key: several, separated by commas or white space.
+SECRET_KEY_FALLBACKS = env_secret("DJANGO_SECRET_KEY_FALLBACKS").replace(",", " ").split()
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
@@ -299,7 +301,10 @@ EXPERIMENT_DETAIL_CACHE_SECONDS = env_int("EXPERIMENT_DETAIL_CACHE_SECONDS", 15)
 # Django's Tasks framework with the database as the queue (django-tasks-db): the
 # database every process already shares, so no broker to run. `manage.py db_worker`
 # runs the tasks; `make run` and `make serve` start one beside the web server.
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# Notifications have a queue of their own, run by a worker of their own
+# (`db_worker --queue-name notifications`), so a slow webhook or mail server never holds up
+# reconciles and approval expiries on the default queue.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "notifications"]}}
 # A reconcile task that cannot read Mixpanel tries again after 15 s, 30 s, 60 s, ...
 # (doubling), at most this many times in all; then the cron safety net
 # (reconcile_conclusions) is left to resolve the attempt.
@@ -316,8 +321,15 @@ if DESK_BASE_URL and not DESK_BASE_URL.startswith(("http://", "https://")):
 # (doubling), at most NOTIFY_MAX_TRIES times in all; then it is marked "gave up".
 NOTIFY_MAX_TRIES = env_int("NOTIFY_MAX_TRIES", 5, minimum=1)
 NOTIFY_BACKOFF_SECONDS = env_float("NOTIFY_BACKOFF_SECONDS", 30.0, minimum=0.0)
-# Seconds to connect to a webhook, and again to wait for its answer.
-NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+# Turning two-person approval off takes effect this many hours after an admin saves it; every
+# admin and the webhook are told at once, and any admin may keep it on meanwhile.
+APPROVAL_OFF_DELAY_HOURS = env_int("APPROVAL_OFF_DELAY_HOURS", 24, minimum=1)
+# Seconds for one webhook post in all: looking its host up, connecting, TLS, sending and the
+# answer's status line, however slowly a receiver answers.
+NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+# Webhooks go only to public internet addresses over https://. Networks listed here (a chat
+# server inside the company, say 10.20.0.0/16) may be reached too, over http:// as well.
+NOTIFY_WEBHOOK_ALLOW_NETWORKS = env_networks("NOTIFY_WEBHOOK_ALLOW_NETWORKS", what="only the networks webhooks need")
 
 # The task worker's health: it beats every WORKER_HEARTBEAT_SECONDS; /readyz/worker answers
 # 503 when no worker has beaten for WORKER_STALE_SECONDS, or when a task has been due for
@@ -325,6 +337,9 @@ NOTIFY_WEBHOOK_TIMEOUT = env_float("NOTIFY_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 10.0, minimum=0.1)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 60.0, minimum=1.0)
 WORKER_MAX_DELAY_SECONDS = env_float("WORKER_MAX_DELAY_SECONDS", 300.0, minimum=1.0)
+# A task running this long is stuck, not slow (every task's own deadlines are far shorter):
+# the workers' sweep puts it back on the queue, as it does one whose worker stopped beating.
+WORKER_TASK_LIMIT_SECONDS = env_float("WORKER_TASK_LIMIT_SECONDS", 600.0, minimum=60.0)
 
 
 # The audit trail's stream to a SIEM collector (Splunk HEC style), pushed by the worker.
@@ -335,7 +350,9 @@ AUDIT_STREAM_TOKEN = env_secret("AUDIT_STREAM_TOKEN")
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 120, minimum=1)
 
 # /metrics: open to these networks (the scraper's), or to a request bearing METRICS_TOKEN.
-METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+METRICS_ALLOWED_NETWORKS = env_networks(
+    "METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"], what="the scrapers' addresses"
+)
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
 # Email goes through Django's default mailer: printed to the console in development
 # unless EMAIL_HOST names a mail server, SMTP otherwise. Tests use Django's in-memory
@@ -399,6 +416,9 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
     },
 }
+# Sensitive variables and POST parameters (a typed webhook address) are hidden on the debug
+# page too, and wherever else in a traceback they turn up.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "experiments.observability.SecretsHiddenReporterFilter"
 # A failed CSRF check gets our own page (plain words, the request id) instead of Django's.
 CSRF_FAILURE_VIEW = "experiments.views.errors.csrf_failure"
 # Probes from a load balancer usually come over plain HTTP: answer them, do not redirect.

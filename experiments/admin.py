@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -21,8 +22,13 @@ from experiments.models import (
     RoleChange,
     Workspace,
 )
+from experiments.selectors import workspaces as workspace_selectors
 from experiments.services import roles as role_services
 from experiments.services import tokens as token_services
+from experiments.services import workspaces as workspace_services
+
+# The settings that go through workspace_settings_update, whichever form edits them.
+GOVERNED_FIELDS = ("email_bookmarkers", "requires_approval", "approval_window_hours")
 
 
 class MembershipInline(admin.TabularInline):
@@ -33,15 +39,43 @@ class MembershipInline(admin.TabularInline):
     readonly_fields = ["granted_by_group"]
 
 
+class WorkspaceAdminForm(forms.ModelForm):
+    """The workspace form, starting from the settings as its admins last asked for them:
+    approval whose switch-off waits out its delay shows as off, so saving the form for another
+    field leaves the switch-off planned."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial.update(workspace_selectors.workspace_settings_wanted(workspace=self.instance))
+
+
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
+    """Workspaces. Their notification and approval settings change only through the settings
+    service, as on the Settings page: chained in the audit trail, told when loosened, bounded."""
+
+    form = WorkspaceAdminForm
     list_display = ["name", "region", "mixpanel_workspace_id", "mixpanel_project_id", "created_at"]
     list_filter = ["region"]
     search_fields = ["name", "mixpanel_workspace_id"]
     inlines = [MembershipInline]
     # The webhook is set on the workspace's settings page, which seals it; here only its hint shows.
     exclude = ["webhook_url_sealed"]
-    readonly_fields = ["webhook_url_hint"]
+    readonly_fields = ["webhook_url_hint", "approval_off_at"]
+
+    def save_model(self, request: HttpRequest, obj: Workspace, form: Any, change: bool) -> None:
+        kept = Workspace.objects.get(pk=obj.pk) if change else Workspace()
+        wanted = workspace_selectors.workspace_settings_wanted(workspace=kept)
+        wanted.update({name: form.cleaned_data[name] for name in GOVERNED_FIELDS if name in form.changed_data})
+        # The row is saved with the settings it has (a new one with the defaults); the service
+        # then makes the change, so the form cannot write them around the chain.
+        for name in GOVERNED_FIELDS:
+            setattr(obj, name, getattr(kept, name))
+        super().save_model(request, obj, form, change)
+        workspace_services.workspace_settings_update(
+            workspace=obj, user=request.user, webhook_url="", remove_webhook=False, **wanted
+        )
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not Membership:

@@ -1,4 +1,5 @@
-"""The one payload shape of each attempt's audit entry kind (force conclude and decision).
+"""The one payload shape of each attempt's audit entry kind (force conclude and decision), and
+of a workspace's settings as its settings_changed entries keep them.
 
 The service writes these, the attempt page reads them, verify_audit checks the
 ConclusionAttempt rows against them, and the test factories write through the
@@ -16,12 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from experiments.auditlog import canonical_json, format_timestamp
 from experiments.mixpanel.errors import MixpanelError
 from experiments.mixpanel.experiment import Experiment
-from experiments.models import AttemptAction, AttemptState, EntryKind
+from experiments.models import AttemptAction, AttemptState, EntryKind, Workspace
 
 ATTEMPT = "attempt"
 # Columns the requested entry sets (they never change after insert).
@@ -33,6 +35,7 @@ REQUEST_COLUMNS = (
     "request_body",
     "state",
     "expires_at",
+    "approval_off_since",
 )
 # Columns an outcome or a reconciliation sets.
 OUTCOME_COLUMNS = ("state", "failure_reason", "http_status", "duration_ms", "finished_at")
@@ -228,3 +231,26 @@ def projection_of(payload: dict[str, Any]) -> dict[str, Any]:
     """The attempt columns an entry set ({} for an entry that moves nothing)."""
     moved = payload.get(ATTEMPT)
     return moved if isinstance(moved, dict) else {}
+
+
+# --- A workspace's settings ------------------------------------------------------------------
+
+# What settings_changed keeps under "settings", and what verify_audit compares each workspace with.
+SETTINGS = "settings"
+
+
+def workspace_settings(workspace: Any) -> dict[str, Any]:
+    """A workspace's notification and approval settings as its settings_changed entries keep
+    them: the webhook by its hint only. `workspace` is a Workspace or a row with its columns."""
+    return {
+        "webhook": workspace.webhook_url_hint if workspace.webhook_url_sealed else "",
+        "email_bookmarkers": workspace.email_bookmarkers,
+        "requires_approval": workspace.requires_approval,
+        "approval_window_hours": workspace.approval_window_hours,
+        "approval_off_at": as_json(workspace.approval_off_at),
+    }
+
+
+def default_workspace_settings() -> dict[str, Any]:
+    """The settings of a workspace no settings_changed entry has changed yet."""
+    return workspace_settings(SimpleNamespace(**{f.attname: f.get_default() for f in Workspace._meta.concrete_fields}))

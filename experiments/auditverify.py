@@ -1,8 +1,11 @@
-"""Verifying the audit trail: the hash chain, a kept digest, and the attempt rows.
+"""Verifying the audit trail: the hash chain, a kept digest, the attempt rows and the
+workspaces' settings.
 
 verify_audit and audit_digest share these. The chain proves the entries are the
 ones written; the attempt check proves every ConclusionAttempt column an auditor
-reads (on the audit screens or in the export) is what its entries say.
+reads (on the audit screens or in the export) is what its entries say; the settings
+check proves each workspace's notification and approval settings are the ones its last
+settings_changed entry recorded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from django.utils import timezone
 
 from experiments import audit_payloads
 from experiments.auditlog import GENESIS_HASH, format_timestamp, hash_of
-from experiments.models import AuditEntry, ConclusionAttempt
+from experiments.models import AuditEntry, ConclusionAttempt, EntryKind
 
 BREAK_EDITED = "edited content"
 BREAK_MISSING = "missing entry"
@@ -283,7 +286,8 @@ ATTEMPT_FIELDS = ("id", "action", *audit_payloads.ENTRY_COLUMNS, *_CHECKED_COLUM
 # The entry fields it reads, in (attempt_id, seq) order.
 ENTRY_FIELDS = ("attempt_id", "kind", "payload", *audit_payloads.ENTRY_COLUMNS)
 # What an attempt holds before any outcome is recorded.
-# (Entries written before two-person approval existed carry no expiry or review columns.)
+# (Entries written before two-person approval existed carry no expiry or review columns, and
+# those before approval's switch-off was recorded on attempts no approval_off_since.)
 _NO_OUTCOME = {
     "failure_reason": "",
     "http_status": None,
@@ -294,6 +298,7 @@ _NO_OUTCOME = {
     "reviewer_name": "",
     "review_note": "",
     "reviewed_at": None,
+    "approval_off_since": None,
 }
 _SHOWN_CHARS = 60
 
@@ -360,3 +365,67 @@ def verify_projections(attempts: Iterable[Any], entries: Iterable[Any]) -> Itera
         skipped = pending.attempt_id
         while pending is not None and pending.attempt_id == skipped:
             pending = next(entry_iter, None)
+
+
+# --- Workspace settings ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsMismatch:
+    """A workspace whose settings are not the ones its last settings_changed entry recorded."""
+
+    workspace_id: int
+    name: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"workspace #{self.workspace_id} ({self.name}): {self.detail}"
+
+
+# The workspace columns verify_workspace_settings reads, and the entries it reads (seq order).
+WORKSPACE_FIELDS = (
+    "id",
+    "name",
+    "webhook_url_sealed",
+    "webhook_url_hint",
+    "email_bookmarkers",
+    "requires_approval",
+    "approval_window_hours",
+    "approval_off_at",
+)
+SETTINGS_ENTRY_FIELDS = ("workspace_id", "seq", "payload")
+SETTINGS_ENTRY_KIND = EntryKind.SETTINGS_CHANGED
+
+
+def verify_workspace_settings(workspaces: Iterable[Any], entries: Iterable[Any]) -> Iterator[SettingsMismatch]:
+    """Check each workspace's settings against its last settings_changed entry (or, with none,
+    against the defaults). `entries`: the settings_changed entries with SETTINGS_ENTRY_FIELDS,
+    in seq order; `workspaces`: rows with WORKSPACE_FIELDS. A change made around the chain (the
+    database by hand, an admin form that skipped the service) shows here."""
+    last: dict[int, Any] = {}
+    for entry in entries:
+        last[entry.workspace_id] = entry
+    for workspace in workspaces:
+        entry = last.get(workspace.id)
+        expected = audit_payloads.default_workspace_settings()
+        if entry is not None:
+            try:
+                recorded = json.loads(entry.payload or "{}").get(audit_payloads.SETTINGS)
+            except (ValueError, AttributeError):
+                recorded = None
+            if not isinstance(recorded, dict):
+                yield SettingsMismatch(
+                    workspace.id, workspace.name, f"its last settings change (seq {entry.seq}) records no settings"
+                )
+                continue
+            expected.update(recorded)
+        if entry is not None:
+            source = f"its last settings change (seq {entry.seq}) says"
+        else:
+            source = "no settings change is chained, so it should be the default,"
+        actual = audit_payloads.workspace_settings(workspace)
+        for name, value in actual.items():
+            if expected.get(name) != value:
+                yield SettingsMismatch(
+                    workspace.id, workspace.name, f"{name} is {_shown(value)}, {source} {_shown(expected.get(name))}"
+                )

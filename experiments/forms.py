@@ -12,9 +12,15 @@ from django.utils.text import capfirst
 
 from experiments import dates
 from experiments.mixpanel.experiment import Experiment
-from experiments.models import ReasonCategory, TokenScope, decision_words
-from experiments.notifications import webhook as notifications
-from experiments.notifications.webhook import MSG_URL_INVALID
+from experiments.models import (
+    APPROVAL_WINDOW_MAX_HOURS,
+    APPROVAL_WINDOW_MIN_HOURS,
+    ReasonCategory,
+    TokenScope,
+    decision_words,
+)
+from experiments.notifications import webhook_address
+from experiments.notifications.webhook_address import MSG_URL_INVALID
 from experiments.queries import ExperimentListQuery
 from experiments.selectors.experiment_page import VariantOption
 from experiments.services.decisions import NOTE_MAX_LENGTH
@@ -188,8 +194,6 @@ def _decision_choices(options: tuple[VariantOption, ...]) -> list[DecisionChoice
 
 # --- Workspace settings -------------------------------------------------------------
 
-APPROVAL_WINDOW_MIN_HOURS = 1
-APPROVAL_WINDOW_MAX_HOURS = 168
 MSG_WINDOW = (
     f"Give the approval window in whole hours, from {APPROVAL_WINDOW_MIN_HOURS} to {APPROVAL_WINDOW_MAX_HOURS}."
 )
@@ -207,8 +211,11 @@ class WorkspaceSettingsForm(forms.Form):
         label="Webhook address",
         required=False,
         strip=True,
-        max_length=notifications.WEBHOOK_URL_MAX_LENGTH,
-        error_messages={"max_length": notifications.MSG_URL_TOO_LONG, "null_characters_not_allowed": MSG_URL_INVALID},
+        max_length=webhook_address.WEBHOOK_URL_MAX_LENGTH,
+        error_messages={
+            "max_length": webhook_address.MSG_URL_TOO_LONG,
+            "null_characters_not_allowed": MSG_URL_INVALID,
+        },
     )
     remove_webhook = forms.BooleanField(label="Remove the webhook", required=False)
     email_bookmarkers = forms.BooleanField(label="Email", required=False)
@@ -227,7 +234,7 @@ class WorkspaceSettingsForm(forms.Form):
 
     def clean_webhook_url(self) -> str:
         url: str = self.cleaned_data["webhook_url"]
-        problem = notifications.webhook_url_problem(url) if url else None
+        problem = webhook_address.webhook_url_problem(url) if url else None
         if problem:
             raise forms.ValidationError(problem, code="webhook_url")
         return url

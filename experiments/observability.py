@@ -24,6 +24,7 @@ from typing import Any
 from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import empty
+from django.views.debug import SafeExceptionReporterFilter
 
 from experiments import metrics
 
@@ -146,3 +147,51 @@ def _clear_context(**kwargs: Any) -> None:
 
 
 request_finished.connect(_clear_context, dispatch_uid="experiments.observability.clear_context")
+
+
+# --- Error reports ----------------------------------------------------------------------------
+
+# Shorter POST values are not looked for in other variables: "1" or "24" is everywhere.
+_SECRET_MIN_LENGTH = 8
+
+
+class SecretsHiddenReporterFilter(SafeExceptionReporterFilter):
+    """Django's error-report filter, also on the debug page, and thorough about POSTed secrets.
+
+    Django applies sensitive_variables and sensitive_post_parameters only with DEBUG off, so
+    the debug page showed a typed webhook address in full. Here they always apply, and the
+    value of a sensitive POST parameter is hidden in every frame that holds it under another
+    name (a form field's `value`, a service's keyword arguments), not only where it was named.
+    """
+
+    def is_active(self, request: HttpRequest | None) -> bool:
+        return True
+
+    def get_traceback_frame_variables(self, request: HttpRequest | None, tb_frame: Any) -> list[tuple[str, Any]]:
+        variables = super().get_traceback_frame_variables(request, tb_frame)
+        secrets = _posted_secrets(request)
+        if not secrets:
+            return variables
+        return [(name, self.cleansed_substitute if _holds(value, secrets) else value) for name, value in variables]
+
+
+def _posted_secrets(request: HttpRequest | None) -> list[str]:
+    names = getattr(request, "sensitive_post_parameters", None) if request is not None else None
+    if not names:
+        return []
+    posted = request.POST
+    keys = posted.keys() if names == "__ALL__" else names
+    return [
+        value
+        for key in keys
+        for value in posted.getlist(key)
+        if isinstance(value, str) and len(value) >= _SECRET_MIN_LENGTH
+    ]
+
+
+def _holds(value: Any, secrets: list[str]) -> bool:
+    try:
+        shown = value if isinstance(value, str) else repr(value)
+    except Exception:
+        return True  # what cannot be looked at cannot be shown safely either
+    return any(secret in shown for secret in secrets)

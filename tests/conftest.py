@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
@@ -9,6 +11,7 @@ from django.core.cache import cache
 from experiments import db_triggers
 from experiments.mixpanel.client import reset_clients
 from experiments.models import Membership, Region, Role, Workspace
+from experiments.notifications import webhook_address
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -87,9 +90,9 @@ def second(django_user_model, workspace):
 @pytest.fixture
 def approving(workspace):
     """`workspace`, where a press of Force conclude needs a second person's approval."""
-    workspace.requires_approval = True
-    workspace.save()
-    return workspace
+    from tests.factories import workspace_settings_set
+
+    return workspace_settings_set(workspace, requires_approval=True)
 
 
 @pytest.fixture
@@ -215,8 +218,38 @@ def webhook_receiver_server():
 
 
 @pytest.fixture
-def webhook_receiver(webhook_receiver_server):
-    """The receiver with nothing received, answering 200 (`answer_with(500)`, `delay`)."""
+def webhook_receiver(webhook_receiver_server, settings):
+    """The receiver with nothing received, answering 200 (`answer_with(500)`, `delay`).
+
+    It listens on 127.0.0.1, which webhooks may only reach when the operator allows it: this
+    fixture allows 127.0.0.0/8 as NOTIFY_WEBHOOK_ALLOW_NETWORKS would."""
+    settings.NOTIFY_WEBHOOK_ALLOW_NETWORKS = ["127.0.0.0/8"]
     webhook_receiver_server.reset()
     yield webhook_receiver_server
     webhook_receiver_server.reset()
+
+
+class FakeDNS:
+    """The resolver every test uses instead of the system's, so no test needs the internet:
+    names it was told about (`add`) resolve to their addresses, localhost to loopback, and any
+    other name fails as an unknown one would. `lookups` lists the names asked for, in order."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, list[str]] = {"localhost": ["127.0.0.1", "::1"]}
+        self.lookups: list[str] = []
+
+    def add(self, name: str, *addresses: str) -> None:
+        self.names[name.lower()] = list(addresses)
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        if host not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return list(self.names[host])
+
+
+@pytest.fixture(autouse=True)
+def fake_dns(monkeypatch) -> FakeDNS:
+    resolver = FakeDNS()
+    monkeypatch.setattr(webhook_address, "lookup", resolver)
+    return resolver

@@ -154,3 +154,20 @@ def said(response) -> str:
     (HX-Trigger showToast), where a list row's messages go so the row stays one line."""
     trigger = json.loads(response.headers.get("HX-Trigger") or "{}")
     return response.content.decode() + "\n" + trigger.get("showToast", {}).get("message", "")
+
+
+def workspace_settings_set(workspace: Any, *, webhook_url: str = "", **changes: Any) -> Any:
+    """Change a workspace's settings as the Settings page does (through the service, so the
+    change is chained and verify_audit agrees), keeping whatever `changes` does not name."""
+    from experiments.services import workspaces as workspace_services
+
+    current = {
+        "email_bookmarkers": workspace.email_bookmarkers,
+        "requires_approval": workspace.requires_approval,
+        "approval_window_hours": workspace.approval_window_hours,
+        "remove_webhook": False,
+    }
+    workspace_services.workspace_settings_update(
+        workspace=workspace, user=None, actor_name="test set-up", webhook_url=webhook_url, **{**current, **changes}
+    )
+    return workspace

@@ -14,7 +14,7 @@ from django.utils import timezone
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind, Membership, Role
 from experiments.services import approvals
 from experiments.services.attempts import STATE_BLOCKED
-from tests.factories import _clock_shifted, assert_chain_valid
+from tests.factories import _clock_shifted, assert_chain_valid, workspace_settings_set
 from tests.fake_mixpanel import FakeMixpanel
 from tests.test_services_force_conclude import conclude, kinds
 from tests.test_tasks import make_due, run_ready_tasks, waiting
@@ -73,6 +73,72 @@ def test_a_second_person_approves_and_exactly_one_put_is_sent(approving, pm, sec
     assert "already approved" in again.message
     assert len(fake.puts) == 1
     assert_chain_valid()
+
+
+# --- One person, one approval ----------------------------------------------------------------
+
+
+def account(django_user_model, workspace, username, *, email="", role=Role.CONCLUDER, subject=None, issuer=None):
+    from experiments.models import ExternalIdentity
+
+    user = django_user_model.objects.create_user(username=username, email=email, first_name=username.title())
+    Membership.objects.create(user=user, workspace=workspace, role=role)
+    if subject is not None:
+        ExternalIdentity.objects.create(user=user, issuer=issuer or "trusted-proxy-header", subject=subject)
+    return user
+
+
+@pytest.mark.parametrize(
+    ("requester", "approver", "shared"),
+    [
+        # The break-glass password account and the proxy account of one person: the same address.
+        (
+            {"username": "pat@example.com", "email": "pat@example.com", "subject": "pat@example.com"},
+            {"username": "pat-breakglass", "email": "Pat@Example.com "},
+            "the e-mail address pat@example.com",
+        ),
+        # A proxy account made for "pat" beside the password account "pat" (no address on either).
+        (
+            {"username": "pat-5f3c2a1b", "subject": "pat"},
+            {"username": "pat"},
+            "the sign-in identity pat",
+        ),
+        # An SSO account whose sign-in name is the other account's address.
+        (
+            {"username": "pat-sso", "subject": "pat@example.com", "issuer": "https://id.example.com"},
+            {"username": "admin-2", "email": "pat@example.com"},
+            "the sign-in identity pat@example.com",
+        ),
+    ],
+)
+def test_one_person_with_two_accounts_cannot_approve_their_own_request(
+    approving, django_user_model, requester, approver, shared
+):
+    """Before, the second account approved, and the request was sent on one person's word."""
+    asker = account(django_user_model, approving, **requester)
+    other = account(django_user_model, approving, role=Role.ADMIN, **approver)
+    fake = FakeMixpanel()
+    attempt = request_it(approving, asker, fake)
+    outcome = review(attempt, other, approvals.APPROVE, "", fake)
+    assert not outcome.ok
+    assert shared in outcome.message
+    assert "count as one person" in outcome.message
+    assert "Nothing was sent" in outcome.message
+    assert fake.puts == []
+    attempt.refresh_from_db()
+    assert attempt.state == AttemptState.AWAITING_APPROVAL
+    assert kinds(attempt) == [EntryKind.APPROVAL_REQUESTED]
+    # Rejecting is still theirs to do (a second account's rejection is a rejection, with a note).
+    assert review(attempt, other, approvals.REJECT, "Not like this.", fake).state == AttemptState.REJECTED
+
+
+def test_two_people_without_addresses_or_shared_names_are_two_approvers(approving, django_user_model):
+    asker = account(django_user_model, approving, "rita", subject="rita-sub-1", issuer="https://id.example.com")
+    other = account(django_user_model, approving, "carl", subject="carl", role=Role.ADMIN)
+    fake = FakeMixpanel()
+    outcome = review(request_it(approving, asker, fake), other, approvals.APPROVE, "", fake)
+    assert outcome.ok, outcome.message
+    assert len(fake.puts) == 1
 
 
 def test_nobody_approves_their_own_request(approving, pm):
@@ -253,8 +319,7 @@ def test_verify_audit_checks_the_review_columns(approving, pm, second):
 def test_two_approvers_at_once_send_one_put(workspace, pm, second, ws_admin):
     if connection.vendor != "postgresql":
         pytest.skip("two threads writing at once need PostgreSQL; SQLite serialises them")
-    workspace.requires_approval = True
-    workspace.save()
+    workspace_settings_set(workspace, requires_approval=True)
     fake = FakeMixpanel(put_delay=0.2)
     attempt = request_it(workspace, pm, fake)
     barrier = threading.Barrier(2)

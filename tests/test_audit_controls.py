@@ -52,8 +52,9 @@ def test_settings_changes_are_their_own_view_of_the_audit_list(client, auditor, 
     assert '<option value="controls" selected>Settings, roles and tokens</option>' in html
     rows = re.findall(r"<tr>\s*<td data-label=\"When\">.*?</tr>", html, re.S)
     assert len(rows) == 2
-    # Newest first: approval turned off (a loosening), by whom, in which workspace.
-    assert "two-person approval no longer required; approval window 24 h → 12 h" in rows[0]
+    # Newest first: approval planned off (a loosening), by whom, in which workspace.
+    assert "two-person approval turns off at" in rows[0]
+    assert "approval window 24 h → 12 h" in rows[0]
     assert "loosened a safeguard" in rows[0]
     assert "Ada (ada)" in rows[0]
     assert "Growth" in rows[0]

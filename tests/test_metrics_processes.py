@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from experiments.forms import datetime_local_value
 from experiments.models import DeliveryState, NotificationDelivery, Workspace
-from experiments.notifications import webhook
+from experiments.notifications import webhook, webhook_address
 from tests.processes import ROOT, Server, shared_test_database_url
 from tests.test_several_servers import concluder, post, sign_in  # noqa: F401 - concluder: a fixture
 
@@ -80,7 +80,7 @@ def test_each_event_is_counted_once_across_two_gunicorn_workers_and_the_task_wor
     webhook_receiver.answer_with(500)  # every notification fails, and with one try gives up
     Workspace.objects.filter(pk=workspace.pk).update(
         webhook_url_sealed=webhook.webhook_seal(webhook_receiver.url),
-        webhook_url_hint=webhook.webhook_hint(webhook_receiver.url),
+        webhook_url_hint=webhook_address.webhook_hint(webhook_receiver.url),
     )
     server = Server(env)
     try:
@@ -111,9 +111,19 @@ def test_each_event_is_counted_once_across_two_gunicorn_workers_and_the_task_wor
         assert post(browser, f"{server.url}/w/{workspace.pk}/refresh/").status_code == 302
         standin.clear_faults()
 
-        # The worker sends the two outcomes' notifications, which fail and give up.
+        # The workers send the two outcomes' notifications, which fail and give up (one batch run
+        # takes both queues: notifications have a worker of their own in make serve).
         worker = subprocess.run(
-            [sys.executable, "manage.py", "db_worker", "--batch", "--no-reload", "--no-startup-delay"],
+            [
+                sys.executable,
+                "manage.py",
+                "db_worker",
+                "--batch",
+                "--no-reload",
+                "--no-startup-delay",
+                "--queue-name",
+                "*",
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,

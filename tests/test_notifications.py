@@ -38,7 +38,7 @@ from experiments.notifications import deliveries as notification_deliveries
 from experiments.notifications import email as email_channel
 from experiments.notifications import webhook
 from experiments.services import attempts as attempt_services
-from tests.factories import assert_chain_valid, make_attempt
+from tests.factories import assert_chain_valid, make_attempt, workspace_settings_set
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 from tests.test_reconcile import press
 from tests.test_services_decide import decide
@@ -48,14 +48,11 @@ pytestmark = pytest.mark.django_db
 
 
 def webhook_on(workspace, url: str) -> None:
-    workspace.webhook_url_sealed = webhook.webhook_seal(url)
-    workspace.webhook_url_hint = webhook.webhook_hint(url)
-    workspace.save()
+    workspace_settings_set(workspace, webhook_url=url)
 
 
 def email_on(workspace) -> None:
-    workspace.email_bookmarkers = True
-    workspace.save()
+    workspace_settings_set(workspace, email_bookmarkers=True)
 
 
 def bookmark(workspace, user, experiment_id: str = EXP_ID) -> Bookmark:
@@ -381,6 +378,33 @@ def test_webhook_text_escapes_slack_markup_in_names_from_mixpanel(workspace, pm,
     assert text.startswith("*Growth: Force conclude succeeded,")
 
 
+@pytest.mark.parametrize(
+    ("name", "live"),
+    [
+        ("Pricing @channel test", "@channel"),
+        ("Pricing @here test", "@here"),
+        ("Pricing @everyone test", "@everyone"),
+        ("Pricing @ALL test", "@ALL"),
+        ("See [the results](https://evil.example/phish)", "](https://"),
+        ("Logo ![pixel](https://evil.example/track.png)", "](https://"),
+        ("Ref [the results][1]", "]["),
+        ("[1]: https://evil.example/phish", "]:"),
+    ],
+)
+def test_webhook_text_makes_mentions_and_markdown_links_from_mixpanel_inert(
+    workspace, pm, webhook_receiver, name, live
+):
+    """Slack ignores these, but Mattermost, Rocket.Chat and Discord (also "Slack-compatible")
+    ping the whole channel on @channel/@here/@everyone/@all and draw Markdown links and images."""
+    webhook_on(workspace, webhook_receiver.url)
+    make_attempt(workspace=workspace, actor=pm, experiment_name=name)
+    run_notification_tasks()
+    (message,) = webhook_receiver.messages()
+    assert live not in message.text
+    # Still readable: the same words, with an invisible space where the markup was.
+    assert name.replace("\u200b", "") in message.text.replace("\u200b", "")
+
+
 def test_email_is_plain_text_and_a_name_with_line_breaks_cannot_add_a_header(workspace, pm):
     email_on(workspace)
     with_address(pm)
@@ -472,8 +496,9 @@ def test_a_failed_try_then_a_working_webhook_is_sent(workspace, pm, webhook_rece
 @pytest.mark.parametrize(
     ("setup", "error"),
     [
-        ("timeout", "timed out"),
-        ("refused", "could not connect"),
+        # What a person needs, never which ports answer: the same words for no answer and a refusal.
+        ("timeout", "could not be delivered"),
+        ("refused", "could not be delivered"),
         ("redirect", "HTTP 302 from the webhook (a redirect; redirects are not followed)"),
         ("not_found", "HTTP 404 from the webhook"),
     ],
@@ -586,10 +611,12 @@ def test_webhook_and_email_together_are_two_deliveries_sent_independently(worksp
 
 @pytest.fixture
 def approving(workspace, crew):
-    workspace.requires_approval = True
-    workspace.email_bookmarkers = True
-    workspace.save()
-    webhook_on(workspace, "https://hooks.example.com/services/abcdefghijklmnopqrstuvwx")
+    workspace_settings_set(
+        workspace,
+        requires_approval=True,
+        email_bookmarkers=True,
+        webhook_url="https://hooks.example.com/services/abcdefghijklmnopqrstuvwx",
+    )
     return workspace
 
 
@@ -687,3 +714,79 @@ def test_a_press_refused_while_a_request_waits_is_not_told(approving, crew):
     refused = conclude(approving, crew["concluder"], fake)
     assert refused.state == "blocked"
     assert deliveries(attempt=refused.attempt) == []
+
+
+# --- A slow receiver holds up nothing else --------------------------------------------------------
+
+
+def _worker(queue: str, *, max_tasks: int | None = None):
+    """A worker of one queue, as `db_worker --queue-name QUEUE --batch` runs it."""
+    from django_tasks_db.management.commands.db_worker import Worker
+
+    return Worker(
+        queue_names=[queue],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=max_tasks,
+        worker_id="worker-" + queue,
+        excluded_queue_names=[],
+    )
+
+
+def test_deliveries_have_a_queue_of_their_own(workspace, pm, webhook_receiver):
+    webhook_on(workspace, webhook_receiver.url)
+    press(workspace, pm, FakeMixpanel())
+    by_queue = sorted((t.queue_name, t.task_path.rsplit(".", 1)[1]) for t in waiting())
+    assert by_queue == [("default", "reconcile_attempt"), ("notifications", "deliver_notification")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dripping_webhook_is_cut_off_at_its_deadline_while_a_reconcile_runs_on_time(
+    workspace, pm, webhook_receiver, settings, monkeypatch
+):
+    """The two workers as make serve runs them, at once: the notifications worker's post to a
+    receiver dripping its answer ends at NOTIFY_WEBHOOK_TIMEOUT, and meanwhile the default
+    worker runs the reconcile that was due. Before, one worker ran both queues' tasks in turn
+    and a dripping receiver held it for as long as it dripped."""
+    import threading
+    import time
+
+    from tests.factories import made_long_ago
+    from tests.fake_mixpanel import install
+
+    settings.NOTIFY_WEBHOOK_TIMEOUT = 2.0
+    webhook_receiver.drip = 0.25  # a 60-byte answer: 15 s if nobody stops it
+    webhook_on(workspace, webhook_receiver.url)
+    fake = install(monkeypatch, FakeMixpanel(put=("apply", MixpanelOutcomeUnknown())))
+    with made_long_ago():
+        outcome = press(workspace, pm, fake)  # its reconcile task is due at once
+    assert outcome.state == AttemptState.UNKNOWN
+    assert len(notification_tasks()) == 1
+
+    posting: dict[str, float] = {}
+
+    def notifications_worker() -> None:
+        posting["started"] = time.monotonic()
+        _worker("notifications", max_tasks=1).run()
+        posting["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=notifications_worker)
+    thread.start()
+    for _ in range(200):  # until the receiver holds the post
+        if webhook_receiver.messages():
+            break
+        time.sleep(0.01)
+    reconciling = time.monotonic()
+    _worker("default").run()  # everything due on its queue, then it stops
+    reconciled = time.monotonic()
+    still_posting = thread.is_alive()
+    thread.join(10)
+
+    assert ConclusionAttempt.objects.get().state == AttemptState.RECONCILED_APPLIED
+    assert reconciled - reconciling < 1.0
+    assert still_posting  # the reconcile did not wait for the post to end
+    assert 1.9 <= posting["ended"] - posting["started"] < 2.6
+    delivery = deliveries(entry__kind=EntryKind.CONCLUSION_UNKNOWN)[0]
+    assert (delivery.state, delivery.last_error) == (DeliveryState.FAILED, "could not be delivered")

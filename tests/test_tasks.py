@@ -32,15 +32,19 @@ RECONCILED = EntryKind.CONCLUSION_RECONCILED
 UNREACHABLE = MixpanelUnavailable("Mixpanel did not answer in time.")
 
 
-def run_ready_tasks() -> list[DBTaskResult]:
-    """What `manage.py db_worker` does with each task that is due, in this test's transaction.
+def run_ready_tasks(queues: tuple[str, ...] = ("*",)) -> list[DBTaskResult]:
+    """What `manage.py db_worker` does with each task that is due, in this test's transaction,
+    on every queue (or those named: "default", "notifications").
 
     The worker's own loop also closes "old" connections between tasks, which would end
     the test's transaction, so the loop is driven here; claiming and running a task
     are the library's own code.
     """
+    ready = DBTaskResult.objects.ready()
+    if "*" not in queues:
+        ready = ready.filter(queue_name__in=queues)
     worker = Worker(
-        queue_names=["default"],
+        queue_names=list(queues),
         interval=0,
         batch=True,
         backend_name="default",
@@ -54,7 +58,7 @@ def run_ready_tasks() -> list[DBTaskResult]:
         # Claimed in a transaction, as the worker does: get_locked() is SELECT ... FOR UPDATE,
         # which PostgreSQL refuses outside one (a live-server test has no outer transaction).
         with transaction.atomic():
-            row = DBTaskResult.objects.ready().get_locked()
+            row = ready.get_locked()
             if row is None:
                 break
             row.claim(worker.worker_id)

@@ -9,8 +9,10 @@ import pytest
 from django.test import override_settings
 from django.urls import reverse
 
+from experiments import auditlog
+from experiments.dates import format_utc
 from experiments.models import AuditEntry, DeliveryState, EntryKind, NotificationDelivery, Workspace
-from experiments.notifications import webhook
+from experiments.notifications import webhook, webhook_address
 from experiments.views.errors import PAGES
 from tests.factories import assert_chain_valid, make_attempt, session_queries
 from tests.fake_mixpanel import FakeMixpanel, install
@@ -158,18 +160,20 @@ def test_approval_settings_are_saved_and_logged(admin_client, workspace, caplog)
 
 def test_each_change_is_kept_in_the_audit_chain_and_listed_on_the_page(admin_client, workspace):
     admin_client.post(settings_url(workspace), form(webhook_url=URL, requires_approval="1"))
-    admin_client.post(settings_url(workspace), form(approval_window_hours="24"))  # approval off again
+    admin_client.post(settings_url(workspace), form(approval_window_hours="24"))  # approval off, after its delay
     admin_client.post(settings_url(workspace), form())  # nothing changed: no entry
     entries = list(AuditEntry.objects.filter(kind=EntryKind.SETTINGS_CHANGED).order_by("seq"))
+    off_at = fresh(workspace).approval_off_at
     assert [e.payload_data["changes"] for e in entries] == [
         [f"webhook set to {HINT}", "two-person approval required"],
-        ["two-person approval no longer required"],
+        [f"two-person approval turns off at {format_utc(off_at)}, unless an admin keeps it on"],
     ]
     assert entries[1].payload_data["settings"] == {
         "webhook": HINT,
         "email_bookmarkers": False,
-        "requires_approval": False,
+        "requires_approval": True,
         "approval_window_hours": 24,
+        "approval_off_at": auditlog.format_timestamp(off_at),
     }
     assert {(e.workspace_id, e.actor_name) for e in entries} == {(workspace.pk, "Ada (ada)")}
     assert all(TOKEN not in e.payload for e in entries)
@@ -177,18 +181,18 @@ def test_each_change_is_kept_in_the_audit_chain_and_listed_on_the_page(admin_cli
     html = admin_client.get(settings_url(workspace)).content.decode()
     assert TOKEN not in html
     listed = html[html.index("Recent changes") :]
-    assert "Ada (ada): two-person approval no longer required" in listed
-    assert listed.index("no longer required") < listed.index("webhook set to")  # newest first
+    assert "Ada (ada): two-person approval turns off at" in listed
+    assert listed.index("turns off at") < listed.index("webhook set to")  # newest first
 
 
 @pytest.mark.parametrize(
     ("url", "message", "marker"),
     [
-        ("ftp://hooks.example.com/x-s3cret", webhook.MSG_URL_SCHEME, "x-s3cret"),
-        ("hooks.slack.com/services/abc-s3cret", webhook.MSG_URL_INVALID, "abc-s3cret"),
-        ("https:///no-host-s3cret", webhook.MSG_URL_HOST, "no-host-s3cret"),
-        ("https://hooks.example.com/" + "s3cret" * 400, webhook.MSG_URL_TOO_LONG, "s3crets3cret"),
-        ("https://hooks.example.com/a\x00b-s3cret", webhook.MSG_URL_INVALID, "b-s3cret"),
+        ("ftp://hooks.example.com/x-s3cret", webhook_address.MSG_URL_SCHEME, "x-s3cret"),
+        ("hooks.slack.com/services/abc-s3cret", webhook_address.MSG_URL_INVALID, "abc-s3cret"),
+        ("https:///no-host-s3cret", webhook_address.MSG_URL_HOST, "no-host-s3cret"),
+        ("https://hooks.example.com/" + "s3cret" * 400, webhook_address.MSG_URL_TOO_LONG, "s3crets3cret"),
+        ("https://hooks.example.com/a\x00b-s3cret", webhook_address.MSG_URL_INVALID, "b-s3cret"),
     ],
 )
 def test_a_bad_address_is_refused_in_words_and_never_drawn_back(admin_client, workspace, url, message, marker):
@@ -199,6 +203,18 @@ def test_a_bad_address_is_refused_in_words_and_never_drawn_back(admin_client, wo
     assert 'aria-invalid="true"' in page
     assert marker not in page
     assert fresh(workspace).webhook_url_sealed == ""
+
+
+def test_a_long_valid_address_is_saved_with_a_hint_that_fits_its_column(admin_client, workspace, fake_dns):
+    """Its hint was 81 characters, one more than its column: PostgreSQL refused the row and the page answered 500."""
+    host = ".".join(["h" * 63, "o" * 63, "s" * 63, "t" * 53, "example"])
+    fake_dns.add(host, "93.184.215.14")
+    response = admin_client.post(settings_url(workspace), form(webhook_url=f"https://{host}:65535/services/" + TOKEN))
+    assert response.status_code == 302
+    ws = fresh(workspace)
+    assert ws.webhook_url_hint.startswith("https://hhhh")
+    assert ws.webhook_url_hint.endswith(":65535/…Zab1")
+    assert len(ws.webhook_url_hint) <= 80
 
 
 @pytest.mark.parametrize("hours", ["0", "169", "-1", "1.5", "abc", "", "9" * 400])
@@ -223,6 +239,34 @@ def test_a_typed_address_is_hidden_from_error_reports(rf, ws_admin, workspace):
     cleansed = SafeExceptionReporterFilter().get_post_parameters(request)
     assert cleansed["webhook_url"] == SafeExceptionReporterFilter.cleansed_substitute
     assert cleansed["approval_window_hours"] == "24"
+
+
+@pytest.mark.parametrize("fails_in", ["the form", "the service", "the audit chain"])
+def test_the_debug_page_never_shows_a_typed_address(client, ws_admin, workspace, settings, monkeypatch, fails_in):
+    """With DEBUG on, Django's 500 page lists every frame's variables, and applied neither
+    sensitive_variables nor sensitive_post_parameters: the address showed in full."""
+    from experiments import auditlog
+    from experiments.notifications import webhook_address as address_module
+    from experiments.services import workspaces as workspace_services
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    target = {
+        "the form": (address_module, "webhook_url_problem"),
+        "the service": (workspace_services, "workspace_settings_update"),
+        "the audit chain": (auditlog, "append_entry"),
+    }[fails_in]
+    monkeypatch.setattr(*target, broken)
+    settings.DEBUG = True
+    client.raise_request_exception = False
+    client.force_login(ws_admin)
+    response = client.post(settings_url(workspace), form(webhook_url=URL), HTTP_ACCEPT="text/html")
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "Local vars" in page  # Django's debug page, frames and all
+    assert "RuntimeError" in page
+    assert TOKEN not in page
 
 
 def test_the_page_warns_when_the_saved_webhook_no_longer_opens(admin_client, workspace):
@@ -343,7 +387,8 @@ def test_turning_approval_off_tells_every_admin_and_the_webhook(admin_client, wo
         ("webhook", HINT, subject),
     ]
     body = NotificationDelivery.objects.filter(channel="email").first().body
-    assert "two-person approval was turned off: one person can now force conclude alone" in body
+    assert "two-person approval will be turned off at" in body
+    assert "from then on one person can force conclude alone" in body
     assert settings_url(workspace) in body
     assert_chain_valid()
 

@@ -1,8 +1,9 @@
 """A local webhook receiver for tests: a small HTTP server on 127.0.0.1 that records every POST.
 
 Like a Slack incoming webhook it takes JSON and answers 200 "ok"; told to, it answers
-another status (`answer_with(500)`) or waits before answering (`delay`). Each request's
-path and body are kept in order, so a test can say exactly what arrived.
+another status (`answer_with(500)`), waits before answering (`delay`), or drips its answer
+one byte at a time (`drip`, the seconds between bytes). Each request's path, body and Host
+header are kept in order, so a test can say exactly what arrived.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Received:
     path: str
     body: bytes
     content_type: str
+    host: str = ""
 
     @property
     def json(self) -> Any:
@@ -41,6 +43,7 @@ class WebhookReceiver:
         self.received: list[Received] = []
         self.status = 200
         self.delay = 0.0
+        self.drip = 0.0
         self.lock = threading.Lock()
         self._server: LoopbackServer | None = None
         self.url = ""
@@ -53,6 +56,7 @@ class WebhookReceiver:
             self.received.clear()
         self.status = 200
         self.delay = 0.0
+        self.drip = 0.0
 
     def messages(self) -> list[Received]:
         with self.lock:
@@ -83,11 +87,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         with self.owner.lock:
-            self.owner.received.append(Received(self.path, body, self.headers.get("Content-Type", "")))
+            self.owner.received.append(
+                Received(self.path, body, self.headers.get("Content-Type", ""), self.headers.get("Host", ""))
+            )
         if self.owner.delay:
             time.sleep(self.owner.delay)
         status = self.owner.status
         answer = b"ok" if status < 300 else b"server_error"
+        if self.owner.drip:
+            self._drip(status)
+            return
         try:
             self.send_response(status)
             if 300 <= status < 400:
@@ -98,6 +107,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(answer)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the sender timed out and hung up first (what a timeout test asks for)
+
+    def _drip(self, status: int) -> None:
+        """A whole answer, a byte at a time, until the sender hangs up: the status line alone
+        takes several drips, and headers follow for as long again."""
+        answer = f"HTTP/1.1 {status} OK\r\n".encode() + b"X-Slowly: " + b"z" * 40 + b"\r\n\r\n"
+        try:
+            for byte in answer:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(self.owner.drip)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the test reads `received`

@@ -10,11 +10,17 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
 from experiments.models.roles import CONCLUDING_ROLES, Region, Role
+
+# How long a request for approval may wait: an hour to a week (the database refuses others).
+APPROVAL_WINDOW_MIN_HOURS = 1
+APPROVAL_WINDOW_MAX_HOURS = 168
 
 
 class Workspace(models.Model):
@@ -32,11 +38,13 @@ class Workspace(models.Model):
         help_text="A press of Force conclude becomes a request a second concluder or admin must approve.",
     )
     approval_window_hours = models.PositiveSmallIntegerField(
-        default=24, help_text="How long a request waits for approval before it expires."
+        default=24,
+        validators=[MinValueValidator(APPROVAL_WINDOW_MIN_HOURS), MaxValueValidator(APPROVAL_WINDOW_MAX_HOURS)],
+        help_text="How long a request waits for approval before it expires (1 to 168 hours).",
     )
-    # Notifications. The webhook URL is a secret: only its sealed form (encrypted with a
-    # key derived from SECRET_KEY, see experiments.notifications.webhook) and a short
-    # hint are stored; neither is ever the URL in clear.
+    # When approval turns off: ahead while its switch-off waits out the delay, past once off; else None.
+    approval_off_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Notifications. The webhook URL is a secret, stored only sealed (notifications.webhook) and as a hint.
     webhook_url_sealed = models.TextField(blank=True)
     webhook_url_hint = models.CharField(max_length=80, blank=True)
     email_bookmarkers = models.BooleanField("email the people who bookmarked the experiment", default=False)
@@ -46,6 +54,12 @@ class Workspace(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["region", "mixpanel_workspace_id"], name="workspace_unique_region_mixpanel_id"
+            ),
+            # A window of 0 hours makes every request born expired; one of years, one nobody closes.
+            models.CheckConstraint(
+                condition=Q(approval_window_hours__gte=APPROVAL_WINDOW_MIN_HOURS)
+                & Q(approval_window_hours__lte=APPROVAL_WINDOW_MAX_HOURS),
+                name="workspace_approval_window_1_to_168_hours",
             ),
         ]
 
@@ -151,6 +165,8 @@ class ConclusionAttempt(models.Model):
     reviewer_name = models.CharField(max_length=300, blank=True)
     review_note = models.TextField(blank=True)
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # A conclusion pressed where two-person approval had been turned off: since when.
+    approval_off_since = models.DateTimeField(null=True, blank=True)
 
     # The state machine, in one place. services.attempts.attempt_transition makes every
     # move, as a compare-and-set from the states MOVES_FROM allows for the target.
@@ -409,18 +425,16 @@ class DeliveryChannel(models.TextChoices):
 
 class DeliveryState(models.TextChoices):
     PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed, will retry"
     GAVE_UP = "gave_up", "Gave up"
 
 
 class NotificationDelivery(models.Model):
-    """One message about one audit entry (an outcome or an approval step) to one place.
-
-    Created with the entry, in its transaction, and sent by a background task with
-    bounded retries; a delivery never changes the attempt it tells about. `recipient`
-    is an email address or the webhook URL's hint, never the URL itself.
-    """
+    """One message about one audit entry to one place (an e-mail address, or the webhook by its hint,
+    never its URL): made in the entry's transaction, sent by a task with bounded retries, never
+    changing the attempt it tells about. While "sending", `updated_at` is when the try began."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="deliveries")
     entry = models.ForeignKey(AuditEntry, on_delete=models.PROTECT, related_name="deliveries")
@@ -448,6 +462,8 @@ class NotificationDelivery(models.Model):
         indexes = [
             # The workspace settings page: its deliveries, newest first.
             models.Index(fields=["workspace", "-id"], name="delivery_ws_id_idx"),
+            # The worker's sweep: unfinished deliveries that nothing has moved on for a while.
+            models.Index(fields=["updated_at"], condition=~Q(state__in=["sent", "gave_up"]), name="delivery_open_idx"),
         ]
 
     def __str__(self) -> str:

@@ -8,10 +8,12 @@ Two steps, in the order a message lives:
      inside a savepoint: if anything about it fails, the failure is logged and the
      entry, the outcome and the rest of their transaction commit as if notifications did
      not exist. With notifications off it runs no query at all.
-  2. `delivery_send` (the task, in the worker) sends one delivery outside any
-     transaction, then records how it went: sent, failed (tried again later, doubling
-     the wait) or, after NOTIFY_MAX_TRIES, gave up. Nothing here ever writes to the
-     attempt or its entries.
+  2. `delivery_send` (the task, in the notifications worker) claims one delivery
+     ("sending"), sends it outside any transaction, then records how it went: sent, failed
+     (tried again later, doubling the wait) or, after NOTIFY_MAX_TRIES, gave up. Nothing
+     here ever writes to the attempt or its entries.
+  3. `deliveries_recover_stranded` (the workers' housekeeping) gives a delivery whose task
+     ended without recording it a new try, so none stays pending past its retry plan.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.tasks import task
+from django.tasks import TaskContext, TaskResultStatus, task
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from experiments import metrics
 from experiments.models import (
@@ -42,6 +45,12 @@ from experiments.notifications.messages import notification_message
 from experiments.observability import log_context
 
 logger = logging.getLogger(__name__)
+
+RESULT_TAKEN_OVER = "taken over"
+# At most this many stranded deliveries are recovered in one round; the next round takes the rest.
+STRANDED_BATCH = 100
+# What the delivery log says of a try whose worker stopped before recording it.
+MSG_WORKER_LOST = "the worker stopped before this try was finished"
 
 # Not told: a "requested" entry (its outcome follows), a late answer (it changes nothing),
 # a bookmark. A refused press (a second click) is an outcome entry that is skipped too:
@@ -146,35 +155,60 @@ def deliver_notification_later(*, delivery_id: int, run_after: dt.datetime | Non
     queued.enqueue(delivery_id)
 
 
-@task()
-def deliver_notification(delivery_id: int) -> str:
+# Deliveries wait on other people's servers: on a queue of their own, with a worker of their
+# own, they never stand between a reconcile or an approval expiry and the default worker.
+QUEUE = "notifications"
+# Where the queue finds this task, now and before it moved here (experiments.tasks).
+TASK_PATHS = (
+    "experiments.notifications.deliveries.deliver_notification",
+    "experiments.tasks.deliver_notification",
+)
+
+
+@task(queue_name=QUEUE, takes_context=True)
+def deliver_notification(context: TaskContext, delivery_id: int) -> str:
     """Send one notification (a webhook post or an e-mail) and record how it went.
 
     Returns the delivery's new state, kept in the task's result row: "sent", "failed",
-    "gave_up", "already <state>" or "missing". Never touches the attempt the message is
-    about.
+    "gave_up", "already <state>", "taken over" or "missing". Never touches the attempt the
+    message is about. A second run of this same task means the first was cut off (its
+    worker died, or it ran too long and the worker's sweep put it back on the queue): the
+    try it left "sending" is this run's to finish.
     """
-    return delivery_send(delivery_id=delivery_id)
+    return delivery_send(delivery_id=delivery_id, resumed=context.attempt > 1)
 
 
-def delivery_send(*, delivery_id: int) -> str:
+def delivery_send(*, delivery_id: int, resumed: bool = False) -> str:
     """Send one delivery, then record how it went; returns the new state (or why nothing was done).
 
-    The message goes out with no transaction open; its outcome is written after. A failure
-    is tried again after retry_delay, up to NOTIFY_MAX_TRIES tries in all; an address that
-    cannot be read or a webhook that was removed gives up at once.
+    The delivery is first claimed ("sending", a compare-and-set), so two runs never send it at
+    once; one that finds it being sent leaves it, unless it is `resumed` (the run that claimed
+    it was cut off). The message goes out with no transaction open; its outcome is written
+    after, only while the claim is still this run's. A failure is tried again after
+    retry_delay, up to NOTIFY_MAX_TRIES tries in all; an address that cannot be read or a
+    webhook that was removed gives up at once.
     """
     delivery = NotificationDelivery.objects.select_related("workspace").filter(pk=delivery_id).first()
     if delivery is None:
         return "missing"
     if delivery.state in (DeliveryState.SENT, DeliveryState.GAVE_UP):
         return f"already {delivery.state}"
+    if delivery.state == DeliveryState.SENDING and not resumed:
+        return f"already {delivery.state}"
+    claimed_at = timezone.now()
+    seen = {"state": delivery.state, "tries": delivery.tries, "updated_at": delivery.updated_at}
+    if not NotificationDelivery.objects.filter(pk=delivery.pk, **seen).update(
+        state=DeliveryState.SENDING, updated_at=claimed_at
+    ):
+        return "already " + NotificationDelivery.objects.get(pk=delivery.pk).state
     with log_context(attempt_id=delivery.attempt_id, workspace=delivery.workspace.pk):
         if delivery.channel == DeliveryChannel.WEBHOOK:
             error, may_retry = _send_webhook(delivery)
         else:
             error, may_retry = email.send(subject=delivery.subject, body=delivery.body, to=delivery.recipient)
-        return _record_try(delivery, error, may_retry=may_retry)
+        return _record_try(
+            delivery, error, may_retry=may_retry, claim={"state": DeliveryState.SENDING, "updated_at": claimed_at}
+        )
 
 
 def _send_webhook(delivery: NotificationDelivery) -> tuple[str, bool]:
@@ -184,10 +218,15 @@ def _send_webhook(delivery: NotificationDelivery) -> tuple[str, bool]:
     if workspace.webhook_url_sealed and delivery.recipient != workspace.webhook_url_hint[:254]:
         delivery.recipient = workspace.webhook_url_hint[:254]
         NotificationDelivery.objects.filter(pk=delivery.pk).update(recipient=delivery.recipient)
+    # After a key rotation, the first message sent moves the seal to the current key, so the
+    # old key can leave SECRET_KEY_FALLBACKS without making the webhook unreadable.
+    webhook.webhook_reseal_saved(workspace=workspace)
     return webhook.send(sealed=workspace.webhook_url_sealed, text=delivery.body)
 
 
-def _record_try(delivery: NotificationDelivery, error: str, *, may_retry: bool) -> str:
+def _record_try(delivery: NotificationDelivery, error: str, *, may_retry: bool, claim: dict[str, Any]) -> str:
+    """Write how one try went, and queue the next one, if the delivery is still as `claim` says
+    (else another run took it over, and its outcome is the one that counts)."""
     now = timezone.now()
     tries = delivery.tries + 1
     if not error:
@@ -200,7 +239,11 @@ def _record_try(delivery: NotificationDelivery, error: str, *, may_retry: bool) 
     if state == DeliveryState.SENT:
         columns["sent_at"] = now
     with transaction.atomic():
-        NotificationDelivery.objects.filter(pk=delivery.pk).update(**columns)
+        if not NotificationDelivery.objects.filter(pk=delivery.pk, **claim).update(**columns):
+            logger.warning(
+                "Notification #%s: another run took this try over; this run's outcome is not recorded.", delivery.pk
+            )
+            return RESULT_TAKEN_OVER
         if state == DeliveryState.FAILED:
             deliver_notification_later(delivery_id=delivery.pk, run_after=now + retry_delay(tries))
     metrics.notification_tries_total.labels(delivery.channel, state).inc()
@@ -220,3 +263,39 @@ def _record_try(delivery: NotificationDelivery, error: str, *, may_retry: bool) 
     else:
         logger.warning("Notification #%s gave up (%s) after %s tries: %s", delivery.pk, where, tries, error)
     return state
+
+
+# --- Deliveries nothing is moving on any more (the worker's housekeeping) ----------------------
+
+
+def deliveries_recover_stranded() -> int:
+    """Give each unfinished delivery whose task is gone another task, as a failed try (or give it
+    up when its tries are spent); returns how many.
+
+    A task can end without recording its delivery: it failed with an error (the database
+    away as it finished), or its worker died again and again until the sweep failed it for
+    good. Such a delivery, with no task waiting or running for it and untouched for longer
+    than its next wait plus WORKER_STALE_SECONDS, would otherwise stay pending for ever; this
+    keeps it within its retry plan. Each one is a compare-and-set on what was read.
+    """
+    now = timezone.now()
+    grace = dt.timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    unfinished = NotificationDelivery.objects.exclude(state__in=[DeliveryState.SENT, DeliveryState.GAVE_UP])
+    recovered = 0
+    # delivery_open_idx serves this: unfinished deliveries by when they last moved.
+    for delivery in unfinished.filter(updated_at__lt=now - grace).order_by("updated_at")[:STRANDED_BATCH]:
+        waits = retry_delay(delivery.tries) if delivery.state == DeliveryState.FAILED else dt.timedelta(0)
+        if delivery.updated_at + waits + grace > now or _has_live_task(delivery.pk):
+            continue
+        seen = {"state": delivery.state, "tries": delivery.tries, "updated_at": delivery.updated_at}
+        if _record_try(delivery, MSG_WORKER_LOST, may_retry=True, claim=seen) != RESULT_TAKEN_OVER:
+            recovered += 1
+    return recovered
+
+
+def _has_live_task(delivery_id: int) -> bool:
+    """Whether a task waits or runs for this delivery (so it is on its way, however slowly)."""
+    live = DBTaskResult.objects.filter(
+        task_path__in=TASK_PATHS, status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING]
+    )
+    return live.filter(args_kwargs__args__0=delivery_id).exists()

@@ -54,3 +54,14 @@ def workspace_list_for_user(*, user: Any) -> list[WorkspaceAccess]:
         Membership.objects.select_related("workspace").filter(user=user).order_by("workspace__name", "workspace_id")
     )
     return [WorkspaceAccess(m.workspace, m.role) for m in memberships]
+
+
+def workspace_settings_wanted(*, workspace: Workspace) -> dict[str, Any]:
+    """A workspace's notification and approval settings as its admins last asked for them (what
+    the settings forms start from): approval with a switch-off waiting out its delay reads as
+    off, although it still applies until then."""
+    return {
+        "email_bookmarkers": workspace.email_bookmarkers,
+        "requires_approval": workspace.requires_approval and workspace.approval_off_at is None,
+        "approval_window_hours": workspace.approval_window_hours,
+    }

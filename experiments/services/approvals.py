@@ -25,6 +25,7 @@ from experiments.dates import format_utc
 from experiments.mixpanel.client import MixpanelClient
 from experiments.models import AttemptState, ConclusionAttempt, Workspace
 from experiments.observability import log_context
+from experiments.selectors import people as people_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.attempts import (
     FAILURE_CONFLICT,
@@ -55,6 +56,10 @@ MSG_FORBIDDEN = "Only concluders and admins of this workspace can approve or rej
 MSG_SELF_APPROVAL = (
     "You asked for this yourself, so you cannot approve it: another concluder or admin of this workspace must. "
     "Nothing was sent."
+)
+MSG_SAME_PERSON = (
+    "Your account and {who}'s share {what}, so they count as one person, and nobody approves their own request: "
+    "another concluder or admin of this workspace must. Nothing was sent."
 )
 MSG_NOTE_REQUIRED = "Say why you reject it in the note: {who} reads it."
 MSG_NOTE_TOO_LONG = f"Keep the note under {NOTE_MAX_LENGTH} characters."
@@ -204,6 +209,11 @@ def _review_problem(attempt: ConclusionAttempt, user: Any, decision: str, note: 
         return MSG_EXPIRED_NOW.format(when=format_utc(attempt.expires_at))
     if decision == APPROVE and own:
         return MSG_SELF_APPROVAL
+    if decision == APPROVE:
+        # Two accounts of one person (a break-glass password account beside an SSO one) are one approver.
+        shared = people_selectors.shared_identity(user=user, other=attempt.actor)
+        if shared:
+            return MSG_SAME_PERSON.format(who=attempt.actor_name, what=shared)
     if decision == REJECT and not own and not note:
         return MSG_NOTE_REQUIRED.format(who=attempt.actor_name)
     if decision == APPROVE:

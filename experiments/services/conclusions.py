@@ -97,6 +97,8 @@ def experiment_force_conclude(
         "reason_text": reason_text,
         "end_date": end_date,
         "request_body": {"end_date": format_end_date(end_date)},
+        # Pressed where an admin turned two-person approval off: the attempt and its entry say so.
+        "approval_off_since": None if workspace.requires_approval else workspace.approval_off_at,
     }
     name = quoted_name(request["experiment_name"], experiment_id)
     then = reconcile_attempt_when_judgeable

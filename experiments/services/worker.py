@@ -2,10 +2,10 @@
 
 A daemon thread in the worker process records the worker's heartbeat every
 WORKER_HEARTBEAT_SECONDS, so /readyz/worker and /metrics can tell a live worker from one
-that died or hangs; it pushes the audit trail to the SIEM collector when one is set, and
-hourly forgets the API's Idempotency-Key answers past their day.
-It runs apart from the tasks, so a slow task never stops the beat; a worker that keeps
-beating while its tasks pile up is caught by the age of the oldest due task instead.
+that died or hangs. It runs apart from the tasks, so a slow task never stops the beat;
+a worker that keeps beating while its tasks pile up is caught by the age of the oldest
+due task instead. It also pushes the audit trail to the SIEM collector when one is set,
+and hourly forgets the API's Idempotency-Key answers past their day.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ import time
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.tasks import TaskResultStatus
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from experiments.models import WorkerHeartbeat
 from experiments.notifications import siem
+from experiments.notifications.deliveries import deliveries_recover_stranded
 from experiments.services.idempotency import idempotency_prune
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,11 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_KEPT = dt.timedelta(days=1)
 # How often the answers kept for Idempotency-Keys past their 24 hours are forgotten.
 PRUNE_EVERY_SECONDS = 3600
+# How often a worker sweeps for stranded tasks and deliveries.
+SWEEP_SECONDS = 30.0
+# A task whose worker was lost this many times is not run again: it fails, saying so.
+MAX_RUNS = 5
+MSG_RUNS_LOST = "Its worker stopped (or ran past WORKER_TASK_LIMIT_SECONDS) in each of {runs} runs; not run again."
 
 
 def worker_beat(*, worker_id: str, started_at: dt.datetime) -> None:
@@ -43,6 +51,53 @@ def worker_beat(*, worker_id: str, started_at: dt.datetime) -> None:
     WorkerHeartbeat.objects.filter(beat_at__lt=now - HEARTBEAT_KEPT).delete()
 
 
+def tasks_requeue_stranded() -> int:
+    """Put back on the queue each task left running by a worker that can no longer finish it;
+    returns how many.
+
+    Stranded: its worker's heartbeat is older than WORKER_STALE_SECONDS (with no heartbeat at
+    all, a worker without housekeeping, such as a --batch run, counts as gone once the task has
+    run that long), or it has run for longer than WORKER_TASK_LIMIT_SECONDS. A task lost
+    MAX_RUNS times fails instead, so one that kills its worker cannot do so for ever. Each is
+    a compare-and-set on the row as read: two workers sweeping at once move it once.
+    """
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    limit = now - dt.timedelta(seconds=settings.WORKER_TASK_LIMIT_SECONDS)
+    running = list(
+        DBTaskResult.objects.filter(status=TaskResultStatus.RUNNING).values_list(
+            "id", "task_path", "worker_ids", "started_at", named=True
+        )
+    )
+    workers = {row.worker_ids[-1] for row in running if row.worker_ids}
+    beats = dict(WorkerHeartbeat.objects.filter(worker_id__in=workers).values_list("worker_id", "beat_at"))
+    moved = 0
+    for row in running:
+        worker = row.worker_ids[-1] if row.worker_ids else ""
+        beat = beats.get(worker)
+        lost = beat < stale if beat is not None else row.started_at < stale
+        if not (lost or row.started_at < limit):
+            continue
+        same_run = DBTaskResult.objects.filter(pk=row.id, status=TaskResultStatus.RUNNING, started_at=row.started_at)
+        if len(row.worker_ids) >= MAX_RUNS:
+            failed = same_run.update(
+                status=TaskResultStatus.FAILED,
+                finished_at=now,
+                exception_class_path=f"{__name__}.WorkerLost",
+                traceback=MSG_RUNS_LOST.format(runs=len(row.worker_ids)),
+            )
+            if failed:
+                logger.error("Task %s (%s) failed: %s", row.id, row.task_path, MSG_RUNS_LOST.format(runs=MAX_RUNS))
+            continue
+        if same_run.update(status=TaskResultStatus.READY):
+            moved += 1
+            why = (
+                f"worker {worker} stopped beating" if lost else f"it ran past {settings.WORKER_TASK_LIMIT_SECONDS:g} s"
+            )
+            logger.warning("Task %s (%s) went back to the queue: %s.", row.id, row.task_path, why)
+    return moved
+
+
 class Housekeeping(threading.Thread):
     """The worker's housekeeping thread: beats until stop()."""
 
@@ -52,6 +107,7 @@ class Housekeeping(threading.Thread):
         self.started_at = timezone.now()
         self._stopped = threading.Event()
         self._next_prune = 0.0
+        self._next_sweep = 0.0  # the first tick sweeps
 
     def run(self) -> None:
         try:
@@ -79,6 +135,14 @@ class Housekeeping(threading.Thread):
                 idempotency_prune()
             except Exception:
                 logger.exception("Worker housekeeping: could not forget old Idempotency-Key answers.")
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        for sweep in (tasks_requeue_stranded, deliveries_recover_stranded):
+            try:
+                sweep()
+            except Exception:
+                logger.exception("Worker housekeeping: %s failed; the next sweep tries again.", sweep.__name__)
 
     def stop(self) -> None:
         self._stopped.set()

@@ -2,7 +2,8 @@
 
 Workspace admins only (others get the readable 403 page; outsiders a 404). The webhook
 address is write-only: the page shows its hint, and a typed address is never drawn
-back, logged, or shown on Django's debug page (sensitive_post_parameters).
+back, logged, or shown in an error report or on Django's debug page (sensitive_post_parameters,
+which observability.SecretsHiddenReporterFilter applies in debug mode too).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from experiments.forms import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS, WorkspaceSettingsForm
+from experiments.forms import WorkspaceSettingsForm
+from experiments.models import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS
 from experiments.notifications import webhook as notification_webhook
 from experiments.selectors import notifications as notification_selectors
+from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import workspaces as workspace_services
 from experiments.views.helpers import get_workspace_access
@@ -41,6 +44,9 @@ def _page_context(request: HttpRequest, access: WorkspaceAccess, form: Workspace
         "links_are_paths": not settings.DESK_BASE_URL,
         "window_min": APPROVAL_WINDOW_MIN_HOURS,
         "window_max": APPROVAL_WINDOW_MAX_HOURS,
+        # Approval still applies until then: an admin turned it off, and the delay is not over.
+        "approval_off_pending": workspace.approval_off_at if workspace.requires_approval else None,
+        "approval_off_delay_hours": settings.APPROVAL_OFF_DELAY_HOURS,
         "deliveries": notification_selectors.delivery_page(workspace=workspace, page=request.GET.get("page")),
         "setting_changes": notification_selectors.settings_change_list(workspace=workspace),
         # How many of the people concerned an email can reach: said while email is on.
@@ -56,11 +62,7 @@ def workspace_settings(request: HttpRequest, workspace_pk: int) -> HttpResponse:
     if not access.is_admin:
         raise PermissionDenied("Only a workspace admin may open its settings.")
     workspace = access.workspace
-    current = {
-        "email_bookmarkers": workspace.email_bookmarkers,
-        "requires_approval": workspace.requires_approval,
-        "approval_window_hours": workspace.approval_window_hours,
-    }
+    current = workspace_selectors.workspace_settings_wanted(workspace=workspace)
     form = WorkspaceSettingsForm(request.POST if request.method == "POST" else None, initial=current)
     if request.method == "POST" and form.is_valid():
         changes = workspace_services.workspace_settings_update(

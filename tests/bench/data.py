@@ -228,8 +228,9 @@ class AuditGenerator:
             "http_status": 400 if failed else (None if state == AttemptState.UNKNOWN else 200),
             "duration_ms": duration,
             "finished_at": created_at + dt.timedelta(milliseconds=duration),
-            # Pressed in a workspace that needs no second person's approval.
+            # Pressed in a workspace that needs no second person's approval, and never did.
             "expires_at": None,
+            "approval_off_since": None,
             "reviewer_name": "",
             "review_note": "",
         }
@@ -309,6 +310,7 @@ ATTEMPT_COLUMNS = (
     "duration_ms",
     "finished_at",
     "expires_at",
+    "approval_off_since",
     "reviewer_name",
     "review_note",
 )

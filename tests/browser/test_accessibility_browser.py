@@ -31,7 +31,7 @@ from experiments.models import (
     Role,
     Workspace,
 )
-from experiments.notifications import webhook
+from experiments.notifications import webhook, webhook_address
 from experiments.selectors import experiment_list as list_selectors
 from experiments.services import workspaces as workspace_services
 from experiments.views.errors import CSRF_PAGE, PAGES
@@ -257,7 +257,7 @@ def test_no_serious_axe_violation_on_any_screen(
         add_home_scene(standin, user, pm, other_workspace)
     if role == "admin":  # the settings page then lists a delivery about each attempt
         workspace.webhook_url_sealed = webhook.webhook_seal("https://hooks.example.com/services/T0/B0/abcdef")
-        workspace.webhook_url_hint = webhook.webhook_hint("https://hooks.example.com/services/T0/B0/abcdef")
+        workspace.webhook_url_hint = webhook_address.webhook_hint("https://hooks.example.com/services/T0/B0/abcdef")
         workspace.save()
     attempt = make_attempt(workspace=workspace, actor=pm, experiment_id=exp["id"], experiment_name=exp["name"])
     make_attempt(workspace=workspace, actor=pm, outcome="failed", http_status=503, error="Mixpanel was down.")

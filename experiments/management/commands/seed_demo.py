@@ -76,8 +76,16 @@ class Command(BaseCommand):
                 workspaces.append(workspace)
                 if change == "created" and workspace.name == APPROVAL_DEMO_WORKSPACE:
                     # Only when first made: an admin may turn it off in the workspace's settings.
-                    workspace.requires_approval = True
-                    workspace.save(update_fields=["requires_approval"])
+                    workspace_services.workspace_settings_update(
+                        workspace=workspace,
+                        user=None,
+                        actor_name="seed_demo",
+                        webhook_url="",
+                        remove_webhook=False,
+                        email_bookmarkers=workspace.email_bookmarkers,
+                        requires_approval=True,
+                        approval_window_hours=workspace.approval_window_hours,
+                    )
                     change += ", requires two-person approval"
                 self.stdout.write(
                     f"Workspace {workspace.name} ({workspace.region} #{demo.mixpanel_workspace_id}): {change}"
