@@ -101,6 +101,24 @@ def test_no_api_request_answers_500(callers, standin, workspace, pm, settings):
     assert failures == [], f"{len(failures)} of {sent} requests failed:\n" + "\n".join(failures[:40])
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", ["reason", "reason_category"])
+def test_a_null_character_in_typed_text_is_refused_and_nothing_is_recorded(callers, standin, workspace, pm, field):
+    # PostgreSQL cannot keep NUL in text; SQLite would. Both refuse it before anything is written.
+    from experiments.models import AuditEntry, ConclusionAttempt
+
+    valid = route_values(standin=standin, workspace=workspace, owner=pm)
+    path = f"/api/v1/workspaces/{workspace.pk}/experiments/{valid['experiment_id']()}/force-conclude"
+    body = {"reason": "fuzz", "reason_category": "other", field: "a\x00b"}
+    attempts, entries = ConclusionAttempt.objects.count(), AuditEntry.objects.count()
+    response = Client().post(
+        path, json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {callers['concluder']}"
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][field] == ["Value error, Null characters are not allowed."]
+    assert (ConclusionAttempt.objects.count(), AuditEntry.objects.count()) == (attempts, entries)
+
+
 def _hostile_path_values(route: Any, name: str) -> list[str]:
     numeric = name in route.int_params or (name.endswith("_id") and name != "experiment_id")
     return INT_PATH_VALUES if numeric else TEXT_PATH_VALUES

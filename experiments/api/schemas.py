@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import AfterValidator, Field
+
+
+def _without_nul(value: str) -> str:
+    # PostgreSQL cannot store NUL in text, and no reason or note needs one: refuse it as the forms do.
+    if "\x00" in value:
+        raise ValueError("Null characters are not allowed.")
+    return value
+
+
+# Text a person typed, kept in the audit trail and sent to Mixpanel.
+Text = Annotated[str, AfterValidator(_without_nul)]
 
 
 class Problem(Schema):
@@ -112,8 +123,8 @@ class ActionOut(Schema):
 
 
 class ForceConcludeIn(Schema):
-    reason: str = Field(min_length=1, max_length=1000, description="Why, for the audit trail.")
-    reason_category: str = Field(
+    reason: Text = Field(min_length=1, max_length=1000, description="Why, for the audit trail.")
+    reason_category: Text = Field(
         default="other", description="significance, harmful, broken, business or other (the page's reasons)."
     )
     end_date: dt.datetime | None = Field(
@@ -122,13 +133,13 @@ class ForceConcludeIn(Schema):
 
 
 class DecideIn(Schema):
-    variant: str | None = Field(description="The key of the variant to ship, or null to ship none (keep control).")
+    variant: Text | None = Field(description="The key of the variant to ship, or null to ship none (keep control).")
     success: bool = Field(description="True with a variant, false with null: what Mixpanel will record.")
-    note: str = Field(min_length=1, max_length=2000, description="Why; sent to Mixpanel with the decision.")
+    note: Text = Field(min_length=1, max_length=2000, description="Why; sent to Mixpanel with the decision.")
 
 
 class ReviewIn(Schema):
-    note: str = Field(default="", max_length=2000, description="Required to reject; read by the requester.")
+    note: Text = Field(default="", max_length=2000, description="Required to reject; read by the requester.")
 
 
 class AuditEntryOut(Schema):
