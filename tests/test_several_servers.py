@@ -14,6 +14,7 @@ other processes, and without Redis each process keeps its own cache.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -285,7 +286,8 @@ def test_a_press_whose_worker_is_killed_mid_put_is_resolved_by_the_task_with_no_
     # A press on the other server now sends nothing: the experiment is concluded.
     again = post(with_cookies_of(on_one), two.url + url_path, data=form, headers={"HX-Request": "true"})
     assert again.status_code == 200
-    assert "already concluded" in again.text
+    # The page tells it in its one notice (the HX-Trigger showToast event).
+    assert "already concluded" in json.loads(again.headers["HX-Trigger"])["showToast"]["message"]
     assert len(standin.requests(method="PUT", path_contains=experiment["id"])) == 1
     # (No verify_audit here: moving created_at back is exactly the edit it reports.)
 

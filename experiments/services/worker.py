@@ -112,6 +112,8 @@ class Housekeeping(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stopped.is_set():
+                # A connection the database dropped since the last round is replaced, not reused.
+                close_old_connections()
                 self.tick()
                 self._stopped.wait(settings.WORKER_HEARTBEAT_SECONDS)
         finally:
@@ -120,7 +122,6 @@ class Housekeeping(threading.Thread):
     def tick(self) -> None:
         """One round of housekeeping. A failure (the database away for a moment) is logged and
         the next round tries again: the thread never dies of it."""
-        close_old_connections()
         try:
             worker_beat(worker_id=self.worker_id, started_at=self.started_at)
         except Exception:
