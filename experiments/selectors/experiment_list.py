@@ -42,7 +42,7 @@ from experiments.models import Workspace
 LIST_GOOD_COPY_SECONDS = 7 * 24 * 3600
 LIST_FAILURE_BACKOFF_SECONDS = 15
 # Its version changes with the shape of ExperimentSummary: an older pickled copy would lack the new fields.
-LIST_CACHE_PREFIX = "experiment-list:v3"
+LIST_CACHE_PREFIX = "experiment-list:v4"
 NO_COPY_MESSAGE = "The experiment list could not be read from Mixpanel and no earlier copy is available."
 NOT_ASKED_MESSAGE = (
     "Mixpanel was not asked for this list just now, because reading your other workspaces already took a while. "
