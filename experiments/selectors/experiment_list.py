@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import threading
+import time
 import uuid
 import zlib
 from bisect import bisect_right
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,7 @@ class _ListIndex:
 
     __slots__ = (
         "_by_id",
+        "_derived",
         "_haystack",
         "_lock",
         "_orders",
@@ -97,7 +99,19 @@ class _ListIndex:
         self._haystack: str | None = None
         self._starts: list[int] = []
         self._selections: dict[tuple[str, str, str], tuple[tuple[int, ...], dict[str, int]]] = {}
+        self._derived: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+
+    def derived(self, name: str, compute: Callable[[], Any], *, max_age: float) -> Any:
+        """What another selector computes from this whole list (decisions owed), kept for
+        `max_age` seconds: a warm page then pays for it once a minute, not on every view."""
+        kept = self._derived.get(name)
+        now = time.monotonic()
+        if kept is not None and now - kept[0] < max_age:
+            return kept[1]
+        value = compute()
+        self._derived[name] = (now, value)
+        return value
 
     def order(self, sort: str) -> tuple[int, ...]:
         """Indexes of the experiments in `sort` order (memoised)."""
