@@ -239,6 +239,12 @@ class WorkspaceSettingsForm(forms.Form):
         return cleaned
 
 
+class NotificationChoicesForm(forms.Form):
+    """A person's own notification choices (their notifications page)."""
+
+    weekly_digest = forms.BooleanField(label="Email me the weekly digest of decisions owed", required=False)
+
+
 class ApiTokenForm(forms.Form):
     """A new personal API token: what it is for, what it may do, how long it lives."""
 

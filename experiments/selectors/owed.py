@@ -23,12 +23,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from experiments.mixpanel.experiment import ExperimentSummary
-from experiments.models import ConclusionAttempt, OwedReason, Workspace
+from experiments.models import ConclusionAttempt, DigestEmail, NotificationPreference, OwedReason, Workspace
 from experiments.selectors.experiment_list import ExperimentListSnapshot
 
 # Rows the home page lists at most, the longest owed first; past it, the counts still say all.
@@ -200,3 +201,14 @@ def owed_overview(
         by_workspace=dict(by_workspace),
         by_reason=dict(by_reason),
     )
+
+
+def digest_wanted(*, user: Any) -> bool:
+    """Whether `user` gets the weekly digest by e-mail (yes, until they turn it off)."""
+    found = NotificationPreference.objects.filter(user=user).values_list("weekly_digest", flat=True).first()
+    return True if found is None else found
+
+
+def digest_emails_for_user(*, user: Any, limit: int = 5) -> list[DigestEmail]:
+    """The person's latest digest e-mails, newest first (digestemail_user_id_idx)."""
+    return list(DigestEmail.objects.filter(user=user).select_related("period").order_by("-id")[:limit])
