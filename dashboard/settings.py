@@ -312,7 +312,8 @@ OWED_DIGEST_WEEKDAY = env_int("OWED_DIGEST_WEEKDAY", 1, minimum=1)
 OWED_DIGEST_HOUR = env_int("OWED_DIGEST_HOUR", 8)
 if OWED_DIGEST_WEEKDAY > 7 or OWED_DIGEST_HOUR > 23:
     raise ImproperlyConfigured(
-        f"OWED_DIGEST_WEEKDAY must be 1 to 7 and OWED_DIGEST_HOUR 0 to 23; got {OWED_DIGEST_WEEKDAY} and {OWED_DIGEST_HOUR}."
+        "OWED_DIGEST_WEEKDAY must be 1 to 7 and OWED_DIGEST_HOUR 0 to 23; "
+        f"got {OWED_DIGEST_WEEKDAY} and {OWED_DIGEST_HOUR}."
     )
 # How long the experiment page reuses its read of one experiment (0: read it every time).
 EXPERIMENT_DETAIL_CACHE_SECONDS = env_int("EXPERIMENT_DETAIL_CACHE_SECONDS", 15)

@@ -213,6 +213,13 @@ class WorkspaceSettingsForm(forms.Form):
     remove_webhook = forms.BooleanField(label="Remove the webhook", required=False)
     email_bookmarkers = forms.BooleanField(label="Email", required=False)
     requires_approval = forms.BooleanField(label="Require two-person approval", required=False)
+    # Reminders about decisions owed, one switch per kind (services.owed.REMINDER_SWITCHES).
+    remind_due = forms.BooleanField(label="Planned length reached", required=False)
+    remind_overdue = forms.BooleanField(label="Overdue", required=False)
+    remind_undecided = forms.BooleanField(label="Concluded, not decided", required=False)
+    remind_no_data = forms.BooleanField(label="No data", required=False)
+    # Set by the page's reminder fieldset: a form posted without it (an older page) keeps the switches.
+    reminders_shown = forms.BooleanField(required=False)
     approval_window_hours = forms.IntegerField(
         label="Approval window (hours)",
         min_value=APPROVAL_WINDOW_MIN_HOURS,
@@ -236,6 +243,9 @@ class WorkspaceSettingsForm(forms.Form):
         cleaned = super().clean()
         if cleaned.get("webhook_url") and cleaned.get("remove_webhook"):
             raise forms.ValidationError(MSG_SET_AND_REMOVE, code="set_and_remove")
+        if not cleaned.pop("reminders_shown", False):
+            for name in ("remind_due", "remind_overdue", "remind_undecided", "remind_no_data"):
+                cleaned[name] = None
         return cleaned
 
 

@@ -188,10 +188,8 @@ def owed_overview(
     ]
     attempts = attempts_on_people(workspaces=[workspace for workspace, _ in snapshots])
     by_workspace = Counter({owed[0].workspace.pk: len(owed) for owed in per_workspace if owed})
-    by_workspace.update(attempt.workspace_id for attempt in attempts)
-    by_reason: Counter[str] = Counter()
-    for owed in per_workspace:
-        by_reason.update(o.reason for o in owed)
+    by_workspace += Counter(attempt.workspace_id for attempt in attempts)
+    by_reason = Counter(o.reason for owed in per_workspace for o in owed)
     # Each workspace's are in order already: merging them costs the rows shown, not every owed one.
     first = tuple(islice(heapq.merge(*per_workspace, key=_order), ROW_LIMIT))
     return OwedOverview(

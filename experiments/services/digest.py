@@ -206,7 +206,7 @@ def digest_email_send(*, digest_id: int) -> str:
 
 def digest_preference_set(*, user: Any, weekly_digest: bool) -> bool:
     """Turn the weekly digest e-mail on or off for `user`; returns whether anything changed."""
-    preference, created = NotificationPreference.objects.get_or_create(user=user)
+    preference, _created = NotificationPreference.objects.get_or_create(user=user)
     if preference.weekly_digest == weekly_digest:
         return False
     preference.weekly_digest = weekly_digest

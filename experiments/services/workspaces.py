@@ -50,13 +50,18 @@ def workspace_settings_update(
     email_bookmarkers: bool,
     requires_approval: bool,
     approval_window_hours: int,
+    remind_due: bool | None = None,
+    remind_overdue: bool | None = None,
+    remind_undecided: bool | None = None,
+    remind_no_data: bool | None = None,
 ) -> list[str]:
     """Save a workspace's notification and approval settings; returns what changed, in words.
     A change is kept in the audit hash chain too (settings_changed, by whom, what).
 
     `webhook_url` is validated already (forms.WorkspaceSettingsForm); "" keeps the current
-    webhook unless `remove_webhook`. The URL is stored sealed with its hint, and never
-    logged: the log line names who changed what, with the hint for a new webhook.
+    webhook unless `remove_webhook`; a reminder switch left None keeps its value. The URL is
+    stored sealed with its hint, and never logged: the log line names who changed what, with
+    the hint for a new webhook.
     """
     changes: list[str] = []
     # What makes the workspace's safeguards weaker: told to its admins, whoever does it.
@@ -86,6 +91,17 @@ def workspace_settings_update(
                 f"the approval window was shortened from {workspace.approval_window_hours} h to "
                 f"{approval_window_hours} h: requests expire sooner"
             )
+    reminders = {
+        "remind_due": remind_due,
+        "remind_overdue": remind_overdue,
+        "remind_undecided": remind_undecided,
+        "remind_no_data": remind_no_data,
+    }
+    for name, wanted in reminders.items():
+        if wanted is not None and wanted != getattr(workspace, name):
+            columns[name] = wanted
+            label = Workspace._meta.get_field(name).verbose_name
+            changes.append(f"reminder “{label}” " + ("on" if wanted else "off"))
     if not columns:
         return []
     with transaction.atomic():
@@ -108,6 +124,7 @@ def workspace_settings_update(
                     "email_bookmarkers": workspace.email_bookmarkers,
                     "requires_approval": workspace.requires_approval,
                     "approval_window_hours": workspace.approval_window_hours,
+                    "reminders": {name: getattr(workspace, name) for name in reminders},
                 },
             },
         )

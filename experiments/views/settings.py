@@ -60,6 +60,10 @@ def workspace_settings(request: HttpRequest, workspace_pk: int) -> HttpResponse:
         "email_bookmarkers": workspace.email_bookmarkers,
         "requires_approval": workspace.requires_approval,
         "approval_window_hours": workspace.approval_window_hours,
+        "remind_due": workspace.remind_due,
+        "remind_overdue": workspace.remind_overdue,
+        "remind_undecided": workspace.remind_undecided,
+        "remind_no_data": workspace.remind_no_data,
     }
     form = WorkspaceSettingsForm(request.POST if request.method == "POST" else None, initial=current)
     if request.method == "POST" and form.is_valid():
