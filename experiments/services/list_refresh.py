@@ -58,8 +58,9 @@ def refresh_reason(*, keeping: ListKeeping, now: dt.datetime) -> str | None:
         return WANTED
     age = (now - keeping.fetched_at).total_seconds() if keeping.fetched_at is not None else None
     fresh_for = max(1, settings.EXPERIMENT_LIST_CACHE_SECONDS)
-    # Read it again this long before it expires: two ticks, or a quarter of its fresh period.
-    lead = min(fresh_for / 4, 2 * settings.WORKER_HEARTBEAT_SECONDS)
+    # Read it again this long before it expires: two ticks (a tick may be late), at least a
+    # quarter of its fresh period, at most half of it.
+    lead = min(fresh_for / 2, max(fresh_for / 4, 2 * settings.WORKER_HEARTBEAT_SECONDS))
     viewed = keeping.viewed_at is not None and (now - keeping.viewed_at).total_seconds() < (
         settings.EXPERIMENT_LIST_VIEWED_SECONDS
     )
