@@ -57,7 +57,6 @@ def test_the_digest_waits_for_its_day_and_hour(digest_time, people, owed_lists):
 
 
 def test_each_person_gets_one_email_of_what_their_workspaces_owe(digest_time, people, owed_lists):
-    pm, teammate, ws_admin, outsider = people
     period = digest_services.digest_send_if_due(now=MONDAY_9)
     assert (period.year, period.week, period.people) == (2026, 50, 3)
     run_ready_tasks()
@@ -96,7 +95,7 @@ def test_a_second_worker_that_read_the_lists_meanwhile_sends_nothing(digest_time
 
 
 def test_one_webhook_message_per_workspace_with_something_owed(digest_time, people, owed_lists, webhook_receiver):
-    pm, teammate, ws_admin, outsider = people
+    ws_admin = people[2]
     webhook_on(ws_admin.memberships.get().workspace, webhook_receiver.url)
     digest_services.digest_send_if_due(now=MONDAY_9)
     run_ready_tasks()
@@ -125,7 +124,8 @@ def test_a_person_who_turned_the_digest_off_gets_none(digest_time, people, owed_
 
 def test_the_notifications_page_needs_a_sign_in(client):
     answer = client.get(reverse("experiments:account-notifications"))
-    assert answer.status_code == 302 and "login" in answer["Location"] or "signin" in answer["Location"]
+    assert answer.status_code == 302
+    assert "/accounts/" in answer["Location"]
 
 
 def test_a_failed_digest_email_is_tried_again(digest_time, people, owed_lists, monkeypatch, settings):

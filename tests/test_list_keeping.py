@@ -46,7 +46,8 @@ def test_past_its_fresh_period_a_page_shows_the_last_copy_and_asks_the_worker(pm
     assert "Made meanwhile" not in html
     assert "ago</time> from Mixpanel" in html  # its age is still said
     keeping = list_selectors.experiment_list_keeping(workspaces=[workspace])[workspace.pk]
-    assert keeping.wanted and not keeping.fresh
+    assert keeping.wanted
+    assert not keeping.fresh
 
     (done,) = list_refresh.lists_keep_fresh()
     assert (done.workspace, done.why, done.ok) == (workspace, list_refresh.WANTED, True)
@@ -115,7 +116,8 @@ def test_an_outage_keeps_the_last_copy_and_backs_off(pm_client, workspace, fake,
     fake.list_error = MixpanelUnavailable("Mixpanel is unavailable (HTTP 503).")
 
     failed = list_refresh.list_refresh(workspace=workspace)
-    assert failed is not None and not failed.ok
+    assert failed is not None
+    assert not failed.ok
     assert list_refresh.list_refresh(workspace=workspace) is None  # backing off: not asked again
     assert fake.list_calls == 2
     failures = cache.get(list_selectors.list_cache_key(workspace=workspace, suffix="refresh-failures"))

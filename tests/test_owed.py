@@ -169,8 +169,10 @@ def test_a_state_change_is_told_once_to_the_webhook_and_kept_in_the_chain(
     run_ready_tasks()
     texts = sorted(message.text for message in webhook_receiver.received)
     assert len(texts) == 2
-    assert "concluded, not decided" in texts[0] and "Experiment ended-1" in texts[0]
-    assert "overdue" in texts[1] and "Experiment late-1" in texts[1]
+    assert "concluded, not decided" in texts[0]
+    assert "Experiment ended-1" in texts[0]
+    assert "overdue" in texts[1]
+    assert "Experiment late-1" in texts[1]
     # In the settings page's delivery log.
     assert NotificationDelivery.objects.filter(workspace=workspace, channel=DeliveryChannel.WEBHOOK).count() == 2
 
