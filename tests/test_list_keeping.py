@@ -154,3 +154,15 @@ def test_the_worker_tick_reads_lists_and_tells_what_became_owed(workspace, pm, m
     webhook_on(workspace, "https://hooks.example.com/services/T0/B0/abcd")
     Housekeeping(worker_id="test").tick()
     assert list(OwedReminder.objects.values_list("experiment_id", "reason")) == [(exp_json(1)["id"], "overdue")]
+
+
+def test_a_list_a_page_read_is_checked_for_reminders_without_asking_mixpanel(pm_client, workspace, monkeypatch):
+    long_ago = (timezone.now() - dt.timedelta(days=200)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fake = install(monkeypatch, FakeMixpanel([exp_json(1, start_date=long_ago)]))
+    webhook_on(workspace, "https://hooks.example.com/services/T0/B0/abcd")
+    pm_client.get(reverse("experiments:experiment-list", args=[workspace.pk]))
+    assert list_refresh.lists_keep_fresh() == []  # fresh: not read again
+    assert fake.list_calls == 1
+    assert OwedReminder.objects.count() == 1
+    list_refresh.lists_keep_fresh()
+    assert OwedReminder.objects.count() == 1

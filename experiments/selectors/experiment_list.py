@@ -475,6 +475,15 @@ def experiment_list_keeping(*, workspaces: list[Workspace]) -> dict[int, ListKee
     }
 
 
+def experiment_list_last_copy(*, workspace: Workspace) -> ExperimentListSnapshot | None:
+    """The last good copy of the workspace's list, or None; never asks Mixpanel and, unlike a
+    page's read, notes no view (the worker's own reads must not keep a list "viewed")."""
+    base = _list_cache_base(workspace)
+    token = cache.get(base + ":good-token")
+    index = _index_for_token(base, token) if token else None
+    return _snapshot(index) if index is not None else None
+
+
 def list_cache_key(*, workspace: Workspace, suffix: str) -> str:
     """A key of this workspace's list in the cache, for the worker's lock and back-off beside it."""
     return _list_cache_base(workspace) + ":" + suffix

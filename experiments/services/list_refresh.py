@@ -33,7 +33,7 @@ from django.utils import timezone
 from experiments.models import Workspace
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors.experiment_list import ListKeeping
-from experiments.services.owed import owed_reminders_send
+from experiments.services.owed import REMINDERS_PER_RUN, owed_reminders_send
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,26 @@ def lists_keep_fresh(*, now: dt.datetime | None = None, budget_seconds: float | 
         refreshed = list_refresh(workspace=workspace, why=reason)
         if refreshed is not None:
             done.append(refreshed)
+    read = {r.workspace.pk for r in done}
+    for workspace in workspaces:
+        if workspace.pk not in read:
+            owed_reminders_from_copy(workspace=workspace)
     return done
+
+
+def owed_reminders_from_copy(*, workspace: Workspace) -> int:
+    """Record the reminders of a list a page read from Mixpanel (so the worker had no need to):
+    once per copy, from the cache, with no call to Mixpanel."""
+    snapshot = list_selectors.experiment_list_last_copy(workspace=workspace)
+    if snapshot is None or snapshot.index is None:
+        return 0
+    checked = list_selectors.list_cache_key(workspace=workspace, suffix="reminded-token")
+    if cache.get(checked) == snapshot.index.token:
+        return 0
+    told = owed_reminders_send(workspace=workspace, snapshot=snapshot)
+    if told < REMINDERS_PER_RUN:
+        cache.set(checked, snapshot.index.token, list_selectors.LIST_GOOD_COPY_SECONDS)
+    return told
 
 
 def list_refresh(*, workspace: Workspace, why: str = BACKGROUND) -> Refreshed | None:
