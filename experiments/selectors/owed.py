@@ -32,8 +32,9 @@ from experiments.mixpanel.experiment import ExperimentSummary
 from experiments.models import ConclusionAttempt, DigestEmail, NotificationPreference, OwedReason, Workspace
 from experiments.selectors.experiment_list import ExperimentListSnapshot
 
-# Rows the home page lists at most, the longest owed first; past it, the counts still say all.
-ROW_LIMIT = 100
+# Rows the home page lists at most, the longest owed first, so the rest of the page stays near
+# (a phone shows each row as a card); the count says all, and each workspace's tab lists them.
+ROW_LIMIT = 10
 # A list's owed experiments are worked out again at most this often per process: the states
 # move by days, and a warm page must not walk 10,000 experiments on every view.
 RECOMPUTE_SECONDS = 60.0
