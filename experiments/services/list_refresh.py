@@ -98,11 +98,14 @@ def lists_keep_fresh(*, now: dt.datetime | None = None, budget_seconds: float | 
 def owed_reminders_from_copy(*, workspace: Workspace) -> int:
     """Record the reminders of a list a page read from Mixpanel (so the worker had no need to):
     once per copy, from the cache, with no call to Mixpanel."""
+    if not (workspace.webhook_url_sealed or workspace.email_bookmarkers):
+        return 0  # nowhere to tell: not worth unpacking the copy
+    checked = list_selectors.list_cache_key(workspace=workspace, suffix="reminded-token")
+    tokens = cache.get_many([checked, list_selectors.list_cache_key(workspace=workspace, suffix="good-token")])
+    if tokens.get(checked) == tokens.get(list_selectors.list_cache_key(workspace=workspace, suffix="good-token")):
+        return 0  # this copy was checked already (or there is none)
     snapshot = list_selectors.experiment_list_last_copy(workspace=workspace)
     if snapshot is None or snapshot.index is None:
-        return 0
-    checked = list_selectors.list_cache_key(workspace=workspace, suffix="reminded-token")
-    if cache.get(checked) == snapshot.index.token:
         return 0
     told = owed_reminders_send(workspace=workspace, snapshot=snapshot)
     if told < REMINDERS_PER_RUN:

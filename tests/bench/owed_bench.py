@@ -114,12 +114,15 @@ def b9_fresh_lists(ctx: BenchContext) -> list[common.Result]:
         "MIXPANEL_API_BASE_URL": standin.url,
         "EXPERIMENT_LIST_CACHE_SECONDS": 300,
         "WORKER_HEARTBEAT_SECONDS": 0.5,
+        # Only B9's pages count as viewed: the lists earlier benchmarks read stay unread here.
+        "EXPERIMENT_LIST_VIEWED_SECONDS": 5,
     }
     with override_settings(**settings):
         housekeeping = Housekeeping(worker_id="bench-b9")
         for url, _ in pages.values():  # the lists read once: "a list the dashboard has read before"
             _timed_get(client, url)
         housekeeping.start()
+        time.sleep(2.0)  # its first ticks (the heartbeat row, a look at every list) pass unmeasured
         try:
             for name, (url, expiring) in pages.items():
                 warm: list[float] = []
