@@ -294,6 +294,29 @@ EXPERIMENT_LIST_CACHE_SECONDS = env_int("EXPERIMENT_LIST_CACHE_SECONDS", 60)
 # Experiments each process keeps parsed and indexed, over all workspaces' lists; the least
 # recently used list goes first (~1.4 KB each with the indexes: the default is ~70 MB per process).
 EXPERIMENT_LIST_MEMORY_EXPERIMENTS = env_int("EXPERIMENT_LIST_MEMORY_EXPERIMENTS", 50_000, minimum=1)
+# The task worker keeps lists fresh (services.list_refresh): a list someone read within
+# EXPERIMENT_LIST_VIEWED_SECONDS is read again before its fresh copy expires; every other
+# workspace with members every EXPERIMENT_LIST_BACKGROUND_SECONDS, so reminders about what
+# is owed go out when nobody looks. Past its fresh period, a page shows the last copy and
+# the worker reads it again: a person waits on Mixpanel only for a list never read before.
+EXPERIMENT_LIST_VIEWED_SECONDS = env_int("EXPERIMENT_LIST_VIEWED_SECONDS", 3600, minimum=1)
+EXPERIMENT_LIST_BACKGROUND_SECONDS = env_int("EXPERIMENT_LIST_BACKGROUND_SECONDS", 900, minimum=1)
+# Decisions owed (selectors.owed): an active experiment is overdue OWED_OVERDUE_DAYS past its
+# planned end, or after OWED_MAX_RUNNING_DAYS when no plan is known; a concluded one is
+# undecided OWED_UNDECIDED_DAYS after its end; an active one with no exposures after
+# OWED_NO_DATA_DAYS has no data.
+OWED_OVERDUE_DAYS = env_int("OWED_OVERDUE_DAYS", 7)
+OWED_MAX_RUNNING_DAYS = env_int("OWED_MAX_RUNNING_DAYS", 90, minimum=1)
+OWED_UNDECIDED_DAYS = env_int("OWED_UNDECIDED_DAYS", 7)
+OWED_NO_DATA_DAYS = env_int("OWED_NO_DATA_DAYS", 2)
+# The weekly digest goes out on this ISO weekday (1 Monday ... 7 Sunday) from this hour (UTC).
+OWED_DIGEST_WEEKDAY = env_int("OWED_DIGEST_WEEKDAY", 1, minimum=1)
+OWED_DIGEST_HOUR = env_int("OWED_DIGEST_HOUR", 8)
+if OWED_DIGEST_WEEKDAY > 7 or OWED_DIGEST_HOUR > 23:
+    raise ImproperlyConfigured(
+        "OWED_DIGEST_WEEKDAY must be 1 to 7 and OWED_DIGEST_HOUR 0 to 23; "
+        f"got {OWED_DIGEST_WEEKDAY} and {OWED_DIGEST_HOUR}."
+    )
 # How long the experiment page reuses its read of one experiment (0: read it every time).
 EXPERIMENT_DETAIL_CACHE_SECONDS = env_int("EXPERIMENT_DETAIL_CACHE_SECONDS", 15)
 

@@ -248,6 +248,7 @@ def workspace_settings(workspace: Any) -> dict[str, Any]:
         "requires_approval": workspace.requires_approval,
         "approval_window_hours": workspace.approval_window_hours,
         "approval_off_at": as_json(workspace.approval_off_at),
+        **{name: getattr(workspace, name) for name in Workspace.REMINDER_FIELDS},
     }
 
 

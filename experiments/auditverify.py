@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from experiments import audit_payloads
 from experiments.auditlog import GENESIS_HASH, format_timestamp, hash_of
-from experiments.models import AuditEntry, ConclusionAttempt, EntryKind
+from experiments.models import AuditEntry, ConclusionAttempt, EntryKind, Workspace
 
 BREAK_EDITED = "edited content"
 BREAK_MISSING = "missing entry"
@@ -392,6 +392,7 @@ WORKSPACE_FIELDS = (
     "requires_approval",
     "approval_window_hours",
     "approval_off_at",
+    *Workspace.REMINDER_FIELDS,
 )
 SETTINGS_ENTRY_FIELDS = ("workspace_id", "seq", "payload")
 SETTINGS_ENTRY_KIND = EntryKind.SETTINGS_CHANGED

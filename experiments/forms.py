@@ -17,6 +17,7 @@ from experiments.models import (
     APPROVAL_WINDOW_MIN_HOURS,
     ReasonCategory,
     TokenScope,
+    Workspace,
     decision_words,
 )
 from experiments.notifications import webhook_address
@@ -220,6 +221,13 @@ class WorkspaceSettingsForm(forms.Form):
     remove_webhook = forms.BooleanField(label="Remove the webhook", required=False)
     email_bookmarkers = forms.BooleanField(label="Email", required=False)
     requires_approval = forms.BooleanField(label="Require two-person approval", required=False)
+    # Reminders about decisions owed, one switch per kind (services.owed.REMINDER_SWITCHES).
+    remind_due = forms.BooleanField(label="Planned length reached", required=False)
+    remind_overdue = forms.BooleanField(label="Overdue", required=False)
+    remind_undecided = forms.BooleanField(label="Concluded, not decided", required=False)
+    remind_no_data = forms.BooleanField(label="No data", required=False)
+    # Set by the page's reminder fieldset: a form posted without it (an older page) keeps the switches.
+    reminders_shown = forms.BooleanField(required=False)
     approval_window_hours = forms.IntegerField(
         label="Approval window (hours)",
         min_value=APPROVAL_WINDOW_MIN_HOURS,
@@ -243,7 +251,16 @@ class WorkspaceSettingsForm(forms.Form):
         cleaned = super().clean()
         if cleaned.get("webhook_url") and cleaned.get("remove_webhook"):
             raise forms.ValidationError(MSG_SET_AND_REMOVE, code="set_and_remove")
+        if not cleaned.pop("reminders_shown", False):
+            for name in Workspace.REMINDER_FIELDS:
+                cleaned[name] = None
         return cleaned
+
+
+class NotificationChoicesForm(forms.Form):
+    """A person's own notification choices (their notifications page)."""
+
+    weekly_digest = forms.BooleanField(label="Email me the weekly digest of decisions owed", required=False)
 
 
 class ApiTokenForm(forms.Form):

@@ -59,8 +59,9 @@ mixpanel_list_bytes_total = Counter(
 )
 list_cache_total = Counter(
     "desk_list_cache_requests_total",
-    "Reads of a workspace's experiment list: hit (a fresh copy), miss (Mixpanel was asked) or stale "
-    "(Mixpanel failed and an older copy was served).",
+    "Reads of a workspace's experiment list: hit (a fresh copy), miss (Mixpanel was asked), revalidate "
+    "(the last copy past its fresh period, read again by the worker) or stale (Mixpanel failed and an "
+    "older copy was served).",
     ["result"],
 )
 list_copy_age_seconds = Histogram(

@@ -23,7 +23,9 @@ STATUS_TABS: tuple[tuple[str, str], ...] = (
     ("concluded", "Ended, not decided"),
     ("success", "Shipped a variant"),
     ("fail", "Shipped none"),
-    # Not Mixpanel's statuses: what waits here (selectors.experiment_rows.WAITING_TABS).
+    # Not Mixpanel's statuses: what waits here (selectors.experiment_rows.WAITING_TABS), and
+    # what is owed a decision (selectors.owed).
+    ("owed", "Decisions owed"),
     ("awaiting", "Awaiting approval"),
     ("concluding", "Being concluded"),
 )
@@ -34,7 +36,7 @@ STATUS_TAB_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Decided", ("success", "fail")),
 )
 # The Waiting tabs, drawn apart: their counts come from our records, not from Mixpanel's list.
-WAITING_TAB_GROUP: tuple[str, tuple[str, ...]] = ("Waiting", ("awaiting", "concluding"))
+WAITING_TAB_GROUP: tuple[str, tuple[str, ...]] = ("Waiting", ("owed", "awaiting", "concluding"))
 SORT_CHOICES: tuple[tuple[str, str], ...] = (
     ("-start", "Start date, newest first"),
     ("start", "Start date, oldest first"),

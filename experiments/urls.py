@@ -41,6 +41,8 @@ urlpatterns = [
     path(W + "bookmarks/<id:bookmark_pk>/edit/", bookmarks.bookmark_update, name="bookmark-update"),
     path(W + "bookmarks/<id:bookmark_pk>/delete/", bookmarks.bookmark_delete, name="bookmark-delete"),
     path(W + "experiments/<experiment:experiment_id>/star/", bookmarks.bookmark_toggle, name="bookmark-toggle"),
+    # One's own notification choices (the weekly digest)
+    path("account/notifications/", account.account_notifications, name="account-notifications"),
     # One's own API tokens
     path("account/tokens/", account.account_tokens, name="account-tokens"),
     path("account/tokens/new/", account.account_token_create, name="account-token-create"),

@@ -150,7 +150,8 @@ def test_the_awaiting_approval_tab_lists_only_the_requests(approving, pm, second
     assert 'aria-current="page">Awaiting approval' in tab
 
 
-def test_the_waiting_tabs_hide_while_nothing_waits_where_approval_is_off(pm_client, workspace, fake):
+def test_the_waiting_tabs_hide_while_nothing_waits_where_approval_is_off(pm_client, workspace, fake, settings):
+    settings.OWED_MAX_RUNNING_DAYS = 100_000  # the year-old experiments owe no decision either
     html = pm_client.get(list_url(workspace)).content.decode()
     assert '<nav id="waiting-tabs" aria-label="Waiting" class="tab-groups waiting-tabs" hidden>' in html
 

@@ -126,9 +126,14 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
             (
                 {"approval_window_hours": "24"},
                 ["webhook_url", "remove_webhook", "email_bookmarkers", "requires_approval", "approval_window_hours"],
-            )
+            ),
+            (
+                {"approval_window_hours": "24", "reminders_shown": "1"},
+                ["reminders_shown", "remind_due", "remind_overdue", "remind_undecided", "remind_no_data"],
+            ),
         ],
     },
+    "experiments:account-notifications": {"GET": [({}, [])], "POST": [({}, ["weekly_digest"])]},
 }
 # The admin's changelists read these; the rest of the admin is Django's own.
 ADMIN_CHANGELIST_PARAMS = ["q", "o", "p", "e", "all", "_to_field", "_popup", "_changelist_filters"]

@@ -47,6 +47,7 @@ def admin_form(workspace, **changes) -> dict[str, str]:
         form["requires_approval"] = "on"
     if workspace.email_bookmarkers:
         form["email_bookmarkers"] = "on"
+    form.update({name: "on" for name in Workspace.REMINDER_FIELDS if getattr(workspace, name)})
     form.update(changes)
     return {key: value for key, value in form.items() if value is not None}
 
@@ -105,6 +106,8 @@ def test_a_workspace_added_in_the_admin_site_with_approval_is_chained(admin_site
         "mixpanel_project_id": "",
         "approval_window_hours": "72",
         "requires_approval": "on",
+        # The reminders, checked as the add form starts them.
+        **dict.fromkeys(Workspace.REMINDER_FIELDS, "on"),
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
         "memberships-MIN_NUM_FORMS": "0",

@@ -14,7 +14,7 @@ from typing import Any
 
 from experiments.dates import parse_datetime_or_none
 from experiments.mixpanel.errors import MixpanelBadResponse
-from experiments.mixpanel.shapes import sample_ratio_check, variant_table
+from experiments.mixpanel.shapes import planned_finish, sample_ratio_check, variant_table
 
 STATUSES = ("draft", "active", "concluded", "success", "fail")
 CONCLUDED_STATUSES = frozenset({"concluded", "success", "fail"})
@@ -106,6 +106,10 @@ class ExperimentSummary:
     variants: tuple[VariantSummary, ...] = ()
     exposures_total: int | None = None
     sample_ratio_mismatch: bool | None = None
+    # When it is planned to end (shapes.planned_finish, the experiment page's rule) and when
+    # Mixpanel last changed it: what the rules of decisions owed read.
+    planned_end: dt.datetime | None = None
+    modified: dt.datetime | None = None
 
     @property
     def is_active(self) -> bool:
@@ -251,12 +255,13 @@ def summarize_experiment(data: Any, shared: dict[Any, Any] | None = None) -> Exp
     table = variant_table(data.get("variants"), cache)
     variants = tuple(one(VariantSummary(one(v.key), v.split, v.exposures)) for v in _listed_variants(table))
     split_test, _ = sample_ratio_check(table)
+    start_date = parse_datetime_or_none(data.get("start_date"))
     return ExperimentSummary(
         id=exp_id,
         name=_text(data.get("name")) or "",
         status=one(status),
         created=parse_datetime_or_none(data.get("created")),
-        start_date=parse_datetime_or_none(data.get("start_date")),
+        start_date=start_date,
         end_date=parse_datetime_or_none(data.get("end_date")),
         deleted=parse_datetime_or_none(data.get("deleted")),
         creator_name=one(_text(data.get("creator_name"))),
@@ -267,6 +272,8 @@ def summarize_experiment(data: Any, shared: dict[Any, Any] | None = None) -> Exp
         variants=one(variants),
         exposures_total=exposures_total(cache),
         sample_ratio_mismatch=split_test.mismatch if split_test is not None else None,
+        planned_end=planned_finish(data.get("settings"), start_date),
+        modified=parse_datetime_or_none(data.get("modified")),
     )
 
 

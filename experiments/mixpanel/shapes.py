@@ -478,7 +478,7 @@ def planned_days(settings: Any) -> int | None:
 
 
 def planned_end(settings: Any) -> dt.datetime | None:
-    """A planned end date-time, when settings hold one."""
+    """A planned end date-time, when settings hold one (see planned_finish for the rule the pages use)."""
     if not isinstance(settings, Mapping):
         return None
     for field in PLANNED_END_FIELDS:
@@ -486,3 +486,12 @@ def planned_end(settings: Any) -> dt.datetime | None:
         if when is not None:
             return when
     return None
+
+
+def planned_finish(settings: Any, start: dt.datetime | None) -> dt.datetime | None:
+    """When the experiment is planned to end, by the experiment page's rule: its planned length
+    counted from its start when both are known, else a planned end date in settings, else None."""
+    days = planned_days(settings)
+    if days is not None and start is not None:
+        return start + dt.timedelta(days=days)
+    return planned_end(settings)

@@ -48,6 +48,12 @@ class Workspace(models.Model):
     webhook_url_sealed = models.TextField(blank=True)
     webhook_url_hint = models.CharField(max_length=80, blank=True)
     email_bookmarkers = models.BooleanField("email the people who bookmarked the experiment", default=False)
+    # Reminders about decisions owed (selectors.owed), each kind on or off for the workspace.
+    remind_due = models.BooleanField("remind when the planned length is reached", default=True)
+    remind_overdue = models.BooleanField("remind when overdue", default=True)
+    remind_undecided = models.BooleanField("remind when concluded and not decided", default=True)
+    remind_no_data = models.BooleanField("remind when there is no data", default=True)
+    REMINDER_FIELDS = ("remind_due", "remind_overdue", "remind_undecided", "remind_no_data")
 
     class Meta:
         ordering = ["name", "id"]
@@ -187,6 +193,9 @@ class ConclusionAttempt(models.Model):
     # A request for approval closed with nothing sent: rejected, withdrawn or expired.
     UNSENT_STATES = frozenset({AttemptState.REJECTED, AttemptState.WITHDRAWN, AttemptState.EXPIRED})
     FINAL_STATES = frozenset(AttemptState) - WAITING_STATES
+    # Waiting on a person rather than on Mixpanel: a second person's approval, or someone to
+    # look into a lost answer (listed under decisions owed).
+    ON_PEOPLE_STATES = frozenset({AttemptState.AWAITING_APPROVAL, AttemptState.UNKNOWN})
     # The states an attempt is created in: a press, or a press that asks for approval.
     FIRST_STATES = frozenset({AttemptState.REQUESTED, AttemptState.AWAITING_APPROVAL})
     # How the failure reason of a refused press (another attempt held the claim) starts,
@@ -335,6 +344,10 @@ class EntryKind(models.TextChoices):
     TOKEN_REVOKED = "token_revoked", "API token revoked"
     # A workspace admin sent a test message through the workspace's notification channels.
     NOTIFICATION_TEST = "notification_test", "Test message"
+    # The dashboard saw an experiment enter a state that owes a decision (models.owed.OwedReason).
+    EXPERIMENT_OWED = "experiment_owed", "Decision owed"
+    # The weekly digest of what a workspace owes, told to its webhook.
+    OWED_DIGEST = "owed_digest", "Weekly digest"
 
 
 # How an attempt ended (conclusions and decisions alike), and the steps of an approval.
@@ -480,6 +493,13 @@ from experiments.models.operations import (  # noqa: E402
     TokenScope,
     WorkerHeartbeat,
 )
+from experiments.models.owed import (  # noqa: E402
+    DigestEmail,
+    DigestPeriod,
+    NotificationPreference,
+    OwedReason,
+    OwedReminder,
+)
 
 __all__ = [
     "APPROVAL_KINDS",
@@ -496,12 +516,17 @@ __all__ = [
     "ConclusionClaim",
     "DeliveryChannel",
     "DeliveryState",
+    "DigestEmail",
+    "DigestPeriod",
     "EntryKind",
     "ExternalIdentity",
     "GroupRule",
     "IdempotencyRecord",
     "Membership",
     "NotificationDelivery",
+    "NotificationPreference",
+    "OwedReason",
+    "OwedReminder",
     "ReasonCategory",
     "Region",
     "Role",

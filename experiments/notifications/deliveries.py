@@ -56,7 +56,14 @@ MSG_WORKER_LOST = "the worker stopped before this try was finished"
 # a bookmark. A refused press (a second click) is an outcome entry that is skipped too:
 # see _refused_press. A settings change is told when it loosens governance: see _worth_telling.
 # A test message goes the same way as every other, so it proves that way works.
+# A decision owed is told once per state (services.owed), and the weekly digest once a week
+# (services.digest); both are about the workspace rather than an attempt.
 NOTIFIED_KINDS = OUTCOME_KINDS | APPROVAL_KINDS | {EntryKind.SETTINGS_CHANGED, EntryKind.NOTIFICATION_TEST}
+NOTIFIED_KINDS |= {EntryKind.EXPERIMENT_OWED, EntryKind.OWED_DIGEST}
+# Entries about the workspace that go by e-mail only where the workspace turned e-mail on
+# (a governance change always reaches its admins), and the one that never does: each person
+# gets a digest of their own (services.digest).
+EMAIL_IF_ON_KINDS = frozenset({EntryKind.NOTIFICATION_TEST, EntryKind.EXPERIMENT_OWED})
 
 
 # --- Which entries, to whom --------------------------------------------------------------
@@ -124,10 +131,10 @@ def _deliveries(
                 body=webhook.webhook_text(message.subject, message.body),
             )
         )
-    # An attempt's news, and a test, go by e-mail where the workspace turned it on; news about
-    # the workspace's own governance always goes to its admins.
-    governance = attempt is None and entry.kind != EntryKind.NOTIFICATION_TEST
-    if workspace.email_bookmarkers or governance:
+    # An attempt's news, a test and a reminder go by e-mail where the workspace turned it on;
+    # news about the workspace's own governance always goes to its admins.
+    governance = attempt is None and entry.kind not in EMAIL_IF_ON_KINDS
+    if entry.kind != EntryKind.OWED_DIGEST and (workspace.email_bookmarkers or governance):
         deliveries.extend(
             NotificationDelivery(
                 **common, channel=DeliveryChannel.EMAIL, recipient=address, subject=message.subject, body=message.body

@@ -37,11 +37,20 @@ def email_recipients(*, entry: AuditEntry, attempt: ConclusionAttempt | None, wo
     of it (or a superuser). An approval step: the requester; a new request, and its
     withdrawal, also every other concluder and admin of the workspace (who may approve it). An entry about the
     workspace itself (a settings change): every admin of the workspace. Only active
-    accounts with an e-mail address. A test message: the admin who sent it.
+    accounts with an e-mail address. A test message: the admin who sent it. A decision owed:
+    the experiment's owner when their address belongs to a member of the workspace, and whoever
+    bookmarked it while a member.
     """
     people = get_user_model().objects.filter(is_active=True).exclude(email="")
     if entry.kind == EntryKind.NOTIFICATION_TEST:
         people = people.filter(pk=entry.actor_id)
+    elif entry.kind == EntryKind.EXPERIMENT_OWED:
+        bookmarkers = Bookmark.objects.filter(
+            workspace=workspace, kind=BookmarkKind.EXPERIMENT, experiment_id=entry.experiment_id
+        ).values("created_by")
+        owner = (entry.payload_data.get("owner_email") or "").strip()
+        concerned = Q(pk__in=bookmarkers) | (Q(email__iexact=owner) if owner else Q(pk__in=[]))
+        people = people.filter(concerned, memberships__workspace=workspace)
     elif attempt is None:
         people = people.filter(memberships__workspace=workspace, memberships__role=Role.ADMIN)
     elif entry.kind in OUTCOME_KINDS:

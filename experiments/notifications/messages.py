@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from experiments.models import (
     APPROVAL_KINDS,
@@ -43,6 +43,15 @@ def attempt_link(attempt: ConclusionAttempt) -> str:
 def workspace_settings_link(workspace: Workspace) -> str:
     """The workspace's settings page, where its admins see who changed what."""
     return settings.DESK_BASE_URL + reverse("experiments:workspace-settings", args=[workspace.pk])
+
+
+def experiment_link(workspace: Workspace, experiment_id: str) -> str:
+    """The experiment page's address, or the workspace's list when no route can carry the id."""
+    try:
+        path = reverse("experiments:experiment-detail", args=[workspace.pk, experiment_id])
+    except NoReverseMatch:
+        path = reverse("experiments:experiment-list", args=[workspace.pk])
+    return settings.DESK_BASE_URL + path
 
 
 def _reason(attempt: ConclusionAttempt) -> str:
@@ -91,6 +100,9 @@ def _workspace_message(entry: AuditEntry) -> Message:
         "where": one_line(workspace.name),
         "who": entry.actor_name or "someone",
         "link": workspace_settings_link(workspace),
+        "experiment_link": experiment_link(workspace, entry.experiment_id) if entry.experiment_id else "",
+        "list_link": settings.DESK_BASE_URL + reverse("experiments:experiment-list", args=[workspace.pk]),
+        "home_link": settings.DESK_BASE_URL + reverse("home"),
     }
     subject = render_to_string(f"notifications/{entry.kind}_subject.txt", context)
     body = render_to_string(f"notifications/{entry.kind}_body.txt", context)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import threading
+import time
 import uuid
 import zlib
 from bisect import bisect_right
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,11 @@ from experiments.models import Workspace
 #   <base>:fresh  {"token"}                    lives EXPERIMENT_LIST_CACHE_SECONDS: "do not ask Mixpanel yet"
 #   <base>:good   {"token", "fetched_at", "packed"}  the last good copy, kept long for outages
 #   <base>:failed {"error"}                    a short back-off after a failed read
+#   <base>:good-token, <base>:good-at          the last good copy's token and when it was read (small)
+#   <base>:invalid                             set by a change we made: the next read asks Mixpanel
+#   <base>:viewed, <base>:wanted               a page read the list lately / was served a copy past
+#                                              its fresh period: the worker reads it again
+#                                              (services.list_refresh), so pages never wait for it
 # "packed" is the summaries pickled and zlib-compressed: for 10,000 experiments 0.66 MB,
 # against 1.9 MB pickled alone and 15.8 MB for the whole objects pickled (make bench, B8),
 # which is what Redis holds and every cold process reads.
@@ -41,8 +47,10 @@ from experiments.models import Workspace
 
 LIST_GOOD_COPY_SECONDS = 7 * 24 * 3600
 LIST_FAILURE_BACKOFF_SECONDS = 15
+# A process notes a page's read of a list (<base>:viewed) at most this often.
+VIEW_NOTE_SECONDS = 30.0
 # Its version changes with the shape of ExperimentSummary: an older pickled copy would lack the new fields.
-LIST_CACHE_PREFIX = "experiment-list:v3"
+LIST_CACHE_PREFIX = "experiment-list:v4"
 NO_COPY_MESSAGE = "The experiment list could not be read from Mixpanel and no earlier copy is available."
 NOT_ASKED_MESSAGE = (
     "Mixpanel was not asked for this list just now, because reading your other workspaces already took a while. "
@@ -65,6 +73,7 @@ class _ListIndex:
 
     __slots__ = (
         "_by_id",
+        "_derived",
         "_haystack",
         "_lock",
         "_orders",
@@ -97,7 +106,19 @@ class _ListIndex:
         self._haystack: str | None = None
         self._starts: list[int] = []
         self._selections: dict[tuple[str, str, str], tuple[tuple[int, ...], dict[str, int]]] = {}
+        self._derived: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+
+    def derived(self, name: str, compute: Callable[[], Any], *, max_age: float) -> Any:
+        """What another selector computes from this whole list (decisions owed), kept for
+        `max_age` seconds: a warm page then pays for it once a minute, not on every view."""
+        kept = self._derived.get(name)
+        now = time.monotonic()
+        if kept is not None and now - kept[0] < max_age:
+            return kept[1]
+        value = compute()
+        self._derived[name] = (now, value)
+        return value
 
     def order(self, sort: str) -> tuple[int, ...]:
         """Indexes of the experiments in `sort` order (memoised)."""
@@ -363,7 +384,8 @@ def experiment_list_cached(
     """
     base = _list_cache_base(workspace)
     if not refresh:
-        found = cache.get_many([base + ":fresh", base + ":failed"])
+        found = cache.get_many([base + ":fresh", base + ":failed", base + ":invalid"])
+        _note_view(base)
         fresh = found.get(base + ":fresh")
         if fresh:
             index = _index_for_token(base, fresh["token"])
@@ -373,6 +395,14 @@ def experiment_list_cached(
         if failed:
             # Mixpanel failed moments ago: do not make every page view wait for it again.
             return _served(_stale_snapshot(base, failed["error"]), "stale")
+        if not found.get(base + ":invalid"):
+            # Past its fresh period: the last copy now (its age is on the page), and the worker
+            # reads the list again. Only a change made here (invalid) makes the page wait.
+            good = cache.get(base + ":good-token")
+            index = _index_for_token(base, good) if good else None
+            if index is not None:
+                cache.set(base + ":wanted", True, LIST_GOOD_COPY_SECONDS)
+                return _served(_snapshot(index), "revalidate")
         if not ask_mixpanel:
             return _served(_stale_snapshot(base, NOT_ASKED_MESSAGE), "stale")
     try:
@@ -394,12 +424,69 @@ def experiment_list_cached(
         {
             base + ":good": {"token": index.token, "fetched_at": index.fetched_at, "packed": packed},
             base + ":good-token": index.token,
+            base + ":good-at": index.fetched_at,
         },
         LIST_GOOD_COPY_SECONDS,
     )
     cache.set(base + ":fresh", {"token": index.token}, _fresh_seconds())
-    cache.delete(base + ":failed")
+    cache.delete_many([base + ":failed", base + ":invalid", base + ":wanted"])
     return _served(_snapshot(index), "miss")
+
+
+# When this process last noted a page's read of each list, {cache base key: monotonic time}.
+_VIEW_NOTES: dict[str, float] = {}
+
+
+def _note_view(base: str) -> None:
+    """Note that a page read this list lately, so the worker keeps it fresh (at most one cache
+    write per list per VIEW_NOTE_SECONDS in this process)."""
+    now = time.monotonic()
+    if now - _VIEW_NOTES.get(base, -VIEW_NOTE_SECONDS) >= VIEW_NOTE_SECONDS:
+        _VIEW_NOTES[base] = now
+        cache.set(base + ":viewed", timezone.now(), settings.EXPERIMENT_LIST_VIEWED_SECONDS)
+
+
+@dataclass(frozen=True, slots=True)
+class ListKeeping:
+    """What the worker needs to know to keep one workspace's list fresh (one cache read for all)."""
+
+    fetched_at: dt.datetime | None
+    fresh: bool
+    viewed_at: dt.datetime | None
+    wanted: bool
+    invalid: bool
+
+
+def experiment_list_keeping(*, workspaces: list[Workspace]) -> dict[int, ListKeeping]:
+    """Per workspace pk: how old its last good copy is, whether it is fresh, when a page last
+    read it and whether a page was served it past its fresh period. One cache round trip."""
+    bases = {workspace.pk: _list_cache_base(workspace) for workspace in workspaces}
+    suffixes = (":good-at", ":fresh", ":viewed", ":wanted", ":invalid")
+    found = cache.get_many([base + suffix for base in bases.values() for suffix in suffixes])
+    return {
+        pk: ListKeeping(
+            fetched_at=found.get(base + ":good-at"),
+            fresh=base + ":fresh" in found,
+            viewed_at=found.get(base + ":viewed"),
+            wanted=bool(found.get(base + ":wanted")),
+            invalid=bool(found.get(base + ":invalid")),
+        )
+        for pk, base in bases.items()
+    }
+
+
+def experiment_list_last_copy(*, workspace: Workspace) -> ExperimentListSnapshot | None:
+    """The last good copy of the workspace's list, or None; never asks Mixpanel and, unlike a
+    page's read, notes no view (the worker's own reads must not keep a list "viewed")."""
+    base = _list_cache_base(workspace)
+    token = cache.get(base + ":good-token")
+    index = _index_for_token(base, token) if token else None
+    return _snapshot(index) if index is not None else None
+
+
+def list_cache_key(*, workspace: Workspace, suffix: str) -> str:
+    """A key of this workspace's list in the cache, for the worker's lock and back-off beside it."""
+    return _list_cache_base(workspace) + ":" + suffix
 
 
 def _served(snapshot: ExperimentListSnapshot, result: str) -> ExperimentListSnapshot:
@@ -421,6 +508,8 @@ def invalidate_experiment_list(*, workspace: Workspace) -> None:
     """
     base = _list_cache_base(workspace)
     cache.delete_many([base + ":fresh", base + ":failed"])
+    # Not "past its fresh period": this copy is known to be out of date, so no page is served it.
+    cache.set(base + ":invalid", True, LIST_GOOD_COPY_SECONDS)
 
 
 def experiment_list_page(

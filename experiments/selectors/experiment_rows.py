@@ -13,9 +13,10 @@ from django.utils.text import capfirst
 
 from experiments.mixpanel import shapes
 from experiments.mixpanel.experiment import DECIDED_STATUSES, STATUSES, Experiment, ExperimentSummary
-from experiments.models import AttemptAction, ConclusionAttempt
+from experiments.models import AttemptAction, ConclusionAttempt, Workspace
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
+from experiments.selectors import owed as owed_selectors
 from experiments.selectors.experiment_list import ExperimentListSnapshot, ExperimentPage
 from experiments.selectors.workspaces import WorkspaceAccess
 
@@ -204,6 +205,10 @@ WAITING_TABS: dict[str, Callable[[ConclusionAttempt], bool]] = {
 }
 
 
+# The tab of the experiments owed a decision, picked by selectors.owed's rules.
+OWED_TAB = "owed"
+
+
 @dataclass(frozen=True, slots=True)
 class ListPage:
     """One page of the experiments list: its rows, and the counts of every tab (Mixpanel's
@@ -217,15 +222,21 @@ class ListPage:
 
 
 def waiting_tab_counts(
-    *, snapshot: ExperimentListSnapshot, waiting: dict[str, ConclusionAttempt], q: str
+    *, snapshot: ExperimentListSnapshot, waiting: dict[str, ConclusionAttempt], q: str, workspace: Workspace
 ) -> dict[str, int]:
-    """Each Waiting tab's count: its waiting experiments that the list holds and that match `q`."""
-    return {
+    """Each Waiting tab's count: its waiting experiments that the list holds and that match `q`,
+    and the experiments owed a decision (selectors.owed) that match `q`."""
+    counts = {
         tab: list_selectors.experiment_list_among_count(
             snapshot=snapshot, experiment_ids=[eid for eid, attempt in waiting.items() if picks(attempt)], q=q
         )
         for tab, picks in WAITING_TABS.items()
     }
+    owed = owed_selectors.owed_ids(workspace=workspace, snapshot=snapshot)
+    counts[OWED_TAB] = (
+        list_selectors.experiment_list_among_count(snapshot=snapshot, experiment_ids=owed, q=q) if q else len(owed)
+    )
+    return counts
 
 
 def experiment_list_rows(
@@ -242,14 +253,16 @@ def experiment_list_rows(
     if picks is not None:
         waiting = conclusion_selectors.waiting_conclusions(workspace=access.workspace)
         chosen = [eid for eid, attempt in waiting.items() if picks(attempt)]
+    elif status == OWED_TAB:
+        chosen = owed_selectors.owed_ids(workspace=access.workspace, snapshot=snapshot)
     shown = list_selectors.experiment_list_page(
         snapshot=snapshot, status=status, q=q, sort=sort, page=page, page_size=size, only=chosen
     )
     claims, waiting = conclusion_selectors.claims_for_list_page(
         workspace=access.workspace, experiment_ids=[e.id for e in shown.experiments]
     )
-    counts = waiting_tab_counts(snapshot=snapshot, waiting=waiting, q=q)
-    show_tabs = access.workspace.requires_approval or any(counts.values()) or picks is not None
+    counts = waiting_tab_counts(snapshot=snapshot, waiting=waiting, q=q, workspace=access.workspace)
+    show_tabs = access.workspace.requires_approval or any(counts.values()) or chosen is not None
     return ListPage(
         shown, experiment_rows(access=access, experiments=shown.experiments, claims=claims), counts, show_tabs
     )

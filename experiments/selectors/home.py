@@ -21,6 +21,7 @@ from experiments.mixpanel.experiment import ExperimentSummary
 from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, ConclusionClaim, Workspace
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_rows as row_selectors
+from experiments.selectors import owed as owed_selectors
 from experiments.selectors.experiment_list import ExperimentListSnapshot
 from experiments.selectors.workspaces import WorkspaceAccess
 
@@ -64,6 +65,8 @@ class WorkspaceOverview:
     being_concluded: int = 0
     unknown: int = 0
     awaiting_approval: int = 0
+    # Decisions owed: experiments (selectors.owed) and attempts waiting on a person.
+    owed: int = 0
 
     @property
     def workspace(self) -> Workspace:
@@ -87,6 +90,8 @@ class HomeOverview:
     # Of the workspaces the filter chose: how many lists were searched, and those that could not be read.
     searched: int
     unread: tuple[WorkspaceOverview, ...]
+    # What the workspaces owe, first on the page.
+    owed: owed_selectors.OwedOverview | None = None
 
     @property
     def limited(self) -> bool:
@@ -136,7 +141,13 @@ def home_overview(
     now = now or timezone.now()
     snapshots = _read_lists(workspaces)
     attempts = open_conclusion_attempts(workspaces=[access.workspace for access in workspaces])
-    cards = tuple(_card(access, snapshot, attempts) for access, snapshot in zip(workspaces, snapshots, strict=True))
+    owed = owed_selectors.owed_overview(
+        snapshots=[(access.workspace, snapshot) for access, snapshot in zip(workspaces, snapshots, strict=True)]
+    )
+    cards = tuple(
+        _card(access, snapshot, attempts, owed=owed.by_workspace.get(access.workspace.pk, 0))
+        for access, snapshot in zip(workspaces, snapshots, strict=True)
+    )
     chosen = [card for card in cards if workspace_pk is None or card.workspace.pk == workspace_pk]
     rows: list[ActiveExperiment] = []
     for card in chosen:
@@ -165,11 +176,16 @@ def home_overview(
         total=len(rows),
         searched=sum(1 for card in chosen if card.snapshot.available),
         unread=tuple(card for card in chosen if not card.snapshot.available),
+        owed=owed,
     )
 
 
 def _card(
-    access: WorkspaceAccess, snapshot: ExperimentListSnapshot, attempts: dict[tuple[int, str], ConclusionAttempt]
+    access: WorkspaceAccess,
+    snapshot: ExperimentListSnapshot,
+    attempts: dict[tuple[int, str], ConclusionAttempt],
+    *,
+    owed: int = 0,
 ) -> WorkspaceOverview:
     by_state = Counter(attempt.state for (ws_pk, _), attempt in attempts.items() if ws_pk == access.workspace.pk)
     return WorkspaceOverview(
@@ -178,6 +194,7 @@ def _card(
         being_concluded=by_state[AttemptState.REQUESTED],
         unknown=by_state[AttemptState.UNKNOWN],
         awaiting_approval=by_state[AttemptState.AWAITING_APPROVAL],
+        owed=owed,
     )
 
 
@@ -185,7 +202,13 @@ def workspace_card(*, access: WorkspaceAccess) -> WorkspaceOverview:
     """One workspace's card, read again (its list, as cached, and one query for its open
     attempts): what the home page redraws after a review changed its counts."""
     snapshot = list_selectors.experiment_list_cached(workspace=access.workspace)
-    return _card(access, snapshot, open_conclusion_attempts(workspaces=[access.workspace]))
+    owed = owed_selectors.owed_overview(snapshots=[(access.workspace, snapshot)])
+    return _card(
+        access,
+        snapshot,
+        open_conclusion_attempts(workspaces=[access.workspace]),
+        owed=owed.by_workspace.get(access.workspace.pk, 0),
+    )
 
 
 def _row_order(row: ActiveExperiment) -> tuple[int, str, str, int, str]:

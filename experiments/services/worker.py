@@ -2,10 +2,11 @@
 
 A daemon thread in the worker process records the worker's heartbeat every
 WORKER_HEARTBEAT_SECONDS, so /readyz/worker and /metrics can tell a live worker from one
-that died or hangs. It runs apart from the tasks, so a slow task never stops the beat;
-a worker that keeps beating while its tasks pile up is caught by the age of the oldest
-due task instead. It also pushes the audit trail to the SIEM collector when one is set,
-and hourly forgets the API's Idempotency-Key answers past their day.
+that died or hangs; it pushes the audit trail to the SIEM collector when one is set,
+hourly forgets the API's Idempotency-Key answers past their day, sweeps up stranded tasks,
+keeps the workspaces' experiment lists fresh (telling what became owed) and sends the weekly
+digest when due. It runs apart from the tasks, so a slow task never stops the beat; a worker
+that keeps beating while its tasks pile up is caught by the age of the oldest due task instead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from django_tasks_db.models import DBTaskResult
 from experiments.models import WorkerHeartbeat
 from experiments.notifications import siem
 from experiments.notifications.deliveries import deliveries_recover_stranded
+from experiments.services.digest import digest_send_if_due
 from experiments.services.idempotency import idempotency_prune
+from experiments.services.list_refresh import lists_keep_fresh
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +139,7 @@ class Housekeeping(threading.Thread):
                 idempotency_prune()
             except Exception:
                 logger.exception("Worker housekeeping: could not forget old Idempotency-Key answers.")
+        self.keep_owed()
         if time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + SWEEP_SECONDS
@@ -144,6 +148,17 @@ class Housekeeping(threading.Thread):
                 sweep()
             except Exception:
                 logger.exception("Worker housekeeping: %s failed; the next sweep tries again.", sweep.__name__)
+
+    def keep_owed(self) -> None:
+        """Lists read again before they expire, reminders of what became owed, the weekly digest."""
+        try:
+            lists_keep_fresh()
+        except Exception:
+            logger.exception("Worker housekeeping: could not keep the experiment lists fresh.")
+        try:
+            digest_send_if_due()
+        except Exception:
+            logger.exception("Worker housekeeping: could not send the weekly digest.")
 
     def stop(self) -> None:
         self._stopped.set()

@@ -81,6 +81,10 @@ def workspace_settings_update(
     requires_approval: bool,
     approval_window_hours: int,
     actor_name: str = "",
+    remind_due: bool | None = None,
+    remind_overdue: bool | None = None,
+    remind_undecided: bool | None = None,
+    remind_no_data: bool | None = None,
 ) -> list[str]:
     """Save a workspace's notification and approval settings; returns what changed, in words.
     Every change is kept in the audit hash chain too (settings_changed: by whom, what, and the
@@ -90,10 +94,11 @@ def workspace_settings_update(
     come here. `requires_approval` is what the admin wants: turning approval off only plans it
     for APPROVAL_OFF_DELAY_HOURS later (approval_switch_off makes it so), and asking for it on
     again meanwhile cancels the plan. `webhook_url` is validated already
-    (forms.WorkspaceSettingsForm); "" keeps the current webhook unless `remove_webhook`. The URL
-    is stored sealed with its hint, and never logged. `user` may be None for a command, which
-    names itself in `actor_name`. A window outside 1 to 168 hours is a ValueError (the forms
-    refuse it first, and the database refuses it last).
+    (forms.WorkspaceSettingsForm); "" keeps the current webhook unless `remove_webhook`; a
+    reminder switch left None keeps its value. The URL is stored sealed with its hint, and never
+    logged. `user` may be None for a command, which names itself in `actor_name`. A window
+    outside 1 to 168 hours is a ValueError (the forms refuse it first, and the database refuses
+    it last).
     """
     if not APPROVAL_WINDOW_MIN_HOURS <= approval_window_hours <= APPROVAL_WINDOW_MAX_HOURS:
         raise ValueError(MSG_WINDOW_BOUNDS)
@@ -109,6 +114,12 @@ def workspace_settings_update(
             email_bookmarkers=email_bookmarkers,
             requires_approval=requires_approval,
             approval_window_hours=approval_window_hours,
+            reminders={
+                "remind_due": remind_due,
+                "remind_overdue": remind_overdue,
+                "remind_undecided": remind_undecided,
+                "remind_no_data": remind_no_data,
+            },
         )
         if not columns:
             return []
@@ -160,6 +171,7 @@ def _changed_columns(
     email_bookmarkers: bool,
     requires_approval: bool,
     approval_window_hours: int,
+    reminders: dict[str, bool | None],
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """The columns to write, what changed in words, and what of it weakens the safeguards
     (told to the workspace's admins, whoever does it)."""
@@ -186,6 +198,11 @@ def _changed_columns(
                 f"the approval window was shortened from {workspace.approval_window_hours} h to "
                 f"{approval_window_hours} h: requests expire sooner"
             )
+    for name, wanted in reminders.items():
+        if wanted is not None and wanted != getattr(workspace, name):
+            columns[name] = wanted
+            label = Workspace._meta.get_field(name).verbose_name
+            changes.append(f"reminder “{label}” " + ("on" if wanted else "off"))
     return columns, changes, loosened
 
 

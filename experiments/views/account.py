@@ -7,10 +7,12 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_variables
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from experiments.forms import ApiTokenForm
+from experiments.forms import ApiTokenForm, NotificationChoicesForm
+from experiments.selectors import owed as owed_selectors
 from experiments.selectors import tokens as token_selectors
+from experiments.services import digest as digest_services
 from experiments.services import tokens as token_services
 
 TEMPLATE = "experiments/account_tokens.html"
@@ -65,3 +67,29 @@ def account_token_revoke(request: HttpRequest, token_pk: int) -> HttpResponse:
     else:
         messages.success(request, MSG_REVOKED.format(name=token.name))
     return redirect("experiments:account-tokens")
+
+
+NOTIFICATIONS_TEMPLATE = "experiments/account_notifications.html"
+MSG_DIGEST_ON = "You will get the weekly digest by email."
+MSG_DIGEST_OFF = "You will no longer get the weekly digest."
+MSG_DIGEST_SAME = "Nothing changed."
+
+
+@require_http_methods(["GET", "POST"])
+def account_notifications(request: HttpRequest) -> HttpResponse:
+    """One's own choices about what reaches one: the weekly digest of decisions owed."""
+    if request.method == "POST":
+        form = NotificationChoicesForm(request.POST)
+        if form.is_valid():
+            wanted = form.cleaned_data["weekly_digest"]
+            changed = digest_services.digest_preference_set(user=request.user, weekly_digest=wanted)
+            messages.success(request, (MSG_DIGEST_ON if wanted else MSG_DIGEST_OFF) if changed else MSG_DIGEST_SAME)
+            return redirect("experiments:account-notifications")
+    else:
+        form = NotificationChoicesForm(initial={"weekly_digest": owed_selectors.digest_wanted(user=request.user)})
+    context = {
+        "form": form,
+        "digests": owed_selectors.digest_emails_for_user(user=request.user),
+        "has_email": bool(request.user.email),
+    }
+    return render(request, NOTIFICATIONS_TEMPLATE, context)

@@ -206,7 +206,9 @@ def changed_elsewhere(
         html += render_to_string(LIST_TEMPLATE + "#status-tabs", context, request=request)
     if waiting_changed:
         waiting = conclusion_selectors.waiting_conclusions(workspace=access.workspace)
-        counts = row_selectors.waiting_tab_counts(snapshot=before, waiting=waiting, q=query.q)
+        counts = row_selectors.waiting_tab_counts(
+            snapshot=before, waiting=waiting, q=query.q, workspace=access.workspace
+        )
         shown = access.workspace.requires_approval or any(counts.values()) or query.status in counts
         context["waiting_tabs"] = waiting_tabs(query, counts, list_url) if shown else None
         html += render_to_string(LIST_TEMPLATE + "#waiting-tabs", context, request=request)

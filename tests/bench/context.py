@@ -31,6 +31,7 @@ TITLES = {
     "B6": "served throughput (gunicorn gthread)",
     "B7": "worker memory after many large workspaces",
     "B8": "large list (~30 MB) read cold",
+    "B9": "pages right after the list's fresh period, worker running",
 }
 GOALS = {
     "B1": "p95 at 10,000 <= 2x p95 at 100; p95 at 1,000 <= 20x hello-world",
@@ -41,6 +42,7 @@ GOALS = {
     "B6": "report req/s and p95, ratio to hello-world",
     "B7": "peak RSS <= 300 MB after the first page of 20 workspaces of 10,000",
     "B8": "cold first page <= 3x the raw download and parse, default settings",
+    "B9": "p50 right after the fresh period <= 1.2x warm (workspace page; home page of 5 x 2,000)",
 }
 
 
@@ -56,7 +58,7 @@ class BenchContext:
 
     # --- dispatch ----------------------------------------------------------------------
     def run(self, bench: str) -> list[common.Result]:
-        from tests.bench import audit_bench, experiments_bench, large_bench, served_bench
+        from tests.bench import audit_bench, experiments_bench, large_bench, owed_bench, served_bench
 
         runner = {
             "B1": experiments_bench.b1_warm,
@@ -67,6 +69,7 @@ class BenchContext:
             "B6": served_bench.b6_served,
             "B7": large_bench.b7_worker_memory,
             "B8": large_bench.b8_large_cold,
+            "B9": owed_bench.b9_fresh_lists,
         }[bench]
         return runner(self)
 

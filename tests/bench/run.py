@@ -34,10 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT_DIR = ROOT / ".bench"
-BENCHES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
+BENCHES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
 # Benchmarks run in this order: the bulk audit rows (B4) are older than anything the real
 # service writes (B3), so ids and timestamps grow together as in production.
-RUN_ORDER = ("B1", "B2", "B4", "B5", "B3", "B6", "B7", "B8")
+RUN_ORDER = ("B1", "B2", "B4", "B5", "B3", "B6", "B7", "B8", "B9")
 REDIS_DB = 14  # a database number of the benchmark's own; only keys with this run's prefix are touched
 
 

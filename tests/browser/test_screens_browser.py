@@ -145,7 +145,8 @@ def test_the_first_row_is_on_a_phones_first_screen(page: Page, live_server, stan
     log_in(page, live_server.url)
     url, rows = {
         "list": (reverse("experiments:experiment-list", args=[workspace.pk]), "#results tbody tr"),
-        "home": (reverse("home"), "#home-results tbody tr"),
+        # Decisions owed come first on the home page: its first row is the page's first row.
+        "home": (reverse("home"), "main tbody tr"),
         "audit": (reverse("experiments:audit-list"), "#audit-results tbody tr"),
     }[screen]
     page.goto(live_server.url + url)
