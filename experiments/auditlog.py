@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from types import SimpleNamespace
 from typing import Any
 
 from django.db import connection, transaction
@@ -47,58 +48,38 @@ def format_timestamp(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def entry_hash(
-    *,
-    seq: int,
-    kind: str,
-    created_at: dt.datetime,
-    workspace_id: int | None,
-    actor_id: int | None,
-    actor_name: str,
-    attempt_id: int | None,
-    experiment_id: str,
-    experiment_name: str,
-    payload: str,
-    prev_hash: str,
-) -> str:
-    """The SHA-256 of an entry's canonical serialisation (the chain's link)."""
-    content = canonical_json(
-        {
-            "seq": seq,
-            "kind": kind,
-            "created_at": format_timestamp(created_at),
-            "workspace_id": workspace_id,
-            "actor_id": actor_id,
-            "actor_name": actor_name,
-            "attempt_id": attempt_id,
-            "experiment_id": experiment_id,
-            "experiment_name": experiment_name,
-            "payload": payload,
-            "prev_hash": prev_hash,
-        }
-    )
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+def hashed_fields(entry: Any, *, seq: int | None = None) -> dict[str, Any]:
+    """The fields of an entry its hash covers, as they are hashed (the time as text): the one
+    list of them, which the API's feed and the SIEM stream also publish so anyone can re-hash.
+
+    `entry` is an AuditEntry or a row with the same attributes; `seq` asks for another position
+    (how verify_audit recognises renumbering).
+    """
+    return {
+        "seq": entry.seq if seq is None else seq,
+        "kind": entry.kind,
+        "created_at": format_timestamp(entry.created_at),
+        "workspace_id": entry.workspace_id,
+        "actor_id": entry.actor_id,
+        "actor_name": entry.actor_name,
+        "attempt_id": entry.attempt_id,
+        "experiment_id": entry.experiment_id,
+        "experiment_name": entry.experiment_name,
+        "payload": entry.payload,
+        "prev_hash": entry.prev_hash,
+    }
 
 
 def hash_of(entry: Any, *, seq: int | None = None) -> str:
-    """Recompute an entry's hash from its stored fields (used by verify_audit).
+    """The SHA-256 of an entry's canonical serialisation (the chain's link), from its stored
+    fields; verify_audit recomputes it."""
+    content = canonical_json(hashed_fields(entry, seq=seq))
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
-    `entry` is an AuditEntry or a row with the same attributes; `seq` asks what the
-    hash would be at another position (how verify_audit recognises renumbering).
-    """
-    return entry_hash(
-        seq=entry.seq if seq is None else seq,
-        kind=entry.kind,
-        created_at=entry.created_at,
-        workspace_id=entry.workspace_id,
-        actor_id=entry.actor_id,
-        actor_name=entry.actor_name,
-        attempt_id=entry.attempt_id,
-        experiment_id=entry.experiment_id,
-        experiment_name=entry.experiment_name,
-        payload=entry.payload,
-        prev_hash=entry.prev_hash,
-    )
+
+def entry_hash(**fields: Any) -> str:
+    """The hash of an entry not built as a row (a migration's): the fields of `hashed_fields`."""
+    return hash_of(SimpleNamespace(**fields))
 
 
 def _lock_and_read_head() -> tuple[int, str] | None:

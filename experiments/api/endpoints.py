@@ -14,10 +14,9 @@ from ninja import NinjaAPI, Query, Status
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.security import HttpBearer
 
-from experiments import observability
+from experiments import auditlog, observability
 from experiments.api import schemas
 from experiments.api.problems import attempt_url, outcome_status, problem
-from experiments.auditlog import format_timestamp
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel import shapes
 from experiments.models import ApiToken, ConclusionAttempt, ReasonCategory, TokenScope
@@ -310,23 +309,7 @@ def audit_entries(
     entries = audit_selectors.audit_entries_after(user=request.user, after=after, limit=limit)
     path = request.path
     return {
-        "entries": [
-            {
-                "seq": entry.seq,
-                "kind": entry.kind,
-                "created_at": format_timestamp(entry.created_at),
-                "workspace_id": entry.workspace_id,
-                "actor_id": entry.actor_id,
-                "actor_name": entry.actor_name,
-                "attempt_id": entry.attempt_id,
-                "experiment_id": entry.experiment_id,
-                "experiment_name": entry.experiment_name,
-                "payload": entry.payload,
-                "prev_hash": entry.prev_hash,
-                "hash": entry.hash,
-            }
-            for entry in entries
-        ],
+        "entries": [{**auditlog.hashed_fields(entry), "hash": entry.hash} for entry in entries],
         "next": f"{path}?after={entries[-1].seq}&limit={limit}" if len(entries) == limit else None,
     }
 

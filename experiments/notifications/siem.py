@@ -20,8 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from experiments import metrics
-from experiments.auditlog import format_timestamp
+from experiments import auditlog, metrics
 from experiments.models import AuditEntry, AuditStreamBatch, DeliveryState
 
 logger = logging.getLogger(__name__)
@@ -42,20 +41,7 @@ def event(entry: AuditEntry) -> dict:
         "time": entry.created_at.timestamp(),
         "source": "experiment-desk",
         "sourcetype": "experiment-desk:audit",
-        "event": {
-            "seq": entry.seq,
-            "kind": entry.kind,
-            "created_at": format_timestamp(entry.created_at),
-            "workspace_id": entry.workspace_id,
-            "actor_id": entry.actor_id,
-            "actor_name": entry.actor_name,
-            "attempt_id": entry.attempt_id,
-            "experiment_id": entry.experiment_id,
-            "experiment_name": entry.experiment_name,
-            "payload": entry.payload,
-            "prev_hash": entry.prev_hash,
-            "hash": entry.hash,
-        },
+        "event": {**auditlog.hashed_fields(entry), "hash": entry.hash},
     }
 
 
