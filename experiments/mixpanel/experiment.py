@@ -24,8 +24,23 @@ DECIDED_STATUSES = frozenset({"success", "fail"})
 MSG_BAD_ID = "Mixpanel returned an experiment whose id holds control characters ({id}); it cannot be used."
 
 
+class _Status:
+    """What an experiment's status means, for the experiment and its summary alike."""
+
+    __slots__ = ()
+    status: str
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def is_concluded(self) -> bool:
+        return self.status in CONCLUDED_STATUSES
+
+
 @dataclass(frozen=True, slots=True)
-class Experiment:
+class Experiment(_Status):
     """An experiment as Mixpanel described it, with the fields the dashboard uses."""
 
     id: str
@@ -53,14 +68,6 @@ class Experiment:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def is_active(self) -> bool:
-        return self.status == "active"
-
-    @property
-    def is_concluded(self) -> bool:
-        return self.status in CONCLUDED_STATUSES
-
-    @property
     def variants_count(self) -> int:
         return len(self.variants) if isinstance(self.variants, (list, tuple)) else 0
 
@@ -80,7 +87,7 @@ class VariantSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class ExperimentSummary:
+class ExperimentSummary(_Status):
     """What the experiments list keeps of one experiment: a few hundred bytes instead of the whole object.
 
     The list page, its search and its sorts need only these fields; the experiment page
@@ -110,14 +117,6 @@ class ExperimentSummary:
     # Mixpanel last changed it: what the rules of decisions owed read.
     planned_end: dt.datetime | None = None
     modified: dt.datetime | None = None
-
-    @property
-    def is_active(self) -> bool:
-        return self.status == "active"
-
-    @property
-    def is_concluded(self) -> bool:
-        return self.status in CONCLUDED_STATUSES
 
     @property
     def variants_count(self) -> int:

@@ -74,10 +74,9 @@ def stamp_session_on_login(sender: object, request: HttpRequest | None, **kwargs
         session_start(request)
 
 
-class SessionTimeoutMiddleware:
-    """Ends a signed-in session after SESSION_IDLE_TIMEOUT without a request, or
-    SESSION_ABSOLUTE_TIMEOUT after sign-in. Logging out deletes the session row (and its
-    cached copy), so the end holds on every server."""
+class _SignedInViewMiddleware:
+    """A middleware with work to do only for a signed-in person going to a view that needs one:
+    public views (sign-in pages, probes) neither need the person nor load the session for them."""
 
     def __init__(self, get_response: Callable) -> None:
         self.get_response = get_response
@@ -88,9 +87,20 @@ class SessionTimeoutMiddleware:
     def process_view(
         self, request: HttpRequest, view_func: Callable, view_args: object, view_kwargs: object
     ) -> HttpResponse | None:
-        # Public views (sign-in pages, probes) neither need the person nor load the session for them.
         if not getattr(view_func, "login_required", True) or not request.user.is_authenticated:
             return None
+        return self.signed_in_view(request)
+
+    def signed_in_view(self, request: HttpRequest) -> HttpResponse | None:
+        raise NotImplementedError
+
+
+class SessionTimeoutMiddleware(_SignedInViewMiddleware):
+    """Ends a signed-in session after SESSION_IDLE_TIMEOUT without a request, or
+    SESSION_ABSOLUTE_TIMEOUT after sign-in. Logging out deletes the session row (and its
+    cached copy), so the end holds on every server."""
+
+    def signed_in_view(self, request: HttpRequest) -> HttpResponse | None:
         now = time.time()
         session = request.session
         if SIGNED_IN_AT not in session:
@@ -105,22 +115,12 @@ class SessionTimeoutMiddleware:
         return None
 
 
-class SSORecheckMiddleware:
+class SSORecheckMiddleware(_SignedInViewMiddleware):
     """Re-checks an SSO session with the identity provider when it is due
     (experiments.signin.recheck): the roles follow the person's groups, and a session the
     provider no longer confirms ends, with the same message on every server."""
 
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
-    def process_view(
-        self, request: HttpRequest, view_func: Callable, view_args: object, view_kwargs: object
-    ) -> HttpResponse | None:
-        if not getattr(view_func, "login_required", True) or not request.user.is_authenticated:
-            return None
+    def signed_in_view(self, request: HttpRequest) -> HttpResponse | None:
         if not recheck.sso_recheck_due(request) or recheck.sso_recheck(request):
             return None
         auth.logout(request)
