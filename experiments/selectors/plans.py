@@ -1,0 +1,97 @@
+"""Reads of sealed plans: when an experiment's plan was sealed, whether and how it changed since."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from experiments.models import AuditEntry, EntryKind, SealedPlan, Workspace
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChange:
+    """One plan_changed entry: when, the fields with before and after, and Mixpanel's `modified`."""
+
+    at: dt.datetime
+    changes: tuple[dict[str, Any], ...]
+    modified: str | None
+    entry_id: int
+
+    @property
+    def fields(self) -> str:
+        return ", ".join(str(change.get("field", "")) for change in self.changes)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStatus:
+    """What the experiment page and the dialogs say about an experiment's plan."""
+
+    sealed_at: dt.datetime
+    as_first_seen: bool
+    plan_hash: str
+    changed_at: dt.datetime | None
+    changes: tuple[PlanChange, ...]
+    seal_entry_id: int
+
+    @property
+    def changed(self) -> bool:
+        return self.changed_at is not None
+
+
+def plan_changed_since_seal(*, workspace: Workspace, experiment_id: str) -> dt.datetime | None:
+    """When the sealed plan of the experiment was last found changed; None when it never
+    changed or was never sealed."""
+    return (
+        SealedPlan.objects.filter(workspace=workspace, experiment_id=experiment_id)
+        .values_list("changed_at", flat=True)
+        .first()
+    )
+
+
+def sealed_plans(*, workspace: Workspace, experiment_ids: Iterable[str]) -> dict[str, SealedPlan]:
+    """The seals of these experiments, by id, in one query (sealedplan_unique_ws_experiment serves it)."""
+    ids = list(experiment_ids)
+    if not ids:
+        return {}
+    rows = SealedPlan.objects.filter(workspace=workspace, experiment_id__in=ids)
+    return {row.experiment_id: row for row in rows}
+
+
+def plan_status(*, workspace: Workspace, experiment_id: str) -> PlanStatus | None:
+    """The seal of the experiment's plan and every change found since, oldest first; None when unsealed."""
+    sealed = SealedPlan.objects.filter(workspace=workspace, experiment_id=experiment_id).first()
+    if sealed is None:
+        return None
+    changes: list[PlanChange] = []
+    if sealed.changed_at is not None:
+        # entry_ws_kind_seq_idx serves this read.
+        entries = AuditEntry.objects.filter(
+            workspace=workspace, kind=EntryKind.PLAN_CHANGED, experiment_id=experiment_id
+        ).order_by("seq")
+        for entry in entries:
+            try:
+                payload = json.loads(entry.payload or "{}")
+            except ValueError:
+                payload = {}
+            listed = payload.get("changes") if isinstance(payload, dict) else None
+            sealed_part = payload.get("sealed") if isinstance(payload, dict) else None
+            modified = sealed_part.get("modified") if isinstance(sealed_part, dict) else None
+            changes.append(
+                PlanChange(
+                    at=entry.created_at,
+                    changes=tuple(c for c in listed or () if isinstance(c, dict)),
+                    modified=modified,
+                    entry_id=entry.pk,
+                )
+            )
+    return PlanStatus(
+        sealed_at=sealed.sealed_at,
+        as_first_seen=sealed.as_first_seen,
+        plan_hash=sealed.plan_hash,
+        changed_at=sealed.changed_at,
+        changes=tuple(changes),
+        seal_entry_id=sealed.seal_entry_id,
+    )
