@@ -24,6 +24,20 @@ class PlanChange:
     def fields(self) -> str:
         return ", ".join(str(change.get("field", "")) for change in self.changes)
 
+    @property
+    def rows(self) -> tuple[tuple[str, str, str], ...]:
+        """(field, before, after) with each value as JSON text, for a table (escaped as it renders)."""
+        return tuple(
+            (str(change.get("field", "")), _json_text(change.get("before")), _json_text(change.get("after")))
+            for change in self.changes
+        )
+
+
+def _json_text(value: Any) -> str:
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
 
 @dataclass(frozen=True, slots=True)
 class PlanStatus:

@@ -129,13 +129,22 @@ def experiment_force_conclude(
     return attempt_send(attempt, client=client)
 
 
+def conclude_permission_problem(*, workspace: Workspace, user: Any) -> str | None:
+    """Why `user` may not force conclude in `workspace` (MSG_FORBIDDEN), or None when they may.
+    The one rule: a press, scheduling a press, and a schedule's firing all ask it."""
+    access = workspace_selectors.workspace_access(user=user, workspace_pk=workspace.pk)
+    if access is None or not access.can_conclude or not user.is_active:
+        return MSG_FORBIDDEN
+    return None
+
+
 def _request_problem(
     workspace: Workspace, user: Any, experiment_id: str, reason_category: str, end_date: dt.datetime
 ) -> str | None:
     """Why this request is refused before anything is recorded, or None."""
-    access = workspace_selectors.workspace_access(user=user, workspace_pk=workspace.pk)
-    if access is None or not access.can_conclude:
-        return MSG_FORBIDDEN
+    forbidden = conclude_permission_problem(workspace=workspace, user=user)
+    if forbidden:
+        return forbidden
     if experiment_id_problem(experiment_id):
         return MSG_NO_EXPERIMENT
     if reason_category not in ReasonCategory.values:

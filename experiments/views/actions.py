@@ -27,6 +27,7 @@ from experiments.queries import ExperimentListQuery
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
 from experiments.selectors import experiment_rows as row_selectors
+from experiments.selectors import plans as plan_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions as decision_services
@@ -166,6 +167,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
     experiment = listed.experiment
 
     context.update(experiment=experiment, conclude_url=request.path)
+    context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
     if request.method == "GET":
         context["row"] = row_for(access, experiment)
         context["form"] = ForceConcludeForm(experiment=experiment, initial={"back": back, "list_query": list_query})
@@ -221,6 +223,7 @@ def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     section = conclude_section_context(access, experiment)
     context.update(experiment=experiment, decide_url=request.path, show_decide=section["show_decide"])
     context["decision_text"] = section["decision_text"]
+    context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
     options = page_selectors.decision_options(experiment=experiment)
     form = DecisionForm(request.POST or None, options=options)
     if request.method == "GET" or not form.is_valid():

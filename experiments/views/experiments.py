@@ -23,7 +23,9 @@ from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
 from experiments.selectors import experiment_rows as row_selectors
+from experiments.selectors import plans as plan_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
+from experiments.services import plans as plan_services
 from experiments.views.helpers import (
     DETAIL_TEMPLATE,
     LIST_TEMPLATE,
@@ -192,6 +194,7 @@ def _detail_context(access: WorkspaceAccess, read: page_selectors.ExperimentRead
             ("Feature flag", _pretty_json(experiment.feature_flag)),
         ],
         "raw_json": _pretty_json(dict(experiment.raw)),
+        "plan": plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id),
         "starred": bookmark_selectors.bookmark_ids_for_experiments(
             workspace=access.workspace, experiment_ids=[experiment.id]
         ),
@@ -213,6 +216,8 @@ def experiment_detail(request: HtmxHttpRequest, workspace_pk: int, experiment_id
             list_url=experiment_list_url(access.workspace.pk), experiment_id=experiment_id, retry_url=request.path
         )
         return render(request, DETAIL_TEMPLATE, context, status=503)
+    # The page reads the whole experiment: the first sight of it active seals its plan.
+    plan_services.plan_observe(workspace=access.workspace, experiment=read.experiment)
     return render(request, DETAIL_TEMPLATE, _detail_context(access, read))
 
 
