@@ -71,9 +71,11 @@ def test_plan_changes_name_each_field_with_before_and_after():
 
 def test_the_first_sight_of_an_active_experiment_seals_its_plan(workspace):
     sealed = plan_services.plan_observe(workspace=workspace, experiment=experiment())
-    assert sealed is not None and not sealed.as_first_seen
+    assert sealed is not None
+    assert not sealed.as_first_seen
     entry = AuditEntry.objects.get(kind=EntryKind.PLAN_SEALED)
-    assert entry.experiment_id == EXP_ID and entry.attempt_id is None
+    assert entry.experiment_id == EXP_ID
+    assert entry.attempt_id is None
     payload = entry.payload_data["sealed"]
     assert payload["plan"]["settings"] == {"confidence": 0.95, "duration_days": 14}
     assert payload["plan_hash"] == sealed.plan_hash == experiment_plan(experiment()).hash
@@ -110,7 +112,8 @@ def test_a_plan_change_is_recorded_with_its_difference(workspace):
     assert payload["previous_hash"] == experiment_plan(experiment()).hash
     assert payload["sealed"]["plan_hash"] == experiment_plan(changed).hash
     when = plan_selectors.plan_changed_since_seal(workspace=workspace, experiment_id=EXP_ID)
-    assert when is not None and when == SealedPlan.objects.get().changed_at
+    assert when is not None
+    assert when == SealedPlan.objects.get().changed_at
     status = plan_selectors.plan_status(workspace=workspace, experiment_id=EXP_ID)
     assert [change.fields for change in status.changes] == ["settings.duration_days, modified"]
     assert status.changes[0].rows[0] == ("settings.duration_days", "14", "7")
@@ -148,7 +151,8 @@ def test_the_experiment_page_shows_the_seal_and_what_changed(pm_client, workspac
     page = pm_client.get(url)
     text = page.content.decode()
     assert page.status_code == 200
-    assert "Plan sealed on" in text and "unchanged since" in text
+    assert "Plan sealed on" in text
+    assert "unchanged since" in text
     fake.state[(1001, EXP_ID)]["settings"] = {"duration_days": 7, "confidence": "<script>x</script>"}
     cache.clear()
     text = pm_client.get(url).content.decode()
