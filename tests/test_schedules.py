@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from experiments.models import (
@@ -23,6 +24,7 @@ from experiments.models import (
 from experiments.services import schedules
 from tests.factories import _clock_shifted, assert_chain_valid
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, install
+from tests.test_api import document, make_caller  # noqa: F401  (the fixtures, shared)
 from tests.test_tasks import make_due, run_ready_tasks, waiting
 
 
@@ -209,3 +211,64 @@ def test_two_workers_firing_at_once_send_one_put(workspace, pm):
     assert ConclusionAttempt.objects.count() == 1
     assert entry_kinds() == [EntryKind.SCHEDULE_SET, EntryKind.SCHEDULE_FIRED]
     assert_chain_valid()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_schedules_refuses_a_second_and_cancels(make_caller, pm, teammate, workspace, standin):  # noqa: F811
+    experiment = standin.find(1001, status="active")
+    path = f"/workspaces/{workspace.pk}/experiments/{experiment['id']}/schedule"
+    run_at = (timezone.now() + dt.timedelta(days=3)).isoformat()
+    body = {"run_at": run_at, "reason": "Planned length.", "reason_category": "significance"}
+    assert make_caller(teammate)("POST", path, json=body).status_code == 403
+    assert make_caller(pm, scope="read")("POST", path, json=body).status_code == 403
+    too_far = {**body, "run_at": (timezone.now() + dt.timedelta(days=91)).isoformat()}
+    assert make_caller(pm)("POST", path, json=too_far).status_code == 400
+    made = make_caller(pm)("POST", path, json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["schedule"]["state"] == ScheduleState.SCHEDULED
+    second = make_caller(pm)("POST", path, json=body)
+    assert second.status_code == 409
+    assert "already scheduled" in second.json()["detail"]
+    assert make_caller(teammate)("DELETE", path).status_code == 403
+    cancelled = make_caller(pm)("DELETE", path)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["schedule"]["state"] == ScheduleState.CANCELLED
+    assert make_caller(pm)("DELETE", path).status_code == 404
+    assert standin.requests(method="PUT") == []
+
+
+@pytest.mark.django_db
+def test_the_experiment_page_schedules_shows_and_cancels(pm_client, pm, workspace, monkeypatch):
+    install(monkeypatch, FakeMixpanel())
+    page_url = reverse("experiments:experiment-detail", args=[workspace.pk, EXP_ID])
+    assert "Schedule a Force conclude for later" in pm_client.get(page_url).content.decode()
+    run_at = (timezone.now() + dt.timedelta(days=2)).strftime("%Y-%m-%d %H:%M")
+    url = reverse("experiments:experiment-schedule", args=[workspace.pk, EXP_ID])
+    answer = pm_client.post(
+        url, {"run_at": run_at, "reason_category": "significance", "reason_text": "Due."}, follow=True
+    )
+    text = answer.content.decode()
+    assert "Scheduled:" in text
+    assert "Force conclude scheduled for" in text
+    assert ScheduledConclusion.objects.get().state == ScheduleState.SCHEDULED
+    refused = pm_client.post(
+        url, {"run_at": "soon", "reason_category": "significance", "reason_text": "x"}, follow=True
+    )
+    assert "Not scheduled: Enter a date and time" in refused.content.decode()
+    cancel = reverse("experiments:experiment-schedule-cancel", args=[workspace.pk, EXP_ID])
+    assert "Cancelled:" in pm_client.post(cancel, follow=True).content.decode()
+    assert ScheduledConclusion.objects.get().state == ScheduleState.CANCELLED
+
+
+@pytest.mark.django_db
+def test_a_viewer_sees_a_schedule_but_no_form_and_cannot_schedule(client, teammate, pm, workspace, monkeypatch):
+    install(monkeypatch, FakeMixpanel())
+    schedule_it(workspace, pm)
+    client.force_login(teammate)
+    text = client.get(reverse("experiments:experiment-detail", args=[workspace.pk, EXP_ID])).content.decode()
+    assert "Force conclude scheduled for" in text
+    assert "Cancel the schedule" not in text
+    url = reverse("experiments:experiment-schedule", args=[workspace.pk, EXP_ID])
+    run_at = (timezone.now() + dt.timedelta(days=2)).strftime("%Y-%m-%d %H:%M")
+    answer = client.post(url, {"run_at": run_at, "reason_category": "significance", "reason_text": "x"}, follow=True)
+    assert "Not scheduled: You may not force conclude" in answer.content.decode()

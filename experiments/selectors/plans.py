@@ -77,13 +77,19 @@ def sealed_plans(*, workspace: Workspace, experiment_ids: Iterable[str]) -> dict
 def plan_status(*, workspace: Workspace, experiment_id: str) -> PlanStatus | None:
     """The seal of the experiment's plan and every change found since, oldest first; None when unsealed."""
     sealed = SealedPlan.objects.filter(workspace=workspace, experiment_id=experiment_id).first()
+    return plan_status_of(sealed=sealed)
+
+
+def plan_status_of(*, sealed: SealedPlan | None) -> PlanStatus | None:
+    """plan_status of a seal already read (the page's read has it): its changes cost a query only when there are some."""
     if sealed is None:
         return None
+    workspace, experiment_id = sealed.workspace_id, sealed.experiment_id
     changes: list[PlanChange] = []
     if sealed.changed_at is not None:
         # entry_ws_kind_seq_idx serves this read.
         entries = AuditEntry.objects.filter(
-            workspace=workspace, kind=EntryKind.PLAN_CHANGED, experiment_id=experiment_id
+            workspace_id=workspace, kind=EntryKind.PLAN_CHANGED, experiment_id=experiment_id
         ).order_by("seq")
         for entry in entries:
             try:

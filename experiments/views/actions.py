@@ -167,8 +167,8 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
     experiment = listed.experiment
 
     context.update(experiment=experiment, conclude_url=request.path)
-    context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
     if request.method == "GET":
+        context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
         context["row"] = row_for(access, experiment)
         context["form"] = ForceConcludeForm(experiment=experiment, initial={"back": back, "list_query": list_query})
         return _form_response(request, context)
@@ -176,6 +176,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
     form = ForceConcludeForm(request.POST, experiment=experiment)
     if not form.is_valid():
         context.update(row=row_for(access, experiment), form=form)
+        context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
         return _form_response(request, context)
 
     outcome = conclusion_services.experiment_force_conclude(
@@ -223,11 +224,11 @@ def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     section = conclude_section_context(access, experiment)
     context.update(experiment=experiment, decide_url=request.path, show_decide=section["show_decide"])
     context["decision_text"] = section["decision_text"]
-    context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
     options = page_selectors.decision_options(experiment=experiment)
     form = DecisionForm(request.POST or None, options=options)
     if request.method == "GET" or not form.is_valid():
         context["form"] = form
+        context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
         return _decide_form_response(request, context)
 
     outcome = decision_services.experiment_decide(
