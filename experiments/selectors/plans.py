@@ -81,7 +81,7 @@ def plan_status(*, workspace: Workspace, experiment_id: str) -> PlanStatus | Non
 
 
 def plan_status_of(*, sealed: SealedPlan | None) -> PlanStatus | None:
-    """plan_status of a seal already read (the page's read has it): its changes cost a query only when there are some."""
+    """plan_status of a seal already read (the page has it); its changes cost a query only when there are some."""
     if sealed is None:
         return None
     workspace, experiment_id = sealed.workspace_id, sealed.experiment_id
