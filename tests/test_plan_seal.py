@@ -189,3 +189,32 @@ def test_the_seal_is_written_once_however_many_processes_read_at_once(workspace)
     assert AuditEntry.objects.filter(kind=EntryKind.PLAN_SEALED).count() == 1
     assert SealedPlan.objects.get().seal_entry_id == AuditEntry.objects.get(kind=EntryKind.PLAN_SEALED).pk
     assert_chain_valid()
+
+
+def test_the_audit_list_shows_plans_and_schedules_and_the_csv_neutralises_mixpanel_text(client, auditor, workspace, pm):
+    from experiments.services import schedules
+
+    risky = parse_experiment(dict(experiment().raw, name="=HYPERLINK(1)<b>"))
+    plan_services.plan_observe(workspace=workspace, experiment=risky)
+    schedules.schedule_set(
+        workspace=workspace,
+        user=pm,
+        experiment_id=EXP_ID,
+        experiment_name=risky.name,
+        run_at=timezone.now() + dt.timedelta(days=1),
+        reason_category="significance",
+        reason_text="Planned length.",
+    )
+    client.force_login(auditor)
+    html = client.get(reverse("experiments:audit-list"), {"action": "plans"}).content.decode()
+    assert "Plans and schedules: each plan as first seen" in html
+    assert "plan of “=HYPERLINK(1)&lt;b&gt;” sealed" in html
+    assert "force conclude of “=HYPERLINK(1)&lt;b&gt;” scheduled for" in html
+    export = b"".join(
+        client.get(reverse("experiments:audit-export", args=["csv"]), {"action": "plans"}).streaming_content
+    ).decode()
+    assert "plan of “=HYPERLINK(1)<b>” sealed" in export
+    assert "\n=" not in export
+    assert ",=" not in export
+    # The attempt views leave them out.
+    assert "HYPERLINK" not in client.get(reverse("experiments:audit-list")).content.decode()
