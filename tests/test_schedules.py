@@ -272,3 +272,18 @@ def test_a_viewer_sees_a_schedule_but_no_form_and_cannot_schedule(client, teamma
     run_at = (timezone.now() + dt.timedelta(days=2)).strftime("%Y-%m-%d %H:%M")
     answer = client.post(url, {"run_at": run_at, "reason_category": "significance", "reason_text": "x"}, follow=True)
     assert "Not scheduled: You may not force conclude" in answer.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_schedule_shows_on_the_list_row_and_the_home_page(pm_client, pm, workspace, monkeypatch):
+    install(monkeypatch, FakeMixpanel())
+    schedule = schedule_it(workspace, pm, hours=30).schedule
+    shown = schedule.run_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    listing = pm_client.get(reverse("experiments:experiment-list", args=[workspace.pk])).content.decode()
+    assert "Force conclude scheduled for <time datetime=" in listing
+    assert shown in listing
+    home = pm_client.get(reverse("home")).content.decode()
+    assert "Scheduled Force concludes" in home
+    assert "set by Pat (pat)" in home
+    schedules.schedule_cancel(schedule=schedule, user=pm)
+    assert "Scheduled Force concludes" not in pm_client.get(reverse("home")).content.decode()
