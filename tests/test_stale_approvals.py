@@ -115,3 +115,19 @@ def test_the_api_answers_409_with_the_reason_when_an_approval_is_stale(make_call
     assert refused.status_code == 409
     assert "since the request: hypothesis" in refused.json()["detail"]
     assert standin.requests(method="PUT") == []
+
+
+@pytest.mark.django_db
+def test_the_attempt_page_and_the_audit_list_show_a_stale_request(approving, pm, second, client):
+    from django.urls import reverse
+
+    fake = upstream()
+    attempt = request_it(approving, pm, fake)
+    fake.state[(1001, EXP_ID)].update(modified="2026-11-03T09:15:00Z", hypothesis="Blue converts better.")
+    review(attempt, second, approvals.APPROVE, "", fake)
+    client.force_login(pm)
+    detail = client.get(reverse("experiments:audit-detail", args=[attempt.pk])).content.decode()
+    assert "Stale: changed since the request" in detail
+    assert "since the request: hypothesis" in detail
+    listing = client.get(reverse("experiments:audit-list"), {"outcome": "stale"}).content.decode()
+    assert "outcome-stale" in listing
