@@ -287,3 +287,11 @@ def test_a_schedule_shows_on_the_list_row_and_the_home_page(pm_client, pm, works
     assert "set by Pat (pat)" in home
     schedules.schedule_cancel(schedule=schedule, user=pm)
     assert "Scheduled Force concludes" not in pm_client.get(reverse("home")).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_concluded_experiment_cannot_be_scheduled(workspace, pm):
+    outcome = schedule_it(workspace, pm, experiment_status="concluded")
+    assert outcome.failure == "conflict"
+    assert "already concluded in Mixpanel" in outcome.message
+    assert not ScheduledConclusion.objects.exists()

@@ -495,6 +495,7 @@ def experiment_schedule(
         user=request.user,
         experiment_id=experiment_id,
         experiment_name=listed.experiment.name,
+        experiment_status=listed.experiment.status,
         run_at=payload.run_at,
         reason_category=payload.reason_category,
         reason_text=payload.reason,

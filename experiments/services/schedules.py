@@ -23,6 +23,7 @@ from django.utils import timezone
 from experiments import audit_payloads, auditlog
 from experiments.dates import format_utc
 from experiments.mixpanel import client as mixpanel
+from experiments.mixpanel.experiment import CONCLUDED_STATUSES
 from experiments.models import EntryKind, ReasonCategory, ScheduledConclusion, ScheduleState, Workspace
 from experiments.observability import log_context
 from experiments.selectors import workspaces as workspace_selectors
@@ -47,6 +48,7 @@ MSG_NAIVE = "Give the time with its time zone (UTC)."
 MSG_PAST = "Choose a time in the future: to end the analysis now, use Force conclude."
 MSG_TOO_FAR = "Choose a time at most 90 days ahead."
 MSG_END_AFTER_RUN = "The end of the analysis may not be after the time the schedule runs."
+MSG_CONCLUDED = "{name} is already {status} in Mixpanel: there is nothing left to force conclude."
 MSG_ALREADY = "{name} is already scheduled to be force concluded at {when} by {who}. Cancel that schedule first."
 MSG_SET = (
     "Scheduled: {name} will be force concluded at {when} under your name, unless someone cancels it first. "
@@ -112,11 +114,14 @@ def schedule_set(
     reason_category: str,
     reason_text: str,
     end_date: dt.datetime | None = None,
+    experiment_status: str = "",
     via: str = "",
 ) -> ScheduleOutcome:
     """Schedule a Force conclude of one experiment at `run_at` (at most 90 days ahead), under
     `user`'s name. Needs exactly the permission a press needs. At most one live schedule per
-    experiment: a second is refused, naming the first. Sends nothing."""
+    experiment: a second is refused, naming the first. `experiment_status`, as last read, refuses
+    an experiment already concluded (a draft may be scheduled: it may be launched by then).
+    Sends nothing."""
     forbidden = conclude_permission_problem(workspace=workspace, user=user)
     if forbidden:
         return _refused(forbidden, "forbidden")
@@ -127,6 +132,9 @@ def schedule_set(
     )
     if problem:
         return _refused(problem)
+    if experiment_status in CONCLUDED_STATUSES:
+        name = quoted_name(experiment_name, experiment_id)
+        return _refused(MSG_CONCLUDED.format(name=name, status=experiment_status), "conflict")
     max_name = ScheduledConclusion._meta.get_field("experiment_name").max_length
     schedule = ScheduledConclusion(
         workspace=workspace,

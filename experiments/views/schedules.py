@@ -43,6 +43,7 @@ def experiment_schedule(request: HtmxHttpRequest, workspace_pk: int, experiment_
         user=request.user,
         experiment_id=experiment_id,
         experiment_name=listed.experiment.name,
+        experiment_status=listed.experiment.status,
         run_at=form.cleaned_data["run_at"],
         reason_category=form.cleaned_data["reason_category"],
         reason_text=form.cleaned_data["reason_text"],
