@@ -25,7 +25,6 @@ from experiments.dates import format_utc
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.experiment import CONCLUDED_STATUSES
 from experiments.models import EntryKind, ReasonCategory, ScheduledConclusion, ScheduleState, Workspace
-from experiments.observability import log_context
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.attempts import acting_name, experiment_id_problem, quoted_name
 from experiments.services.conclusions import conclude_permission_problem, experiment_force_conclude
@@ -227,11 +226,10 @@ def fire_schedule(schedule_id: int) -> str:
     Does nothing to a schedule no longer live; one whose time has not come (this clock
     behind the one that queued it) is queued again for then. Returns what it did.
     """
-    with log_context():
-        schedule = ScheduledConclusion.objects.select_related("workspace", "author").filter(pk=schedule_id).first()
-        if schedule is None:
-            return RESULT_MISSING
-        return schedule_fire(schedule=schedule, client=None)
+    schedule = ScheduledConclusion.objects.select_related("workspace", "author").filter(pk=schedule_id).first()
+    if schedule is None:
+        return RESULT_MISSING
+    return schedule_fire(schedule=schedule, client=None)
 
 
 def schedule_fire(*, schedule: ScheduledConclusion, client: Any) -> str:
