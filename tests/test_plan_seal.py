@@ -19,6 +19,7 @@ from experiments.mixpanel.plan import experiment_plan, plan_changes
 from experiments.models import AuditEntry, EntryKind, SealedPlan
 from experiments.selectors import plans as plan_selectors
 from experiments.services import plans as plan_services
+from experiments.services import schedules
 from tests.factories import assert_chain_valid
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, install, raw_experiment
 
@@ -192,8 +193,6 @@ def test_the_seal_is_written_once_however_many_processes_read_at_once(workspace)
 
 
 def test_the_audit_list_shows_plans_and_schedules_and_the_csv_neutralises_mixpanel_text(client, auditor, workspace, pm):
-    from experiments.services import schedules
-
     risky = parse_experiment(dict(experiment().raw, name="=HYPERLINK(1)<b>"))
     plan_services.plan_observe(workspace=workspace, experiment=risky)
     schedules.schedule_set(

@@ -4,10 +4,13 @@ approval finding it changed in Mixpanel since closes it unsent, so the requester
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from experiments.mixpanel.errors import MixpanelUnavailable
+from experiments.mixpanel.experiment import parse_experiment
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
 from experiments.services import approvals
+from experiments.services import plans as plan_services
 from tests.factories import assert_chain_valid
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
 from tests.test_api import document, make_caller, press  # noqa: F401  (the fixtures, shared)
@@ -119,8 +122,6 @@ def test_the_api_answers_409_with_the_reason_when_an_approval_is_stale(make_call
 
 @pytest.mark.django_db
 def test_the_attempt_page_and_the_audit_list_show_a_stale_request(approving, pm, second, client):
-    from django.urls import reverse
-
     fake = upstream()
     attempt = request_it(approving, pm, fake)
     fake.state[(1001, EXP_ID)].update(modified="2026-11-03T09:15:00Z", hypothesis="Blue converts better.")
@@ -131,3 +132,16 @@ def test_the_attempt_page_and_the_audit_list_show_a_stale_request(approving, pm,
     assert "since the request: hypothesis" in detail
     listing = client.get(reverse("experiments:audit-list"), {"outcome": "stale"}).content.decode()
     assert "outcome-stale" in listing
+
+
+@pytest.mark.django_db
+def test_the_fields_are_named_even_when_a_page_read_recorded_the_change_first(approving, pm, second):
+    fake = upstream()
+    attempt = request_it(approving, pm, fake)
+    fake.state[(1001, EXP_ID)].update(modified="2026-11-03T09:15:00Z", settings={"duration_days": 28})
+    # Someone opened the experiment page in between: the seal already moved to the new plan.
+    plan_services.plan_observe(workspace=approving, experiment=parse_experiment(fake.state[(1001, EXP_ID)]))
+    outcome = review(attempt, second, approvals.APPROVE, "", fake)
+    assert outcome.state == AttemptState.STALE
+    assert "since the request: settings.duration_days" in outcome.message
+    assert fake.puts == []

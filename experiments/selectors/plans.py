@@ -115,3 +115,22 @@ def plan_status_of(*, sealed: SealedPlan | None) -> PlanStatus | None:
         changes=tuple(changes),
         seal_entry_id=sealed.seal_entry_id,
     )
+
+
+def plan_with_hash(*, workspace_id: int, experiment_id: str, plan_hash: str) -> dict[str, Any] | None:
+    """The plan of the experiment that had `plan_hash`, as its seal or a later change recorded it
+    in the chain (newest first), or None when the chain never held it."""
+    if not plan_hash:
+        return None
+    # entry_ws_kind_seq_idx serves this read: few entries per experiment.
+    entries = AuditEntry.objects.filter(
+        workspace_id=workspace_id, kind__in=[EntryKind.PLAN_SEALED, EntryKind.PLAN_CHANGED], experiment_id=experiment_id
+    ).order_by("-seq")
+    for payload_text in entries.values_list("payload", flat=True):
+        try:
+            sealed = json.loads(payload_text or "{}").get("sealed")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(sealed, dict) and sealed.get("plan_hash") == plan_hash:
+            return sealed.get("plan")
+    return None

@@ -19,7 +19,6 @@ pressing at once, or an approval racing the expiry, move it once: only the winne
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from typing import Any
 
@@ -32,9 +31,10 @@ from experiments.mixpanel.client import MixpanelClient
 from experiments.mixpanel.errors import MixpanelError
 from experiments.mixpanel.experiment import Experiment
 from experiments.mixpanel.plan import changed_fields, experiment_plan, plan_changes
-from experiments.models import AttemptState, ConclusionAttempt, SealedPlan, Workspace
+from experiments.models import AttemptState, ConclusionAttempt, Workspace
 from experiments.observability import log_context
 from experiments.selectors import people as people_selectors
+from experiments.selectors import plans as plan_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.attempts import (
     FAILURE_CONFLICT,
@@ -258,16 +258,16 @@ def _stale_check(attempt: ConclusionAttempt, user: Any, client: Any, via: str) -
 
 
 def _changes_since_request(attempt: ConclusionAttempt, current: Experiment) -> list[dict[str, Any]]:
-    """What changed since the request: the plan's fields, when the seal still holds the plan the
-    request saw (it is the plan whose hash the request recorded), and `modified`."""
+    """What changed since the request: the plan's fields, when the chain holds the plan the
+    request saw (the seal or a change with the hash the request recorded), and `modified`."""
     plan = experiment_plan(current)
     changes: list[dict[str, Any]] = []
     if plan.hash != attempt.plan_hash:
-        sealed = SealedPlan.objects.filter(
-            workspace_id=attempt.workspace_id, experiment_id=attempt.experiment_id
-        ).first()
-        if sealed is not None and sealed.plan_hash == attempt.plan_hash:
-            changes = plan_changes(json.loads(sealed.plan), plan.data)
+        asked = plan_selectors.plan_with_hash(
+            workspace_id=attempt.workspace_id, experiment_id=attempt.experiment_id, plan_hash=attempt.plan_hash
+        )
+        if asked is not None:
+            changes = plan_changes(asked, plan.data)
         else:
             changes = [{"field": "plan", "before": attempt.plan_hash, "after": plan.hash}]
     if current.modified != attempt.experiment_modified:
