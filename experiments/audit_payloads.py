@@ -36,6 +36,8 @@ REQUEST_COLUMNS = (
     "state",
     "expires_at",
     "approval_off_since",
+    "experiment_modified",
+    "plan_hash",
 )
 # Columns an outcome or a reconciliation sets.
 OUTCOME_COLUMNS = ("state", "failure_reason", "http_status", "duration_ms", "finished_at")
@@ -67,6 +69,7 @@ ENTRY_KINDS = {
         AttemptState.REJECTED: EntryKind.APPROVAL_REJECTED,
         AttemptState.EXPIRED: EntryKind.APPROVAL_EXPIRED,
         AttemptState.WITHDRAWN: EntryKind.APPROVAL_WITHDRAWN,
+        AttemptState.STALE: EntryKind.APPROVAL_STALE,
     },
     AttemptAction.DECISION: {
         AttemptState.REQUESTED: EntryKind.DECISION_REQUESTED,
@@ -75,6 +78,8 @@ ENTRY_KINDS = {
         AttemptState.UNKNOWN: EntryKind.DECISION_UNKNOWN,
         "reconciled": EntryKind.DECISION_RECONCILED,
         "late": EntryKind.DECISION_LATE_ANSWER,
+        # A request for approval of a decision closes as stale under the same entry kind.
+        AttemptState.STALE: EntryKind.APPROVAL_STALE,
     },
 }
 
@@ -188,6 +193,21 @@ def outcome(
     }
 
 
+def stale(attempt: Any, *, current: Experiment | None, changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """approval_stale: an approval found the experiment changed in Mixpanel since the request;
+    the request closes unsent, its claim released. Carries what was read and what changed."""
+    return {
+        ATTEMPT: columns(attempt, dict.fromkeys(OUTCOME_COLUMNS)),
+        "claim_released": True,
+        "sent": False,
+        "requested_modified": as_json(attempt.experiment_modified),
+        "requested_plan_hash": attempt.plan_hash,
+        "current_modified": as_json(current.modified) if current is not None else None,
+        "changes": changes,
+        "summary": summary(current),
+    }
+
+
 def reviewed(attempt: Any, *, closed: bool, claim_released: bool) -> dict[str, Any]:
     """approval_approved / _rejected / _expired / _withdrawn: who decided on a waiting request,
     when and why. An approval moves the attempt on to "requested" (its PUT follows); a
@@ -255,3 +275,49 @@ def workspace_settings(workspace: Any) -> dict[str, Any]:
 def default_workspace_settings() -> dict[str, Any]:
     """The settings of a workspace no settings_changed entry has changed yet."""
     return workspace_settings(SimpleNamespace(**{f.attname: f.get_default() for f in Workspace._meta.concrete_fields}))
+
+
+# --- An experiment's plan and its schedules ---------------------------------------------------
+
+# What a plan entry keeps, and what verify_audit compares each SealedPlan row with.
+PLAN_COLUMNS = ("plan", "plan_hash", "modified", "sealed_at", "as_first_seen", "changed_at")
+
+
+def plan_columns(sealed: Any) -> dict[str, Any]:
+    """A SealedPlan row's columns in payload form, its plan as the JSON value (not its text)."""
+    values = columns(sealed, PLAN_COLUMNS)
+    values["plan"] = json.loads(sealed.plan)
+    return values
+
+
+def plan_sealed(sealed: Any, *, start_date: dt.datetime | None) -> dict[str, Any]:
+    """plan_sealed: the plan as first seen active, with Mixpanel's `modified` beside it; "as
+    first seen" when that was more than a day after the experiment's start."""
+    return {"sealed": plan_columns(sealed), "start_date": as_json(start_date)}
+
+
+def plan_changed(sealed: Any, *, previous_hash: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """plan_changed: a later read found another plan: the fields, before and after, and `modified`."""
+    return {"sealed": plan_columns(sealed), "previous_hash": previous_hash, "changes": changes}
+
+
+# What a schedule entry keeps of its row.
+SCHEDULE_COLUMNS = (
+    "run_at",
+    "author_id",
+    "author_name",
+    "reason_category",
+    "reason_text",
+    "end_date",
+    "state",
+    "cancelled_at",
+    "cancelled_by_name",
+    "cancel_reason",
+    "fired_at",
+    "attempt_id",
+)
+
+
+def schedule(scheduled: Any, **extra: Any) -> dict[str, Any]:
+    """schedule_set / _cancelled / _fired: the schedule's columns as this step left them."""
+    return {"schedule_id": scheduled.pk, "schedule": columns(scheduled, SCHEDULE_COLUMNS), **extra}

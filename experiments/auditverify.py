@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from experiments import audit_payloads
 from experiments.auditlog import GENESIS_HASH, format_timestamp, hash_of
-from experiments.models import AuditEntry, ConclusionAttempt, EntryKind, Workspace
+from experiments.models import PLAN_KINDS, AuditEntry, ConclusionAttempt, EntryKind, Workspace
 
 BREAK_EDITED = "edited content"
 BREAK_MISSING = "missing entry"
@@ -299,6 +299,8 @@ _NO_OUTCOME = {
     "review_note": "",
     "reviewed_at": None,
     "approval_off_since": None,
+    "experiment_modified": None,
+    "plan_hash": "",
 }
 _SHOWN_CHARS = 60
 
@@ -430,3 +432,71 @@ def verify_workspace_settings(workspaces: Iterable[Any], entries: Iterable[Any])
                 yield SettingsMismatch(
                     workspace.id, workspace.name, f"{name} is {_shown(value)}, {source} {_shown(expected.get(name))}"
                 )
+
+
+# --- Sealed plans ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanMismatch:
+    """A sealed plan whose row is not what its latest plan entry recorded."""
+
+    workspace_id: int
+    experiment_id: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"plan of experiment {self.experiment_id} (workspace #{self.workspace_id}): {self.detail}"
+
+
+# The SealedPlan columns verify_sealed_plans reads, and the plan entries it reads (seq order).
+PLAN_ROW_FIELDS = ("id", "workspace_id", "experiment_id", "seal_entry_id", *audit_payloads.PLAN_COLUMNS)
+PLAN_ENTRY_FIELDS = ("id", "seq", "kind", "workspace_id", "experiment_id", "payload")
+PLAN_ENTRY_KINDS = PLAN_KINDS
+
+
+def verify_sealed_plans(rows: Iterable[Any], entries: Iterable[Any]) -> Iterator[PlanMismatch]:
+    """Check each SealedPlan row against the latest of its plan entries (its seal, or the last
+    change), and that its seal entry is its first. A plan edited in the database, a seal whose
+    row was deleted, or a row no entry wrote shows here; the chain proves the entries themselves."""
+    first: dict[tuple[int, str], Any] = {}
+    last: dict[tuple[int, str], Any] = {}
+    for entry in entries:
+        key = (entry.workspace_id, entry.experiment_id)
+        if entry.kind == EntryKind.PLAN_SEALED and key not in first:
+            first[key] = entry
+        last[key] = entry
+    seen = set()
+    for row in rows:
+        key = (row.workspace_id, row.experiment_id)
+        seen.add(key)
+        entry = last.get(key)
+        if entry is None or key not in first:
+            yield PlanMismatch(row.workspace_id, row.experiment_id, "no plan_sealed entry records this seal")
+            continue
+        if first[key].id != row.seal_entry_id:
+            yield PlanMismatch(
+                row.workspace_id,
+                row.experiment_id,
+                f"its seal entry is #{row.seal_entry_id}, the chain's is #{first[key].id}",
+            )
+        try:
+            recorded = json.loads(entry.payload or "{}").get("sealed")
+        except (ValueError, AttributeError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            yield PlanMismatch(
+                row.workspace_id, row.experiment_id, f"its latest plan entry (seq {entry.seq}) records no plan"
+            )
+            continue
+        actual = audit_payloads.plan_columns(row)
+        for name in audit_payloads.PLAN_COLUMNS:
+            if actual.get(name) != recorded.get(name):
+                yield PlanMismatch(
+                    row.workspace_id,
+                    row.experiment_id,
+                    f"{name} is {_shown(actual.get(name))}, its latest plan entry (seq {entry.seq}) says "
+                    f"{_shown(recorded.get(name))}",
+                )
+    for key in first.keys() - seen:
+        yield PlanMismatch(key[0], key[1], "the chain sealed this plan, and its row is gone")

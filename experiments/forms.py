@@ -112,6 +112,22 @@ class ForceConcludeForm(forms.Form):
         return ExperimentListQuery.from_querystring(self.cleaned_data.get("list_query") or "").querystring()
 
 
+class ScheduleForm(forms.Form):
+    """Schedule a Force conclude for later: when, and the same reasons as a press. The service
+    checks the time (future, at most 90 days ahead), so the form and the API answer alike."""
+
+    run_at = UTCDateTimeField(
+        label="Force conclude at (UTC)", error_messages={"required": "Give the date and time (UTC)."}
+    )
+    reason_category = ForceConcludeForm.base_fields["reason_category"]
+    reason_text = ForceConcludeForm.base_fields["reason_text"]
+
+    def __init__(self, *args: Any, suggested: dt.datetime | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound and suggested is not None:
+            self.initial.setdefault("run_at", datetime_local_value(suggested))
+
+
 SHIP_NONE = "none"
 MSG_RECORDS_VARIANT = "Mixpanel records a success, with {key} as the winning variant."
 MSG_RECORDS_NONE = "Mixpanel records a fail: no variant won, none ships."

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 
 from experiments.converters import ExperimentIdConverter, RowIdConverter
-from experiments.views import account, actions, attempts, audit, bookmarks
+from experiments.views import account, actions, attempts, audit, bookmarks, schedules
 from experiments.views import experiments as exp
 from experiments.views import settings as workspace_settings
 
@@ -25,6 +25,16 @@ urlpatterns = [
         name="experiment-force-conclude",
     ),
     path(W + "experiments/<experiment:experiment_id>/decide/", actions.experiment_decide, name="experiment-decide"),
+    path(
+        W + "experiments/<experiment:experiment_id>/schedule/",
+        schedules.experiment_schedule,
+        name="experiment-schedule",
+    ),
+    path(
+        W + "experiments/<experiment:experiment_id>/schedule/cancel/",
+        schedules.experiment_schedule_cancel,
+        name="experiment-schedule-cancel",
+    ),
     # An open conclusion attempt: its waiting line (polled) and "Check Mixpanel now"
     path(W + "attempts/<id:attempt_pk>/status/", attempts.attempt_status, name="attempt-status"),
     path(W + "attempts/<id:attempt_pk>/check/", attempts.attempt_check, name="attempt-check"),

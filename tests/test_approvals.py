@@ -41,7 +41,9 @@ def test_a_press_in_a_workspace_that_requires_approval_sends_nothing_and_holds_t
     assert outcome.state == attempt.state == AttemptState.AWAITING_APPROVAL
     assert "waits for another concluder or admin" in outcome.message
     assert fake.puts == []
-    assert fake.get_calls == []
+    # One read, so the request records the experiment as it was when asked.
+    assert fake.get_calls == [attempt.experiment_id]
+    assert attempt.experiment_modified is not None or attempt.plan_hash
     assert kinds(attempt) == [EntryKind.APPROVAL_REQUESTED]
     assert ConclusionClaim.objects.get().attempt_id == attempt.pk
     assert attempt.expires_at == attempt.created_at + dt.timedelta(hours=24)
@@ -297,9 +299,10 @@ def test_an_approved_request_is_reconciled_from_its_approval_not_its_asking(appr
             reconcile_services.attempt_judgeable_at(attempt)
             == attempt.reviewed_at + reconcile_services.in_flight_limit()
         )
+        reads = list(fake.get_calls)
         result = reconcile_services.conclusion_reconcile(attempt=attempt, client=fake)
         assert result.outcome == "too_early"
-        assert fake.get_calls == []
+        assert fake.get_calls == reads
     # Its reconcile task is queued for then, beside the (now pointless) expiry task.
     paths = sorted(task.task_path.rsplit(".", 1)[1] for task in waiting())
     assert paths == ["expire_request", "reconcile_attempt"]

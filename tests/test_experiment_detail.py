@@ -411,11 +411,12 @@ def test_query_count_is_fixed(client, pm, workspace, fake, django_assert_num_que
     )
     client.force_login(pm)
     get(client, workspace)
-    # user, membership, claim, attempts, team bookmark (star) (+ the session without Redis)
-    with django_assert_num_queries(5 + session_queries()):
+    # user, membership, claim, attempts, team bookmark (star), the plan's seal, a waiting schedule
+    # (+ the session without Redis)
+    with django_assert_num_queries(7 + session_queries()):
         get(client, workspace)
     # A reused read adds one query: has a conclusion attempt begun or ended since?
     settings.EXPERIMENT_DETAIL_CACHE_SECONDS = 60
     get(client, workspace)
-    with django_assert_num_queries(6 + session_queries()):
+    with django_assert_num_queries(8 + session_queries()):
         get(client, workspace)

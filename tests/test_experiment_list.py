@@ -524,8 +524,9 @@ def test_query_count_is_fixed(client, pm, workspace, monkeypatch, django_assert_
     install(monkeypatch, FakeMixpanel([exp_json(n, STATUS_CYCLE[n % 5]) for n in range(size)]))
     client.force_login(pm)
     page(client, workspace)  # warm the cache
-    # user, membership, claims of the page's rows, team bookmarks (strip and stars) (+ the session without Redis)
-    with django_assert_num_queries(4 + session_queries()):
+    # user, membership, claims of the page's rows, their live schedules, team bookmarks (strip and stars)
+    # (+ the session without Redis)
+    with django_assert_num_queries(5 + session_queries()):
         html = page(client, workspace)
     assert len(row_names(html)) == min(size, 50)
 
@@ -534,8 +535,9 @@ def test_query_count_is_fixed(client, pm, workspace, monkeypatch, django_assert_
 def test_htmx_fragment_query_count_is_fixed(client, pm, workspace, fake, django_assert_num_queries):
     client.force_login(pm)
     page(client, workspace)
-    # user, membership, claims of the page's rows, team bookmarks (stars) (+ the session without Redis)
-    with django_assert_num_queries(4 + session_queries()):
+    # user, membership, claims of the page's rows, their live schedules, team bookmarks (stars)
+    # (+ the session without Redis)
+    with django_assert_num_queries(5 + session_queries()):
         page(client, workspace, "status=active", HTTP_HX_REQUEST="true")
 
 

@@ -298,8 +298,8 @@ def test_pages_embed_one_closed_dialog(pm_client, workspace, fake):
 def test_dialog_query_count_is_fixed(client, pm, workspace, fake, django_assert_num_queries):
     client.force_login(pm)
     client.get(list_url(workspace))
-    # user, membership, claim (+ the session without Redis)
-    with django_assert_num_queries(3 + session_queries()):
+    # user, membership, claim, the plan's seal (+ the session without Redis)
+    with django_assert_num_queries(4 + session_queries()):
         assert client.get(conclude_url(workspace), **HTMX).status_code == 200
 
 

@@ -19,17 +19,19 @@ from experiments.api import schemas
 from experiments.api.problems import attempt_url, outcome_status, problem
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel import shapes
-from experiments.models import ApiToken, ConclusionAttempt, ReasonCategory, TokenScope
+from experiments.models import ApiToken, ConclusionAttempt, ReasonCategory, ScheduledConclusion, TokenScope
 from experiments.queries import ExperimentListQuery
 from experiments.selectors import audit as audit_selectors
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
+from experiments.selectors import schedules as schedule_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import approvals as approval_services
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions as decision_services
+from experiments.services import schedules as schedule_services
 from experiments.services import tokens as token_services
 from experiments.services.attempts import AttemptOutcome
 
@@ -43,6 +45,7 @@ MSG_READ_ONLY = "This token may only read. Make a token with the act scope to ch
 MSG_BAD_CURSOR = "The cursor is not one this API gave out (or not for this list)."
 MSG_NOT_YOURS = "Only the person who asked for approval may withdraw the request."
 MSG_DECIDE_MISMATCH = "success is true exactly when a variant is given: a variant to ship, or null to ship none."
+MSG_NO_SCHEDULE = "This experiment has no scheduled Force conclude waiting."
 MSG_BAD_CATEGORY = "One of: " + ", ".join(ReasonCategory.values) + "."
 
 
@@ -412,3 +415,89 @@ def attempt_withdraw(request: HttpRequest, attempt_id: int) -> Any:
     if attempt.actor_id != request.user.pk:
         return problem(403, MSG_NOT_YOURS)
     return _review(request, attempt_id, approval_services.REJECT, "")
+
+
+# --- Scheduled conclusion ------------------------------------------------------------------------
+
+SCHEDULE_FAILURES = {"forbidden": 403, "invalid": 400, "conflict": 409}
+SCHEDULE = {
+    200: schemas.ScheduleAnswer,
+    201: schemas.ScheduleAnswer,
+    **ERRORS,
+    409: schemas.Problem,
+    502: schemas.Problem,
+}
+
+
+def schedule_out(schedule: ScheduledConclusion) -> dict[str, Any]:
+    return {
+        "id": schedule.pk,
+        "experiment_id": schedule.experiment_id,
+        "experiment_name": schedule.experiment_name,
+        "state": schedule.state,
+        "run_at": schedule.run_at,
+        "author": schedule.author_name,
+        "reason_category": schedule.reason_category,
+        "reason": schedule.reason_text,
+        "end_date": schedule.end_date,
+        "created_at": schedule.created_at,
+        "cancelled_at": schedule.cancelled_at,
+        "cancelled_by": schedule.cancelled_by_name,
+        "cancel_reason": schedule.cancel_reason,
+        "fired_at": schedule.fired_at,
+        "attempt": attempt_url(schedule.attempt) if schedule.attempt_id else None,
+    }
+
+
+def _schedule_answer(outcome: schedule_services.ScheduleOutcome, success: int) -> Any:
+    if not outcome.ok:
+        return problem(SCHEDULE_FAILURES.get(outcome.failure, 409), outcome.message)
+    return Status(success, {"message": outcome.message, "schedule": schedule_out(outcome.schedule)})
+
+
+@api.post(
+    "/workspaces/{workspace_id}/experiments/{experiment_id}/schedule",
+    response=SCHEDULE,
+    url_name="experiment-schedule",
+)
+def experiment_schedule(
+    request: HttpRequest, workspace_id: int, experiment_id: str, payload: schemas.ScheduleIn
+) -> Any:
+    """Schedule a Force conclude for run_at (up to 90 days ahead), under your name: at that time the
+    worker presses it as you would, if you may still conclude then. One waiting schedule per experiment
+    (409 names it). Sends nothing now (201)."""
+    access = _workspace(request, workspace_id)
+    via = _acting(request)
+    listed = list_selectors.experiment_lookup(workspace=access.workspace, experiment_id=experiment_id)
+    if listed.unavailable:
+        return problem(502, listed.unavailable)
+    if listed.experiment is None:
+        return problem(404, MSG_NO_EXPERIMENT)
+    outcome = schedule_services.schedule_set(
+        workspace=access.workspace,
+        user=request.user,
+        experiment_id=experiment_id,
+        experiment_name=listed.experiment.name,
+        experiment_status=listed.experiment.status,
+        run_at=payload.run_at,
+        reason_category=payload.reason_category,
+        reason_text=payload.reason,
+        end_date=payload.end_date,
+        via=via,
+    )
+    return _schedule_answer(outcome, 201)
+
+
+@api.delete(
+    "/workspaces/{workspace_id}/experiments/{experiment_id}/schedule",
+    response=SCHEDULE,
+    url_name="experiment-schedule-cancel",
+)
+def experiment_schedule_cancel(request: HttpRequest, workspace_id: int, experiment_id: str) -> Any:
+    """Cancel the experiment's waiting schedule (its author, or a workspace admin); nothing is sent."""
+    access = _workspace(request, workspace_id)
+    via = _acting(request)
+    schedule = schedule_selectors.live_schedule(workspace=access.workspace, experiment_id=experiment_id)
+    if schedule is None:
+        return problem(404, MSG_NO_SCHEDULE)
+    return _schedule_answer(schedule_services.schedule_cancel(schedule=schedule, user=request.user, via=via), 200)

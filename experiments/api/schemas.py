@@ -138,6 +138,42 @@ class DecideIn(Schema):
     note: Text = Field(min_length=1, max_length=2000, description="Why; sent to Mixpanel with the decision.")
 
 
+class ScheduleIn(Schema):
+    run_at: dt.datetime = Field(description="When to force conclude (ISO 8601 with an offset), up to 90 days ahead.")
+    reason: Text = Field(min_length=1, max_length=1000, description="Why, for the audit trail.")
+    reason_category: Text = Field(
+        default="other", description="significance, harmful, broken, business or other (the page's reasons)."
+    )
+    end_date: dt.datetime | None = Field(
+        default=None, description="When the analysis window ends, not after run_at; run_at's moment when left out."
+    )
+
+
+class ScheduleOut(Schema):
+    """A Force conclude scheduled for later, as it stands."""
+
+    id: int
+    experiment_id: str
+    experiment_name: str
+    state: str = Field(description="scheduled, cancelled or fired.")
+    run_at: dt.datetime
+    author: str
+    reason_category: str
+    reason: str
+    end_date: dt.datetime | None
+    created_at: dt.datetime
+    cancelled_at: dt.datetime | None
+    cancelled_by: str
+    cancel_reason: str
+    fired_at: dt.datetime | None
+    attempt: str | None = Field(description="The address of the attempt its firing made, once fired.")
+
+
+class ScheduleAnswer(Schema):
+    message: str
+    schedule: ScheduleOut | None
+
+
 class ReviewIn(Schema):
     note: Text = Field(default="", max_length=2000, description="Required to reject; read by the requester.")
 

@@ -117,6 +117,8 @@ class AttemptState(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     EXPIRED = "expired", "Expired"
     WITHDRAWN = "withdrawn", "Withdrawn"
+    # Closed unsent at approval: the experiment changed in Mixpanel since the request.
+    STALE = "stale", "Stale: changed since the request"
 
 
 class AttemptAction(models.TextChoices):
@@ -173,12 +175,16 @@ class ConclusionAttempt(models.Model):
     reviewed_at = models.DateTimeField(null=True, blank=True)
     # A conclusion pressed where two-person approval had been turned off: since when.
     approval_off_since = models.DateTimeField(null=True, blank=True)
+    # A request for approval: Mixpanel's `modified` and the plan's hash read at the press, so
+    # an approval finding either changed is refused as stale. Blank for a press that sends at once.
+    experiment_modified = models.DateTimeField(null=True, blank=True)
+    plan_hash = models.CharField(max_length=64, blank=True)
 
     # The state machine, in one place. services.attempts.attempt_transition makes every
     # move, as a compare-and-set from the states MOVES_FROM allows for the target.
     #
     #   (a press) -> requested -> succeeded | failed | unknown
-    #   (a press needing approval) -> awaiting_approval -> requested | rejected | withdrawn | expired
+    #   (a press needing approval) -> awaiting_approval -> requested | rejected | withdrawn | expired | stale
     #   requested, unknown -> reconciled_applied | reconciled_not_applied (by reading Mixpanel)
     #
     # Sent, or about to be, and no answer recorded yet: reconciling resolves these.
@@ -190,8 +196,8 @@ class ConclusionAttempt(models.Model):
     # The attempt holding its experiment's claim after the move to one of these: an applied
     # conclusion keeps it, so the experiment is never concluded twice.
     CLAIM_HOLDING_STATES = WAITING_STATES | APPLIED_STATES
-    # A request for approval closed with nothing sent: rejected, withdrawn or expired.
-    UNSENT_STATES = frozenset({AttemptState.REJECTED, AttemptState.WITHDRAWN, AttemptState.EXPIRED})
+    # A request for approval closed with nothing sent: rejected, withdrawn, expired or stale.
+    UNSENT_STATES = frozenset({AttemptState.REJECTED, AttemptState.WITHDRAWN, AttemptState.EXPIRED, AttemptState.STALE})
     FINAL_STATES = frozenset(AttemptState) - WAITING_STATES
     # Waiting on a person rather than on Mixpanel: a second person's approval, or someone to
     # look into a lost answer (listed under decisions owed).
@@ -211,6 +217,7 @@ class ConclusionAttempt(models.Model):
         AttemptState.REJECTED: frozenset({AttemptState.AWAITING_APPROVAL}),
         AttemptState.EXPIRED: frozenset({AttemptState.AWAITING_APPROVAL}),
         AttemptState.WITHDRAWN: frozenset({AttemptState.AWAITING_APPROVAL}),
+        AttemptState.STALE: frozenset({AttemptState.AWAITING_APPROVAL}),
     }
 
     class Meta:
@@ -332,6 +339,8 @@ class EntryKind(models.TextChoices):
     APPROVAL_EXPIRED = "approval_expired", "Request expired"
     # The requester closed their own request: no one reviewed it.
     APPROVAL_WITHDRAWN = "approval_withdrawn", "Request withdrawn"
+    # An approval found the experiment changed in Mixpanel since the request: closed unsent.
+    APPROVAL_STALE = "approval_stale", "Request stale: changed since asked"
     BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
     BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
     # A workspace admin changed where the team hears about outcomes, or two-person approval.
@@ -348,6 +357,13 @@ class EntryKind(models.TextChoices):
     EXPERIMENT_OWED = "experiment_owed", "Decision owed"
     # The weekly digest of what a workspace owes, told to its webhook.
     OWED_DIGEST = "owed_digest", "Weekly digest"
+    # An experiment's plan, sealed the first time it is seen active, and each change found later.
+    PLAN_SEALED = "plan_sealed", "Plan sealed"
+    PLAN_CHANGED = "plan_changed", "Plan changed"
+    # A Force conclude scheduled for later: set, cancelled (by a person or a lost role), run.
+    SCHEDULE_SET = "schedule_set", "Force conclude scheduled"
+    SCHEDULE_CANCELLED = "schedule_cancelled", "Scheduled force conclude cancelled"
+    SCHEDULE_FIRED = "schedule_fired", "Scheduled force conclude ran"
 
 
 # How an attempt ended (conclusions and decisions alike), and the steps of an approval.
@@ -376,8 +392,13 @@ APPROVAL_KINDS = frozenset(
         EntryKind.APPROVAL_REJECTED,
         EntryKind.APPROVAL_EXPIRED,
         EntryKind.APPROVAL_WITHDRAWN,
+        EntryKind.APPROVAL_STALE,
     }
 )
+# The entries about an experiment's plan and its schedules: not attempt entries. The audit
+# list shows them beside decisions owed, and both exports carry them.
+PLAN_KINDS = frozenset({EntryKind.PLAN_SEALED, EntryKind.PLAN_CHANGED})
+SCHEDULE_KINDS = frozenset({EntryKind.SCHEDULE_SET, EntryKind.SCHEDULE_CANCELLED, EntryKind.SCHEDULE_FIRED})
 
 
 class AuditEntry(models.Model):
@@ -500,11 +521,14 @@ from experiments.models.owed import (  # noqa: E402
     OwedReason,
     OwedReminder,
 )
+from experiments.models.plans import ScheduledConclusion, ScheduleState, SealedPlan  # noqa: E402
 
 __all__ = [
     "APPROVAL_KINDS",
     "CONCLUDING_ROLES",
     "OUTCOME_KINDS",
+    "PLAN_KINDS",
+    "SCHEDULE_KINDS",
     "ApiToken",
     "AttemptAction",
     "AttemptState",
@@ -532,6 +556,9 @@ __all__ = [
     "Role",
     "RoleChange",
     "RoleChangeAction",
+    "ScheduleState",
+    "ScheduledConclusion",
+    "SealedPlan",
     "TokenScope",
     "WorkerHeartbeat",
     "Workspace",

@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
-from experiments.models import GOVERNANCE_KINDS, AuditEntry, EntryKind, Membership
+from experiments.models import GOVERNANCE_KINDS, PLAN_KINDS, SCHEDULE_KINDS, AuditEntry, EntryKind, Membership
 from experiments.selectors.audit import (
     AUDIT_EXPORT_CHUNK,
     AUDIT_PAGE_SIZES,
@@ -32,6 +32,11 @@ from experiments.selectors.audit import (
 # The audit list's "action" filter value that shows the controls instead of attempts.
 CONTROLS = "controls"
 CONTROLS_LABEL = "Settings, roles and tokens"
+# The other view of entries that are not attempts: experiments' sealed plans and their schedules.
+PLANS = "plans"
+PLANS_LABEL = "Plans and schedules"
+# The entry kinds each of these views pages.
+VIEW_KINDS = {CONTROLS: GOVERNANCE_KINDS, PLANS: PLAN_KINDS | SCHEDULE_KINDS}
 CONTROL_EXPORT_FIELDS = (
     "seq",
     "kind",
@@ -81,10 +86,35 @@ def _token_words(kind: str, payload: dict[str, Any]) -> tuple[str, ...]:
     return (f"{what} made, until {payload.get('expires_at', '')}" if made else f"{what} revoked",)
 
 
-def describe(kind: str, payload: Any) -> tuple[str, ...]:
-    """A governance entry's change in words, whatever its kind."""
+def _plan_words(kind: str, payload: dict[str, Any], name: str) -> tuple[str, ...]:
+    sealed = payload.get("sealed") if isinstance(payload.get("sealed"), dict) else {}
+    if kind == EntryKind.PLAN_SEALED:
+        first_seen = " as first seen" if sealed.get("as_first_seen") else ""
+        return (f"plan of {name} sealed{first_seen}; Mixpanel's modified {sealed.get('modified') or 'unknown'}",)
+    changes = payload.get("changes") if isinstance(payload.get("changes"), list) else []
+    fields = ", ".join(str(c.get("field", "")) for c in changes if isinstance(c, dict))
+    return (f"plan of {name} changed: {fields or 'no field named'}",)
+
+
+def _schedule_words(kind: str, payload: dict[str, Any], name: str) -> tuple[str, ...]:
+    schedule = payload.get("schedule") if isinstance(payload.get("schedule"), dict) else {}
+    when = schedule.get("run_at", "")
+    if kind == EntryKind.SCHEDULE_SET:
+        return (f"force conclude of {name} scheduled for {when} by {schedule.get('author_name', '')}",)
+    if kind == EntryKind.SCHEDULE_CANCELLED:
+        return (f"schedule of {name} for {when} cancelled: {schedule.get('cancel_reason', '')}",)
+    return (f"schedule of {name} for {when} ran at {schedule.get('fired_at', '')}",)
+
+
+def describe(kind: str, payload: Any, experiment_name: str = "") -> tuple[str, ...]:
+    """An entry's change in words, whatever its kind (a governance entry, a plan's or a schedule's)."""
     if not isinstance(payload, dict):
         return ()
+    name = f"“{experiment_name}”" if experiment_name else "an experiment"
+    if kind in PLAN_KINDS:
+        return _plan_words(kind, payload, name)
+    if kind in SCHEDULE_KINDS:
+        return _schedule_words(kind, payload, name)
     if kind == EntryKind.ROLE_CHANGED:
         return _role_words(payload)
     if kind in (EntryKind.TOKEN_CREATED, EntryKind.TOKEN_REVOKED):
@@ -92,10 +122,12 @@ def describe(kind: str, payload: Any) -> tuple[str, ...]:
     return _words(payload, "changes")
 
 
-def _visible_entries(user: Any) -> QuerySet[AuditEntry]:
-    # The same kinds, written the same way, as the partial index's condition: the planner
-    # only uses the index for a query that says so.
-    entries = AuditEntry.objects.filter(kind__in=sorted(GOVERNANCE_KINDS))
+def _kinds(filters: AuditFilters) -> frozenset[str]:
+    return VIEW_KINDS.get(filters.action, GOVERNANCE_KINDS)
+
+
+def _visible_entries(user: Any, kinds: frozenset[str]) -> QuerySet[AuditEntry]:
+    entries = AuditEntry.objects.filter(kind__in=sorted(kinds))
     if audit_can_review_all(user=user):
         return entries
     membership = Membership.objects.filter(user=user, workspace_id=OuterRef("workspace_id"))
@@ -103,7 +135,7 @@ def _visible_entries(user: Any) -> QuerySet[AuditEntry]:
 
 
 def _filtered(user: Any, filters: AuditFilters) -> QuerySet[AuditEntry]:
-    entries = _visible_entries(user)
+    entries = _visible_entries(user, _kinds(filters))
     if filters.workspace_id:
         entries = entries.filter(workspace_id=filters.workspace_id)
     if filters.person:
@@ -118,8 +150,12 @@ def _filtered(user: Any, filters: AuditFilters) -> QuerySet[AuditEntry]:
         end = dt.datetime.combine(filters.date_to, dt.time.min, tzinfo=dt.UTC) + dt.timedelta(days=1)
         entries = entries.filter(created_at__lt=end)
     if filters.q:
-        # Governance entries are few: a substring search of their text is cheap.
-        entries = entries.filter(Q(payload__icontains=filters.q) | Q(actor_name__icontains=filters.q))
+        # These entries are few: a substring search of their text is cheap.
+        entries = entries.filter(
+            Q(payload__icontains=filters.q)
+            | Q(actor_name__icontains=filters.q)
+            | Q(experiment_name__icontains=filters.q)
+        )
     return entries
 
 
@@ -130,9 +166,10 @@ def audit_control_page(*, user: Any, filters: AuditFilters, cursor: str | None =
     page_size = max(1, min(int(page_size), max(AUDIT_PAGE_SIZES)))
     position = parse_audit_cursor(cursor)
     entries = _filtered(user, filters).select_related("workspace")
+    kinds = _kinds(filters)
     if position and position[0] == "newer":
         after = position[1]
-        rows = _each_kind(entries.filter(seq__gt=after), "seq", page_size + 1)
+        rows = _each_kind(entries.filter(seq__gt=after), "seq", page_size + 1, kinds)
         more_newer = len(rows) > page_size
         rows = rows[:page_size]
         rows.reverse()
@@ -142,7 +179,7 @@ def audit_control_page(*, user: Any, filters: AuditFilters, cursor: str | None =
         return AuditPage(shown, newer, older, page_size, is_first_page=False)
     before = position[1] if position else None
     page_entries = entries.filter(seq__lt=before) if before is not None else entries
-    rows = _each_kind(page_entries, "-seq", page_size + 1)
+    rows = _each_kind(page_entries, "-seq", page_size + 1, kinds)
     more_older = len(rows) > page_size
     rows = rows[:page_size]
     shown = [_control(entry) for entry in rows]
@@ -153,17 +190,17 @@ def audit_control_page(*, user: Any, filters: AuditFilters, cursor: str | None =
     return AuditPage(shown, newer, older, page_size, is_first_page=False)
 
 
-def _each_kind(entries: QuerySet[AuditEntry], order: str, limit: int) -> list[AuditEntry]:
+def _each_kind(entries: QuerySet[AuditEntry], order: str, limit: int, kinds: frozenset[str]) -> list[AuditEntry]:
     """The first `limit` entries in `order` (by seq), read kind by kind through
     entry_kind_seq_idx and merged: each read is a short range, however long the chain."""
-    found = [entry for kind in sorted(GOVERNANCE_KINDS) for entry in entries.filter(kind=kind).order_by(order)[:limit]]
+    found = [entry for kind in sorted(kinds) for entry in entries.filter(kind=kind).order_by(order)[:limit]]
     found.sort(key=lambda entry: entry.seq, reverse=order.startswith("-"))
     return found[:limit]
 
 
 def _control(entry: AuditEntry) -> ControlEntry:
     payload = entry.payload_data
-    return ControlEntry(entry, describe(entry.kind, payload), _words(payload, "loosened"))
+    return ControlEntry(entry, describe(entry.kind, payload, entry.experiment_name), _words(payload, "loosened"))
 
 
 def audit_control_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[tuple[Any, ...]]:
@@ -174,17 +211,26 @@ def audit_control_export_rows(*, user: Any, filters: AuditFilters) -> Iterator[t
         _filtered(user, filters)
         .order_by("-seq")
         .values_list(
-            "seq", "kind", "created_at", "workspace_id", "workspace__name", "actor_id", "actor_name", "payload", "hash"
+            "seq",
+            "kind",
+            "created_at",
+            "workspace_id",
+            "workspace__name",
+            "actor_id",
+            "actor_name",
+            "payload",
+            "hash",
+            "experiment_name",
         )
     )
     with transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext():
-        for seq, kind, created_at, ws_id, ws_name, actor_id, actor_name, payload, entry_hash in entries.iterator(
+        for seq, kind, created_at, ws_id, ws_name, actor_id, actor_name, payload, entry_hash, name in entries.iterator(
             chunk_size=AUDIT_EXPORT_CHUNK
         ):
             try:
                 data = json.loads(payload or "{}")
             except ValueError:
                 data = {}
-            changes = "; ".join(describe(kind, data))
+            changes = "; ".join(describe(kind, data, name))
             when = created_at.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
             yield (seq, kind, when, ws_id, ws_name, actor_id, actor_name, changes, payload, entry_hash)

@@ -17,6 +17,7 @@ from experiments.models import AttemptAction, ConclusionAttempt, Workspace
 from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import owed as owed_selectors
+from experiments.selectors import schedules as schedule_selectors
 from experiments.selectors.experiment_list import ExperimentListSnapshot, ExperimentPage
 from experiments.selectors.workspaces import WorkspaceAccess
 
@@ -86,6 +87,9 @@ class ExperimentRow:
     decision: ConclusionAttempt | None = None
     # The next step after a conclusion, offered to those who may take it.
     show_decide: bool = False
+    # When a Force conclude is scheduled for ("" when none waits), as the list shows it.
+    scheduled_text: str = ""
+    scheduled_iso: str = ""
 
     def __getitem__(self, key: str) -> Any:
         # Django's template lookup tries row[key] before getattr(row, key); answering it
@@ -112,7 +116,13 @@ class ExperimentRow:
 
     @property
     def has_actions(self) -> bool:
-        return bool(self.notice) or self.claim is not None or self.show_conclude or self.show_decide
+        return (
+            bool(self.notice)
+            or self.claim is not None
+            or self.show_conclude
+            or self.show_decide
+            or bool(self.scheduled_text)
+        )
 
     @property
     def status_class(self) -> str:
@@ -147,6 +157,7 @@ def experiment_row(
     notice: str = "",
     notice_tone: str = "",
     decision: ConclusionAttempt | None = None,
+    scheduled_at: dt.datetime | None = None,
 ) -> ExperimentRow:
     """One row. The button shows for concluders and admins on active experiments nobody has claimed.
 
@@ -181,6 +192,8 @@ def experiment_row(
         decision=decision,
         decision_text=decision_text(experiment.status, decision),
         show_decide=linkable and access.can_conclude and experiment.status == "concluded" and decision is None,
+        scheduled_text=_utc_text(scheduled_at),
+        scheduled_iso=_iso(scheduled_at),
     )
 
 
@@ -263,9 +276,11 @@ def experiment_list_rows(
     )
     counts = waiting_tab_counts(snapshot=snapshot, waiting=waiting, q=q, workspace=access.workspace)
     show_tabs = access.workspace.requires_approval or any(counts.values()) or chosen is not None
-    return ListPage(
-        shown, experiment_rows(access=access, experiments=shown.experiments, claims=claims), counts, show_tabs
+    scheduled = schedule_selectors.live_schedules(
+        workspace=access.workspace, experiment_ids=[e.id for e in shown.experiments]
     )
+    rows = experiment_rows(access=access, experiments=shown.experiments, claims=claims, scheduled=scheduled)
+    return ListPage(shown, rows, counts, show_tabs)
 
 
 def experiment_rows(
@@ -273,9 +288,11 @@ def experiment_rows(
     access: WorkspaceAccess,
     experiments: tuple[ExperimentSummary, ...],
     claims: dict[tuple[str, str], ConclusionAttempt],
+    scheduled: dict[str, Any] | None = None,
 ) -> list[ExperimentRow]:
     """Rows for one page of experiments, with their claims (conclusion and decision), keyed
-    (experiment id, action)."""
+    (experiment id, action), and their live schedules by experiment id."""
+    scheduled = scheduled or {}
     conclusion, decision = AttemptAction.CONCLUSION, AttemptAction.DECISION
     now = timezone.now()
     return [
@@ -285,6 +302,7 @@ def experiment_rows(
             claim=claims.get((e.id, conclusion)),
             now=now,
             decision=claims.get((e.id, decision)),
+            scheduled_at=scheduled[e.id].run_at if e.id in scheduled else None,
         )
         for e in experiments
     ]

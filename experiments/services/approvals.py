@@ -1,9 +1,14 @@
 """Two-person approval: asking, approving (which sends the call, once), rejecting,
 withdrawing, and the expiry of a request nobody decided on.
 
-Asking is a press in a workspace that requires approval: the attempt is recorded as
-"awaiting_approval" with the experiment's claim, and an `expire_request` task is queued
-for the end of its window. Nothing is read or sent.
+Asking is a press in a workspace that requires approval: the experiment is read once, so
+the request records Mixpanel's `modified` and the plan's hash (a failed read refuses the
+press); the attempt is recorded as "awaiting_approval" with the experiment's claim, and an
+`expire_request` task is queued for the end of its window. Nothing is sent.
+
+An approval reads the experiment again first: if `modified` or the plan's hash moved since
+the request, the request is closed "stale", unsent, its claim released, so its requester can
+ask again about the experiment as it now is.
 
 An approval is the request's claim and intent carried forward: it only moves the attempt
 from "awaiting_approval" to "requested" (with its entry and its reconcile task, in one
@@ -23,19 +28,25 @@ from django.utils import timezone
 from experiments import audit_payloads
 from experiments.dates import format_utc
 from experiments.mixpanel.client import MixpanelClient
+from experiments.mixpanel.errors import MixpanelError
+from experiments.mixpanel.experiment import Experiment
+from experiments.mixpanel.plan import changed_fields, experiment_plan, plan_changes
 from experiments.models import AttemptState, ConclusionAttempt, Workspace
 from experiments.observability import log_context
 from experiments.selectors import people as people_selectors
+from experiments.selectors import plans as plan_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.attempts import (
     FAILURE_CONFLICT,
     FAILURE_FORBIDDEN,
     FAILURE_INVALID,
+    FAILURE_UPSTREAM,
     AttemptOutcome,
     acting_name,
     attempt_transition,
     quoted_name,
 )
+from experiments.services.plans import plan_observe
 from experiments.services.reconcile import reconcile_attempt_when_judgeable
 from experiments.services.sending import attempt_send
 
@@ -73,10 +84,27 @@ MSG_ALREADY = {
     AttemptState.REJECTED: "This request was already rejected by {reviewer}. Nothing was sent.",
     AttemptState.EXPIRED: "This request had already expired. Nothing was sent.",
     AttemptState.WITHDRAWN: "This request was already withdrawn by {requester}. Nothing was sent.",
+    AttemptState.STALE: "This request was closed: the experiment changed in Mixpanel since it was made. "
+    "Nothing was sent; ask again if still needed.",
 }
 MSG_ALREADY_APPROVED = "{reviewer} already approved this request; it was sent once, by that approval."
 MSG_REJECTED = "Rejected: {name} will not be force concluded. {who} sees your note."
 MSG_WITHDRAWN = "Withdrawn: your request to force conclude {name} is closed. Nothing was sent."
+
+MSG_ASK_READ_FAILED = (
+    "Nothing was recorded or sent: the experiment could not be read from Mixpanel, and a request for approval "
+    "records the experiment as it is when asked. Try again in a moment. {error}"
+)
+MSG_APPROVE_READ_FAILED = (
+    "Not approved yet: the experiment could not be read from Mixpanel to check it has not changed since the "
+    "request. Nothing was sent and the request still waits; try again in a moment. {error}"
+)
+MSG_STALE = (
+    "Not approved: {name} changed in Mixpanel at {when} since the request: {fields}. Nothing was sent; the "
+    "request is closed, and {who} can ask again about the experiment as it is now."
+)
+# How a stale refusal names a change that touched no part of the plan.
+STALE_ONLY_MODIFIED = "its last-modified time (no part of the plan)"
 
 # What the expiry task did, kept in its result row.
 RESULT_MISSING = "missing"
@@ -91,6 +119,18 @@ def approval_request_columns(workspace: Workspace, request: dict[str, Any]) -> d
     workspace's window after it was made)."""
     expires_at = request["created_at"] + dt.timedelta(hours=workspace.approval_window_hours)
     return {"state": AttemptState.AWAITING_APPROVAL, "expires_at": expires_at}
+
+
+def approval_basis(*, workspace: Workspace, experiment_id: str, client: MixpanelClient) -> dict[str, Any] | str:
+    """Read the experiment for a request for approval: the columns it records (Mixpanel's
+    `modified` and the plan's hash, what an approval checks again), or why it could not be
+    read. The read seals the plan when this is the first sight of it active."""
+    try:
+        experiment = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
+    except MixpanelError as exc:
+        return MSG_ASK_READ_FAILED.format(error=str(exc) or MixpanelError.default_message)
+    plan_observe(workspace=workspace, experiment=experiment)
+    return {"experiment_modified": experiment.modified, "plan_hash": experiment_plan(experiment).hash}
 
 
 def approval_asked(attempt: ConclusionAttempt) -> AttemptOutcome:
@@ -190,9 +230,80 @@ def attempt_review(
         return _withdraw(attempt, user, note, via)
     if decision == REJECT:
         return _reject(attempt, user, note, via)
+    stale = _stale_check(attempt, user, client, via)
+    if stale is not None:
+        return stale
     if not _mark_approved(attempt, user, note, via):
         return _no_longer_waiting_outcome(attempt)
     return attempt_send(attempt, client=client)
+
+
+def _stale_check(attempt: ConclusionAttempt, user: Any, client: Any, via: str) -> AttemptOutcome | None:
+    """Read the experiment again before an approval sends anything: None when it is as the
+    request recorded it; else the refusal (a failed read leaves the request waiting; a change
+    closes it "stale", its claim released). A request that recorded nothing is not checked."""
+    if attempt.experiment_modified is None and not attempt.plan_hash:
+        return None
+    try:
+        current = client.get_experiment(attempt.workspace.mixpanel_workspace_id, attempt.experiment_id)
+    except MixpanelError as exc:
+        message = MSG_APPROVE_READ_FAILED.format(error=str(exc) or MixpanelError.default_message)
+        return AttemptOutcome(attempt, attempt.state, ok=False, message=message, failure=FAILURE_UPSTREAM)
+    plan = experiment_plan(current)
+    if current.modified == attempt.experiment_modified and plan.hash == attempt.plan_hash:
+        return None
+    changes = _changes_since_request(attempt, current)
+    plan_observe(workspace=attempt.workspace, experiment=current)
+    return _close_stale(attempt, user, via, current, changes)
+
+
+def _changes_since_request(attempt: ConclusionAttempt, current: Experiment) -> list[dict[str, Any]]:
+    """What changed since the request: the plan's fields, when the chain holds the plan the
+    request saw (the seal or a change with the hash the request recorded), and `modified`."""
+    plan = experiment_plan(current)
+    changes: list[dict[str, Any]] = []
+    if plan.hash != attempt.plan_hash:
+        asked = plan_selectors.plan_with_hash(
+            workspace_id=attempt.workspace_id, experiment_id=attempt.experiment_id, plan_hash=attempt.plan_hash
+        )
+        if asked is not None:
+            changes = plan_changes(asked, plan.data)
+        else:
+            changes = [{"field": "plan", "before": attempt.plan_hash, "after": plan.hash}]
+    if current.modified != attempt.experiment_modified:
+        changes.append(
+            {
+                "field": "modified",
+                "before": audit_payloads.as_json(attempt.experiment_modified),
+                "after": audit_payloads.as_json(current.modified),
+            }
+        )
+    return changes
+
+
+def _close_stale(
+    attempt: ConclusionAttempt, user: Any, via: str, current: Experiment, changes: list[dict[str, Any]]
+) -> AttemptOutcome:
+    """Close the request unsent as stale, releasing its claim: nobody rejected it, so the review
+    columns stay blank; the entry is the approver's, whose approval found the change."""
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
+    plan_fields = [change for change in changes if change.get("field") != "modified"]
+    fields = changed_fields(plan_fields) if plan_fields else STALE_ONLY_MODIFIED
+    when = format_utc(current.modified) if current.modified is not None else "an unknown time"
+    message = MSG_STALE.format(name=name, when=when, fields=fields, who=attempt.actor_name)
+    moved = attempt_transition(
+        attempt,
+        to=AttemptState.STALE,
+        step=AttemptState.STALE,
+        columns={"finished_at": timezone.now(), "failure_reason": message},
+        release_claim=True,
+        payload=lambda a: audit_payloads.stale(a, current=current, changes=changes),
+        actor=user,
+        actor_name=acting_name(user, via),
+    )
+    if not moved:
+        return _no_longer_waiting_outcome(attempt)
+    return AttemptOutcome(attempt, AttemptState.STALE, ok=False, message=message, failure=FAILURE_CONFLICT)
 
 
 def _review_problem(attempt: ConclusionAttempt, user: Any, decision: str, note: str) -> str | None:

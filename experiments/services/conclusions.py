@@ -24,6 +24,7 @@ from experiments.models import ConclusionClaim, ReasonCategory, Workspace
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.approvals import (
     approval_asked,
+    approval_basis,
     approval_lapse,
     approval_request_columns,
     expire_request_when_due,
@@ -32,6 +33,7 @@ from experiments.services.approvals import (
 from experiments.services.attempts import (
     FAILURE_FORBIDDEN,
     FAILURE_INVALID,
+    FAILURE_UPSTREAM,
     AttemptOutcome,
     attempt_claim,
     attempt_request,
@@ -103,7 +105,12 @@ def experiment_force_conclude(
     name = quoted_name(request["experiment_name"], experiment_id)
     then = reconcile_attempt_when_judgeable
     if workspace.requires_approval:
-        # This press only asks; an approval sends, and a request nobody decides on lapses.
+        # This press only asks; an approval sends, and a request nobody decides on lapses. It
+        # records the experiment as read now, so an approval can tell it changed since.
+        basis = approval_basis(workspace=workspace, experiment_id=experiment_id, client=client)
+        if isinstance(basis, str):
+            return refused(basis, failure=FAILURE_UPSTREAM)
+        request.update(basis)
         request.update(approval_request_columns(workspace, request))
         then = expire_request_when_due
 
@@ -122,13 +129,22 @@ def experiment_force_conclude(
     return attempt_send(attempt, client=client)
 
 
+def conclude_permission_problem(*, workspace: Workspace, user: Any) -> str | None:
+    """Why `user` may not force conclude in `workspace` (MSG_FORBIDDEN), or None when they may.
+    The one rule: a press, scheduling a press, and a schedule's firing all ask it."""
+    access = workspace_selectors.workspace_access(user=user, workspace_pk=workspace.pk)
+    if access is None or not access.can_conclude or not user.is_active:
+        return MSG_FORBIDDEN
+    return None
+
+
 def _request_problem(
     workspace: Workspace, user: Any, experiment_id: str, reason_category: str, end_date: dt.datetime
 ) -> str | None:
     """Why this request is refused before anything is recorded, or None."""
-    access = workspace_selectors.workspace_access(user=user, workspace_pk=workspace.pk)
-    if access is None or not access.can_conclude:
-        return MSG_FORBIDDEN
+    forbidden = conclude_permission_problem(workspace=workspace, user=user)
+    if forbidden:
+        return forbidden
     if experiment_id_problem(experiment_id):
         return MSG_NO_EXPERIMENT
     if reason_category not in ReasonCategory.values:

@@ -3,7 +3,8 @@
 A daemon thread in the worker process records the worker's heartbeat every
 WORKER_HEARTBEAT_SECONDS, so /readyz/worker and /metrics can tell a live worker from one
 that died or hangs; it pushes the audit trail to the SIEM collector when one is set,
-hourly forgets the API's Idempotency-Key answers past their day, sweeps up stranded tasks,
+hourly forgets the API's Idempotency-Key answers past their day, sweeps up stranded tasks
+(and scheduled conclusions whose task was lost),
 keeps the workspaces' experiment lists fresh (telling what became owed) and sends the weekly
 digest when due. It runs apart from the tasks, so a slow task never stops the beat; a worker
 that keeps beating while its tasks pile up is caught by the age of the oldest due task instead.
@@ -30,6 +31,7 @@ from experiments.notifications.deliveries import deliveries_recover_stranded
 from experiments.services.digest import digest_send_if_due
 from experiments.services.idempotency import idempotency_prune
 from experiments.services.list_refresh import lists_keep_fresh
+from experiments.services.schedules import schedules_requeue_lost
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ class Housekeeping(threading.Thread):
         if time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + SWEEP_SECONDS
-        for sweep in (tasks_requeue_stranded, deliveries_recover_stranded):
+        for sweep in (tasks_requeue_stranded, deliveries_recover_stranded, schedules_requeue_lost):
             try:
                 sweep()
             except Exception:

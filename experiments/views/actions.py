@@ -27,6 +27,7 @@ from experiments.queries import ExperimentListQuery
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
 from experiments.selectors import experiment_rows as row_selectors
+from experiments.selectors import plans as plan_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
 from experiments.services import conclusions as conclusion_services
 from experiments.services import decisions as decision_services
@@ -167,6 +168,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
 
     context.update(experiment=experiment, conclude_url=request.path)
     if request.method == "GET":
+        context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
         context["row"] = row_for(access, experiment)
         context["form"] = ForceConcludeForm(experiment=experiment, initial={"back": back, "list_query": list_query})
         return _form_response(request, context)
@@ -174,6 +176,7 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
     form = ForceConcludeForm(request.POST, experiment=experiment)
     if not form.is_valid():
         context.update(row=row_for(access, experiment), form=form)
+        context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
         return _form_response(request, context)
 
     outcome = conclusion_services.experiment_force_conclude(
@@ -225,6 +228,7 @@ def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     form = DecisionForm(request.POST or None, options=options)
     if request.method == "GET" or not form.is_valid():
         context["form"] = form
+        context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
         return _decide_form_response(request, context)
 
     outcome = decision_services.experiment_decide(

@@ -29,7 +29,7 @@ from experiments.selectors import audit as audit_selectors
 from experiments.selectors import audit_controls as control_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.selectors.audit import AUDIT_EXPORT_FIELDS, AUDIT_PAGE_SIZE, AUDIT_PAGE_SIZES, AuditFilters
-from experiments.selectors.audit_controls import CONTROL_EXPORT_FIELDS, CONTROLS, CONTROLS_LABEL
+from experiments.selectors.audit_controls import CONTROL_EXPORT_FIELDS, CONTROLS, CONTROLS_LABEL, PLANS, PLANS_LABEL
 from experiments.views.helpers import get_workspace_access
 
 SEARCH_MAX_LENGTH = 200
@@ -141,7 +141,7 @@ class AuditFilterForm(forms.Form):
     person = forms.CharField(required=False, max_length=150)
     action = forms.ChoiceField(
         required=False,
-        choices=[("", "Any action"), *AttemptAction.choices, (CONTROLS, CONTROLS_LABEL)],
+        choices=[("", "Any action"), *AttemptAction.choices, (CONTROLS, CONTROLS_LABEL), (PLANS, PLANS_LABEL)],
         error_messages={"invalid_choice": "Choose one of the listed actions."},
     )
     outcome = forms.ChoiceField(
@@ -212,7 +212,7 @@ def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: W
     form = AuditFilterForm(request.GET)
     filters = form.filters(workspace=pinned)
     cursor = request.GET.get("cursor") if audit_selectors.parse_audit_cursor(request.GET.get("cursor")) else None
-    controls = filters.action == CONTROLS
+    controls = filters.action in (CONTROLS, PLANS)
     page_of = control_selectors.audit_control_page if controls else audit_selectors.audit_attempt_page
     page = page_of(user=request.user, filters=filters, cursor=cursor, page_size=form.page_size)
     list_url = (
@@ -243,9 +243,11 @@ def _render_list(request: HttpRequest, *, workspaces: list[Workspace], pinned: W
         + ("?" + export_query if export_query else ""),
         "approximate_total": f"{page.approximate_total:,}" if page.approximate_total else "",
         "outcome_choices": AttemptState.choices,
-        "action_choices": [*AttemptAction.choices, (CONTROLS, CONTROLS_LABEL)],
+        "action_choices": [*AttemptAction.choices, (CONTROLS, CONTROLS_LABEL), (PLANS, PLANS_LABEL)],
         "controls": controls,
+        "plans": filters.action == PLANS,
         "controls_label": CONTROLS_LABEL,
+        "plans_label": PLANS_LABEL,
         "page_sizes": AUDIT_PAGE_SIZES,
         "may_open": pinned is not None and _may_open(request, pinned),
     }
@@ -295,9 +297,9 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
         problems = "; ".join(str(e) for errors in form.errors.values() for e in errors)
         return HttpResponseBadRequest(f"The export's filter is not valid: {problems}", content_type="text/plain")
     filters = form.filters()
-    if filters.action == CONTROLS:
+    if filters.action in (CONTROLS, PLANS):
         rows = control_selectors.audit_control_export_rows(user=request.user, filters=filters)
-        shape, name = CONTROL_EXPORT, "settings-audit"
+        shape, name = CONTROL_EXPORT, "settings-audit" if filters.action == CONTROLS else "plans-audit"
     else:
         rows = audit_selectors.audit_export_rows(user=request.user, filters=filters)
         shape, name = ATTEMPT_EXPORT, "conclusion-audit"

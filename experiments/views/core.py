@@ -16,6 +16,7 @@ from experiments.selectors import approvals as approval_selectors
 from experiments.selectors import audit as audit_selectors
 from experiments.selectors import health
 from experiments.selectors import home as home_selectors
+from experiments.selectors import schedules as schedule_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.views.helpers import HtmxHttpRequest, wants_fragment
 
@@ -49,6 +50,7 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
         # First on the page: what waits for this person, and what they asked for.
         "inbox": approval_selectors.approval_inbox(user=request.user, workspaces=workspaces),
         "own_requests": approval_selectors.own_requests(user=request.user, workspaces=workspaces),
+        "scheduled": schedule_selectors.live_schedules_for_user(user=request.user),
         "can_approve": any(access.can_conclude for access in workspaces),
         "query": query,
         "chosen": next((a.workspace for a in workspaces if a.workspace.pk == query.workspace), None),

@@ -18,12 +18,17 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import push_url
 
+from experiments.forms import ScheduleForm
+from experiments.mixpanel import shapes
 from experiments.queries import PAGE_SIZES, SEARCH_MAX_LENGTH, SORT_CHOICES, SORT_COLUMNS, ExperimentListQuery
 from experiments.selectors import bookmarks as bookmark_selectors
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
 from experiments.selectors import experiment_rows as row_selectors
+from experiments.selectors import plans as plan_selectors
+from experiments.selectors import schedules as schedule_selectors
 from experiments.selectors.workspaces import WorkspaceAccess
+from experiments.services import plans as plan_services
 from experiments.views.helpers import (
     DETAIL_TEMPLATE,
     LIST_TEMPLATE,
@@ -174,9 +179,29 @@ def _pretty_json(value: Any) -> str:
     return text
 
 
-def _detail_context(access: WorkspaceAccess, read: page_selectors.ExperimentRead) -> dict[str, Any]:
+def _schedule_context(access: WorkspaceAccess, experiment: Any, user: Any) -> dict[str, Any]:
+    """The page's scheduled conclusion: the waiting one, whether this person may cancel it, and
+    the form to set one (its time suggested at the planned end, when that is still ahead)."""
+    schedule = schedule_selectors.live_schedule(workspace=access.workspace, experiment_id=experiment.id)
+    can_cancel = schedule is not None and (schedule.author_id == user.pk or access.is_admin)
+    planned = shapes.planned_finish(experiment.settings, experiment.start_date)
+    suggested = planned if planned is not None and planned > timezone.now() else None
+    can_schedule = access.can_conclude and schedule is None and not experiment.is_concluded
+    return {
+        "schedule": schedule,
+        "can_cancel_schedule": can_cancel,
+        "schedule_form": ScheduleForm(suggested=suggested) if can_schedule else None,
+        "schedule_suggested_planned_end": suggested is not None,
+    }
+
+
+def _detail_context(
+    access: WorkspaceAccess, read: page_selectors.ExperimentRead, user: Any, plan: Any
+) -> dict[str, Any]:
     experiment = read.experiment
     return {
+        "plan": plan,
+        **_schedule_context(access, experiment, user),
         "access": access,
         "workspace": access.workspace,
         "experiment": experiment,
@@ -213,7 +238,10 @@ def experiment_detail(request: HtmxHttpRequest, workspace_pk: int, experiment_id
             list_url=experiment_list_url(access.workspace.pk), experiment_id=experiment_id, retry_url=request.path
         )
         return render(request, DETAIL_TEMPLATE, context, status=503)
-    return render(request, DETAIL_TEMPLATE, _detail_context(access, read))
+    # The page reads the whole experiment: the first sight of it active seals its plan.
+    sealed = plan_services.plan_observe(workspace=access.workspace, experiment=read.experiment)
+    plan = plan_selectors.plan_status_of(sealed=sealed)
+    return render(request, DETAIL_TEMPLATE, _detail_context(access, read, request.user, plan))
 
 
 # --- Force conclude --------------------------------------------------------------------

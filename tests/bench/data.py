@@ -231,6 +231,8 @@ class AuditGenerator:
             # Pressed in a workspace that needs no second person's approval, and never did.
             "expires_at": None,
             "approval_off_since": None,
+            "experiment_modified": None,
+            "plan_hash": "",
             "reviewer_name": "",
             "review_note": "",
         }
@@ -311,6 +313,8 @@ ATTEMPT_COLUMNS = (
     "finished_at",
     "expires_at",
     "approval_off_since",
+    "experiment_modified",
+    "plan_hash",
     "reviewer_name",
     "review_note",
 )

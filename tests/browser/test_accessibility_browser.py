@@ -181,6 +181,9 @@ def check_screens(
     page.goto(base + reverse("experiments:audit-list") + "?action=controls")
     expect(page.locator("#audit-results")).to_contain_text("approval window")
     report.check(page, f"{role}: audit list of settings changes")
+    page.goto(base + reverse("experiments:audit-list") + "?action=plans")
+    expect(page.locator("#audit-outcome-note")).to_contain_text("Plans and schedules")
+    report.check(page, f"{role}: audit list of plans and schedules")
     url = base + reverse("experiments:audit-workspace-list", args=[ws.pk])
     report.check(page.goto(url) and page, f"{role}: audit of one workspace")
     report.check(page.goto(base + attempt.get_absolute_url()) and page, f"{role}: attempt detail")
@@ -212,6 +215,11 @@ def check_screens(
     report.check(page, f"{role}: star note dialog", within="#star-note-dialog")
     page.keyboard.press("Escape")
     expect(page.locator("#star-note-dialog")).to_be_hidden()
+    expect(page.locator(".plan-seal")).to_contain_text("Plan sealed")
+    if role in ("concluder", "admin"):
+        page.locator("#schedule summary").click()
+        expect(page.get_by_label("Force conclude at (UTC)")).to_be_visible()
+        report.check(page, f"{role}: schedule form (open)")
     opener = page.locator("[data-open-dialog=force-conclude-dialog]")
     if role in ("concluder", "admin"):
         opener.first.click()

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
 from experiments import auditverify
-from experiments.models import AuditEntry, ConclusionAttempt, Workspace
+from experiments.models import AuditEntry, ConclusionAttempt, SealedPlan, Workspace
 
 CHUNK = 5000
 # Mismatching attempts listed before "... and N more".
@@ -44,6 +44,7 @@ class Command(BaseCommand):
         with _reading():
             mismatches = self._check_projections()
         unchained = self._check_settings()
+        plans = self._check_plans()
         problems = []
         if result.first_break:
             problems.append(f"Chain broken at {result.first_break}")
@@ -59,6 +60,11 @@ class Command(BaseCommand):
             problems.extend("  " + str(m) for m in unchained[:MAX_LISTED])
             if len(unchained) > MAX_LISTED:
                 problems.append(f"  ... and {len(unchained) - MAX_LISTED} more")
+        if plans:
+            problems.append(f"{len(plans)} sealed plan(s) disagree with their chained seal or change:")
+            problems.extend("  " + str(m) for m in plans[:MAX_LISTED])
+            if len(plans) > MAX_LISTED:
+                problems.append(f"  ... and {len(plans) - MAX_LISTED} more")
         if problems:
             raise CommandError("\n".join(problems))
         checked = f"{result.count} entries, head seq {result.head_seq} hash {result.head_hash}"
@@ -66,7 +72,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Audit chain OK: {checked}{grew}; every attempt agrees with its entries; "
-                "every workspace's settings agree with their last chained change."
+                "every workspace's settings agree with their last chained change; "
+                "every sealed plan agrees with its entries."
             )
         )
 
@@ -104,3 +111,15 @@ class Command(BaseCommand):
             .values_list(*auditverify.SETTINGS_ENTRY_FIELDS, named=True)
         )
         return list(auditverify.verify_workspace_settings(workspaces, entries))
+
+    def _check_plans(self) -> list[auditverify.PlanMismatch]:
+        rows = SealedPlan.objects.order_by("id").values_list(*auditverify.PLAN_ROW_FIELDS, named=True)
+        # entry_kind_seq_idx serves this read: one range per plan kind.
+        entries = (
+            AuditEntry.objects.filter(kind__in=auditverify.PLAN_ENTRY_KINDS)
+            .order_by("seq")
+            .values_list(*auditverify.PLAN_ENTRY_FIELDS, named=True)
+        )
+        return list(
+            auditverify.verify_sealed_plans(rows.iterator(chunk_size=CHUNK), entries.iterator(chunk_size=CHUNK))
+        )
