@@ -314,10 +314,11 @@ SCHEDULE_COLUMNS = (
     "cancelled_by_name",
     "cancel_reason",
     "fired_at",
+    "refusal",
     "attempt_id",
 )
 
 
 def schedule(scheduled: Any, **extra: Any) -> dict[str, Any]:
-    """schedule_set / _cancelled / _fired: the schedule's columns as this step left them."""
+    """schedule_set / _cancelled / _fired / _refused: the schedule's columns as this step left them."""
     return {"schedule_id": scheduled.pk, "schedule": columns(scheduled, SCHEDULE_COLUMNS), **extra}

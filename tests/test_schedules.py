@@ -11,6 +11,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from experiments.mixpanel.errors import MixpanelUnavailable
 from experiments.models import (
     AttemptState,
     AuditEntry,
@@ -22,7 +23,7 @@ from experiments.models import (
     ScheduleState,
 )
 from experiments.services import schedules
-from tests.factories import _clock_shifted, assert_chain_valid
+from tests.factories import _clock_shifted, assert_chain_valid, workspace_settings_set
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, install
 from tests.test_api import document, make_caller  # noqa: F401  (the fixtures, shared)
 from tests.test_tasks import make_due, run_ready_tasks, waiting
@@ -43,7 +44,7 @@ def schedule_it(workspace, user, *, hours: float = 2, **overrides):
 
 
 def entry_kinds() -> list[str]:
-    kinds = {EntryKind.SCHEDULE_SET, EntryKind.SCHEDULE_CANCELLED, EntryKind.SCHEDULE_FIRED}
+    kinds = {EntryKind.SCHEDULE_SET, EntryKind.SCHEDULE_CANCELLED, EntryKind.SCHEDULE_FIRED, EntryKind.SCHEDULE_REFUSED}
     return list(AuditEntry.objects.filter(kind__in=kinds).order_by("seq").values_list("kind", flat=True))
 
 
@@ -295,3 +296,72 @@ def test_a_concluded_experiment_cannot_be_scheduled(workspace, pm):
     assert outcome.failure == "conflict"
     assert "already concluded in Mixpanel" in outcome.message
     assert not ScheduledConclusion.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_press_refused_before_any_attempt_leaves_an_entry_saying_why_and_is_not_retried(workspace, pm):
+    workspace_settings_set(workspace, requires_approval=True)
+    fake = FakeMixpanel()
+    # Asking for approval reads the experiment first; Mixpanel does not answer.
+    fake.get = MixpanelUnavailable("Mixpanel did not answer in time.")
+    schedule = schedule_it(workspace, pm, hours=1).schedule
+    with _clock_shifted(dt.timedelta(hours=1, minutes=1)):
+        assert fire(schedule, fake) == "refused"
+    schedule.refresh_from_db()
+    assert schedule.state == ScheduleState.FIRED
+    assert schedule.attempt_id is None
+    assert schedule.refusal
+    assert fake.puts == []
+    assert not ConclusionAttempt.objects.exists()
+    assert entry_kinds() == [EntryKind.SCHEDULE_SET, EntryKind.SCHEDULE_FIRED, EntryKind.SCHEDULE_REFUSED]
+    entry = AuditEntry.objects.get(kind=EntryKind.SCHEDULE_REFUSED)
+    assert entry.payload_data["schedule"]["refusal"] == schedule.refusal
+    # A refusal is an answer: the sweep leaves it alone.
+    with _clock_shifted(dt.timedelta(hours=2)):
+        assert schedules.schedules_requeue_lost() == 0
+    assert_chain_valid()
+
+
+def fired_by_a_worker_that_stopped(schedule) -> None:
+    """The state a worker leaves when it stops after firing and before the press answered."""
+    ScheduledConclusion.objects.filter(pk=schedule.pk).update(
+        state=ScheduleState.FIRED, fired_at=timezone.now() - dt.timedelta(minutes=10)
+    )
+
+
+@pytest.mark.django_db
+def test_a_schedule_whose_worker_stopped_before_the_press_is_pressed_by_the_sweep_once(workspace, pm, monkeypatch):
+    fake = install(monkeypatch, FakeMixpanel())
+    schedule = schedule_it(workspace, pm, hours=1).schedule
+    ScheduledConclusion.objects.filter(pk=schedule.pk).update(run_at=timezone.now() - dt.timedelta(minutes=20))
+    fired_by_a_worker_that_stopped(schedule)
+    assert schedules.schedules_requeue_lost() == 1
+    assert schedules.schedules_requeue_lost() == 1  # a duplicate task, as two sweeps would queue
+    tasks = [task for task in waiting() if task.task_path.endswith("press_unfinished_schedule")]
+    assert len(tasks) == 2
+    for task in tasks:
+        make_due(task)
+    run_ready_tasks()
+    schedule.refresh_from_db()
+    attempt = ConclusionAttempt.objects.get()
+    assert schedule.attempt_id == attempt.pk
+    assert attempt.state == AttemptState.SUCCEEDED
+    assert len(fake.puts) == 1
+    assert schedules.schedules_requeue_lost() == 0
+
+
+@pytest.mark.django_db
+def test_a_schedule_whose_worker_stopped_after_the_press_is_only_linked(workspace, pm):
+    fake = FakeMixpanel()
+    schedule = schedule_it(workspace, pm, hours=1).schedule
+    with _clock_shifted(dt.timedelta(hours=1, minutes=1)):
+        assert fire(schedule, fake) == f"fired: {AttemptState.SUCCEEDED}"
+    attempt = ConclusionAttempt.objects.get()
+    # The worker stopped before it linked the press it made.
+    ScheduledConclusion.objects.filter(pk=schedule.pk).update(attempt=None)
+    fired_by_a_worker_that_stopped(schedule)
+    assert schedules.press_unfinished_schedule.call(schedule.pk) == f"linked: {AttemptState.SUCCEEDED}"
+    schedule.refresh_from_db()
+    assert schedule.attempt_id == attempt.pk
+    assert ConclusionAttempt.objects.count() == 1
+    assert len(fake.puts) == 1

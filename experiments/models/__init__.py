@@ -364,6 +364,9 @@ class EntryKind(models.TextChoices):
     SCHEDULE_SET = "schedule_set", "Force conclude scheduled"
     SCHEDULE_CANCELLED = "schedule_cancelled", "Scheduled force conclude cancelled"
     SCHEDULE_FIRED = "schedule_fired", "Scheduled force conclude ran"
+    # The press a schedule made was refused before any attempt was recorded (Mixpanel could
+    # not be read for the request, say): nothing was sent, and this says why.
+    SCHEDULE_REFUSED = "schedule_refused", "Scheduled force conclude refused"
 
 
 # How an attempt ended (conclusions and decisions alike), and the steps of an approval.
@@ -398,7 +401,9 @@ APPROVAL_KINDS = frozenset(
 # The entries about an experiment's plan and its schedules: not attempt entries. The audit
 # list shows them beside decisions owed, and both exports carry them.
 PLAN_KINDS = frozenset({EntryKind.PLAN_SEALED, EntryKind.PLAN_CHANGED})
-SCHEDULE_KINDS = frozenset({EntryKind.SCHEDULE_SET, EntryKind.SCHEDULE_CANCELLED, EntryKind.SCHEDULE_FIRED})
+SCHEDULE_KINDS = frozenset(
+    {EntryKind.SCHEDULE_SET, EntryKind.SCHEDULE_CANCELLED, EntryKind.SCHEDULE_FIRED, EntryKind.SCHEDULE_REFUSED}
+)
 
 
 class AuditEntry(models.Model):

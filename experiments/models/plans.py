@@ -71,6 +71,8 @@ class ScheduledConclusion(models.Model):
     cancelled_by_name = models.CharField(max_length=300, blank=True)
     cancel_reason = models.TextField(blank=True)
     fired_at = models.DateTimeField(null=True, blank=True)
+    # Why the press it made was refused before any attempt was recorded; blank otherwise.
+    refusal = models.TextField(blank=True)
     attempt = models.ForeignKey(
         "experiments.ConclusionAttempt", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -87,6 +89,12 @@ class ScheduledConclusion(models.Model):
         indexes = [
             # The worker's sweep for schedules whose task was lost: live ones due by now.
             models.Index(fields=["run_at"], condition=Q(state="scheduled"), name="schedule_due_idx"),
+            # The same sweep for fired ones whose press never answered (their worker stopped).
+            models.Index(
+                fields=["fired_at"],
+                condition=Q(state="fired", attempt__isnull=True, refusal=""),
+                name="schedule_unfinished_idx",
+            ),
             # The list, experiment page and home page: a workspace's live schedules.
             models.Index(fields=["workspace", "state", "experiment_id"], name="schedule_ws_state_idx"),
         ]
@@ -97,3 +105,8 @@ class ScheduledConclusion(models.Model):
     @property
     def is_live(self) -> bool:
         return self.state == ScheduleState.SCHEDULED
+
+    @property
+    def is_unfinished(self) -> bool:
+        """Fired, and its press has neither an attempt nor a refusal yet."""
+        return self.state == ScheduleState.FIRED and self.attempt_id is None and not self.refusal

@@ -103,6 +103,8 @@ def _schedule_words(kind: str, payload: dict[str, Any], name: str) -> tuple[str,
         return (f"force conclude of {name} scheduled for {when} by {schedule.get('author_name', '')}",)
     if kind == EntryKind.SCHEDULE_CANCELLED:
         return (f"schedule of {name} for {when} cancelled: {schedule.get('cancel_reason', '')}",)
+    if kind == EntryKind.SCHEDULE_REFUSED:
+        return (f"schedule of {name} for {when} ran, and its press was refused: {schedule.get('refusal', '')}",)
     return (f"schedule of {name} for {when} ran at {schedule.get('fired_at', '')}",)
 
 

@@ -6,7 +6,10 @@ by the worker's sweep should that task be lost) moves it from scheduled to fired
 compare-and-set, so one worker wins whatever the clocks say, and a task that runs early
 queues itself again. The winner checks its author's role again (a lost role cancels it,
 with an entry saying why) and then makes the same press a person makes, under the author's
-name: the claim, two-person approval and the one PUT behave exactly as for a press.
+name: the claim, two-person approval and the one PUT behave exactly as for a press. A press
+refused before anything was recorded leaves a schedule_refused entry saying why; a worker that
+stops between firing and the press's answer leaves the schedule to the sweep, which links the
+press it made or makes it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from experiments import audit_payloads, auditlog
 from experiments.dates import format_utc
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.experiment import CONCLUDED_STATUSES
-from experiments.models import EntryKind, ReasonCategory, ScheduledConclusion, ScheduleState, Workspace
+from experiments.models import (
+    ConclusionAttempt,
+    EntryKind,
+    ReasonCategory,
+    ScheduledConclusion,
+    ScheduleState,
+    Workspace,
+)
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.attempts import acting_name, experiment_id_problem, quoted_name
 from experiments.services.conclusions import conclude_permission_problem, experiment_force_conclude
@@ -234,7 +244,7 @@ def fire_schedule(schedule_id: int) -> str:
 
 def schedule_fire(*, schedule: ScheduledConclusion, client: Any) -> str:
     """Fire `schedule` if it is live and due: "fired: <attempt state>", "cancelled: role lost",
-    RESULT_NOT_DUE or "already <state>". `client` None: the workspace's own."""
+    RESULT_NOT_DUE, "refused" or "already <state>". `client` None: the workspace's own."""
     if not schedule.is_live:
         return f"already {schedule.state}"
     if schedule.run_at > timezone.now():
@@ -251,32 +261,85 @@ def schedule_fire(*, schedule: ScheduledConclusion, client: Any) -> str:
     fired = {"state": ScheduleState.FIRED, "fired_at": timezone.now()}
     if not _move(schedule, fired, EntryKind.SCHEDULE_FIRED, actor=None, actor_name=WORKER_NAME):
         return f"already {schedule.state}"
+    return _press(schedule, client)
+
+
+def _press(schedule: ScheduledConclusion, client: Any) -> str:
+    """Make the fired schedule's press, as its author, and link what it came to."""
+    workspace = schedule.workspace
     outcome = experiment_force_conclude(
         workspace=workspace,
-        user=author,
+        user=schedule.author,
         experiment_id=schedule.experiment_id,
         experiment_name=schedule.experiment_name,
         reason_category=schedule.reason_category,
         reason_text=schedule.reason_text,
         end_date=schedule.end_date or timezone.now(),
         client=client if client is not None else mixpanel.client_for(workspace),
-        via=f"schedule #{schedule.pk}",
+        via=_via(schedule),
     )
     if outcome.attempt is not None:
         # The press's own entries tell the rest; this link lets the pages follow it.
         ScheduledConclusion.objects.filter(pk=schedule.pk).update(attempt=outcome.attempt)
         schedule.attempt = outcome.attempt
-    return f"fired: {outcome.state}"
+        return f"fired: {outcome.state}"
+    # Refused before any attempt was recorded: the trail still says the schedule sent nothing, and why.
+    with transaction.atomic():
+        ScheduledConclusion.objects.filter(pk=schedule.pk).update(refusal=outcome.message)
+        schedule.refusal = outcome.message
+        _append(schedule, EntryKind.SCHEDULE_REFUSED, actor=None, actor_name=WORKER_NAME)
+    return "refused"
+
+
+def _via(schedule: ScheduledConclusion) -> str:
+    return f"schedule #{schedule.pk}"
+
+
+@task()
+def press_unfinished_schedule(schedule_id: int) -> str:
+    """Finish a schedule whose worker stopped between firing it and the press's answer.
+
+    Taken by compare-and-set on `fired_at`, so one worker finishes it. When the press was
+    recorded (the attempt holds the schedule's name), it is only linked; otherwise it is
+    made now, and the experiment's claim still keeps it to one call. Returns what it did.
+    """
+    schedule = ScheduledConclusion.objects.select_related("workspace", "author").filter(pk=schedule_id).first()
+    if schedule is None or not schedule.is_unfinished:
+        return RESULT_MISSING if schedule is None else "already finished"
+    taken = ScheduledConclusion.objects.filter(
+        pk=schedule.pk, state=ScheduleState.FIRED, attempt=None, refusal="", fired_at=schedule.fired_at
+    ).update(fired_at=timezone.now())
+    if not taken:
+        return "already taken"
+    made = (
+        ConclusionAttempt.objects.filter(
+            workspace=schedule.workspace,
+            experiment_id=schedule.experiment_id,
+            actor_name__endswith=f" via {_via(schedule)}",
+        )
+        .order_by("pk")
+        .first()
+    )
+    if made is not None:
+        ScheduledConclusion.objects.filter(pk=schedule.pk).update(attempt=made)
+        return f"linked: {made.state}"
+    return _press(schedule, client=None)
 
 
 def schedules_requeue_lost() -> int:
     """Queue again the live schedules past their time by SCHEDULE_LOST_AFTER (their task was
-    lost): firing is a compare-and-set, so a duplicate task does nothing. Returns how many."""
-    due = ScheduledConclusion.objects.filter(
-        state=ScheduleState.SCHEDULED, run_at__lte=timezone.now() - SCHEDULE_LOST_AFTER
-    ).values_list("pk", flat=True)
+    lost), and the fired ones whose press has not answered for as long (their worker stopped):
+    each is taken by compare-and-set, so a duplicate task does nothing. Returns how many."""
+    cutoff = timezone.now() - SCHEDULE_LOST_AFTER
+    live = ScheduledConclusion.objects.filter(state=ScheduleState.SCHEDULED, run_at__lte=cutoff)
+    unfinished = ScheduledConclusion.objects.filter(
+        state=ScheduleState.FIRED, attempt=None, refusal="", fired_at__lte=cutoff
+    )
     count = 0
-    for pk in due:  # schedule_due_idx serves this read
+    for pk in live.values_list("pk", flat=True):  # schedule_due_idx serves this read
         fire_schedule.enqueue(pk)
+        count += 1
+    for pk in unfinished.values_list("pk", flat=True):  # schedule_unfinished_idx serves this read
+        press_unfinished_schedule.enqueue(pk)
         count += 1
     return count
