@@ -36,6 +36,7 @@ REQUEST_COLUMNS = (
     "state",
     "expires_at",
     "approval_off_since",
+    "approval_rules",
 )
 # Columns an outcome or a reconciliation sets.
 OUTCOME_COLUMNS = ("state", "failure_reason", "http_status", "duration_ms", "finished_at")
@@ -75,6 +76,13 @@ ENTRY_KINDS = {
         AttemptState.UNKNOWN: EntryKind.DECISION_UNKNOWN,
         "reconciled": EntryKind.DECISION_RECONCILED,
         "late": EntryKind.DECISION_LATE_ANSWER,
+        # A decision that needs a second person goes through the same approval steps; the
+        # request's hashed "action" says which kind of attempt it is.
+        AttemptState.AWAITING_APPROVAL: EntryKind.APPROVAL_REQUESTED,
+        "approved": EntryKind.APPROVAL_APPROVED,
+        AttemptState.REJECTED: EntryKind.APPROVAL_REJECTED,
+        AttemptState.EXPIRED: EntryKind.APPROVAL_EXPIRED,
+        AttemptState.WITHDRAWN: EntryKind.APPROVAL_WITHDRAWN,
     },
 }
 
@@ -157,9 +165,11 @@ def answer(*, http_status: int, body: str, truncated: bool, returned: Experiment
 
 
 def requested(attempt: Any, *, mixpanel_workspace_id: int, region: str) -> dict[str, Any]:
-    """conclusion_requested: the request as the person made it."""
+    """conclusion_requested (decision_requested, approval_requested): the request as the
+    person made it, and which action it is."""
     return {
         ATTEMPT: columns(attempt, REQUEST_COLUMNS),
+        "action": attempt.action,
         "mixpanel_workspace_id": mixpanel_workspace_id,
         "region": region,
     }
@@ -248,6 +258,7 @@ def workspace_settings(workspace: Any) -> dict[str, Any]:
         "requires_approval": workspace.requires_approval,
         "approval_window_hours": workspace.approval_window_hours,
         "approval_off_at": as_json(workspace.approval_off_at),
+        "approval_when": workspace.approval_when,
         **{name: getattr(workspace, name) for name in Workspace.REMINDER_FIELDS},
     }
 

@@ -23,6 +23,29 @@ APPROVAL_WINDOW_MIN_HOURS = 1
 APPROVAL_WINDOW_MAX_HOURS = 168
 
 
+class ApprovalWhen(models.TextChoices):
+    """When two-person approval applies, in a workspace that has it on."""
+
+    ALWAYS = "always", "Always"
+    RISKY = "risky", "When risky"
+
+
+class ApprovalPolicy(models.TextChoices):
+    """A workspace's approval policy as its admins choose it: `requires_approval` and
+    `approval_when` together (Workspace.approval_policy)."""
+
+    NEVER = "never", "Never"
+    RISKY = "risky", "When risky"
+    ALWAYS = "always", "Always"
+
+
+def approval_policy_of(*, requires_approval: bool, approval_when: str) -> str:
+    """The approval policy (an ApprovalPolicy value) that approval's switch and its scope make."""
+    if not requires_approval:
+        return ApprovalPolicy.NEVER
+    return ApprovalPolicy.RISKY if approval_when == ApprovalWhen.RISKY else ApprovalPolicy.ALWAYS
+
+
 class Workspace(models.Model):
     name = models.CharField(max_length=200)
     region = models.CharField(max_length=2, choices=Region.choices, default=Region.US)
@@ -31,7 +54,7 @@ class Workspace(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     # Two-person approval: when on, a concluder's press becomes a request that another
-    # concluder or admin approves (which sends the PUT) or rejects within the window.
+    # concluder or admin approves (which sends the call) or rejects within the window.
     requires_approval = models.BooleanField(
         "requires two-person approval",
         default=False,
@@ -44,6 +67,16 @@ class Workspace(models.Model):
     )
     # When approval turns off: ahead while its switch-off waits out the delay, past once off; else None.
     approval_off_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Which presses approval applies to while it is on: every one, or only the risky ones
+    # (selectors.approval_risk says which). Kept apart from `requires_approval` so that
+    # turning approval off keeps its delay whatever this says.
+    approval_when = models.CharField(
+        "two-person approval applies",
+        max_length=10,
+        choices=ApprovalWhen.choices,
+        default=ApprovalWhen.ALWAYS,
+        help_text="Always, or only when a conclusion or decision is risky (while approval is on).",
+    )
     # Notifications. The webhook URL is a secret, stored only sealed (notifications.webhook) and as a hint.
     webhook_url_sealed = models.TextField(blank=True)
     webhook_url_hint = models.CharField(max_length=80, blank=True)
@@ -67,6 +100,9 @@ class Workspace(models.Model):
                 & Q(approval_window_hours__lte=APPROVAL_WINDOW_MAX_HOURS),
                 name="workspace_approval_window_1_to_168_hours",
             ),
+            models.CheckConstraint(
+                condition=Q(approval_when__in=ApprovalWhen.values), name="workspace_approval_when_known"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -74,6 +110,12 @@ class Workspace(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("experiments:experiment-list", args=[self.pk])
+
+    @property
+    def approval_policy(self) -> str:
+        """Never, when risky or always (an ApprovalPolicy value): what applies to a press now
+        (approval whose switch-off waits out its delay still applies)."""
+        return approval_policy_of(requires_approval=self.requires_approval, approval_when=self.approval_when)
 
 
 class Membership(models.Model):
@@ -173,6 +215,9 @@ class ConclusionAttempt(models.Model):
     reviewed_at = models.DateTimeField(null=True, blank=True)
     # A conclusion pressed where two-person approval had been turned off: since when.
     approval_off_since = models.DateTimeField(null=True, blank=True)
+    # Why a press became a request for approval: the workspace's policy and the risk rules
+    # that applied ([{"rule": ..., "words": ...}]); empty for a press that needed none.
+    approval_rules = models.JSONField(default=list, blank=True)
 
     # The state machine, in one place. services.attempts.attempt_transition makes every
     # move, as a compare-and-set from the states MOVES_FROM allows for the target.
@@ -506,6 +551,8 @@ __all__ = [
     "CONCLUDING_ROLES",
     "OUTCOME_KINDS",
     "ApiToken",
+    "ApprovalPolicy",
+    "ApprovalWhen",
     "AttemptAction",
     "AttemptState",
     "AuditEntry",
@@ -535,5 +582,6 @@ __all__ = [
     "TokenScope",
     "WorkerHeartbeat",
     "Workspace",
+    "approval_policy_of",
     "decision_words",
 ]

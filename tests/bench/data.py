@@ -231,6 +231,8 @@ class AuditGenerator:
             # Pressed in a workspace that needs no second person's approval, and never did.
             "expires_at": None,
             "approval_off_since": None,
+            "approval_rules": [],
+            "action": "conclusion",
             "reviewer_name": "",
             "review_note": "",
         }
