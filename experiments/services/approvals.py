@@ -1,9 +1,11 @@
 """Two-person approval: asking, approving (which sends the call, once), rejecting,
-withdrawing, and the expiry of a request nobody decided on.
+withdrawing, and the expiry of a request nobody decided on. The same for both actions: a
+Force conclude and a decision (Record the decision).
 
-Asking is a press in a workspace that requires approval: the attempt is recorded as
-"awaiting_approval" with the experiment's claim, and an `expire_request` task is queued
-for the end of its window. Nothing is read or sent.
+Asking is a press that the workspace's approval policy says needs a second person
+(selectors.approval_risk): the attempt is recorded as "awaiting_approval" with the
+experiment's claim and the rules that made it a request, and an `expire_request` task is
+queued for the end of its window. Nothing is sent.
 
 An approval is the request's claim and intent carried forward: it only moves the attempt
 from "awaiting_approval" to "requested" (with its entry and its reconcile task, in one
@@ -23,7 +25,7 @@ from django.utils import timezone
 from experiments import audit_payloads
 from experiments.dates import format_utc
 from experiments.mixpanel.client import MixpanelClient
-from experiments.models import AttemptState, ConclusionAttempt, Workspace
+from experiments.models import AttemptAction, AttemptState, ConclusionAttempt, Workspace
 from experiments.observability import log_context
 from experiments.selectors import people as people_selectors
 from experiments.selectors import workspaces as workspace_selectors
@@ -47,12 +49,27 @@ NOTE_MAX_LENGTH = 2000
 # Who closes an expired request in the audit trail (no person does).
 EXPIRY_NAME = "approval expiry"
 
+# What a request asks for, in the messages about it: "force concluding “Checkout”".
+DOING = {
+    AttemptAction.CONCLUSION: "force concluding {name}",
+    AttemptAction.DECISION: "recording the decision on {name} ({what})",
+}
+# What its requester must still be allowed to do for an approval to send it.
+VERB = {AttemptAction.CONCLUSION: "force conclude", AttemptAction.DECISION: "record decisions"}
+UNDONE = {
+    AttemptAction.CONCLUSION: "{name} will not be force concluded",
+    AttemptAction.DECISION: "the decision on {name} will not be recorded",
+}
 MSG_AWAITING = (
-    "Asked for approval: force concluding {name} now waits for another concluder or admin of this "
+    "Asked for approval: {doing} now waits for another concluder or admin of this "
     "workspace to approve it (until {when}). Nothing has been sent to Mixpanel yet."
 )
-MSG_EXPIRED = "Expired: nobody approved force concluding {name} within {hours} h, so nothing was sent."
-MSG_FORBIDDEN = "Only concluders and admins of this workspace can approve or reject requests to force conclude."
+MSG_AWAITING_WHY = " It needs approval because {rules}."
+MSG_EXPIRED = "Expired: nobody approved {doing} within {hours} h, so nothing was sent."
+MSG_FORBIDDEN = (
+    "Only concluders and admins of this workspace can approve or reject requests to Force conclude "
+    "or Record the decision."
+)
 MSG_SELF_APPROVAL = (
     "You asked for this yourself, so you cannot approve it: another concluder or admin of this workspace must. "
     "Nothing was sent."
@@ -64,7 +81,7 @@ MSG_SAME_PERSON = (
 MSG_NOTE_REQUIRED = "Say why you reject it in the note: {who} reads it."
 MSG_NOTE_TOO_LONG = f"Keep the note under {NOTE_MAX_LENGTH} characters."
 MSG_REQUESTER_CANNOT = (
-    "{who} may no longer force conclude in this workspace, so their request cannot be approved. Reject it instead."
+    "{who} may no longer {verb} in this workspace, so their request cannot be approved. Reject it instead."
 )
 MSG_EXPIRED_NOW = (
     "This request expired at {when} before anyone approved it. Nothing was sent; ask again if still needed."
@@ -75,8 +92,12 @@ MSG_ALREADY = {
     AttemptState.WITHDRAWN: "This request was already withdrawn by {requester}. Nothing was sent.",
 }
 MSG_ALREADY_APPROVED = "{reviewer} already approved this request; it was sent once, by that approval."
-MSG_REJECTED = "Rejected: {name} will not be force concluded. {who} sees your note."
-MSG_WITHDRAWN = "Withdrawn: your request to force conclude {name} is closed. Nothing was sent."
+MSG_REJECTED = "Rejected: {undone}. {who} sees your note."
+MSG_WITHDRAWN = "Withdrawn: your request to {asked} is closed. Nothing was sent."
+ASKED = {
+    AttemptAction.CONCLUSION: "force conclude {name}",
+    AttemptAction.DECISION: "record the decision on {name}",
+}
 
 # What the expiry task did, kept in its result row.
 RESULT_MISSING = "missing"
@@ -86,17 +107,27 @@ RESULT_NOT_DUE = "waiting until its window ends"
 # --- Asking ------------------------------------------------------------------------------
 
 
-def approval_request_columns(workspace: Workspace, request: dict[str, Any]) -> dict[str, Any]:
-    """What turns a press into a request for approval: its state, and when it lapses (the
-    workspace's window after it was made)."""
+def request_doing(attempt: ConclusionAttempt) -> str:
+    """What a request asks for, as its messages say it ("force concluding “Checkout”")."""
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
+    return DOING[attempt.action].format(name=name, what=attempt.decision_words if attempt.is_decision else "")
+
+
+def approval_request_columns(
+    workspace: Workspace, request: dict[str, Any], *, rules: list[dict[str, str]]
+) -> dict[str, Any]:
+    """What turns a press into a request for approval: its state, when it lapses (the
+    workspace's window after it was made), and the rules that made it one."""
     expires_at = request["created_at"] + dt.timedelta(hours=workspace.approval_window_hours)
-    return {"state": AttemptState.AWAITING_APPROVAL, "expires_at": expires_at}
+    return {"state": AttemptState.AWAITING_APPROVAL, "expires_at": expires_at, "approval_rules": rules}
 
 
 def approval_asked(attempt: ConclusionAttempt) -> AttemptOutcome:
-    """What a press that asked for approval came to."""
-    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
-    message = MSG_AWAITING.format(name=name, when=format_utc(attempt.expires_at))
+    """What a press that asked for approval came to, with the rules that made it a request."""
+    message = MSG_AWAITING.format(doing=request_doing(attempt), when=format_utc(attempt.expires_at))
+    words = [rule.get("words", "") for rule in attempt.approval_rules or () if isinstance(rule, dict)]
+    if any(words):
+        message += MSG_AWAITING_WHY.format(rules="; ".join(w for w in words if w))
     return AttemptOutcome(attempt, attempt.state, ok=False, message=message)
 
 
@@ -114,9 +145,10 @@ def approval_lapse(attempt: ConclusionAttempt) -> bool:
     the cron job and a press that finds it overdue close it once; True when this call did.
     Safe to call early: a request still within its window is left alone."""
     now = timezone.now()
-    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     columns = {
-        "failure_reason": MSG_EXPIRED.format(name=name, hours=attempt.workspace.approval_window_hours),
+        "failure_reason": MSG_EXPIRED.format(
+            doing=request_doing(attempt), hours=attempt.workspace.approval_window_hours
+        ),
         "finished_at": now,
     }
     return attempt_transition(
@@ -219,7 +251,7 @@ def _review_problem(attempt: ConclusionAttempt, user: Any, decision: str, note: 
     if decision == APPROVE:
         requester = workspace_selectors.workspace_access(user=attempt.actor, workspace_pk=attempt.workspace_id)
         if requester is None or not requester.can_conclude or not attempt.actor.is_active:
-            return MSG_REQUESTER_CANNOT.format(who=attempt.actor_name)
+            return MSG_REQUESTER_CANNOT.format(who=attempt.actor_name, verb=VERB[attempt.action])
     return None
 
 
@@ -298,7 +330,7 @@ def _reject(attempt: ConclusionAttempt, user: Any, note: str, via: str) -> Attem
     )
     if not moved:
         return _no_longer_waiting_outcome(attempt)
-    message = MSG_REJECTED.format(name=name, who=attempt.actor_name)
+    message = MSG_REJECTED.format(undone=UNDONE[attempt.action].format(name=name), who=attempt.actor_name)
     return AttemptOutcome(attempt, AttemptState.REJECTED, ok=False, message=message)
 
 
@@ -322,4 +354,9 @@ def _withdraw(attempt: ConclusionAttempt, user: Any, note: str, via: str) -> Att
     )
     if not moved:
         return _no_longer_waiting_outcome(attempt)
-    return AttemptOutcome(attempt, AttemptState.WITHDRAWN, ok=False, message=MSG_WITHDRAWN.format(name=name))
+    return AttemptOutcome(
+        attempt,
+        AttemptState.WITHDRAWN,
+        ok=False,
+        message=MSG_WITHDRAWN.format(asked=ASKED[attempt.action].format(name=name)),
+    )

@@ -2,18 +2,29 @@
 and the one PATCH, with its audit trail.
 
 It runs on the same machinery as Force conclude (the state machine in services.attempts,
-the call in services.sending), with its own claim per experiment: the conclusion's claim
-stays after it succeeded.
+the call in services.sending, two-person approval in services.approvals), with its own
+claim per experiment: the conclusion's claim stays after it succeeded. The workspace's
+approval policy applies to it as to Force conclude (selectors.approval_risk).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
+
 from experiments.dates import format_utc
 from experiments.mixpanel.client import MixpanelClient
-from experiments.models import AttemptAction, ConclusionClaim, Workspace
+from experiments.models import ApprovalPolicy, AttemptAction, ConclusionClaim, Workspace
+from experiments.selectors import approval_risk
 from experiments.selectors import workspaces as workspace_selectors
+from experiments.services.approvals import (
+    approval_asked,
+    approval_lapse,
+    approval_request_columns,
+    expire_request_when_due,
+    request_overdue,
+)
 from experiments.services.attempts import (
     FAILURE_FORBIDDEN,
     FAILURE_INVALID,
@@ -26,7 +37,7 @@ from experiments.services.attempts import (
     refused,
 )
 from experiments.services.reconcile import reconcile_attempt_when_judgeable
-from experiments.services.sending import attempt_send
+from experiments.services.sending import PressRead, attempt_send, press_read
 
 # The note goes upstream as the decision's message and into the audit trail.
 NOTE_MAX_LENGTH = 2000
@@ -45,6 +56,10 @@ MSG_BLOCKED_IN_FLIGHT = (
 MSG_BLOCKED_DONE = "Not sent: the decision on {name} was already recorded by {who} at {when}."
 MSG_BLOCKED_RACE = (
     "Not sent: another decision on {name} finished a moment ago. Refresh to see its outcome before trying again."
+)
+MSG_BLOCKED_AWAITING = (
+    "Not sent: {who} asked at {when} to record the decision on {name}, and that request waits for approval. "
+    "Approve or reject it instead."
 )
 
 
@@ -65,7 +80,10 @@ def experiment_decide(
     .../decide with {"success", "variant", "message": note} once, never retried. Like
     force conclude: claim and intent committed first, then a read that proves the
     experiment is this one and concluded, then the PATCH, then the outcome recorded only
-    while the attempt is still open. Never raises for anything Mixpanel does.
+    while the attempt is still open. Never raises for anything Mixpanel does. Where the
+    workspace's approval policy says this decision needs two-person approval, the press
+    sends nothing: it records a request that services.approvals approves (which sends the
+    PATCH, once) or rejects.
     """
     refusal = _request_problem(workspace, user, experiment_id, note)
     if refusal:
@@ -82,13 +100,46 @@ def experiment_decide(
         "request_body": {"success": variant is not None, "variant": variant or "", "message": note},
     }
     name = quoted_name(request["experiment_name"], experiment_id)
+    # 0. The policy's verdict, on a fresh read when the risk rules need one.
+    read, verdict = _judged(workspace, experiment_id, variant, client)
+    then = reconcile_attempt_when_judgeable
+    if verdict.needed:
+        request.update(approval_request_columns(workspace, request, rules=verdict.as_record()))
+        then = expire_request_when_due
 
-    # 1. Claim and intent, committed before anything is sent.
-    attempt, holder = attempt_claim(request=request, then=reconcile_attempt_when_judgeable)
+    # 1. Claim and intent (or the request for approval), committed before anything is sent.
+    attempt, holder = attempt_claim(request=request, then=then)
+    if attempt is None and holder is not None and request_overdue(holder.attempt):
+        # The claim is held by a request nobody approved in time: close it, then claim.
+        approval_lapse(holder.attempt)
+        attempt, holder = attempt_claim(request=request, then=then)
     if attempt is None:
         return record_blocked(request, holder=holder, message=_blocked_message(holder, name))
-    # 2. The read, the PATCH once, the outcome.
-    return attempt_send(attempt, client=client)
+    if attempt.is_awaiting_approval:
+        return approval_asked(attempt)
+    # 2. The read (or the one already made), the PATCH once, the outcome.
+    return attempt_send(attempt, client=client, read=read)
+
+
+def _judged(
+    workspace: Workspace, experiment_id: str, variant: str | None, client: MixpanelClient
+) -> tuple[PressRead | None, approval_risk.ApprovalVerdict]:
+    """The press's read (None where the policy needs none) and the policy's verdict. A read
+    that failed, or found nothing to decide, needs no approval: the press goes on and its
+    check fails it, sending nothing."""
+    action = AttemptAction.DECISION
+    now = timezone.now()
+    if workspace.approval_policy != ApprovalPolicy.RISKY:
+        verdict = approval_risk.press_verdict(workspace=workspace, action=action, experiment=None, now=now)
+        return None, verdict
+    read = press_read(workspace=workspace, experiment_id=experiment_id, client=client)
+    experiment = read.experiment
+    if experiment is None or experiment.id != experiment_id or experiment.status != "concluded":
+        return read, approval_risk.ApprovalVerdict(ApprovalPolicy.RISKY, needed=False, rules=())
+    verdict = approval_risk.press_verdict(
+        workspace=workspace, action=action, experiment=experiment, variant=variant, now=now
+    )
+    return read, verdict
 
 
 def _request_problem(workspace: Workspace, user: Any, experiment_id: str, note: str) -> str | None:
@@ -111,4 +162,6 @@ def _blocked_message(holder: ConclusionClaim | None, name: str) -> str:
     held = holder.attempt
     if held.is_applied:
         return MSG_BLOCKED_DONE.format(name=name, who=held.actor_name, when=format_utc(held.finished_at))
+    if held.is_awaiting_approval:
+        return MSG_BLOCKED_AWAITING.format(name=name, who=held.actor_name, when=format_utc(held.created_at))
     return MSG_BLOCKED_IN_FLIGHT.format(name=name, who=held.actor_name, when=format_utc(held.created_at))
