@@ -4,11 +4,13 @@ fresh read, decisions under the same rule, and the policy kept in the audit chai
 from __future__ import annotations
 
 import datetime as dt
+import re
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils.html import escape
 
 from experiments import audit_payloads, auditlog
 from experiments.models import (
@@ -20,11 +22,12 @@ from experiments.models import (
     EntryKind,
     Workspace,
 )
+from experiments.notifications.messages import notification_message
 from experiments.selectors import approval_risk, plans
 from experiments.selectors.approval_risk import RiskFacts, approval_verdict
 from experiments.services import approvals
 from tests.factories import assert_chain_valid, workspace_settings_set
-from tests.fake_mixpanel import EXP_ID, FakeMixpanel, raw_experiment
+from tests.fake_mixpanel import EXP_ID, FakeMixpanel, install, raw_experiment
 from tests.test_services_decide import decide
 from tests.test_services_force_conclude import conclude, kinds
 
@@ -379,3 +382,58 @@ def _verify() -> str:
     out = StringIO()
     call_command("verify_audit", stdout=out)
     return out.getvalue()
+
+
+# --- The dialogs say it before anyone presses -------------------------------------------------------
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def test_the_force_conclude_dialog_names_the_rule_before_the_press(risky, pm, monkeypatch, client):
+    install(monkeypatch, fake_with(settings={"duration_days": 60}))
+    client.force_login(pm)
+    url = reverse("experiments:experiment-force-conclude", args=[risky.pk, EXP_ID])
+    html = client.get(url, **HTMX).content.decode()
+    assert "Needs approval: the planned length (60 days) is not reached" in html
+    assert ">Ask for approval</button>" in html
+
+
+def test_the_force_conclude_dialog_says_when_no_approval_is_needed(risky, pm, monkeypatch, client):
+    install(monkeypatch, fake_with(settings={"duration_days": 14}))
+    client.force_login(pm)
+    url = reverse("experiments:experiment-force-conclude", args=[risky.pk, EXP_ID])
+    html = client.get(url, **HTMX).content.decode()
+    assert escape(approval_risk.MSG_NOT_NEEDED) in html
+    assert ">Force conclude</button>" in html
+
+
+def test_the_decision_dialog_says_per_choice_whether_it_needs_approval(risky, pm, monkeypatch, client, settings):
+    settings.EXPERIMENT_DETAIL_CACHE_SECONDS = 0
+    results = {"Conversion": {"green": {"lift": -0.05}}}
+    install(monkeypatch, concluded(results_cache=results))
+    client.force_login(pm)
+    html = client.get(reverse("experiments:experiment-decide", args=[risky.pk, EXP_ID]), **HTMX).content.decode()
+    green, keep, control = re.findall(r'<p class="small muted" id="decide-choice-\d">(.*?)</p>', html, re.S)
+    assert "Needs approval: it ships green, which the results show as worse than control" in green
+    assert escape(approval_risk.MSG_NOT_NEEDED) in keep
+    assert escape(approval_risk.MSG_NOT_NEEDED) in control
+    assert "asks a second person to approve a risky decision" in html
+
+
+def test_the_decision_dialog_says_when_results_cannot_be_read(risky, pm, monkeypatch, client, settings):
+    settings.EXPERIMENT_DETAIL_CACHE_SECONDS = 0
+    install(monkeypatch, concluded())
+    client.force_login(pm)
+    html = client.get(reverse("experiments:experiment-decide", args=[risky.pk, EXP_ID]), **HTMX).content.decode()
+    assert "results could not be read, so this rule could not be checked" in html
+
+
+def test_the_attempt_page_and_the_message_say_why_it_needed_approval(risky, pm, auditor, client):
+    attempt = conclude(risky, pm, fake_with(settings={"duration_days": 60})).attempt
+    client.force_login(auditor)
+    page = client.get(reverse("experiments:audit-detail", args=[attempt.pk])).content.decode()
+    assert "Why it needed approval" in page
+    assert "The planned length (60 days) is not reached" in page
+    entry = AuditEntry.objects.get(attempt=attempt, kind=EntryKind.APPROVAL_REQUESTED)
+    body = notification_message(entry=entry, attempt=attempt).body
+    assert "Why it needs approval: the planned length (60 days) is not reached" in body
