@@ -334,6 +334,7 @@ def test_a_decision_that_needs_approval_is_202_with_the_request_then_one_patch(
     body = asked.json()
     assert body["state"] == AttemptState.AWAITING_APPROVAL
     assert body["attempt"]["action"] == AttemptAction.DECISION
+    assert [rule["rule"] for rule in body["attempt"]["approval_rules"]] == ["always"]
     assert standin.requests(method="PATCH") == []
     approved = make_caller(second)("POST", f"/attempts/{body['attempt']['id']}/approve", json={})
     assert approved.status_code == 200

@@ -155,6 +155,7 @@ def attempt_out(attempt: ConclusionAttempt) -> dict[str, Any]:
         "expires_at": attempt.expires_at,
         "reviewer": attempt.reviewer_name,
         "review_note": attempt.review_note,
+        "approval_rules": attempt.approval_rules or [],
     }
 
 

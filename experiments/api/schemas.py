@@ -85,6 +85,9 @@ class AttemptOut(Schema):
     expires_at: dt.datetime | None = Field(description="When a request for approval lapses.")
     reviewer: str
     review_note: str
+    approval_rules: list[dict[str, str]] = Field(
+        default=[], description='Why the press became a request for approval: [{"rule": ..., "words": ...}].'
+    )
 
 
 class VariantOut(Schema):
