@@ -7,11 +7,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from experiments.models import AttemptState, ConclusionAttempt
 from tests.browser.signin import log_in
+from tests.browser.test_accessibility_browser import AXE_PATH, WIDTHS, AxeReport, make_user
 from tests.browser.test_force_conclude_browser import TIMEOUT_MS, fill_dialog, open_dialog, open_workspace_and_search
 from tests.factories import workspace_settings_set
 
@@ -67,3 +69,48 @@ def test_when_risky_an_early_press_asks_and_names_the_rule_and_a_late_one_conclu
     expect(page.locator("#toasts")).to_contain_text("Concluded:", timeout=TIMEOUT_MS)
     expect(row.locator(".badge")).to_have_text("concluded")
     assert len(standin.requests(method="PUT", path_contains=late["id"])) == 1
+
+
+def test_the_policy_choices_and_the_dialogs_read_well_for_axe_at_both_widths(
+    browser: Browser, live_server, standin, workspace, django_user_model
+):
+    workspace_settings_set(workspace, requires_approval=True, approval_when="risky")
+    make_user(django_user_model, "admin", workspace)
+    early = planned(standin, "Policy banner before its planned length", days_ago=9)
+    ended = standin.add_experiment(
+        1001,
+        name="Policy banner concluded early",
+        status="concluded",
+        start_date=(timezone.now() - dt.timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        end_date=(timezone.now() - dt.timedelta(days=11)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        settings={"feature_flag_key": None, "duration_days": 14},
+        results_cache={"Conversion": {"treatment": {"lift": -0.02}}},
+    )
+    report = AxeReport()
+    context = browser.new_context(viewport=WIDTHS["desktop"])
+    context.add_init_script(path=str(AXE_PATH))
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        log_in(page, live_server.url, "admin")
+        for width, size in WIDTHS.items():
+            page.set_viewport_size(size)
+            report.width = width
+            page.goto(live_server.url + reverse("experiments:workspace-settings", args=[workspace.pk]))
+            expect(page.get_by_role("radio", name="When risky")).to_be_checked()
+            report.check(page, "admin: settings with the approval policy")
+
+            page.goto(live_server.url + reverse("experiments:experiment-detail", args=[workspace.pk, early["id"]]))
+            page.locator("[data-open-dialog=force-conclude-dialog]").first.click()
+            expect(page.locator("#force-conclude-approval")).to_contain_text(RULE)
+            report.check(page, "admin: force-conclude dialog naming the rule", within="#force-conclude-dialog")
+            page.keyboard.press("Escape")
+
+            page.goto(live_server.url + reverse("experiments:experiment-detail", args=[workspace.pk, ended["id"]]))
+            page.get_by_role("link", name="Record the decision").click()
+            expect(page.locator("#decide-form")).to_contain_text("ended before its planned length (14 days)")
+            report.check(page, "admin: decision dialog with each choice's verdict", within="#decide-dialog")
+            page.keyboard.press("Escape")
+    finally:
+        context.close()
+    report.assert_clean()
