@@ -437,3 +437,21 @@ def test_the_attempt_page_and_the_message_say_why_it_needed_approval(risky, pm, 
     entry = AuditEntry.objects.get(attempt=attempt, kind=EntryKind.APPROVAL_REQUESTED)
     body = notification_message(entry=entry, attempt=attempt).body
     assert "Why it needs approval: the planned length (60 days) is not reached" in body
+
+
+def test_a_decision_request_shows_on_the_experiment_page_and_in_the_inbox(
+    risky, pm, second, monkeypatch, client, settings
+):
+    settings.EXPERIMENT_DETAIL_CACHE_SECONDS = 0
+    fake = install(monkeypatch, concluded(results_cache={"Conversion": {"green": {"lift": -0.05}}}))
+    decide(risky, pm, fake)
+    detail = reverse("experiments:experiment-detail", args=[risky.pk, EXP_ID])
+    client.force_login(second)
+    page = client.get(detail).content.decode()
+    assert "to record the decision on it (ship variant green" in page
+    assert "Needs approval because it ships green, which the results show as worse than control" in page
+    assert "Approve and record the decision" in page
+    home = client.get(reverse("home")).content.decode()
+    assert "to record the decision on it: ship variant green" in home
+    client.force_login(pm)
+    assert "Withdraw my request" in client.get(detail).content.decode()
