@@ -413,7 +413,7 @@ def test_the_decision_dialog_says_per_choice_whether_it_needs_approval(risky, pm
     install(monkeypatch, concluded(results_cache=results))
     client.force_login(pm)
     html = client.get(reverse("experiments:experiment-decide", args=[risky.pk, EXP_ID]), **HTMX).content.decode()
-    green, keep, control = re.findall(r'<p class="small muted" id="decide-choice-\d">(.*?)</p>', html, re.S)
+    green, keep, control = re.findall(r'id="decide-choice-\d-approval">(.*?)</p>', html, re.S)
     assert "Needs approval: it ships green, which the results show as worse than control" in green
     assert escape(approval_risk.MSG_NOT_NEEDED) in keep
     assert escape(approval_risk.MSG_NOT_NEEDED) in control
