@@ -26,6 +26,7 @@ from experiments.notifications.messages import notification_message
 from experiments.selectors import approval_risk, plans
 from experiments.selectors.approval_risk import RiskFacts, approval_verdict
 from experiments.services import approvals
+from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import assert_chain_valid, workspace_settings_set
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, install, raw_experiment
 from tests.test_services_decide import decide
@@ -455,3 +456,15 @@ def test_a_decision_request_shows_on_the_experiment_page_and_in_the_inbox(
     assert "to record the decision on it: ship variant green" in home
     client.force_login(pm)
     assert "Withdraw my request" in client.get(detail).content.decode()
+
+
+def test_a_risky_press_refused_by_a_waiting_request_asks_for_nothing(risky, pm, second):
+    fake = fake_with(settings={"duration_days": 60})
+    first = conclude(risky, pm, fake)
+    again = conclude(risky, second, fake)
+    assert again.state == STATE_BLOCKED
+    assert "waits for approval" in again.message
+    refused = ConclusionAttempt.objects.exclude(pk=first.attempt.pk).get()
+    assert (refused.state, refused.expires_at, refused.approval_rules) == (AttemptState.FAILED, None, [])
+    assert fake.puts == []
+    assert_chain_valid()
