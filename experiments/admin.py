@@ -28,7 +28,13 @@ from experiments.services import tokens as token_services
 from experiments.services import workspaces as workspace_services
 
 # The settings that go through workspace_settings_update, whichever form edits them.
-GOVERNED_FIELDS = ("email_bookmarkers", "requires_approval", "approval_window_hours", *Workspace.REMINDER_FIELDS)
+GOVERNED_FIELDS = (
+    "email_bookmarkers",
+    "requires_approval",
+    "approval_when",
+    "approval_window_hours",
+    *Workspace.REMINDER_FIELDS,
+)
 
 
 class MembershipInline(admin.TabularInline):

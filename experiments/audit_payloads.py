@@ -38,6 +38,7 @@ REQUEST_COLUMNS = (
     "approval_off_since",
     "experiment_modified",
     "plan_hash",
+    "approval_rules",
 )
 # Columns an outcome or a reconciliation sets.
 OUTCOME_COLUMNS = ("state", "failure_reason", "http_status", "duration_ms", "finished_at")
@@ -80,6 +81,13 @@ ENTRY_KINDS = {
         "late": EntryKind.DECISION_LATE_ANSWER,
         # A request for approval of a decision closes as stale under the same entry kind.
         AttemptState.STALE: EntryKind.APPROVAL_STALE,
+        # A decision that needs a second person goes through the same approval steps; the
+        # request's hashed "action" says which kind of attempt it is.
+        AttemptState.AWAITING_APPROVAL: EntryKind.APPROVAL_REQUESTED,
+        "approved": EntryKind.APPROVAL_APPROVED,
+        AttemptState.REJECTED: EntryKind.APPROVAL_REJECTED,
+        AttemptState.EXPIRED: EntryKind.APPROVAL_EXPIRED,
+        AttemptState.WITHDRAWN: EntryKind.APPROVAL_WITHDRAWN,
     },
 }
 
@@ -162,9 +170,11 @@ def answer(*, http_status: int, body: str, truncated: bool, returned: Experiment
 
 
 def requested(attempt: Any, *, mixpanel_workspace_id: int, region: str) -> dict[str, Any]:
-    """conclusion_requested: the request as the person made it."""
+    """conclusion_requested (decision_requested, approval_requested): the request as the
+    person made it, and which action it is."""
     return {
         ATTEMPT: columns(attempt, REQUEST_COLUMNS),
+        "action": attempt.action,
         "mixpanel_workspace_id": mixpanel_workspace_id,
         "region": region,
     }
@@ -268,6 +278,7 @@ def workspace_settings(workspace: Any) -> dict[str, Any]:
         "requires_approval": workspace.requires_approval,
         "approval_window_hours": workspace.approval_window_hours,
         "approval_off_at": as_json(workspace.approval_off_at),
+        "approval_when": workspace.approval_when,
         **{name: getattr(workspace, name) for name in Workspace.REMINDER_FIELDS},
     }
 

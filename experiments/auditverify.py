@@ -301,6 +301,7 @@ _NO_OUTCOME = {
     "approval_off_since": None,
     "experiment_modified": None,
     "plan_hash": "",
+    "approval_rules": [],
 }
 _SHOWN_CHARS = 60
 
@@ -308,6 +309,14 @@ _SHOWN_CHARS = 60
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
+
+
+def _payload(entry: Any) -> dict[str, Any]:
+    try:
+        payload = json.loads(entry.payload or "{}")
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 def _attempt_problems(attempt: Any, entries: list[Any]) -> Iterator[str]:
@@ -319,16 +328,17 @@ def _attempt_problems(attempt: Any, entries: list[Any]) -> Iterator[str]:
     first_kinds = {kinds.get(state) for state in ConclusionAttempt.FIRST_STATES}
     if first.kind not in first_kinds:
         yield f"action is {_shown(attempt.action)}, its first entry is {first.kind}"
+    # An approval request is the first entry of either action, so its hashed "action" vouches
+    # instead (entries from before it was recorded say nothing and pass).
+    recorded_action = _payload(first).get("action")
+    if recorded_action is not None and recorded_action != attempt.action:
+        yield f"action is {_shown(attempt.action)}, its first entry says {_shown(recorded_action)}"
     for name in audit_payloads.ENTRY_COLUMNS:
         if getattr(first, name) != getattr(attempt, name):
             yield f"{name} is {_shown(getattr(attempt, name))}, its entries say {_shown(getattr(first, name))}"
     expected: dict[str, Any] = dict(_NO_OUTCOME)
     for entry in entries:
-        try:
-            payload = json.loads(entry.payload or "{}")
-        except ValueError:
-            payload = {}
-        expected.update(audit_payloads.projection_of(payload if isinstance(payload, dict) else {}))
+        expected.update(audit_payloads.projection_of(_payload(entry)))
     for name in _CHECKED_COLUMNS:
         if name not in expected:
             yield f"no entry records its {name}"
@@ -394,6 +404,7 @@ WORKSPACE_FIELDS = (
     "requires_approval",
     "approval_window_hours",
     "approval_off_at",
+    "approval_when",
     *Workspace.REMINDER_FIELDS,
 )
 SETTINGS_ENTRY_FIELDS = ("workspace_id", "seq", "payload")

@@ -15,6 +15,7 @@ from experiments.mixpanel.experiment import Experiment
 from experiments.models import (
     APPROVAL_WINDOW_MAX_HOURS,
     APPROVAL_WINDOW_MIN_HOURS,
+    ApprovalPolicy,
     ReasonCategory,
     TokenScope,
     Workspace,
@@ -185,7 +186,11 @@ class DecisionForm(forms.Form):
 
     def variant(self) -> str | None:
         """The key of the variant to ship, or None for "ship none" (after is_valid())."""
-        value = self.cleaned_data["decision"]
+        return self.variant_of(self.cleaned_data["decision"])
+
+    @staticmethod
+    def variant_of(value: str) -> str | None:
+        """The variant key a choice value ships, or None for "ship none"."""
         return None if value == SHIP_NONE else value.removeprefix("variant:")
 
 
@@ -215,6 +220,7 @@ MSG_WINDOW = (
     f"Give the approval window in whole hours, from {APPROVAL_WINDOW_MIN_HOURS} to {APPROVAL_WINDOW_MAX_HOURS}."
 )
 MSG_SET_AND_REMOVE = "Either paste a new webhook address or remove the webhook, not both."
+MSG_POLICY = "Choose when two-person approval applies: never, when risky or always."
 
 
 class WorkspaceSettingsForm(forms.Form):
@@ -237,6 +243,13 @@ class WorkspaceSettingsForm(forms.Form):
     remove_webhook = forms.BooleanField(label="Remove the webhook", required=False)
     email_bookmarkers = forms.BooleanField(label="Email", required=False)
     requires_approval = forms.BooleanField(label="Require two-person approval", required=False)
+    # The page's three choices; a form posted without them (an older page) reads the checkbox above.
+    approval_policy = forms.ChoiceField(
+        label="Two-person approval",
+        choices=ApprovalPolicy.choices,
+        required=False,
+        error_messages={"invalid_choice": MSG_POLICY},
+    )
     # Reminders about decisions owed, one switch per kind (services.owed.REMINDER_SWITCHES).
     remind_due = forms.BooleanField(label="Planned length reached", required=False)
     remind_overdue = forms.BooleanField(label="Overdue", required=False)
@@ -267,6 +280,12 @@ class WorkspaceSettingsForm(forms.Form):
         cleaned = super().clean()
         if cleaned.get("webhook_url") and cleaned.get("remove_webhook"):
             raise forms.ValidationError(MSG_SET_AND_REMOVE, code="set_and_remove")
+        policy = cleaned.pop("approval_policy", "")
+        if policy:
+            # Never turns approval off (after its delay) and keeps the scope for when it is on again.
+            cleaned["requires_approval"] = policy != ApprovalPolicy.NEVER
+            if policy != ApprovalPolicy.NEVER:
+                cleaned["approval_when"] = policy
         if not cleaned.pop("reminders_shown", False):
             for name in Workspace.REMINDER_FIELDS:
                 cleaned[name] = None

@@ -324,6 +324,25 @@ def test_a_decision_ships_none_once(make_caller, pm, workspace, standin):
 # --- Idempotency and limits --------------------------------------------------------------------
 
 
+def test_a_decision_that_needs_approval_is_202_with_the_request_then_one_patch(
+    make_caller, pm, second, approving, standin
+):
+    concluded = standin.find(1001, status="concluded")
+    url = f"/workspaces/{approving.pk}/experiments/{concluded['id']}/decide"
+    asked = make_caller(pm)("POST", url, json={"variant": None, "success": False, "note": "Keep control."})
+    assert asked.status_code == 202
+    body = asked.json()
+    assert body["state"] == AttemptState.AWAITING_APPROVAL
+    assert body["attempt"]["action"] == AttemptAction.DECISION
+    assert [rule["rule"] for rule in body["attempt"]["approval_rules"]] == ["always"]
+    assert standin.requests(method="PATCH") == []
+    approved = make_caller(second)("POST", f"/attempts/{body['attempt']['id']}/approve", json={})
+    assert approved.status_code == 200
+    assert len(standin.requests(method="PATCH", path_contains=concluded["id"])) == 1
+    workspaces = make_caller(pm)("GET", "/workspaces").json()
+    assert [(w["requires_approval"], w["approval_policy"]) for w in workspaces] == [(True, "always")]
+
+
 def test_the_same_idempotency_key_gets_the_first_answer_and_acts_once(make_caller, pm, workspace, standin):
     experiment = standin.find(1001, status="active")
     caller = make_caller(pm)

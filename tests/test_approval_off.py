@@ -161,13 +161,14 @@ def test_the_settings_page_states_the_delay_and_a_planned_switch_off(client, wor
     settings.APPROVAL_OFF_DELAY_HOURS = 12
     client.force_login(admins[0])
     page = client.get(settings_page(workspace)).content.decode()
-    assert "Turning approval off takes effect 12 hours after it is saved" in page
+    assert "Choosing Never takes effect 12 hours after it is saved" in page
     assert 'id="settings-approval-pending"' not in page
     save(client, workspace)
     page = client.get(settings_page(workspace)).content.decode()
     assert 'id="settings-approval-pending"' in page
-    assert "Until then every press still needs a second person's approval" in page
-    assert 'name="requires_approval" value="1" aria-describedby="settings-approval-help">' in page  # unticked
+    assert "Until then it still applies (always)" in page
+    # The policy the admins asked for is shown chosen: Never.
+    assert 'name="approval_policy" value="never" aria-describedby="settings-approval-never" checked>' in page
     # Saving another setting leaves the switch-off planned.
     save(client, workspace, email_bookmarkers="1")
     assert fresh(workspace).approval_off_at is not None

@@ -45,7 +45,7 @@ def ask(approving, pm) -> ConclusionAttempt:
 
 def test_the_dialog_says_a_second_person_must_approve(approving, pm, fake):
     html = logged_in(pm).get(conclude_url(approving), **HTMX).content.decode()
-    assert "requires a second person's approval" in html
+    assert "Needs approval: this workspace asks a second person to approve every Force conclude" in html
     assert ">Ask for approval</button>" in html
 
 

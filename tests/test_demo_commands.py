@@ -79,8 +79,9 @@ def test_seed_demo_is_idempotent(settings):
 def test_seed_demo_turns_on_approval_in_one_workspace_once(settings):
     settings.DEBUG = True
     output = run("seed_demo")
-    assert [w.name for w in Workspace.objects.filter(requires_approval=True)] == ["Search & Discovery"]
-    assert "Two-person approval is on in Search & Discovery" in output
+    approving = Workspace.objects.filter(requires_approval=True).order_by("name")
+    assert [(w.name, w.approval_policy) for w in approving] == [("Payments", "risky"), ("Search & Discovery", "always")]
+    assert "Two-person approval is on in Payments (when risky), Search & Discovery (always)" in output
     # An admin turned it off: seeding again leaves their choice alone.
     Workspace.objects.update(requires_approval=False)
     run("seed_demo")

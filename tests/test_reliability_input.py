@@ -125,7 +125,14 @@ PARAMS: dict[str, dict[str, list[tuple[dict[str, str], list[str]]]]] = {
         "POST": [
             (
                 {"approval_window_hours": "24"},
-                ["webhook_url", "remove_webhook", "email_bookmarkers", "requires_approval", "approval_window_hours"],
+                [
+                    "webhook_url",
+                    "remove_webhook",
+                    "email_bookmarkers",
+                    "requires_approval",
+                    "approval_policy",
+                    "approval_window_hours",
+                ],
             ),
             (
                 {"approval_window_hours": "24", "reminders_shown": "1"},

@@ -38,6 +38,7 @@ def admin_form(workspace, **changes) -> dict[str, str]:
         "mixpanel_workspace_id": str(workspace.mixpanel_workspace_id),
         "mixpanel_project_id": str(workspace.mixpanel_project_id or ""),
         "approval_window_hours": str(workspace.approval_window_hours),
+        "approval_when": workspace.approval_when,
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
         "memberships-MIN_NUM_FORMS": "0",
@@ -106,6 +107,7 @@ def test_a_workspace_added_in_the_admin_site_with_approval_is_chained(admin_site
         "mixpanel_project_id": "",
         "approval_window_hours": "72",
         "requires_approval": "on",
+        "approval_when": "always",
         # The reminders, checked as the add form starts them.
         **dict.fromkeys(Workspace.REMINDER_FIELDS, "on"),
         "memberships-TOTAL_FORMS": "0",
@@ -174,6 +176,7 @@ def test_the_service_refuses_a_window_outside_1_to_168_hours(workspace, ws_admin
     [
         ("requires_approval", True, "requires_approval is True"),
         ("approval_window_hours", 100, "approval_window_hours is 100"),
+        ("approval_when", "risky", "approval_when is 'risky'"),
         ("email_bookmarkers", True, "email_bookmarkers is True"),
         ("webhook_url_hint", "https://elsewhere.example/…", "webhook is 'https://elsewhere.example/…'"),
     ],

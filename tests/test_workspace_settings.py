@@ -174,6 +174,7 @@ def test_each_change_is_kept_in_the_audit_chain_and_listed_on_the_page(admin_cli
         "requires_approval": True,
         "approval_window_hours": 24,
         "approval_off_at": auditlog.format_timestamp(off_at),
+        "approval_when": "always",
         **dict.fromkeys(("remind_due", "remind_overdue", "remind_undecided", "remind_no_data"), True),
     }
     assert {(e.workspace_id, e.actor_name) for e in entries} == {(workspace.pk, "Ada (ada)")}

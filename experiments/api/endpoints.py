@@ -157,6 +157,7 @@ def attempt_out(attempt: ConclusionAttempt) -> dict[str, Any]:
         "expires_at": attempt.expires_at,
         "reviewer": attempt.reviewer_name,
         "review_note": attempt.review_note,
+        "approval_rules": attempt.approval_rules or [],
     }
 
 
@@ -202,6 +203,7 @@ def workspace_list(request: HttpRequest) -> list[dict[str, Any]]:
             "mixpanel_workspace_id": access.workspace.mixpanel_workspace_id,
             "role": access.role,
             "requires_approval": access.workspace.requires_approval,
+            "approval_policy": access.workspace.approval_policy,
         }
         for access in workspace_selectors.workspace_list_for_user(user=request.user)
     ]
@@ -332,7 +334,7 @@ def experiment_force_conclude(
 ) -> Any:
     """Force conclude: ends the experiment's analysis in Mixpanel (at end_date, or now). It ships
     nothing; record the decision next. Exactly one PUT, audited first, as a press of the button;
-    in a workspace with two-person approval it becomes a request (202)."""
+    where the workspace's approval policy says it needs two-person approval it becomes a request (202)."""
     access = _workspace(request, workspace_id)
     via = _acting(request)
     if payload.reason_category not in ReasonCategory.values:
@@ -361,7 +363,8 @@ def experiment_force_conclude(
 )
 def experiment_decide(request: HttpRequest, workspace_id: int, experiment_id: str, payload: schemas.DecideIn) -> Any:
     """Record the decision on a concluded experiment: ship a variant (success true) or none
-    (success false, variant null). Exactly one PATCH, audited first."""
+    (success false, variant null). Exactly one PATCH, audited first; where the workspace's
+    approval policy says it needs two-person approval it becomes a request (202)."""
     access = _workspace(request, workspace_id)
     via = _acting(request)
     if payload.success != (payload.variant is not None):

@@ -37,7 +37,10 @@ class WorkspaceOut(Schema):
     region: str
     mixpanel_workspace_id: int
     role: str = Field(description="viewer, concluder or admin: what the token's owner may do here now.")
-    requires_approval: bool
+    requires_approval: bool = Field(description="Whether two-person approval is on (approval_policy is not never).")
+    approval_policy: str = Field(
+        description="never, risky or always: which presses of force-conclude and decide become requests (202)."
+    )
 
 
 class ExperimentItem(Schema):
@@ -82,6 +85,9 @@ class AttemptOut(Schema):
     expires_at: dt.datetime | None = Field(description="When a request for approval lapses.")
     reviewer: str
     review_note: str
+    approval_rules: list[dict[str, str]] = Field(
+        default=[], description='Why the press became a request for approval: [{"rule": ..., "words": ...}].'
+    )
 
 
 class VariantOut(Schema):

@@ -16,11 +16,42 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from experiments.models.kinds import (
+    APPROVAL_KINDS,
+    GOVERNANCE_KINDS,
+    OUTCOME_KINDS,
+    PLAN_KINDS,
+    SCHEDULE_KINDS,
+    EntryKind,
+)
 from experiments.models.roles import CONCLUDING_ROLES, Region, Role
 
 # How long a request for approval may wait: an hour to a week (the database refuses others).
 APPROVAL_WINDOW_MIN_HOURS = 1
 APPROVAL_WINDOW_MAX_HOURS = 168
+
+
+class ApprovalWhen(models.TextChoices):
+    """When two-person approval applies, in a workspace that has it on."""
+
+    ALWAYS = "always", "Always"
+    RISKY = "risky", "When risky"
+
+
+class ApprovalPolicy(models.TextChoices):
+    """A workspace's approval policy as its admins choose it: `requires_approval` and
+    `approval_when` together (Workspace.approval_policy)."""
+
+    NEVER = "never", "Never"
+    RISKY = "risky", "When risky"
+    ALWAYS = "always", "Always"
+
+
+def approval_policy_of(*, requires_approval: bool, approval_when: str) -> str:
+    """The approval policy (an ApprovalPolicy value) that approval's switch and its scope make."""
+    if not requires_approval:
+        return ApprovalPolicy.NEVER
+    return ApprovalPolicy.RISKY if approval_when == ApprovalWhen.RISKY else ApprovalPolicy.ALWAYS
 
 
 class Workspace(models.Model):
@@ -31,7 +62,7 @@ class Workspace(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     # Two-person approval: when on, a concluder's press becomes a request that another
-    # concluder or admin approves (which sends the PUT) or rejects within the window.
+    # concluder or admin approves (which sends the call) or rejects within the window.
     requires_approval = models.BooleanField(
         "requires two-person approval",
         default=False,
@@ -44,6 +75,16 @@ class Workspace(models.Model):
     )
     # When approval turns off: ahead while its switch-off waits out the delay, past once off; else None.
     approval_off_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Which presses approval applies to while it is on: every one, or only the risky ones
+    # (selectors.approval_risk says which). Kept apart from `requires_approval` so that
+    # turning approval off keeps its delay whatever this says.
+    approval_when = models.CharField(
+        "two-person approval applies",
+        max_length=10,
+        choices=ApprovalWhen.choices,
+        default=ApprovalWhen.ALWAYS,
+        help_text="Always, or only when a conclusion or decision is risky (while approval is on).",
+    )
     # Notifications. The webhook URL is a secret, stored only sealed (notifications.webhook) and as a hint.
     webhook_url_sealed = models.TextField(blank=True)
     webhook_url_hint = models.CharField(max_length=80, blank=True)
@@ -67,6 +108,9 @@ class Workspace(models.Model):
                 & Q(approval_window_hours__lte=APPROVAL_WINDOW_MAX_HOURS),
                 name="workspace_approval_window_1_to_168_hours",
             ),
+            models.CheckConstraint(
+                condition=Q(approval_when__in=ApprovalWhen.values), name="workspace_approval_when_known"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -74,6 +118,12 @@ class Workspace(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("experiments:experiment-list", args=[self.pk])
+
+    @property
+    def approval_policy(self) -> str:
+        """Never, when risky or always (an ApprovalPolicy value): what applies to a press now
+        (approval whose switch-off waits out its delay still applies)."""
+        return approval_policy_of(requires_approval=self.requires_approval, approval_when=self.approval_when)
 
 
 class Membership(models.Model):
@@ -179,6 +229,9 @@ class ConclusionAttempt(models.Model):
     # an approval finding either changed is refused as stale. Blank for a press that sends at once.
     experiment_modified = models.DateTimeField(null=True, blank=True)
     plan_hash = models.CharField(max_length=64, blank=True)
+    # Why a press became a request for approval: the workspace's policy and the risk rules
+    # that applied ([{"rule": ..., "words": ...}]); empty for a press that needed none.
+    approval_rules = models.JSONField(default=list, blank=True)
 
     # The state machine, in one place. services.attempts.attempt_transition makes every
     # move, as a compare-and-set from the states MOVES_FROM allows for the target.
@@ -319,93 +372,6 @@ class ConclusionClaim(models.Model):
         return f"Claim on {self.experiment_id} by attempt #{self.attempt_id}"
 
 
-class EntryKind(models.TextChoices):
-    CONCLUSION_REQUESTED = "conclusion_requested", "Force conclude requested"
-    CONCLUSION_SUCCEEDED = "conclusion_succeeded", "Force conclude succeeded"
-    CONCLUSION_FAILED = "conclusion_failed", "Force conclude failed"
-    CONCLUSION_UNKNOWN = "conclusion_unknown", "Force conclude outcome unknown"
-    CONCLUSION_RECONCILED = "conclusion_reconciled", "Force conclude reconciled"
-    # An outcome that came back after the attempt was already resolved: evidence only.
-    CONCLUSION_LATE_ANSWER = "conclusion_late_answer", "Late answer after reconciling"
-    DECISION_REQUESTED = "decision_requested", "Decision requested"
-    DECISION_SUCCEEDED = "decision_succeeded", "Decision succeeded"
-    DECISION_FAILED = "decision_failed", "Decision failed"
-    DECISION_UNKNOWN = "decision_unknown", "Decision outcome unknown"
-    DECISION_RECONCILED = "decision_reconciled", "Decision reconciled"
-    DECISION_LATE_ANSWER = "decision_late_answer", "Late decision answer after reconciling"
-    APPROVAL_REQUESTED = "approval_requested", "Approval requested"
-    APPROVAL_APPROVED = "approval_approved", "Request approved"
-    APPROVAL_REJECTED = "approval_rejected", "Request rejected"
-    APPROVAL_EXPIRED = "approval_expired", "Request expired"
-    # The requester closed their own request: no one reviewed it.
-    APPROVAL_WITHDRAWN = "approval_withdrawn", "Request withdrawn"
-    # An approval found the experiment changed in Mixpanel since the request: closed unsent.
-    APPROVAL_STALE = "approval_stale", "Request stale: changed since asked"
-    BOOKMARK_ADDED = "bookmark_added", "Bookmark added"
-    BOOKMARK_REMOVED = "bookmark_removed", "Bookmark removed"
-    # A workspace admin changed where the team hears about outcomes, or two-person approval.
-    SETTINGS_CHANGED = "settings_changed", "Workspace settings changed"
-    # Someone's role (or a group rule's) was granted, changed or removed: by an admin in the
-    # admin site, a command, or sign-in bringing roles in line with identity-provider groups.
-    ROLE_CHANGED = "role_changed", "Role changed"
-    # A personal API token was made or revoked (never its secret: its name, scope and expiry).
-    TOKEN_CREATED = "token_created", "API token created"
-    TOKEN_REVOKED = "token_revoked", "API token revoked"
-    # A workspace admin sent a test message through the workspace's notification channels.
-    NOTIFICATION_TEST = "notification_test", "Test message"
-    # The dashboard saw an experiment enter a state that owes a decision (models.owed.OwedReason).
-    EXPERIMENT_OWED = "experiment_owed", "Decision owed"
-    # The weekly digest of what a workspace owes, told to its webhook.
-    OWED_DIGEST = "owed_digest", "Weekly digest"
-    # An experiment's plan, sealed the first time it is seen active, and each change found later.
-    PLAN_SEALED = "plan_sealed", "Plan sealed"
-    PLAN_CHANGED = "plan_changed", "Plan changed"
-    # A Force conclude scheduled for later: set, cancelled (by a person or a lost role), run.
-    SCHEDULE_SET = "schedule_set", "Force conclude scheduled"
-    SCHEDULE_CANCELLED = "schedule_cancelled", "Scheduled force conclude cancelled"
-    SCHEDULE_FIRED = "schedule_fired", "Scheduled force conclude ran"
-    # The press a schedule made was refused before any attempt was recorded (Mixpanel could
-    # not be read for the request, say): nothing was sent, and this says why.
-    SCHEDULE_REFUSED = "schedule_refused", "Scheduled force conclude refused"
-
-
-# How an attempt ended (conclusions and decisions alike), and the steps of an approval.
-OUTCOME_KINDS = frozenset(
-    {
-        EntryKind.CONCLUSION_SUCCEEDED,
-        EntryKind.CONCLUSION_FAILED,
-        EntryKind.CONCLUSION_UNKNOWN,
-        EntryKind.CONCLUSION_RECONCILED,
-        EntryKind.DECISION_SUCCEEDED,
-        EntryKind.DECISION_FAILED,
-        EntryKind.DECISION_UNKNOWN,
-        EntryKind.DECISION_RECONCILED,
-    }
-)
-# The entries about the controls rather than an attempt: who changed a workspace's safeguards
-# and notifications. The audit list shows them as their own view, with their own filter, and
-# both exports carry them; a new kind of such entry joins by being added here.
-GOVERNANCE_KINDS = frozenset(
-    {EntryKind.SETTINGS_CHANGED, EntryKind.ROLE_CHANGED, EntryKind.TOKEN_CREATED, EntryKind.TOKEN_REVOKED}
-)
-APPROVAL_KINDS = frozenset(
-    {
-        EntryKind.APPROVAL_REQUESTED,
-        EntryKind.APPROVAL_APPROVED,
-        EntryKind.APPROVAL_REJECTED,
-        EntryKind.APPROVAL_EXPIRED,
-        EntryKind.APPROVAL_WITHDRAWN,
-        EntryKind.APPROVAL_STALE,
-    }
-)
-# The entries about an experiment's plan and its schedules: not attempt entries. The audit
-# list shows them beside decisions owed, and both exports carry them.
-PLAN_KINDS = frozenset({EntryKind.PLAN_SEALED, EntryKind.PLAN_CHANGED})
-SCHEDULE_KINDS = frozenset(
-    {EntryKind.SCHEDULE_SET, EntryKind.SCHEDULE_CANCELLED, EntryKind.SCHEDULE_FIRED, EntryKind.SCHEDULE_REFUSED}
-)
-
-
 class AuditEntry(models.Model):
     """One immutable line of the audit trail.
 
@@ -531,10 +497,13 @@ from experiments.models.plans import ScheduledConclusion, ScheduleState, SealedP
 __all__ = [
     "APPROVAL_KINDS",
     "CONCLUDING_ROLES",
+    "GOVERNANCE_KINDS",
     "OUTCOME_KINDS",
     "PLAN_KINDS",
     "SCHEDULE_KINDS",
     "ApiToken",
+    "ApprovalPolicy",
+    "ApprovalWhen",
     "AttemptAction",
     "AttemptState",
     "AuditEntry",
@@ -567,5 +536,6 @@ __all__ = [
     "TokenScope",
     "WorkerHeartbeat",
     "Workspace",
+    "approval_policy_of",
     "decision_words",
 ]

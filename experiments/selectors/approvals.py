@@ -9,7 +9,7 @@ from typing import Any
 from django.utils import timezone
 
 from experiments.auditlog import display_name
-from experiments.models import CONCLUDING_ROLES, AttemptAction, AttemptState, ConclusionAttempt, Membership
+from experiments.models import CONCLUDING_ROLES, AttemptState, ConclusionAttempt, Membership
 from experiments.selectors.workspaces import WorkspaceAccess
 
 INBOX_LIMIT = 50
@@ -51,7 +51,6 @@ def own_requests(*, user: Any, workspaces: list[WorkspaceAccess], limit: int = O
     requests = list(
         ConclusionAttempt.objects.filter(
             actor_id=user.pk,
-            action=AttemptAction.CONCLUSION,
             expires_at__isnull=False,
             workspace_id__in=[access.workspace.pk for access in workspaces],
         )

@@ -67,6 +67,15 @@ def attempt_list_for_experiment(*, workspace: Workspace, experiment_id: str) -> 
     return list(ConclusionAttempt.objects.filter(workspace=workspace, experiment_id=experiment_id).order_by("-id"))
 
 
+def attempt_made_as(*, workspace: Workspace, experiment_id: str, actor_suffix: str) -> ConclusionAttempt | None:
+    """The first attempt on the experiment whose actor name ends with `actor_suffix` (" via
+    schedule #7": the press a schedule made), or None."""
+    attempts = ConclusionAttempt.objects.filter(
+        workspace=workspace, experiment_id=experiment_id, actor_name__endswith=actor_suffix
+    )
+    return attempts.order_by("pk").first()
+
+
 def attempt_list_to_reconcile(*, older_than: dt.timedelta, workspace_pk: int | None = None) -> list[ConclusionAttempt]:
     """Attempts left open that reconcile_conclusions should resolve, oldest first.
 

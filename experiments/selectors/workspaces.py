@@ -64,5 +64,6 @@ def workspace_settings_wanted(*, workspace: Workspace) -> dict[str, Any]:
         "email_bookmarkers": workspace.email_bookmarkers,
         "requires_approval": workspace.requires_approval and workspace.approval_off_at is None,
         "approval_window_hours": workspace.approval_window_hours,
+        "approval_when": workspace.approval_when,
         **{name: getattr(workspace, name) for name in Workspace.REMINDER_FIELDS},
     }

@@ -1,9 +1,11 @@
 """Two-person approval: asking, approving (which sends the call, once), rejecting,
-withdrawing, and the expiry of a request nobody decided on.
+withdrawing, and the expiry of a request nobody decided on. The same for both actions: a
+Force conclude and a decision (Record the decision).
 
-Asking is a press in a workspace that requires approval: the experiment is read once, so
-the request records Mixpanel's `modified` and the plan's hash (a failed read refuses the
-press); the attempt is recorded as "awaiting_approval" with the experiment's claim, and an
+Asking is a press that the workspace's approval policy says needs a second person
+(selectors.approval_risk): the experiment is read once, so the request records Mixpanel's
+`modified` and the plan's hash (a failed read refuses the press), the attempt is recorded as
+"awaiting_approval" with the experiment's claim and the rules that made it a request, and an
 `expire_request` task is queued for the end of its window. Nothing is sent.
 
 An approval reads the experiment again first: if `modified` or the plan's hash moved since
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.tasks import task
@@ -31,8 +34,9 @@ from experiments.mixpanel.client import MixpanelClient
 from experiments.mixpanel.errors import MixpanelError
 from experiments.mixpanel.experiment import Experiment
 from experiments.mixpanel.plan import changed_fields, experiment_plan, plan_changes
-from experiments.models import AttemptState, ConclusionAttempt, Workspace
+from experiments.models import ApprovalPolicy, AttemptAction, AttemptState, ConclusionAttempt, Workspace
 from experiments.observability import log_context
+from experiments.selectors import approval_risk
 from experiments.selectors import people as people_selectors
 from experiments.selectors import plans as plan_selectors
 from experiments.selectors import workspaces as workspace_selectors
@@ -48,7 +52,7 @@ from experiments.services.attempts import (
 )
 from experiments.services.plans import plan_observe
 from experiments.services.reconcile import reconcile_attempt_when_judgeable
-from experiments.services.sending import attempt_send
+from experiments.services.sending import PressRead, attempt_send, press_read
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +62,27 @@ NOTE_MAX_LENGTH = 2000
 # Who closes an expired request in the audit trail (no person does).
 EXPIRY_NAME = "approval expiry"
 
+# What a request asks for, in the messages about it: "force concluding “Checkout”".
+DOING = {
+    AttemptAction.CONCLUSION: "force concluding {name}",
+    AttemptAction.DECISION: "recording the decision on {name} ({what})",
+}
+# What its requester must still be allowed to do for an approval to send it.
+VERB = {AttemptAction.CONCLUSION: "force conclude", AttemptAction.DECISION: "record decisions"}
+UNDONE = {
+    AttemptAction.CONCLUSION: "{name} will not be force concluded",
+    AttemptAction.DECISION: "the decision on {name} will not be recorded",
+}
 MSG_AWAITING = (
-    "Asked for approval: force concluding {name} now waits for another concluder or admin of this "
+    "Asked for approval: {doing} now waits for another concluder or admin of this "
     "workspace to approve it (until {when}). Nothing has been sent to Mixpanel yet."
 )
-MSG_EXPIRED = "Expired: nobody approved force concluding {name} within {hours} h, so nothing was sent."
-MSG_FORBIDDEN = "Only concluders and admins of this workspace can approve or reject requests to force conclude."
+MSG_AWAITING_WHY = " It needs approval because {rules}."
+MSG_EXPIRED = "Expired: nobody approved {doing} within {hours} h, so nothing was sent."
+MSG_FORBIDDEN = (
+    "Only concluders and admins of this workspace can approve or reject requests to Force conclude "
+    "or Record the decision."
+)
 MSG_SELF_APPROVAL = (
     "You asked for this yourself, so you cannot approve it: another concluder or admin of this workspace must. "
     "Nothing was sent."
@@ -75,7 +94,7 @@ MSG_SAME_PERSON = (
 MSG_NOTE_REQUIRED = "Say why you reject it in the note: {who} reads it."
 MSG_NOTE_TOO_LONG = f"Keep the note under {NOTE_MAX_LENGTH} characters."
 MSG_REQUESTER_CANNOT = (
-    "{who} may no longer force conclude in this workspace, so their request cannot be approved. Reject it instead."
+    "{who} may no longer {verb} in this workspace, so their request cannot be approved. Reject it instead."
 )
 MSG_EXPIRED_NOW = (
     "This request expired at {when} before anyone approved it. Nothing was sent; ask again if still needed."
@@ -88,8 +107,12 @@ MSG_ALREADY = {
     "Nothing was sent; ask again if still needed.",
 }
 MSG_ALREADY_APPROVED = "{reviewer} already approved this request; it was sent once, by that approval."
-MSG_REJECTED = "Rejected: {name} will not be force concluded. {who} sees your note."
-MSG_WITHDRAWN = "Withdrawn: your request to force conclude {name} is closed. Nothing was sent."
+MSG_REJECTED = "Rejected: {undone}. {who} sees your note."
+MSG_WITHDRAWN = "Withdrawn: your request to {asked} is closed. Nothing was sent."
+ASKED = {
+    AttemptAction.CONCLUSION: "force conclude {name}",
+    AttemptAction.DECISION: "record the decision on {name}",
+}
 
 MSG_ASK_READ_FAILED = (
     "Nothing was recorded or sent: the experiment could not be read from Mixpanel, and a request for approval "
@@ -114,29 +137,82 @@ RESULT_NOT_DUE = "waiting until its window ends"
 # --- Asking ------------------------------------------------------------------------------
 
 
-def approval_request_columns(workspace: Workspace, request: dict[str, Any]) -> dict[str, Any]:
-    """What turns a press into a request for approval: its state, and when it lapses (the
-    workspace's window after it was made)."""
+def request_doing(attempt: ConclusionAttempt) -> str:
+    """What a request asks for, as its messages say it ("force concluding “Checkout”")."""
+    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
+    return DOING[attempt.action].format(name=name, what=attempt.decision_words if attempt.is_decision else "")
+
+
+def approval_request_columns(
+    workspace: Workspace, request: dict[str, Any], *, rules: list[dict[str, str]]
+) -> dict[str, Any]:
+    """What turns a press into a request for approval: its state, when it lapses (the
+    workspace's window after it was made), and the rules that made it one."""
     expires_at = request["created_at"] + dt.timedelta(hours=workspace.approval_window_hours)
-    return {"state": AttemptState.AWAITING_APPROVAL, "expires_at": expires_at}
+    return {"state": AttemptState.AWAITING_APPROVAL, "expires_at": expires_at, "approval_rules": rules}
 
 
-def approval_basis(*, workspace: Workspace, experiment_id: str, client: MixpanelClient) -> dict[str, Any] | str:
-    """Read the experiment for a request for approval: the columns it records (Mixpanel's
-    `modified` and the plan's hash, what an approval checks again), or why it could not be
-    read. The read seals the plan when this is the first sight of it active."""
-    try:
-        experiment = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
-    except MixpanelError as exc:
-        return MSG_ASK_READ_FAILED.format(error=str(exc) or MixpanelError.default_message)
-    plan_observe(workspace=workspace, experiment=experiment)
-    return {"experiment_modified": experiment.modified, "plan_hash": experiment_plan(experiment).hash}
+@dataclass(frozen=True)
+class PressJudgement:
+    """What the approval policy made of one press, and the press's one read of the experiment."""
+
+    read: PressRead | None  # None where the policy reads nothing; passed on to the call
+    verdict: approval_risk.ApprovalVerdict
+    # What a request for approval records of the read: Mixpanel's `modified` and the plan's hash.
+    basis: dict[str, Any] = field(default_factory=dict)
+    refusal: str = ""  # why no request can be made: its read failed
+
+
+def approval_judge(
+    *,
+    workspace: Workspace,
+    action: str,
+    experiment_id: str,
+    variant: str | None = None,
+    client: MixpanelClient,
+    now: dt.datetime,
+) -> PressJudgement:
+    """Judge one press by the workspace's approval policy, reading the experiment once.
+
+    Under "never" nothing is read. Otherwise the read observes the plan (sealed at its first
+    sight active, a change recorded) and, under "when risky", the rules judge it as read, at
+    `now` (a conclusion's end, a decision's moment). A read that failed, or found nothing to
+    act on, makes no press risky: the press goes on and its own check fails it, sending
+    nothing. A request records the read, so an approval can tell the experiment changed since;
+    one whose read failed cannot, and is refused before anything is recorded.
+    """
+    policy = workspace.approval_policy
+    if policy == ApprovalPolicy.NEVER:
+        return PressJudgement(
+            None, approval_risk.press_verdict(workspace=workspace, action=action, experiment=None, now=now)
+        )
+    read = press_read(workspace=workspace, experiment_id=experiment_id, client=client)
+    experiment = read.experiment if read.experiment is not None and read.experiment.id == experiment_id else None
+    if experiment is not None:
+        plan_observe(workspace=workspace, experiment=experiment)
+    actionable = experiment is not None and (
+        experiment.is_active if action == AttemptAction.CONCLUSION else experiment.status == "concluded"
+    )
+    if policy == ApprovalPolicy.RISKY and not actionable:
+        return PressJudgement(read, approval_risk.ApprovalVerdict(policy, needed=False, rules=()))
+    verdict = approval_risk.press_verdict(
+        workspace=workspace, action=action, experiment=experiment, variant=variant, now=now
+    )
+    if not verdict.needed:
+        return PressJudgement(read, verdict)
+    if experiment is None:
+        error = str(read.error or "") or MixpanelError.default_message
+        return PressJudgement(read, verdict, refusal=MSG_ASK_READ_FAILED.format(error=error))
+    basis = {"experiment_modified": experiment.modified, "plan_hash": experiment_plan(experiment).hash}
+    return PressJudgement(read, verdict, basis=basis)
 
 
 def approval_asked(attempt: ConclusionAttempt) -> AttemptOutcome:
-    """What a press that asked for approval came to."""
-    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
-    message = MSG_AWAITING.format(name=name, when=format_utc(attempt.expires_at))
+    """What a press that asked for approval came to, with the rules that made it a request."""
+    message = MSG_AWAITING.format(doing=request_doing(attempt), when=format_utc(attempt.expires_at))
+    words = [rule.get("words", "") for rule in attempt.approval_rules or () if isinstance(rule, dict)]
+    if any(words):
+        message += MSG_AWAITING_WHY.format(rules="; ".join(w for w in words if w))
     return AttemptOutcome(attempt, attempt.state, ok=False, message=message)
 
 
@@ -154,9 +230,10 @@ def approval_lapse(attempt: ConclusionAttempt) -> bool:
     the cron job and a press that finds it overdue close it once; True when this call did.
     Safe to call early: a request still within its window is left alone."""
     now = timezone.now()
-    name = quoted_name(attempt.experiment_name, attempt.experiment_id)
     columns = {
-        "failure_reason": MSG_EXPIRED.format(name=name, hours=attempt.workspace.approval_window_hours),
+        "failure_reason": MSG_EXPIRED.format(
+            doing=request_doing(attempt), hours=attempt.workspace.approval_window_hours
+        ),
         "finished_at": now,
     }
     return attempt_transition(
@@ -330,7 +407,7 @@ def _review_problem(attempt: ConclusionAttempt, user: Any, decision: str, note: 
     if decision == APPROVE:
         requester = workspace_selectors.workspace_access(user=attempt.actor, workspace_pk=attempt.workspace_id)
         if requester is None or not requester.can_conclude or not attempt.actor.is_active:
-            return MSG_REQUESTER_CANNOT.format(who=attempt.actor_name)
+            return MSG_REQUESTER_CANNOT.format(who=attempt.actor_name, verb=VERB[attempt.action])
     return None
 
 
@@ -409,7 +486,7 @@ def _reject(attempt: ConclusionAttempt, user: Any, note: str, via: str) -> Attem
     )
     if not moved:
         return _no_longer_waiting_outcome(attempt)
-    message = MSG_REJECTED.format(name=name, who=attempt.actor_name)
+    message = MSG_REJECTED.format(undone=UNDONE[attempt.action].format(name=name), who=attempt.actor_name)
     return AttemptOutcome(attempt, AttemptState.REJECTED, ok=False, message=message)
 
 
@@ -433,4 +510,9 @@ def _withdraw(attempt: ConclusionAttempt, user: Any, note: str, via: str) -> Att
     )
     if not moved:
         return _no_longer_waiting_outcome(attempt)
-    return AttemptOutcome(attempt, AttemptState.WITHDRAWN, ok=False, message=MSG_WITHDRAWN.format(name=name))
+    return AttemptOutcome(
+        attempt,
+        AttemptState.WITHDRAWN,
+        ok=False,
+        message=MSG_WITHDRAWN.format(asked=ASKED[attempt.action].format(name=name)),
+    )

@@ -310,7 +310,7 @@ def record_blocked(request: dict[str, Any], *, holder: ConclusionClaim | None, m
     double click. Nothing is sent upstream."""
     blocked_by = holder.attempt if holder else None
     # A refused press asked for nothing, not even an approval: it is recorded as a press.
-    request = {**request, "state": AttemptState.REQUESTED, "expires_at": None}
+    request = {**request, "state": AttemptState.REQUESTED, "expires_at": None, "approval_rules": []}
     with transaction.atomic():
         attempt = attempt_record_intent(request=request)
         attempt_record_outcome(

@@ -2,12 +2,15 @@
 for approval), with its audit trail.
 
 Record intent, act, record outcome. experiment_force_conclude reads top to bottom:
+  0. where approval applies only when risky, one read of the experiment, which the
+     approval policy judges (selectors.approval_risk) and the PUT's check reuses;
   1. one transaction inserts the attempt, its claim, its first entry and the task that
      will resolve it, and commits; a press that loses the claim is recorded as refused
      and sends nothing;
-  2. in a workspace that requires two-person approval, that is all: the attempt waits
-     for a second person (services.approvals);
-  3. otherwise the read, the PUT once and the outcome (services.sending).
+  2. when the policy says it needs two-person approval, that is all: the attempt waits
+     for a second person (services.approvals), with the rules that made it a request;
+  3. otherwise the read (or the one already made), the PUT once and the outcome
+     (services.sending).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from django.utils import timezone
 from experiments.dates import end_date_problem, format_utc
 from experiments.mixpanel.client import MixpanelClient
 from experiments.mixpanel.experiment import format_end_date
-from experiments.models import ConclusionClaim, ReasonCategory, Workspace
+from experiments.models import AttemptAction, ConclusionClaim, ReasonCategory, Workspace
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.approvals import (
     approval_asked,
-    approval_basis,
+    approval_judge,
     approval_lapse,
     approval_request_columns,
     expire_request_when_due,
@@ -83,10 +86,11 @@ def experiment_force_conclude(
     `experiment_id` must be exactly the id Mixpanel gave (it is never cleaned up here: a
     near-twin id is another experiment). Never raises for anything Mixpanel does: every
     upstream failure comes back as an outcome with a readable message. The user's role
-    is checked here too, because this call changes the world. In a workspace that
-    requires two-person approval the press sends nothing: it records a request (state
-    "awaiting_approval", holding the claim) that services.approvals approves, which
-    sends, or rejects.
+    is checked here too, because this call changes the world. Where the workspace's
+    approval policy says this press needs two-person approval (always, or when risky and
+    a risk rule applies to the experiment as read now) the press sends nothing: it
+    records a request (state "awaiting_approval", holding the claim, with the rules that
+    made it one) that services.approvals approves, which sends, or rejects.
     """
     refusal = _request_problem(workspace, user, experiment_id, reason_category, end_date)
     if refusal:
@@ -103,15 +107,19 @@ def experiment_force_conclude(
         "approval_off_since": None if workspace.requires_approval else workspace.approval_off_at,
     }
     name = quoted_name(request["experiment_name"], experiment_id)
+    # 0. The policy's verdict, on the press's one read where the policy needs one. The
+    # planned length is judged at the end asked for.
+    judged = approval_judge(
+        workspace=workspace, action=AttemptAction.CONCLUSION, experiment_id=experiment_id, client=client, now=end_date
+    )
+    if judged.refusal:
+        return refused(judged.refusal, failure=FAILURE_UPSTREAM)
     then = reconcile_attempt_when_judgeable
-    if workspace.requires_approval:
+    if judged.verdict.needed:
         # This press only asks; an approval sends, and a request nobody decides on lapses. It
         # records the experiment as read now, so an approval can tell it changed since.
-        basis = approval_basis(workspace=workspace, experiment_id=experiment_id, client=client)
-        if isinstance(basis, str):
-            return refused(basis, failure=FAILURE_UPSTREAM)
-        request.update(basis)
-        request.update(approval_request_columns(workspace, request))
+        request.update(judged.basis)
+        request.update(approval_request_columns(workspace, request, rules=judged.verdict.as_record()))
         then = expire_request_when_due
 
     # 1. Claim and intent (or the request for approval), committed before anything is sent.
@@ -125,8 +133,8 @@ def experiment_force_conclude(
     # 2. A request for approval waits for a second person.
     if attempt.is_awaiting_approval:
         return approval_asked(attempt)
-    # 3. The read, the PUT once, the outcome.
-    return attempt_send(attempt, client=client)
+    # 3. The read (or the one already made), the PUT once, the outcome.
+    return attempt_send(attempt, client=client, read=judged.read)
 
 
 def conclude_permission_problem(*, workspace: Workspace, user: Any) -> str | None:

@@ -2,21 +2,33 @@
 and the one PATCH, with its audit trail.
 
 It runs on the same machinery as Force conclude (the state machine in services.attempts,
-the call in services.sending), with its own claim per experiment: the conclusion's claim
-stays after it succeeded.
+the call in services.sending, two-person approval in services.approvals), with its own
+claim per experiment: the conclusion's claim stays after it succeeded. The workspace's
+approval policy applies to it as to Force conclude (selectors.approval_risk).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
+
 from experiments.dates import format_utc
 from experiments.mixpanel.client import MixpanelClient
 from experiments.models import AttemptAction, ConclusionClaim, Workspace
 from experiments.selectors import workspaces as workspace_selectors
+from experiments.services.approvals import (
+    approval_asked,
+    approval_judge,
+    approval_lapse,
+    approval_request_columns,
+    expire_request_when_due,
+    request_overdue,
+)
 from experiments.services.attempts import (
     FAILURE_FORBIDDEN,
     FAILURE_INVALID,
+    FAILURE_UPSTREAM,
     AttemptOutcome,
     attempt_claim,
     attempt_request,
@@ -46,6 +58,10 @@ MSG_BLOCKED_DONE = "Not sent: the decision on {name} was already recorded by {wh
 MSG_BLOCKED_RACE = (
     "Not sent: another decision on {name} finished a moment ago. Refresh to see its outcome before trying again."
 )
+MSG_BLOCKED_AWAITING = (
+    "Not sent: {who} asked at {when} to record the decision on {name}, and that request waits for approval. "
+    "Approve or reject it instead."
+)
 
 
 def experiment_decide(
@@ -65,7 +81,10 @@ def experiment_decide(
     .../decide with {"success", "variant", "message": note} once, never retried. Like
     force conclude: claim and intent committed first, then a read that proves the
     experiment is this one and concluded, then the PATCH, then the outcome recorded only
-    while the attempt is still open. Never raises for anything Mixpanel does.
+    while the attempt is still open. Never raises for anything Mixpanel does. Where the
+    workspace's approval policy says this decision needs two-person approval, the press
+    sends nothing: it records a request that services.approvals approves (which sends the
+    PATCH, once) or rejects.
     """
     refusal = _request_problem(workspace, user, experiment_id, note)
     if refusal:
@@ -82,13 +101,37 @@ def experiment_decide(
         "request_body": {"success": variant is not None, "variant": variant or "", "message": note},
     }
     name = quoted_name(request["experiment_name"], experiment_id)
+    # 0. The policy's verdict, on the press's one read where the policy needs one.
+    judged = approval_judge(
+        workspace=workspace,
+        action=AttemptAction.DECISION,
+        experiment_id=experiment_id,
+        variant=variant,
+        client=client,
+        now=timezone.now(),
+    )
+    if judged.refusal:
+        return refused(judged.refusal, failure=FAILURE_UPSTREAM)
+    then = reconcile_attempt_when_judgeable
+    if judged.verdict.needed:
+        # This press only asks; an approval sends, and a request nobody decides on lapses. It
+        # records the experiment as read now, so an approval can tell it changed since.
+        request.update(judged.basis)
+        request.update(approval_request_columns(workspace, request, rules=judged.verdict.as_record()))
+        then = expire_request_when_due
 
-    # 1. Claim and intent, committed before anything is sent.
-    attempt, holder = attempt_claim(request=request, then=reconcile_attempt_when_judgeable)
+    # 1. Claim and intent (or the request for approval), committed before anything is sent.
+    attempt, holder = attempt_claim(request=request, then=then)
+    if attempt is None and holder is not None and request_overdue(holder.attempt):
+        # The claim is held by a request nobody approved in time: close it, then claim.
+        approval_lapse(holder.attempt)
+        attempt, holder = attempt_claim(request=request, then=then)
     if attempt is None:
         return record_blocked(request, holder=holder, message=_blocked_message(holder, name))
-    # 2. The read, the PATCH once, the outcome.
-    return attempt_send(attempt, client=client)
+    if attempt.is_awaiting_approval:
+        return approval_asked(attempt)
+    # 2. The read (or the one already made), the PATCH once, the outcome.
+    return attempt_send(attempt, client=client, read=judged.read)
 
 
 def _request_problem(workspace: Workspace, user: Any, experiment_id: str, note: str) -> str | None:
@@ -111,4 +154,6 @@ def _blocked_message(holder: ConclusionClaim | None, name: str) -> str:
     held = holder.attempt
     if held.is_applied:
         return MSG_BLOCKED_DONE.format(name=name, who=held.actor_name, when=format_utc(held.finished_at))
+    if held.is_awaiting_approval:
+        return MSG_BLOCKED_AWAITING.format(name=name, who=held.actor_name, when=format_utc(held.created_at))
     return MSG_BLOCKED_IN_FLIGHT.format(name=name, who=held.actor_name, when=format_utc(held.created_at))

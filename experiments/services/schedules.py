@@ -28,13 +28,13 @@ from experiments.dates import format_utc
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.experiment import CONCLUDED_STATUSES
 from experiments.models import (
-    ConclusionAttempt,
     EntryKind,
     ReasonCategory,
     ScheduledConclusion,
     ScheduleState,
     Workspace,
 )
+from experiments.selectors import conclusions as conclusion_selectors
 from experiments.selectors import workspaces as workspace_selectors
 from experiments.services.attempts import acting_name, experiment_id_problem, quoted_name
 from experiments.services.conclusions import conclude_permission_problem, experiment_force_conclude
@@ -311,14 +311,8 @@ def press_unfinished_schedule(schedule_id: int) -> str:
     ).update(fired_at=timezone.now())
     if not taken:
         return "already taken"
-    made = (
-        ConclusionAttempt.objects.filter(
-            workspace=schedule.workspace,
-            experiment_id=schedule.experiment_id,
-            actor_name__endswith=f" via {_via(schedule)}",
-        )
-        .order_by("pk")
-        .first()
+    made = conclusion_selectors.attempt_made_as(
+        workspace=schedule.workspace, experiment_id=schedule.experiment_id, actor_suffix=f" via {_via(schedule)}"
     )
     if made is not None:
         ScheduledConclusion.objects.filter(pk=schedule.pk).update(attempt=made)

@@ -14,6 +14,7 @@ reconciling reads the experiment. Nothing Mixpanel does makes this raise.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from experiments import audit_payloads, auditlog, metrics
@@ -92,18 +93,40 @@ def variant_keys(experiment: Experiment) -> tuple[str, ...]:
     return tuple(v.key for v in variant_summaries(experiment.variants, experiment.exposures_cache))
 
 
-def attempt_send(attempt: ConclusionAttempt, *, client: MixpanelClient) -> AttemptOutcome:
+@dataclass(frozen=True, slots=True)
+class PressRead:
+    """A press's one read of the experiment, made before its claim where the approval policy
+    must judge it, and passed along so the call that follows does not read again: the
+    experiment, or what the read raised."""
+
+    experiment: Experiment | None
+    error: BaseException | None = None
+
+
+def press_read(*, workspace: Any, experiment_id: str, client: MixpanelClient) -> PressRead:
+    """Read the experiment once for a press. Never raises: a failure is kept for the attempt's outcome."""
+    try:
+        return PressRead(client.get_experiment(workspace.mixpanel_workspace_id, experiment_id))
+    except Exception as exc:
+        return PressRead(None, exc)
+
+
+def attempt_send(
+    attempt: ConclusionAttempt, *, client: MixpanelClient, read: PressRead | None = None
+) -> AttemptOutcome:
     """Steps 1 to 3 for an attempt whose claim and intent are committed ("requested"): read,
     call once, record the outcome. A press runs them at once; an approval, once the second
-    person has approved."""
+    person has approved. `read` is the press's own read, when it made one: step 1 uses it."""
     decision = attempt.action == AttemptAction.DECISION
     workspace, experiment_id = attempt.workspace, attempt.experiment_id
     name = quoted_name(attempt.experiment_name, experiment_id)
 
     # 1. The read: proves the experiment is this one, in this workspace, and in the right state.
-    try:
-        before = client.get_experiment(workspace.mixpanel_workspace_id, experiment_id)
-    except Exception as exc:
+    if read is None:
+        read = press_read(workspace=workspace, experiment_id=experiment_id, client=client)
+    before = read.experiment
+    if before is None:
+        exc = read.error or MixpanelError()
         message = _read_failure(exc, attempt)
         return finish_attempt(attempt, AttemptState.FAILED, message, True, failure=failure_of(exc), error=exc)
     problem = _not_decidable(before, attempt, name) if decision else _not_concludable(before, attempt, name)

@@ -19,6 +19,7 @@ from experiments.dates import format_utc
 from experiments.models import (
     APPROVAL_WINDOW_MAX_HOURS,
     APPROVAL_WINDOW_MIN_HOURS,
+    ApprovalWhen,
     DeliveryChannel,
     EntryKind,
     Workspace,
@@ -33,6 +34,7 @@ SWITCH_OFF_NAME = "scheduled switch-off"
 RESULT_OFF = "off"
 RESULT_CANCELLED = "cancelled"
 RESULT_NOT_DUE = "not due"
+MSG_APPROVAL_WHEN = "Two-person approval applies always or when risky; nothing else."
 MSG_WINDOW_BOUNDS = (
     f"The approval window is {APPROVAL_WINDOW_MIN_HOURS} to {APPROVAL_WINDOW_MAX_HOURS} hours: a request must be "
     "able to wait for its approver, and must not wait for ever."
@@ -80,6 +82,7 @@ def workspace_settings_update(
     email_bookmarkers: bool,
     requires_approval: bool,
     approval_window_hours: int,
+    approval_when: str | None = None,
     actor_name: str = "",
     remind_due: bool | None = None,
     remind_overdue: bool | None = None,
@@ -93,7 +96,9 @@ def workspace_settings_update(
     The one way these settings change: the settings page, the admin site and the commands all
     come here. `requires_approval` is what the admin wants: turning approval off only plans it
     for APPROVAL_OFF_DELAY_HOURS later (approval_switch_off makes it so), and asking for it on
-    again meanwhile cancels the plan. `webhook_url` is validated already
+    again meanwhile cancels the plan. `approval_when` (always or when risky; None keeps it)
+    says which presses approval applies to while it is on: together they are the workspace's
+    approval policy (Workspace.approval_policy). `webhook_url` is validated already
     (forms.WorkspaceSettingsForm); "" keeps the current webhook unless `remove_webhook`; a
     reminder switch left None keeps its value. The URL is stored sealed with its hint, and never
     logged. `user` may be None for a command, which names itself in `actor_name`. A window
@@ -102,6 +107,8 @@ def workspace_settings_update(
     """
     if not APPROVAL_WINDOW_MIN_HOURS <= approval_window_hours <= APPROVAL_WINDOW_MAX_HOURS:
         raise ValueError(MSG_WINDOW_BOUNDS)
+    if approval_when is not None and approval_when not in ApprovalWhen.values:
+        raise ValueError(MSG_APPROVAL_WHEN)
     actor_name = actor_name or auditlog.display_name(user)
     with transaction.atomic():
         # Locked and read afresh: two admins saving at once are chained one after the other,
@@ -114,6 +121,7 @@ def workspace_settings_update(
             email_bookmarkers=email_bookmarkers,
             requires_approval=requires_approval,
             approval_window_hours=approval_window_hours,
+            approval_when=approval_when,
             reminders={
                 "remind_due": remind_due,
                 "remind_overdue": remind_overdue,
@@ -171,6 +179,7 @@ def _changed_columns(
     email_bookmarkers: bool,
     requires_approval: bool,
     approval_window_hours: int,
+    approval_when: str | None,
     reminders: dict[str, bool | None],
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """The columns to write, what changed in words, and what of it weakens the safeguards
@@ -190,6 +199,15 @@ def _changed_columns(
         columns["email_bookmarkers"] = email_bookmarkers
         changes.append("email " + ("on" if email_bookmarkers else "off"))
     _approval_change(workspace, requires_approval, columns, changes, loosened)
+    if approval_when is not None and approval_when != workspace.approval_when:
+        columns["approval_when"] = approval_when
+        now_label, was_label = (ApprovalWhen(value).label.lower() for value in (approval_when, workspace.approval_when))
+        changes.append(f"two-person approval applies {now_label} (was {was_label})")
+        if approval_when == ApprovalWhen.RISKY:
+            loosened.append(
+                "two-person approval now applies only when a conclusion or decision is risky: "
+                "one person can force conclude or record a decision alone when no risk rule applies"
+            )
     if approval_window_hours != workspace.approval_window_hours:
         columns["approval_window_hours"] = approval_window_hours
         changes.append(f"approval window {workspace.approval_window_hours} h → {approval_window_hours} h")

@@ -16,6 +16,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import reswap, retarget, trigger_client_event
 
@@ -23,7 +24,9 @@ from experiments import observability
 from experiments.forms import DecisionForm, ForceConcludeForm
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.experiment import Experiment
+from experiments.models import AttemptAction
 from experiments.queries import ExperimentListQuery
+from experiments.selectors import approval_risk
 from experiments.selectors import experiment_list as list_selectors
 from experiments.selectors import experiment_page as page_selectors
 from experiments.selectors import experiment_rows as row_selectors
@@ -167,6 +170,10 @@ def experiment_force_conclude(request: HtmxHttpRequest, workspace_pk: int, exper
     experiment = listed.experiment
 
     context.update(experiment=experiment, conclude_url=request.path)
+    # Said before anyone presses; the press judges again on its own fresh read.
+    context["approval"] = approval_risk.press_verdict(
+        workspace=access.workspace, action=AttemptAction.CONCLUSION, experiment=experiment, now=timezone.now()
+    )
     if request.method == "GET":
         context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
         context["row"] = row_for(access, experiment)
@@ -227,8 +234,16 @@ def experiment_decide(request: HtmxHttpRequest, workspace_pk: int, experiment_id
     options = page_selectors.decision_options(experiment=experiment)
     form = DecisionForm(request.POST or None, options=options)
     if request.method == "GET" or not form.is_valid():
-        context["form"] = form
         context["plan"] = plan_selectors.plan_status(workspace=access.workspace, experiment_id=experiment.id)
+        # Each choice says before anyone presses whether it needs approval; the press judges again.
+        verdicts = approval_risk.decision_verdicts(
+            workspace=access.workspace,
+            experiment=experiment,
+            variants=[DecisionForm.variant_of(choice.value) for choice in form.choices],
+            now=timezone.now(),
+        )
+        context.update(form=form, decision_rows=list(zip(form.choices, verdicts, strict=True)))
+        context["approval_policy"] = access.workspace.approval_policy
         return _decide_form_response(request, context)
 
     outcome = decision_services.experiment_decide(

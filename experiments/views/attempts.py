@@ -24,7 +24,7 @@ from django_htmx.http import reswap, retarget, trigger_client_event
 from experiments import observability
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.experiment import Experiment
-from experiments.models import ConclusionAttempt
+from experiments.models import AttemptAction, ConclusionAttempt
 from experiments.queries import ExperimentListQuery
 from experiments.selectors import approvals as approval_selectors
 from experiments.selectors import conclusions as conclusion_selectors
@@ -52,9 +52,11 @@ from experiments.views.helpers import (
 STATUS_TEMPLATE = "experiments/attempt_status.html"
 HOME_TEMPLATE = "experiments/home.html"
 
-MSG_APPROVED = "{reviewer} approved the request: the force conclude of {name} was sent to Mixpanel."
-MSG_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was applied."
-MSG_NOT_APPLIED = "Mixpanel's answer is in: the force conclude of {name} was not applied."
+MSG_APPROVED = "{reviewer} approved the request: the {what} of {name} was sent to Mixpanel."
+MSG_APPLIED = "Mixpanel's answer is in: the {what} of {name} was applied."
+MSG_NOT_APPLIED = "Mixpanel's answer is in: the {what} of {name} was not applied."
+# What an attempt is, in those messages.
+WHAT = {AttemptAction.CONCLUSION: "force conclude", AttemptAction.DECISION: "decision"}
 MSG_CHECK_FORBIDDEN = "Only concluders and admins of this workspace can check an attempt with Mixpanel."
 MSG_CHECK_TOO_EARLY = (
     "Too early to tell: the request may still be on its way to Mixpanel for another {seconds} s, and reading "
@@ -89,14 +91,15 @@ def _final_notice(attempt: ConclusionAttempt) -> tuple[str, str]:
     """What the attempt came to, and its tone: "success", "warning" (a request closed with
     nothing sent: nothing went wrong) or "error"."""
     name = f"“{attempt.experiment_name}”" if attempt.experiment_name else f"experiment {attempt.experiment_id}"
+    what = WHAT[attempt.action]
     if attempt.is_applied:
         approved = f"{attempt.reviewer_name} approved the request. " if attempt.reviewer_name else ""
-        return approved + MSG_APPLIED.format(name=name), "success"
+        return approved + MSG_APPLIED.format(name=name, what=what), "success"
     if attempt.is_open:  # a request approved elsewhere, now on its way
-        return MSG_APPROVED.format(reviewer=attempt.reviewer_name or "Someone", name=name), "success"
+        return MSG_APPROVED.format(reviewer=attempt.reviewer_name or "Someone", name=name, what=what), "success"
     if attempt.is_closed_unsent:
         return attempt.failure_reason, "warning"
-    return attempt.failure_reason or MSG_NOT_APPLIED.format(name=name), "error"
+    return attempt.failure_reason or MSG_NOT_APPLIED.format(name=name, what=what), "error"
 
 
 def _toast(response: HttpResponse, message: str) -> HttpResponse:
@@ -239,7 +242,7 @@ def attempt_status(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int)
 
 @require_POST
 def attempt_review(request: HtmxHttpRequest, workspace_pk: int, attempt_pk: int) -> HttpResponse:
-    """Approve (which force concludes, once) or reject a request waiting for a second person;
+    """Approve (which sends its force conclude or decision, once) or reject a request waiting for a second person;
     its requester may withdraw it. A refusal leaves the request as it was, saying why."""
     access = get_workspace_access(request, workspace_pk)
     attempt = _attempt_or_404(access, attempt_pk)

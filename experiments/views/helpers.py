@@ -128,6 +128,7 @@ def conclude_section_context(
     claim = claims.get(AttemptAction.CONCLUSION)
     return {
         "approvers": approvers_of(claim) if claim is not None and claim.is_awaiting_approval else "",
+        "decision_approvers": approvers_of(decision) if decision is not None and decision.is_awaiting_approval else "",
         "row": row_for(access, experiment, notice=notice, notice_tone=notice_tone, claim=claim),
         "decision": decision,
         "decision_text": row_selectors.decision_text(experiment.status, decision),

@@ -19,7 +19,12 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from experiments.forms import WorkspaceSettingsForm
-from experiments.models import APPROVAL_WINDOW_MAX_HOURS, APPROVAL_WINDOW_MIN_HOURS
+from experiments.models import (
+    APPROVAL_WINDOW_MAX_HOURS,
+    APPROVAL_WINDOW_MIN_HOURS,
+    ApprovalPolicy,
+    approval_policy_of,
+)
 from experiments.notifications import webhook as notification_webhook
 from experiments.selectors import notifications as notification_selectors
 from experiments.selectors import workspaces as workspace_selectors
@@ -30,6 +35,16 @@ from experiments.views.helpers import get_workspace_access
 TEMPLATE = "experiments/workspace_settings.html"
 MSG_SAVED = "Settings saved: {changes}."
 MSG_UNCHANGED = "Nothing changed."
+# The line under each choice of the approval policy.
+APPROVAL_EXPLAINED = {
+    ApprovalPolicy.NEVER: "One concluder's press of Force conclude or Record the decision is sent at once.",
+    ApprovalPolicy.RISKY: (
+        "A press becomes a request only when it is risky: a conclusion before the planned length, with a "
+        "sample-ratio warning, or after the plan changed since it was sealed; a decision for those reasons, "
+        "or one that ships a variant the results show as worse than control. The dialog says which rule applies."
+    ),
+    ApprovalPolicy.ALWAYS: "Every press of Force conclude or Record the decision becomes a request.",
+}
 
 
 def _page_context(request: HttpRequest, access: WorkspaceAccess, form: WorkspaceSettingsForm) -> dict[str, Any]:
@@ -47,6 +62,7 @@ def _page_context(request: HttpRequest, access: WorkspaceAccess, form: Workspace
         # Approval still applies until then: an admin turned it off, and the delay is not over.
         "approval_off_pending": workspace.approval_off_at if workspace.requires_approval else None,
         "approval_off_delay_hours": settings.APPROVAL_OFF_DELAY_HOURS,
+        "approval_choices": [(value, label, APPROVAL_EXPLAINED[value]) for value, label in ApprovalPolicy.choices],
         "deliveries": notification_selectors.delivery_page(workspace=workspace, page=request.GET.get("page")),
         "setting_changes": notification_selectors.settings_change_list(workspace=workspace),
         # How many of the people concerned an email can reach: said while email is on.
@@ -63,6 +79,9 @@ def workspace_settings(request: HttpRequest, workspace_pk: int) -> HttpResponse:
         raise PermissionDenied("Only a workspace admin may open its settings.")
     workspace = access.workspace
     current = workspace_selectors.workspace_settings_wanted(workspace=workspace)
+    current["approval_policy"] = approval_policy_of(
+        requires_approval=current["requires_approval"], approval_when=current["approval_when"]
+    )
     form = WorkspaceSettingsForm(request.POST if request.method == "POST" else None, initial=current)
     if request.method == "POST" and form.is_valid():
         changes = workspace_services.workspace_settings_update(

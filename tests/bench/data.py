@@ -233,6 +233,8 @@ class AuditGenerator:
             "approval_off_since": None,
             "experiment_modified": None,
             "plan_hash": "",
+            "approval_rules": [],
+            "action": "conclusion",
             "reviewer_name": "",
             "review_note": "",
         }

@@ -27,7 +27,9 @@ def ask_for_approval(page: Page, base_url: str, exp: dict) -> None:
     open_workspace_and_search(page, exp["name"])
     row = page.locator("#results tbody tr").first
     open_dialog(page, row)
-    expect(page.locator("#force-conclude-dialog")).to_contain_text("requires a second person's approval")
+    expect(page.locator("#force-conclude-dialog")).to_contain_text(
+        "Needs approval: this workspace asks a second person to approve every Force conclude"
+    )
     fill_dialog(page)
     page.get_by_role("button", name="Ask for approval").click()
     expect(page.locator("#toasts")).to_contain_text("Asked for approval", timeout=TIMEOUT_MS)

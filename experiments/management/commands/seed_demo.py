@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from experiments.models import Role
+from experiments.models import ApprovalWhen, Role
 from experiments.services import roles as role_services
 from experiments.services import workspaces as workspace_services
 from experiments.standin import DEMO_WORKSPACES
@@ -30,8 +30,10 @@ DEMO_USERS: dict[str, tuple[str | None, bool, bool, str]] = {
 }
 
 
-# The demo workspace that shows two-person approval: "concluder" asks, "admin" approves.
-APPROVAL_DEMO_WORKSPACE = "Search & Discovery"
+# The demo workspaces that show two-person approval ("concluder" asks, "admin" approves), and
+# when it applies in each: to every press, or only to risky ones (its "checkout button"
+# experiment has not reached its planned length).
+APPROVAL_DEMO_WORKSPACES = {"Search & Discovery": ApprovalWhen.ALWAYS, "Payments": ApprovalWhen.RISKY}
 
 
 def demo_password(username: str) -> str:
@@ -74,7 +76,7 @@ class Command(BaseCommand):
                     mixpanel_project_id=demo.mixpanel_project_id,
                 )
                 workspaces.append(workspace)
-                if change == "created" and workspace.name == APPROVAL_DEMO_WORKSPACE:
+                if change == "created" and workspace.name in APPROVAL_DEMO_WORKSPACES:
                     # Only when first made: an admin may turn it off in the workspace's settings.
                     workspace_services.workspace_settings_update(
                         workspace=workspace,
@@ -85,8 +87,9 @@ class Command(BaseCommand):
                         email_bookmarkers=workspace.email_bookmarkers,
                         requires_approval=True,
                         approval_window_hours=workspace.approval_window_hours,
+                        approval_when=APPROVAL_DEMO_WORKSPACES[workspace.name],
                     )
-                    change += ", requires two-person approval"
+                    change += f", two-person approval {workspace.get_approval_when_display().lower()}"
                 self.stdout.write(
                     f"Workspace {workspace.name} ({workspace.region} #{demo.mixpanel_workspace_id}): {change}"
                 )
@@ -108,7 +111,9 @@ class Command(BaseCommand):
         for username, (*_, description) in DEMO_USERS.items():
             self.stdout.write(f"  {username:<10} {demo_password(username):<16} {description}")
         if any(ws.requires_approval for ws in workspaces):
-            approving = ", ".join(ws.name for ws in workspaces if ws.requires_approval)
+            approving = ", ".join(
+                f"{ws.name} ({ws.get_approval_when_display().lower()})" for ws in workspaces if ws.requires_approval
+            )
             self.stdout.write(
                 f"Two-person approval is on in {approving}: log in as concluder to ask, as admin to approve."
             )
