@@ -23,9 +23,10 @@ from experiments.models import (
     Workspace,
 )
 from experiments.notifications.messages import notification_message
-from experiments.selectors import approval_risk, plans
+from experiments.selectors import approval_risk
 from experiments.selectors.approval_risk import RiskFacts, approval_verdict
 from experiments.services import approvals
+from experiments.services import plans as plan_services
 from experiments.services.attempts import STATE_BLOCKED
 from tests.factories import assert_chain_valid, workspace_settings_set
 from tests.fake_mixpanel import EXP_ID, FakeMixpanel, install, raw_experiment
@@ -204,13 +205,19 @@ def test_a_press_with_a_sample_ratio_warning_asks_for_approval(risky, pm):
     assert fake.puts == []
 
 
-def test_a_press_after_the_plan_changed_asks_for_approval(risky, pm, monkeypatch):
-    monkeypatch.setattr(plans, "plan_changed_since_seal", lambda **_: SEALED_CHANGE)
+def test_a_press_after_the_plan_changed_asks_for_approval(risky, pm):
     fake = fake_with(settings={"duration_days": 14})
+    # The experiment page's read seals the plan; then someone edits the hypothesis in Mixpanel.
+    plan_services.plan_observe(workspace=risky, experiment=fake.get_experiment(1001, EXP_ID))
+    fake.state[(1001, EXP_ID)]["hypothesis"] = "A bigger button sells more, after all."
     outcome = conclude(risky, pm, fake)
     assert outcome.state == AttemptState.AWAITING_APPROVAL
     assert [r["rule"] for r in outcome.attempt.approval_rules] == [approval_risk.RULE_PLAN_CHANGED]
     assert fake.puts == []
+    # The press's own read found the change, recorded it, and judged by it.
+    changed = AuditEntry.objects.get(kind=EntryKind.PLAN_CHANGED)
+    assert "hypothesis" in [c["field"] for c in changed.payload_data["changes"]]
+    assert_chain_valid()
 
 
 def test_a_press_whose_read_fails_sends_nothing_and_asks_nothing(risky, pm):

@@ -339,8 +339,8 @@ def test_focus_lands_on_the_outcome_and_indicators_speak_only_while_busy(
     typed = dt.datetime.strptime(end.input_value(), "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC)
     assert abs(typed - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=2)
 
-    page.get_by_label("Reason").select_option("significance")
-    page.get_by_label("In your own words").fill("The treatment won clearly.")
+    page.locator("#force-conclude-form").get_by_label("Reason").select_option("significance")
+    page.locator("#force-conclude-form").get_by_label("In your own words").fill("The treatment won clearly.")
     page.locator("#force-conclude-submit").click()
     # While the PUT is on its way: shown, and said once through the page's one live region.
     expect(progress).to_be_visible()

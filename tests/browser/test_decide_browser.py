@@ -44,8 +44,8 @@ def test_conclude_then_decide_in_place(page: Page, live_server, standin, pm, wor
     # Force conclude from the page.
     page.get_by_role("link", name=re.compile("^Force conclude")).click()
     expect(page.locator("#force-conclude-form")).to_be_visible()
-    page.get_by_label("Reason").select_option("significance")
-    page.get_by_label("In your own words").fill("Treatment won clearly.")
+    page.locator("#force-conclude-form").get_by_label("Reason").select_option("significance")
+    page.locator("#force-conclude-form").get_by_label("In your own words").fill("Treatment won clearly.")
     page.locator("#force-conclude-submit").click()
 
     # In place: header badge, end date, focus on the result, and the next step offered.

@@ -37,8 +37,8 @@ def open_dialog(page: Page, row) -> None:
 
 
 def fill_dialog(page: Page) -> None:
-    page.get_by_label("Reason").select_option("significance")
-    page.get_by_label("In your own words").fill("The treatment won clearly.")
+    page.locator("#force-conclude-form").get_by_label("Reason").select_option("significance")
+    page.locator("#force-conclude-form").get_by_label("In your own words").fill("The treatment won clearly.")
     # The end date defaults to now (UTC): left as it is.
 
 

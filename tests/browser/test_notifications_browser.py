@@ -33,8 +33,8 @@ def force_conclude(page: Page, base_url: str, workspace, experiment: dict) -> No
     page.goto(base_url + reverse("experiments:experiment-detail", args=[workspace.pk, experiment["id"]]))
     page.locator("[data-open-dialog=force-conclude-dialog]").first.click()
     expect(page.locator("#force-conclude-form")).to_be_visible()
-    page.get_by_label("Reason").select_option("significance")
-    page.get_by_label("In your own words").fill("The treatment won clearly.")
+    page.locator("#force-conclude-form").get_by_label("Reason").select_option("significance")
+    page.locator("#force-conclude-form").get_by_label("In your own words").fill("The treatment won clearly.")
     page.locator("#force-conclude-submit").click()
     expect(page.locator("#conclude-section p.success")).to_contain_text("Concluded")
 
