@@ -17,7 +17,7 @@ from django_tasks_db.models import DBTaskResult
 from experiments.mixpanel import client as mixpanel
 from experiments.mixpanel.errors import MixpanelConfigError, MixpanelOutcomeUnknown, MixpanelUnavailable
 from experiments.models import AttemptState, AuditEntry, ConclusionAttempt, ConclusionClaim, EntryKind
-from experiments.services import conclusions as conclusion_services
+from experiments.services import approvals as approval_services
 from experiments.services import decisions
 from experiments.services import reconcile as reconcile_services
 from experiments.services.attempts import STATE_BLOCKED
@@ -106,8 +106,8 @@ def test_the_task_is_queued_in_the_intent_transaction(monkeypatch, workspace, pm
     def queue_down(*args, **kwargs):
         raise DatabaseError("the task table refused the insert")
 
-    # The press queues its reconcile task through the name it imported.
-    monkeypatch.setattr(conclusion_services, "reconcile_attempt_when_judgeable", queue_down)
+    # The press queues its reconcile task through the name approvals.approval_press imported.
+    monkeypatch.setattr(approval_services, "reconcile_attempt_when_judgeable", queue_down)
     fake = FakeMixpanel()
     with pytest.raises(DatabaseError):
         press(workspace, pm, fake)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,14 @@ from experiments.mixpanel.client import MixpanelClient
 from experiments.mixpanel.errors import MixpanelError
 from experiments.mixpanel.experiment import Experiment
 from experiments.mixpanel.plan import changed_fields, experiment_plan, plan_changes
-from experiments.models import ApprovalPolicy, AttemptAction, AttemptState, ConclusionAttempt, Workspace
+from experiments.models import (
+    ApprovalPolicy,
+    AttemptAction,
+    AttemptState,
+    ConclusionAttempt,
+    ConclusionClaim,
+    Workspace,
+)
 from experiments.observability import log_context
 from experiments.selectors import approval_risk
 from experiments.selectors import people as people_selectors
@@ -47,8 +55,10 @@ from experiments.services.attempts import (
     FAILURE_UPSTREAM,
     AttemptOutcome,
     acting_name,
+    attempt_claim,
     attempt_transition,
     quoted_name,
+    record_blocked,
 )
 from experiments.services.plans import plan_observe
 from experiments.services.reconcile import reconcile_attempt_when_judgeable
@@ -205,6 +215,38 @@ def approval_judge(
         return PressJudgement(read, verdict, refusal=MSG_ASK_READ_FAILED.format(error=error))
     basis = {"experiment_modified": experiment.modified, "plan_hash": experiment_plan(experiment).hash}
     return PressJudgement(read, verdict, basis=basis)
+
+
+def approval_press(
+    *,
+    workspace: Workspace,
+    request: dict[str, Any],
+    judged: PressJudgement,
+    client: MixpanelClient,
+    blocked_message: Callable[[ConclusionClaim | None], str],
+) -> AttemptOutcome:
+    """The rest of a press once judged, the same for both actions: the request for approval
+    where the verdict asks for one, then claim and intent committed before anything is sent
+    (a claim held by a request nobody approved in time is closed first; a press that loses
+    the claim is recorded as refused, with `blocked_message(holder)`), then either the wait
+    for a second person or the read, the one call and the outcome."""
+    then = reconcile_attempt_when_judgeable
+    if judged.verdict.needed:
+        # This press only asks; an approval sends, and a request nobody decides on lapses. It
+        # records the experiment as read now, so an approval can tell it changed since.
+        request.update(judged.basis)
+        request.update(approval_request_columns(workspace, request, rules=judged.verdict.as_record()))
+        then = expire_request_when_due
+    attempt, holder = attempt_claim(request=request, then=then)
+    if attempt is None and holder is not None and request_overdue(holder.attempt):
+        approval_lapse(holder.attempt)
+        attempt, holder = attempt_claim(request=request, then=then)
+    if attempt is None:
+        return record_blocked(request, holder=holder, message=blocked_message(holder))
+    if attempt.is_awaiting_approval:
+        return approval_asked(attempt)
+    # The read (or the one the judgement made), the call once, the outcome.
+    return attempt_send(attempt, client=client, read=judged.read)
 
 
 def approval_asked(attempt: ConclusionAttempt) -> AttemptOutcome:

@@ -25,28 +25,17 @@ from experiments.mixpanel.client import MixpanelClient
 from experiments.mixpanel.experiment import format_end_date
 from experiments.models import AttemptAction, ConclusionClaim, ReasonCategory, Workspace
 from experiments.selectors import workspaces as workspace_selectors
-from experiments.services.approvals import (
-    approval_asked,
-    approval_judge,
-    approval_lapse,
-    approval_request_columns,
-    expire_request_when_due,
-    request_overdue,
-)
+from experiments.services.approvals import approval_judge, approval_press
 from experiments.services.attempts import (
     FAILURE_FORBIDDEN,
     FAILURE_INVALID,
     FAILURE_UPSTREAM,
     AttemptOutcome,
-    attempt_claim,
     attempt_request,
     experiment_id_problem,
     quoted_name,
-    record_blocked,
     refused,
 )
-from experiments.services.reconcile import reconcile_attempt_when_judgeable
-from experiments.services.sending import attempt_send
 
 # Readable answers, as constants so tests and views can match them.
 MSG_FORBIDDEN = (
@@ -114,27 +103,14 @@ def experiment_force_conclude(
     )
     if judged.refusal:
         return refused(judged.refusal, failure=FAILURE_UPSTREAM)
-    then = reconcile_attempt_when_judgeable
-    if judged.verdict.needed:
-        # This press only asks; an approval sends, and a request nobody decides on lapses. It
-        # records the experiment as read now, so an approval can tell it changed since.
-        request.update(judged.basis)
-        request.update(approval_request_columns(workspace, request, rules=judged.verdict.as_record()))
-        then = expire_request_when_due
-
-    # 1. Claim and intent (or the request for approval), committed before anything is sent.
-    attempt, holder = attempt_claim(request=request, then=then)
-    if attempt is None and holder is not None and request_overdue(holder.attempt):
-        # The claim is held by a request nobody approved in time: close it, then claim.
-        approval_lapse(holder.attempt)
-        attempt, holder = attempt_claim(request=request, then=then)
-    if attempt is None:
-        return record_blocked(request, holder=holder, message=_blocked_message(holder, name))
-    # 2. A request for approval waits for a second person.
-    if attempt.is_awaiting_approval:
-        return approval_asked(attempt)
-    # 3. The read (or the one already made), the PUT once, the outcome.
-    return attempt_send(attempt, client=client, read=judged.read)
+    # 1. Claim and intent (or the request for approval), then the call or the wait for approval.
+    return approval_press(
+        workspace=workspace,
+        request=request,
+        judged=judged,
+        client=client,
+        blocked_message=lambda holder: _blocked_message(holder, name),
+    )
 
 
 def conclude_permission_problem(*, workspace: Workspace, user: Any) -> str | None:
